@@ -1,0 +1,5 @@
+import sys
+
+from ecgbridge.cli import main
+
+sys.exit(main())

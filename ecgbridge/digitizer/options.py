@@ -1,0 +1,44 @@
+"""Options that steer the digitizer; every field has a safe default (auto-detect)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Layout names accepted by ``layout=``; "auto" detects the layout from the page.
+KNOWN_LAYOUTS: tuple[str, ...] = (
+    "auto", "3x4", "3x4+II", "3x4+V1", "3x4+3", "6x2", "6x2+II", "12x1", "12x1+II", "6x1",
+)
+
+
+@dataclass(frozen=True)
+class DigitizeOptions:
+    """How to digitize.
+
+    Attributes
+    ----------
+    layout : str
+        "auto" or a hint from :data:`KNOWN_LAYOUTS`.
+    paper_speed : float or None
+        mm/s if known (overrides detection), else detected / 25.
+    gain : float or None
+        mm/mV if known (overrides the calibration pulse), else detected / 10.
+    fs : float
+        Output sampling rate in Hz.
+    """
+
+    layout: str = "auto"
+    paper_speed: float | None = None
+    gain: float | None = None
+    fs: float = 500.0
+
+    def __post_init__(self) -> None:
+        if self.layout not in KNOWN_LAYOUTS:
+            raise ValueError(
+                f"unknown layout {self.layout!r}; expected one of {', '.join(KNOWN_LAYOUTS)}"
+            )
+        if self.paper_speed is not None and not 5.0 <= self.paper_speed <= 200.0:
+            raise ValueError(f"paper speed must be 5-200 mm/s, got {self.paper_speed}")
+        if self.gain is not None and not 1.0 <= self.gain <= 100.0:
+            raise ValueError(f"gain must be 1-100 mm/mV, got {self.gain}")
+        if not 50.0 <= self.fs <= 10000.0:
+            raise ValueError(f"output sampling rate must be 50-10000 Hz, got {self.fs}")

@@ -1,0 +1,10 @@
+"""Encoders (ECG -> file formats) and readers (file formats -> ECG).
+
+:data:`WRITERS` maps a ``--format`` name to a function
+``write(ecg, out_dir, stem, context) -> list[Path]``; modules register themselves
+in :mod:`ecgbridge.encode.registry`.
+"""
+
+from ecgbridge.encode.registry import WRITERS, WriteContext, available_formats, write_outputs
+
+__all__ = ["WRITERS", "WriteContext", "available_formats", "write_outputs"]

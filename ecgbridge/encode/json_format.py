@@ -1,0 +1,21 @@
+"""JSON summary: calibration, per-lead quality, panels and warnings (no samples)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ecgbridge import __version__
+from ecgbridge.ecg import ECG
+from ecgbridge.encode.atomic import write_text_atomic
+
+
+def ecg_summary_json(ecg: ECG) -> str:
+    """Return the JSON text describing how `ecg` was digitized."""
+    doc = {"ecgbridge_version": __version__, **ecg.summary()}
+    return json.dumps(doc, indent=2, allow_nan=False)
+
+
+def write_json(ecg: ECG, out_dir: Path, stem: str, context: object = None) -> list[Path]:
+    """Write ``<stem>.json``."""
+    return [write_text_atomic(out_dir / f"{stem}.json", ecg_summary_json(ecg) + "\n")]

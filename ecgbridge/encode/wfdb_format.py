@@ -1,0 +1,93 @@
+"""WFDB (format 16, 1 µV per unit) writer and reader."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ecgbridge.ecg import ECG, LEADS
+from ecgbridge.errors import EncodingError, InputError
+
+#: ADC units per mV: 1 µV resolution, ±32.767 mV range.
+WFDB_GAIN = 1000.0
+_LIMIT_MV = 32.766
+
+
+def write_wfdb(ecg: ECG, out_dir: Path, stem: str, context: object = None) -> list[Path]:
+    """Write ``<stem>.hea`` and ``<stem>.dat`` (12 signals in mV, NaN as WFDB's invalid value).
+
+    Raises
+    ------
+    EncodingError
+        If a lead exceeds the ±32.7 mV that format 16 holds at 1 µV per unit.
+    """
+    import wfdb
+
+    finite = ecg.signals[np.isfinite(ecg.signals)]
+    if finite.size and float(np.abs(finite).max()) > _LIMIT_MV:
+        raise EncodingError(
+            f"{stem}: a lead reaches {float(np.abs(finite).max()):.1f} mV, beyond the "
+            f"±{_LIMIT_MV} mV that WFDB format 16 holds at 1 µV per unit"
+        )
+    d = np.round(ecg.signals.T * WFDB_GAIN)
+    d[~np.isfinite(d)] = -32768  # WFDB invalid sample for format 16
+    d_signal = d.astype(np.int16).astype(np.int64)
+    fs = ecg.fs if float(ecg.fs).is_integer() else round(ecg.fs, 6)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{stem}.") as tmp:
+        wfdb.wrsamp(
+            record_name=stem,
+            fs=fs,
+            units=["mV"] * len(LEADS),
+            sig_name=list(LEADS),
+            d_signal=d_signal,
+            fmt=["16"] * len(LEADS),
+            adc_gain=[WFDB_GAIN] * len(LEADS),
+            baseline=[0] * len(LEADS),
+            comments=[f"digitized by ecgbridge from {ecg.source.name or 'an image'}"],
+            write_dir=tmp,
+        )
+        written = []
+        for ext in ("dat", "hea"):  # header last: it makes the record visible
+            dest = out_dir / f"{stem}.{ext}"
+            os.replace(Path(tmp) / f"{stem}.{ext}", dest)
+            written.append(dest)
+    return written
+
+
+def read_wfdb(path: Path) -> ECG:
+    """Read a WFDB record (path with or without ``.hea``) holding some of the 12 leads.
+
+    Raises
+    ------
+    InputError
+        If the record cannot be read or holds none of the 12 leads.
+    """
+    import wfdb
+
+    from ecgbridge.ecg import normalise_lead_name
+
+    base = str(path)[:-4] if str(path).endswith(".hea") else str(path)
+    try:
+        rec = wfdb.rdrecord(base)
+    except Exception as exc:  # wfdb raises many kinds
+        raise InputError(f"{path}: not a readable WFDB record ({exc})") from exc
+    units = [u.lower() if u else "mv" for u in rec.units]
+    leads: dict[str, np.ndarray] = {}
+    for i, name in enumerate(rec.sig_name):
+        try:
+            lead = normalise_lead_name(name)
+        except ValueError:
+            continue
+        scale = 1e-3 if units[i] in ("uv", "µv") else 1.0
+        leads[lead] = rec.p_signal[:, i] * scale
+    if not leads:
+        raise InputError(f"{path}: none of the signals {rec.sig_name} is a 12-lead ECG lead")
+    fs = float(rec.fs)
+    if not math.isfinite(fs) or fs <= 0:
+        raise InputError(f"{path}: invalid sampling rate {rec.fs}")
+    return ECG.from_leads(leads, fs=fs, n_samples=rec.sig_len)
