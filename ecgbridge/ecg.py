@@ -60,7 +60,9 @@ class PanelInfo:
     page : int
         0-based page index (multi-page PDFs).
     box : tuple of float
-        ``(x0, y0, x1, y1)`` pixel box of the panel.
+        ``(x0, y0, x1, y1)`` pixel box of the panel in the rectified frame; ``x0`` is
+        the column of time `start_s`, so sample time t lies at
+        ``x0 + (t - start_s) * mm_per_s * px_per_mm_x``.
     baseline_px : float
         Row of 0 mV in pixels.
     start_s : float
@@ -100,6 +102,10 @@ class Calibration:
         ``"pulse"``, ``"printed"``, ``"user"``, ``"vector"`` or ``"default"``.
     method : str
         ``"raster"`` or ``"vector"``.
+    transform : tuple of float
+        Row-major 3x3 homography (9 values) mapping the input page's pixels to the
+        rectified (deskewed / perspective-corrected) frame that :class:`PanelInfo`
+        coordinates refer to; empty means identity.
     warnings : tuple of str
         Anything a reviewer should know (assumed defaults, repaired leads...).
     """
@@ -113,6 +119,7 @@ class Calibration:
     gain_source: str = "default"
     speed_source: str = "default"
     method: str = "raster"
+    transform: tuple[float, ...] = ()
     warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +134,7 @@ class Calibration:
             "gain_source": self.gain_source,
             "speed_source": self.speed_source,
             "method": self.method,
+            "transform": list(self.transform),
             "warnings": list(self.warnings),
         }
 
