@@ -1,0 +1,150 @@
+"""Outbox folder: the encoded files of each job copied under the job's id."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ecgbridge.deliver.base import DeliveryItem, DeliveryReceipt
+from ecgbridge.deliver.settings import OutboxSettings
+from ecgbridge.encode.atomic import write_bytes_atomic
+from ecgbridge.errors import DeliveryError
+
+#: File name suffix in the outbox per format (the WFDB ``.dat`` follows its ``.hea``).
+OUTBOX_SUFFIXES: dict[str, str] = {
+    "dicom": ".dcm",
+    "fhir-r4": ".fhir-r4.json",
+    "fhir-r5": ".fhir-r5.json",
+    "json": ".json",
+    "wfdb": ".hea",
+    "csv": ".csv",
+}
+
+_SAFE_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def outbox_name(job_id: str, fmt: str, source: Path) -> str:
+    """Return the outbox file name of one format of one job.
+
+    Parameters
+    ----------
+    job_id : str
+        Job identifier (the file stem).
+    fmt : str
+        Format name (``"dicom"``, ``"fhir-r4"`` ...).
+    source : Path
+        The encoded file; its suffix is used for formats without a fixed one
+        (e.g. the overlay image).
+    """
+    suffix = OUTBOX_SUFFIXES.get(fmt)
+    if suffix is None:
+        suffix = f".{fmt}{source.suffix}"
+    return f"{job_id}{suffix}"
+
+
+def _rename_wfdb_header(text: str, old_stem: str, new_stem: str) -> str:
+    """Point a WFDB header at ``<new_stem>`` (record name and signal file names)."""
+    if old_stem == new_stem:
+        return text
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    record_line_seen = False
+    for line in lines:
+        if line.startswith("#") or not line.strip():
+            out.append(line)
+            continue
+        first, sep, rest = line.partition(" ")
+        if not record_line_seen:
+            record_line_seen = True
+            name, slash, segments = first.partition("/")
+            if name == old_stem:
+                first = new_stem + slash + segments
+        elif first == f"{old_stem}.dat":
+            first = f"{new_stem}.dat"
+        out.append(first + sep + rest)
+    return "".join(out)
+
+
+class OutboxDestination:
+    """Copy each job's encoded files into a folder as ``<job_id>.<format suffix>``.
+
+    Files are written atomically (temporary file, fsync, rename) so a consumer
+    polling the folder never sees a partial file; delivering the same item again
+    overwrites the files with identical content.
+
+    Parameters
+    ----------
+    settings : OutboxSettings
+        Folder and formats to copy.
+    name : str
+        Destination name in the journal.
+    """
+
+    def __init__(self, settings: OutboxSettings, name: str = "outbox") -> None:
+        self.settings = settings
+        self.name = name
+
+    def deliver(self, item: DeliveryItem) -> DeliveryReceipt:
+        """Copy the configured formats of `item` into the outbox.
+
+        Raises
+        ------
+        DeliveryError
+            Not retryable if the job id is unsafe as a file name or a configured
+            format is missing from the item; retryable if the folder cannot be written
+            (disk full, permissions, unmounted share).
+        """
+        if not _SAFE_JOB_ID.match(item.job_id):
+            raise DeliveryError(
+                f"outbox: job id {item.job_id!r} is not usable as a file name",
+                retryable=False,
+            )
+        missing = [fmt for fmt in self.settings.formats if fmt not in item.files]
+        if missing:
+            raise DeliveryError(
+                f"outbox: job {item.job_id} has no {', '.join(missing)} file to copy "
+                f"(it has {', '.join(sorted(item.files)) or 'none'})",
+                retryable=False,
+            )
+        folder = Path(self.settings.path)
+        written: list[Path] = []
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for fmt in self.settings.formats:
+                written.extend(self._copy(item, fmt, folder))
+            _fsync_dir(folder)
+        except OSError as exc:
+            raise DeliveryError(
+                f"outbox: cannot write job {item.job_id} into {folder}: {exc.strerror or exc}",
+                retryable=True,
+            ) from exc
+        names = ", ".join(p.name for p in written)
+        return DeliveryReceipt(self.name, f"wrote {names} in {folder}")
+
+    def _copy(self, item: DeliveryItem, fmt: str, folder: Path) -> list[Path]:
+        source = Path(item.files[fmt])
+        if fmt == "wfdb":
+            data_file = source.with_suffix(".dat")
+            dat = write_bytes_atomic(folder / f"{item.job_id}.dat", data_file.read_bytes())
+            header = _rename_wfdb_header(
+                source.read_text(encoding="utf-8"), source.stem, item.job_id
+            )
+            hea = write_bytes_atomic(folder / f"{item.job_id}.hea", header.encode("utf-8"))
+            return [dat, hea]
+        target = folder / outbox_name(item.job_id, fmt, source)
+        return [write_bytes_atomic(target, source.read_bytes())]
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
