@@ -150,4 +150,6 @@ def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
     if not ok:  # pragma: no cover - OpenCV always encodes uint8 RGB
         raise ValueError("OpenCV could not JPEG-encode the page")
     decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if decoded is None:  # pragma: no cover - we just encoded it
+        raise ValueError("OpenCV could not decode the JPEG it wrote")
     return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
