@@ -175,7 +175,9 @@ def resample_to_grid(
     if vals.ndim != 2:
         raise ValueError(f"resample_to_grid: values must be (leads, samples), got {vals.shape}")
     if not (fs > 0 and fs_reference > 0):
-        raise ValueError(f"resample_to_grid: sampling rates must be positive ({fs}, {fs_reference})")
+        raise ValueError(
+            f"resample_to_grid: sampling rates must be positive, got {fs} and {fs_reference}"
+        )
     out = np.full((vals.shape[0], n_samples), np.nan)
     m = vals.shape[1]
     if m == 0:
