@@ -1,0 +1,490 @@
+"""FHIR Observation (R4 and R5) of a 12-lead ECG, following the spec's ECG example.
+
+Shape (after ``Observation/ekg`` in the FHIR specification):
+
+* ``status`` final; ``category`` ``procedure`` (observation-category), as in the spec's
+  ECG example and the German EKG base profile; not ``vital-signs``, whose profile
+  requires a vital-sign LOINC code and a Quantity value.
+* ``code``: LOINC 11524-6 "EKG study" and MDC 131328 MDC_ECG_ELEC_POTL.
+* one ``component`` per lead shown, coded MDC (I 131329 ... V6 131336), with
+  ``valueSampledData``: origin 0 mV (UCUM), ``factor`` 0.001, data as integer
+  microvolts, so the round trip is exact to 0.5 µV; R4 gives ``period`` in ms, R5
+  ``interval`` + ``intervalUnit`` "ms". ``E`` marks samples the page does not show,
+  ``L``/``U`` values beyond ±32.767 mV (``lowerLimit``/``upperLimit``).
+* ``identifier`` ``urn:ecgbridge:source-sha256`` | SHA-256 of the source file (or
+  ``urn:ecgbridge:content-sha256`` | hash of the samples), so re-posting is idempotent
+  (conditional create on the identifier).
+* ``subject`` from a given reference or the DICOM patient identity (logical reference
+  by PatientID); ``effectiveDateTime`` from the given time or the source's acquisition
+  time (local time zone assumed for DICOM times), omitted when unknown; ``issued`` is the
+  processing time; ``device`` names ecgbridge, ``method`` says how the trace was
+  obtained, and a ``note`` lists the per-lead digitization quality.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ecgbridge.ecg import ECG, LEADS, Calibration, SourceInfo
+from ecgbridge.encode import codes
+from ecgbridge.encode.atomic import write_text_atomic
+from ecgbridge.errors import EncodingError, InputError
+
+FhirVersion = Literal["R4", "R5"]
+
+#: Physical value of one data unit, in mV (integer microvolts).
+SAMPLED_DATA_FACTOR = 0.001
+#: Range written as lowerLimit/upperLimit (mV); values beyond are "L"/"U".
+SAMPLED_DATA_LIMIT_MV = 32.767
+#: Tokens of a SampledData data string that are not numbers.
+NOT_A_NUMBER_TOKENS = frozenset({"E", "L", "U"})
+_DECIMAL = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+
+
+def to_fhir_observation(
+    ecg: ECG,
+    *,
+    version: FhirVersion = "R4",
+    subject: str | Mapping[str, Any] | None = None,
+    effective: datetime | str | None = None,
+    device: str | Mapping[str, Any] | None = None,
+    status: str = "final",
+    issued: datetime | None = None,
+) -> dict[str, Any]:
+    """Return the ECG as a FHIR Observation (JSON-ready dict).
+
+    Parameters
+    ----------
+    ecg : ECG
+        The ECG; leads with no finite sample get no component.
+    version : {"R4", "R5"}
+        FHIR release (R4 uses ``period``, R5 ``interval`` + ``intervalUnit``).
+    subject : str or Mapping, optional
+        ``"Patient/123"`` or a Reference dict. Default: a logical reference built from
+        ``ecg.source.dicom`` (PatientID, IssuerOfPatientID), else none.
+    effective : datetime or str, optional
+        When the ECG was recorded (FHIR dateTime string or datetime). Default: the
+        source's DICOM acquisition time, else omitted.
+    device : str or Mapping, optional
+        ``"Device/1"`` or a Reference dict. Default: a display-only reference to ecgbridge.
+    status : str
+        Observation.status.
+    issued : datetime, optional
+        Processing time (default now).
+
+    Returns
+    -------
+    dict
+        The Observation resource.
+
+    Raises
+    ------
+    EncodingError
+        If `version` is unknown, the ECG has no lead, or the rate is not positive.
+    """
+    if version not in ("R4", "R5"):
+        raise EncodingError(f"unknown FHIR version {version!r}; use 'R4' or 'R5'")
+    present = [i for i in range(len(LEADS)) if np.isfinite(ecg.signals[i]).any()]
+    if not present:
+        raise EncodingError("cannot encode a FHIR Observation: the ECG has no lead with samples")
+    from ecgbridge import __version__
+
+    period_ms = 1000.0 / ecg.fs
+    components = []
+    for i in present:
+        lead = LEADS[i]
+        sampled: dict[str, Any] = {
+            "origin": {
+                "value": 0,
+                "unit": codes.UCUM_MILLIVOLT.meaning,
+                "system": codes.UCUM_MILLIVOLT.scheme,
+                "code": codes.UCUM_MILLIVOLT.value,
+            },
+        }
+        if version == "R4":
+            sampled["period"] = _decimal(period_ms)
+        else:
+            sampled["interval"] = _decimal(period_ms)
+            sampled["intervalUnit"] = "ms"
+        sampled.update(
+            {
+                "factor": SAMPLED_DATA_FACTOR,
+                "lowerLimit": -SAMPLED_DATA_LIMIT_MV,
+                "upperLimit": SAMPLED_DATA_LIMIT_MV,
+                "dimensions": 1,
+                "data": encode_data(ecg.signals[i]),
+            }
+        )
+        components.append(
+            {"code": _codeable(codes.FHIR_LEAD_CODES[lead]), "valueSampledData": sampled}
+        )
+
+    obs: dict[str, Any] = {
+        "resourceType": "Observation",
+        "identifier": [_identifier(ecg)],
+        "status": status,
+        "category": [_codeable(codes.OBSERVATION_CATEGORY_PROCEDURE)],
+        "code": {
+            "coding": [_coding(codes.LOINC_EKG_STUDY), _coding(codes.MDC_ECG_ELEC_POTL)],
+            "text": "12-lead ECG",
+        },
+    }
+    subject_ref = _reference(subject) if subject is not None else _subject_from_source(ecg.source)
+    if subject_ref is not None:
+        obs["subject"] = subject_ref
+    effective_text = _fhir_datetime(effective) if effective is not None else None
+    if effective_text is None:
+        effective_text = _source_effective(ecg.source)
+    if effective_text is not None:
+        obs["effectiveDateTime"] = effective_text
+    obs["issued"] = (issued or datetime.now().astimezone()).isoformat(timespec="seconds")
+    obs["note"] = [{"text": _note_text(ecg, present)}]
+    obs["method"] = {"text": _method_text(ecg.calibration)}
+    obs["device"] = (
+        _reference(device) if device is not None else {"display": f"ecgbridge {__version__}"}
+    )
+    obs["component"] = components
+    return obs
+
+
+def observation_model(doc: Mapping[str, Any], version: FhirVersion = "R4") -> Any:
+    """Validate `doc` with fhir.resources and return the model.
+
+    R4 documents are checked with the R4B models (``fhir.resources.R4B``; SampledData
+    is the same as R4), R5 with the default models.
+
+    Raises
+    ------
+    EncodingError
+        If fhir.resources rejects the document.
+    """
+    if version == "R4":
+        from fhir.resources.R4B.observation import Observation as ObservationR4B
+
+        model: Any = ObservationR4B
+    elif version == "R5":
+        from fhir.resources.observation import Observation as ObservationR5
+
+        model = ObservationR5
+    else:
+        raise EncodingError(f"unknown FHIR version {version!r}; use 'R4' or 'R5'")
+    try:
+        return model.model_validate(dict(doc))
+    except Exception as exc:  # pydantic ValidationError and friends
+        raise EncodingError(f"FHIR {version} Observation is not valid: {exc}") from exc
+
+
+def check_observation(doc: Mapping[str, Any], version: FhirVersion = "R4") -> None:
+    """Checks fhir.resources does not make: codes, and every SampledData data string.
+
+    Every component needs an MDC lead code and a SampledData whose data tokens are
+    decimals or E/L/U, ``len(tokens) == n_samples * dimensions`` (the same n for every
+    lead), and the version's sampling field (R4 ``period``, R5 ``interval`` +
+    ``intervalUnit``).
+
+    Raises
+    ------
+    EncodingError
+        Naming the first problem found.
+    """
+    codings = doc.get("code", {}).get("coding", [])
+    if not any(
+        c.get("system") == codes.FHIR_SYSTEM_LOINC and c.get("code") == codes.LOINC_EKG_STUDY.value
+        for c in codings
+    ):
+        raise EncodingError("Observation.code lacks LOINC 11524-6 (EKG study)")
+    lengths = set()
+    for k, comp in enumerate(doc.get("component", [])):
+        where = f"component[{k}]"
+        lead = _component_lead(comp)
+        if lead is None:
+            raise EncodingError(f"{where}: code is not an MDC 12-lead ECG lead code")
+        sd = comp.get("valueSampledData")
+        if not isinstance(sd, Mapping):
+            raise EncodingError(f"{where} ({lead}): no valueSampledData")
+        if version == "R4" and "period" not in sd:
+            raise EncodingError(f"{where} ({lead}): R4 SampledData needs 'period'")
+        if version == "R5" and ("interval" not in sd or "intervalUnit" not in sd):
+            raise EncodingError(f"{where} ({lead}): R5 SampledData needs interval and intervalUnit")
+        tokens = str(sd.get("data", "")).split()
+        bad = next(
+            (t for t in tokens if t not in NOT_A_NUMBER_TOKENS and not _DECIMAL.match(t)), None
+        )
+        if bad is not None:
+            raise EncodingError(
+                f"{where} ({lead}): data token {bad!r} is neither a decimal nor E/L/U"
+            )
+        dimensions = int(sd.get("dimensions", 0))
+        if dimensions < 1 or len(tokens) % dimensions:
+            raise EncodingError(
+                f"{where} ({lead}): {len(tokens)} data tokens is not a multiple of "
+                f"dimensions={dimensions}"
+            )
+        lengths.add(len(tokens) // dimensions)
+    if len(lengths) > 1:
+        raise EncodingError(f"components hold different numbers of samples: {sorted(lengths)}")
+
+
+def encode_data(row: np.ndarray) -> str:
+    """Return the SampledData data string of one lead (integer µV; E for NaN; L/U beyond)."""
+    micro = np.round(np.asarray(row, dtype=np.float64) / SAMPLED_DATA_FACTOR)
+    limit = round(SAMPLED_DATA_LIMIT_MV / SAMPLED_DATA_FACTOR)
+    out = []
+    for v in micro:
+        if not math.isfinite(v):
+            out.append("E")
+        elif v < -limit:
+            out.append("L")
+        elif v > limit:
+            out.append("U")
+        else:
+            out.append(str(int(v)))
+    return " ".join(out)
+
+
+def fhir_json(doc: Mapping[str, Any]) -> str:
+    """Serialise an Observation dict (compact separators; no NaN allowed)."""
+    return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def write_fhir_r4(ecg: ECG, out_dir: Path, stem: str, context: Any = None) -> list[Path]:
+    """Write ``<stem>.fhir-r4.json`` (validated with the R4B models)."""
+    return [_write(ecg, out_dir / f"{stem}.fhir-r4.json", "R4", context)]
+
+
+def write_fhir_r5(ecg: ECG, out_dir: Path, stem: str, context: Any = None) -> list[Path]:
+    """Write ``<stem>.fhir-r5.json`` (validated with the R5 models)."""
+    return [_write(ecg, out_dir / f"{stem}.fhir-r5.json", "R5", context)]
+
+
+def _write(ecg: ECG, path: Path, version: FhirVersion, context: Any) -> Path:
+    options = (getattr(context, "options", None) or {}) if context is not None else {}
+    doc = to_fhir_observation(
+        ecg,
+        version=version,
+        subject=options.get("fhir_subject"),
+        device=options.get("fhir_device"),
+    )
+    check_observation(doc, version)
+    observation_model(doc, version)
+    return write_text_atomic(path, fhir_json(doc) + "\n")
+
+
+# --- reader -------------------------------------------------------------------------
+
+
+def read_fhir_observation(source: Path | str | Mapping[str, Any]) -> ECG:
+    """Read an ECG Observation (R4 or R5, as written here or shaped like the spec's example).
+
+    Components are mapped to leads by their MDC codes; ``value = origin + factor * data``;
+    E/L/U become NaN. The rate comes from ``period`` (ms) or ``interval`` +
+    ``intervalUnit`` (``ms``, ``s``, ``us``). Only 1-dimensional SampledData is read.
+
+    Raises
+    ------
+    InputError
+        If the document is not an Observation with at least one readable lead component.
+    """
+    if isinstance(source, Mapping):
+        doc: Mapping[str, Any] = source
+        name, digest = "", ""
+    else:
+        path = Path(source)
+        try:
+            data = path.read_bytes()
+            doc = json.loads(data)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: not a readable JSON file ({exc})") from exc
+        name, digest = path.name, hashlib.sha256(data).hexdigest()
+    label = name or "Observation"
+    if not isinstance(doc, Mapping) or doc.get("resourceType") != "Observation":
+        raise InputError(f"{label}: not a FHIR Observation")
+    leads: dict[str, np.ndarray] = {}
+    periods: set[float] = set()
+    for k, comp in enumerate(doc.get("component", []) or []):
+        lead = _component_lead(comp)
+        sd = comp.get("valueSampledData")
+        if lead is None or not isinstance(sd, Mapping) or lead in leads:
+            continue
+        try:
+            leads[lead] = _decode_sampled_data(sd)
+            periods.add(round(_period_ms(sd), 9))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise InputError(f"{label}: component[{k}] ({lead}): {exc}") from exc
+    if not leads:
+        raise InputError(f"{label}: no component holds an MDC-coded 12-lead ECG lead")
+    if len(periods) != 1:
+        raise InputError(f"{label}: leads are sampled at different periods {sorted(periods)} ms")
+    period = periods.pop()
+    if period <= 0:
+        raise InputError(f"{label}: sampling period must be positive, got {period} ms")
+    identity = _identity_from_subject(doc.get("subject"))
+    return ECG.from_leads(
+        leads,
+        fs=1000.0 / period,
+        quality=tuple(1.0 if lead in leads else 0.0 for lead in LEADS),
+        calibration=Calibration(layout="waveform", method=codes.WAVEFORM_METHOD),
+        source=SourceInfo(
+            name=name, sha256=digest, media_type="application/fhir+json", dicom=identity
+        ),
+    )
+
+
+def _decode_sampled_data(sd: Mapping[str, Any]) -> np.ndarray:
+    if int(sd.get("dimensions", 1)) != 1:
+        raise ValueError(f"only 1-dimensional SampledData is read, got {sd.get('dimensions')}")
+    origin = sd.get("origin", {}) or {}
+    unit = str(origin.get("code") or origin.get("unit") or "mV")
+    scale = {"mV": 1.0, "uV": 1e-3, "V": 1e3}.get(unit)
+    if scale is None:
+        raise ValueError(f"unsupported origin unit {unit!r} (expected mV, uV or V)")
+    offset = float(origin.get("value", 0.0))
+    factor = float(sd.get("factor", 1.0))
+    tokens = str(sd.get("data", "")).split()
+    values = np.array(
+        [np.nan if t in NOT_A_NUMBER_TOKENS else float(t) for t in tokens], dtype=np.float64
+    )
+    return (offset + factor * values) * scale
+
+
+def _period_ms(sd: Mapping[str, Any]) -> float:
+    if "period" in sd:
+        return float(sd["period"])
+    unit = str(sd.get("intervalUnit", "ms"))
+    scale = {"ms": 1.0, "s": 1000.0, "us": 1e-3}.get(unit)
+    if scale is None:
+        raise ValueError(f"unsupported intervalUnit {unit!r}")
+    return float(sd["interval"]) * scale
+
+
+def _component_lead(comp: Mapping[str, Any]) -> str | None:
+    for c in (comp.get("code") or {}).get("coding", []) or []:
+        lead = codes.lead_from_fhir_code(c.get("system"), c.get("code"))
+        if lead is not None:
+            return lead
+    return None
+
+
+def _identity_from_subject(subject: Any) -> dict[str, str]:
+    if not isinstance(subject, Mapping):
+        return {}
+    ident = subject.get("identifier")
+    out: dict[str, str] = {}
+    if isinstance(ident, Mapping) and ident.get("value"):
+        out["PatientID"] = str(ident["value"])
+    if subject.get("display"):
+        out["PatientName"] = str(subject["display"])
+    return out
+
+
+# --- pieces -------------------------------------------------------------------------
+
+
+def _coding(concept: codes.CodedConcept) -> dict[str, str]:
+    return {"system": concept.scheme, "code": concept.value, "display": concept.meaning}
+
+
+def _codeable(concept: codes.CodedConcept) -> dict[str, Any]:
+    return {"coding": [_coding(concept)]}
+
+
+def _decimal(x: float) -> float | int:
+    value = round(float(x), 9)
+    return int(value) if value.is_integer() else value
+
+
+def _identifier(ecg: ECG) -> dict[str, str]:
+    if ecg.source.sha256:
+        return {"system": codes.FHIR_IDENTIFIER_SYSTEM_SOURCE, "value": ecg.source.sha256}
+    h = hashlib.sha256()
+    h.update(f"{ecg.fs!r}|".encode())
+    h.update(np.ascontiguousarray(np.round(ecg.signals * 1000.0)).tobytes())
+    return {"system": codes.FHIR_IDENTIFIER_SYSTEM_CONTENT, "value": h.hexdigest()}
+
+
+def _reference(ref: str | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(ref, str):
+        if not ref.strip():
+            raise EncodingError("empty FHIR reference")
+        return {"reference": ref.strip()}
+    return dict(ref)
+
+
+def _subject_from_source(src: SourceInfo) -> dict[str, Any] | None:
+    patient_id = str(src.dicom.get("PatientID") or "").strip()
+    if not patient_id:
+        return None
+    identifier: dict[str, Any] = {"value": patient_id}
+    issuer = str(src.dicom.get("IssuerOfPatientID") or "").strip()
+    if issuer:
+        identifier["assigner"] = {"display": issuer}
+    ref: dict[str, Any] = {"type": "Patient", "identifier": identifier}
+    name = str(src.dicom.get("PatientName") or "").strip()
+    if name:
+        ref["display"] = name.replace("^", " ").strip()
+    return ref
+
+
+def _fhir_datetime(value: datetime | str) -> str:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.astimezone()
+        return value.isoformat(timespec="seconds")
+    return str(value)
+
+
+def _source_effective(src: SourceInfo) -> str | None:
+    from ecgbridge.encode.dicom_waveform import source_datetime
+
+    dt = source_datetime(src)
+    if not dt:
+        return None
+    digits = re.match(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?", dt)
+    if digits is None:
+        return None
+    year = int(digits.group(1))
+    month, day, hour, minute, second = (int(p) if p else None for p in digits.groups()[1:])
+    if month is None or day is None:
+        return f"{year:04d}" if month is None else f"{year:04d}-{month:02d}"
+    if hour is None:
+        return f"{year:04d}-{month:02d}-{day:02d}"
+    try:
+        local = datetime(year, month, day, hour, minute or 0, second or 0).astimezone()
+    except ValueError:
+        return f"{year:04d}-{month:02d}-{day:02d}"
+    return local.isoformat(timespec="seconds")
+
+
+def _method_text(calibration: Calibration) -> str:
+    method = codes.DIGITIZED_METHODS.get(calibration.method)
+    if method is None:
+        return "Converted from a stored ECG waveform by ecgbridge"
+    return (
+        f"Digitized from an ECG image by ecgbridge ({method}; layout {calibration.layout}, "
+        f"{calibration.mm_per_s:g} mm/s, {calibration.mm_per_mv:g} mm/mV)"
+    )
+
+
+def _note_text(ecg: ECG, present: list[int]) -> str:
+    if ecg.calibration.method not in codes.DIGITIZED_METHODS:
+        return "Converted from a stored ECG waveform; samples are not modified."
+    quality = ", ".join(f"{LEADS[i]} {ecg.quality[i]:.2f}" for i in present)
+    absent = [lead for i, lead in enumerate(LEADS) if i not in present]
+    text = (
+        "Digitized from a paper ECG image; not an original acquisition. "
+        f"Per-lead digitization quality (0-1): {quality}."
+    )
+    if absent:
+        text += f" Not shown on the page: {', '.join(absent)}."
+    if ecg.calibration.warnings:
+        text += " Warnings: " + "; ".join(ecg.calibration.warnings)
+    return text
