@@ -1,0 +1,578 @@
+"""Reading ECG traces straight from the vector paths of a PDF (ECG cart exports).
+
+PDF units are exact (1 pt = 25.4/72 mm), so when a page's traces are stored as
+polylines there is nothing to measure from pixels: a trace point at ``(x, y)``
+millimetres is ``x / speed`` seconds and ``(baseline - y) / gain`` millivolts.
+What remains to find is which polylines are traces, which lead each one is (from
+the printed label nearest to its start, never a fixed order), the gain (from the
+1 mV calibration pulse, else the printed "10 mm/mV"), the paper speed (printed
+"25 mm/s", else 25) and where 0 mV lies (the pulse foot, else the trace's
+isoelectric level).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.ecg import ECG, LEADS, Calibration, PanelInfo, SourceInfo, normalise_lead_name
+from ecgbridge.inputs.page import Page, TextItem, VectorPath
+
+logger = logging.getLogger(__name__)
+
+#: Paper speed assumed when none is printed or given, mm/s.
+DEFAULT_SPEED_MM_PER_S: float = 25.0
+#: Gain assumed when there is neither a calibration pulse nor printed gain, mm/mV.
+DEFAULT_GAIN_MM_PER_MV: float = 10.0
+#: Gains a measured pulse height is snapped to when within :data:`GAIN_SNAP_TOLERANCE`.
+STANDARD_GAINS_MM_PER_MV: tuple[float, ...] = (2.5, 5.0, 10.0, 20.0, 40.0)
+GAIN_SNAP_TOLERANCE: float = 0.03
+
+#: Strokes lighter than this mean RGB are grid or decoration, not traces or pulses.
+MAX_INK_LUMINANCE: float = 0.6
+#: A trace polyline has at least this many points and spans at least this width.
+MIN_TRACE_POINTS: int = 30
+MIN_TRACE_WIDTH_MM: float = 15.0
+#: Share of steps that must go left-to-right (traces are functions of time).
+MIN_FORWARD_FRACTION: float = 0.9
+#: Consecutive polylines whose ends meet within this distance are one stroke.
+JOIN_TOLERANCE_MM: float = 0.05
+#: Calibration pulse: height range (mm), width range (mm), edge mismatch (mm).
+PULSE_HEIGHT_MM: tuple[float, float] = (2.0, 45.0)
+PULSE_WIDTH_MM: tuple[float, float] = (1.5, 30.0)
+PULSE_EDGE_TOLERANCE_MM: float = 0.3
+#: A pulse foot closer than this to a trace's isoelectric level is its 0 mV line.
+PULSE_FOOT_TOLERANCE_MM: float = 1.0
+#: Labels farther than this from a trace's start cannot name it.
+MAX_LABEL_DISTANCE_MM: float = 30.0
+#: Traces whose isoelectric levels differ by less than this share a row.
+ROW_TOLERANCE_MM: float = 6.0
+
+_LEAD_LABEL = re.compile(r"^-?(?:I{1,3}|a?V[RLF]|V\d{1,2}[RL]?)$", re.IGNORECASE)
+_SPEED_TEXT = re.compile(r"(\d+(?:[.,]\d+)?)\s*mm\s*/\s*s(?:ec)?\b", re.IGNORECASE)
+_GAIN_TEXT = re.compile(r"(\d+(?:[.,]\d+)?)\s*mm\s*/\s*mV\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _Trace:
+    """A trace polyline on one page, points sorted left to right (mm, y down)."""
+
+    page: int
+    points: np.ndarray
+
+    @property
+    def x0(self) -> float:
+        return float(self.points[0, 0])
+
+    @property
+    def x1(self) -> float:
+        return float(self.points[-1, 0])
+
+    @property
+    def level(self) -> float:
+        """Isoelectric level: the most frequent height of the trace."""
+        return _mode(self.points[:, 1])
+
+
+@dataclass(frozen=True)
+class _Pulse:
+    """A rectangular calibration pulse (mm, y down)."""
+
+    page: int
+    x_left: float
+    x_right: float
+    top: float
+    foot: float
+
+    @property
+    def height(self) -> float:
+        return abs(self.foot - self.top)
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """A labelled trace placed in time."""
+
+    lead: str
+    trace: _Trace
+    baseline: float
+    start_s: float
+    rhythm: bool
+
+
+def digitize_vector_pages(
+    pages: Sequence[Page],
+    options: DigitizeOptions,
+    *,
+    source: SourceInfo | None = None,
+) -> ECG | None:
+    """Read the 12 leads from the vector trace polylines of PDF pages.
+
+    Parameters
+    ----------
+    pages : sequence of Page
+        Pages of one document; those without ``paths`` are skipped.
+    options : DigitizeOptions
+        ``paper_speed`` and ``gain``, when given, override what the pages say;
+        ``fs`` is the output sampling rate.
+    source : SourceInfo, optional
+        Provenance copied into the result.
+
+    Returns
+    -------
+    ECG or None
+        The leads found, each placed at its true time (a 3x4 page's column c at
+        2.5c s, rhythm strips and 6x1 strips from 0 s), leads of several pages
+        merged; ``None`` when no page holds labelled vector traces, so that the
+        raster pipeline can run instead.
+    """
+    warnings: list[str] = []
+    traces: list[_Trace] = []
+    pulses: list[_Pulse] = []
+    for page in pages:
+        if not page.paths:
+            continue
+        page_traces, page_pulses = _find_traces_and_pulses(page)
+        traces.extend(page_traces)
+        pulses.extend(page_pulses)
+    if not traces:
+        return None
+
+    texts = [t for page in pages for t in page.texts]
+    gain, gain_source = _gain(options, pulses, texts, warnings)
+    speed, speed_source = _speed(options, texts, warnings)
+
+    placed: list[_Placed] = []
+    layouts: list[str] = []
+    ignored_labels: set[str] = set()
+    for page in pages:
+        page_traces = [t for t in traces if t.page == page.index]
+        if not page_traces:
+            continue
+        page_pulses = [p for p in pulses if p.page == page.index]
+        page_placed, unlabelled, extra = _place_page(page, page_traces, page_pulses, speed)
+        ignored_labels.update(extra)
+        if unlabelled:
+            warnings.append(
+                f"page {page.index + 1}: {unlabelled} trace(s) without a lead label nearby "
+                "were ignored"
+            )
+        if page_placed:
+            placed.extend(page_placed)
+            layouts.append(_layout_name(page_placed))
+    if ignored_labels:
+        warnings.append(
+            "ignored traces of non-standard leads: " + ", ".join(sorted(ignored_labels))
+        )
+    if not placed:
+        logger.info("vector traces found but none carries a standard lead label")
+        return None
+
+    first = next(p for p in pages if p.index == placed[0].trace.page)
+    px_per_mm = (first.dpi or 72.0) / 25.4
+    return _assemble(
+        placed, pages, options.fs, gain, speed,
+        Calibration(
+            layout=layouts[0] if len(set(layouts)) == 1 else "/".join(layouts),
+            px_per_mm_x=px_per_mm,
+            px_per_mm_y=px_per_mm,
+            mm_per_mv=gain,
+            mm_per_s=speed,
+            gain_source=gain_source,
+            speed_source=speed_source,
+            method="vector",
+            warnings=tuple(warnings),
+        ),
+        source or SourceInfo(),
+    )
+
+
+# --------------------------------------------------------------------------- traces
+
+
+def _is_ink(path: VectorPath) -> bool:
+    return float(np.mean(path.stroke_rgb)) < MAX_INK_LUMINANCE
+
+
+def _join_strokes(paths: Sequence[VectorPath]) -> list[np.ndarray]:
+    """Concatenate consecutive polylines whose ends meet (traces drawn in pieces)."""
+    strokes: list[list[np.ndarray]] = []
+    for path in paths:
+        pts = np.asarray(path.points, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[0] < 2:
+            continue
+        if strokes:
+            last = strokes[-1][-1][-1]
+            if np.hypot(*(pts[0] - last)) <= JOIN_TOLERANCE_MM and pts.shape[0] > 1:
+                strokes[-1].append(pts[1:])
+                continue
+        strokes.append([pts])
+    return [np.concatenate(parts) for parts in strokes]
+
+
+def _looks_like_trace(pts: np.ndarray) -> bool:
+    if pts.shape[0] < MIN_TRACE_POINTS:
+        return False
+    dx = np.diff(pts[:, 0])
+    if abs(pts[-1, 0] - pts[0, 0]) < MIN_TRACE_WIDTH_MM:
+        return False
+    direction = np.sign(pts[-1, 0] - pts[0, 0])
+    forward = np.mean(dx * direction >= -0.05)
+    return bool(forward >= MIN_FORWARD_FRACTION)
+
+
+def _find_traces_and_pulses(page: Page) -> tuple[list[_Trace], list[_Pulse]]:
+    strokes = _join_strokes([p for p in page.paths if _is_ink(p)])
+    traces: list[_Trace] = []
+    others: list[np.ndarray] = []
+    for pts in strokes:
+        if _looks_like_trace(pts):
+            if pts[-1, 0] < pts[0, 0]:
+                pts = pts[::-1]
+            traces.append(_Trace(page=page.index, points=pts))
+        else:
+            others.append(pts)
+    pulses = _find_pulses(page.index, others)
+    # A pulse drawn as the first part of a trace polyline: cut it off the trace.
+    cleaned = []
+    for trace in traces:
+        head = trace.points[trace.points[:, 0] <= trace.x0 + PULSE_WIDTH_MM[1]]
+        head_pulses = [p for p in _find_pulses(page.index, [head]) if p.x_left <= trace.x0 + 3.0]
+        if head_pulses:
+            cut = max(p.x_right for p in head_pulses)
+            pulses.extend(head_pulses)
+            rest = trace.points[trace.points[:, 0] > cut + 1e-6]
+            if rest.shape[0] >= MIN_TRACE_POINTS:
+                cleaned.append(_Trace(page=page.index, points=rest))
+            continue
+        cleaned.append(trace)
+    return cleaned, pulses
+
+
+def _steep_edges(pts: np.ndarray) -> list[tuple[float, float, float]]:
+    """Runs of steep steps in one direction as ``(x, y_top, y_bottom)``."""
+    if pts.shape[0] < 2:
+        return []
+    d = np.diff(pts, axis=0)
+    steep = (np.abs(d[:, 1]) > 2.0 * np.abs(d[:, 0])) & (np.abs(d[:, 1]) > 1e-3)
+    sign = np.sign(d[:, 1]) * steep
+    edges = []
+    i, n = 0, d.shape[0]
+    while i < n:
+        if sign[i] == 0:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and sign[j + 1] == sign[i]:
+            j += 1
+        a, b = pts[i], pts[j + 1]
+        rise = abs(b[1] - a[1])
+        if rise >= PULSE_HEIGHT_MM[0] and abs(b[0] - a[0]) <= 0.3 * rise:
+            edges.append((float((a[0] + b[0]) / 2), float(min(a[1], b[1])), float(max(a[1], b[1]))))
+        i = j + 1
+    return edges
+
+
+def _find_pulses(page: int, strokes: Sequence[np.ndarray]) -> list[_Pulse]:
+    """Pairs of equal steep edges 1.5-30 mm apart: the 1 mV calibration rectangle."""
+    edges = [e for pts in strokes for e in _steep_edges(pts)]
+    edges.sort()
+    if len(edges) < 2:
+        return []
+    flats = _flat_segments(strokes)
+    pulses: list[_Pulse] = []
+    for i, (xa, top_a, bot_a) in enumerate(edges):
+        height = bot_a - top_a
+        if not PULSE_HEIGHT_MM[0] <= height <= PULSE_HEIGHT_MM[1]:
+            continue
+        for xb, top_b, bot_b in edges[i + 1:]:
+            width = xb - xa
+            if width > PULSE_WIDTH_MM[1]:
+                break
+            if (
+                width >= PULSE_WIDTH_MM[0]
+                and abs(top_a - top_b) <= PULSE_EDGE_TOLERANCE_MM
+                and abs(bot_a - bot_b) <= PULSE_EDGE_TOLERANCE_MM
+                and _flat_cover(flats, xa, xb, (top_a + top_b) / 2) >= 0.8
+            ):
+                pulse = _Pulse(page, xa, xb, (top_a + top_b) / 2, (bot_a + bot_b) / 2)
+                if not any(abs(p.x_left - xa) < 0.5 and abs(p.foot - pulse.foot) < 0.5
+                           for p in pulses):
+                    pulses.append(pulse)
+                break
+    return pulses
+
+
+def _flat_segments(strokes: Sequence[np.ndarray]) -> np.ndarray:
+    """Horizontal steps of all strokes as rows ``(x_left, x_right, y)``."""
+    rows = []
+    for pts in strokes:
+        if pts.shape[0] < 2:
+            continue
+        a, b = pts[:-1], pts[1:]
+        flat = np.abs(b[:, 1] - a[:, 1]) <= 0.05
+        if flat.any():
+            rows.append(np.column_stack([
+                np.minimum(a[flat, 0], b[flat, 0]),
+                np.maximum(a[flat, 0], b[flat, 0]),
+                (a[flat, 1] + b[flat, 1]) / 2,
+            ]))
+    return np.concatenate(rows) if rows else np.empty((0, 3))
+
+
+def _flat_cover(flats: np.ndarray, x_left: float, x_right: float, y: float) -> float:
+    """Share of ``[x_left, x_right]`` covered by horizontal steps at height `y`."""
+    if flats.shape[0] == 0 or x_right <= x_left:
+        return 0.0
+    near = flats[np.abs(flats[:, 2] - y) <= PULSE_EDGE_TOLERANCE_MM]
+    grid = np.linspace(x_left, x_right, 50)[1:-1]
+    covered = np.zeros(grid.size, dtype=bool)
+    for lo, hi, _ in near:
+        covered |= (grid >= lo - 0.05) & (grid <= hi + 0.05)
+    return float(covered.mean())
+
+
+def _mode(values: np.ndarray, bin_mm: float = 0.1) -> float:
+    """Most frequent value (histogram peak, lightly smoothed), refined by the median near it."""
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return float("nan")
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo < bin_mm:
+        return float(np.median(v))
+    n_bins = int(np.ceil((hi - lo) / bin_mm)) + 1
+    hist, edges = np.histogram(v, bins=n_bins, range=(lo, lo + n_bins * bin_mm))
+    smooth = np.convolve(hist, np.ones(3), mode="same")
+    peak = (edges[int(np.argmax(smooth))] + edges[int(np.argmax(smooth)) + 1]) / 2
+    near = v[np.abs(v - peak) <= 1.5 * bin_mm]
+    return float(np.median(near)) if near.size else float(peak)
+
+
+# ----------------------------------------------------------------- gain and speed
+
+
+def _printed_values(texts: Sequence[TextItem], pattern: re.Pattern[str]) -> list[float]:
+    values = []
+    for item in texts:
+        for match in pattern.finditer(item.text):
+            values.append(float(match.group(1).replace(",", ".")))
+    return values
+
+
+def _gain(
+    options: DigitizeOptions,
+    pulses: Sequence[_Pulse],
+    texts: Sequence[TextItem],
+    warnings: list[str],
+) -> tuple[float, str]:
+    printed = [v for v in _printed_values(texts, _GAIN_TEXT) if 1.0 <= v <= 100.0]
+    printed_gain = Counter(printed).most_common(1)[0][0] if printed else None
+    if options.gain is not None:
+        return float(options.gain), "user"
+    if pulses:
+        measured = float(np.median([p.height for p in pulses]))
+        gain = _snap_gain(measured)
+        if printed_gain is not None and abs(printed_gain - gain) > 0.05 * printed_gain:
+            warnings.append(
+                f"calibration pulse gives {gain:g} mm/mV but the page prints "
+                f"{printed_gain:g} mm/mV; the pulse was used"
+            )
+        return gain, "pulse"
+    if printed_gain is not None:
+        return float(printed_gain), "printed"
+    warnings.append(
+        f"no calibration pulse or printed gain found; assumed {DEFAULT_GAIN_MM_PER_MV:g} mm/mV"
+    )
+    return DEFAULT_GAIN_MM_PER_MV, "default"
+
+
+def _snap_gain(measured: float) -> float:
+    for standard in STANDARD_GAINS_MM_PER_MV:
+        if abs(measured - standard) <= GAIN_SNAP_TOLERANCE * standard:
+            return standard
+    return measured
+
+
+def _speed(
+    options: DigitizeOptions, texts: Sequence[TextItem], warnings: list[str]
+) -> tuple[float, str]:
+    if options.paper_speed is not None:
+        return float(options.paper_speed), "user"
+    printed = [v for v in _printed_values(texts, _SPEED_TEXT) if 5.0 <= v <= 200.0]
+    if printed:
+        counts = Counter(printed).most_common()
+        if len(counts) > 1:
+            warnings.append(
+                "several paper speeds printed (" + ", ".join(f"{v:g}" for v, _ in counts)
+                + f" mm/s); used {counts[0][0]:g} mm/s"
+            )
+        return float(counts[0][0]), "printed"
+    warnings.append(f"no paper speed printed; assumed {DEFAULT_SPEED_MM_PER_S:g} mm/s")
+    return DEFAULT_SPEED_MM_PER_S, "default"
+
+
+# ------------------------------------------------------------- labels and placement
+
+
+def _label_centre(item: TextItem) -> tuple[float, float]:
+    x0, y0, x1, y1 = item.box_mm
+    return (x0 + x1) / 2, (y0 + y1) / 2
+
+
+def _assign_labels(
+    traces: Sequence[_Trace], labels: Sequence[TextItem]
+) -> list[str | None]:
+    """Label text for each trace: optimal one-to-one match of labels to trace starts."""
+    result: list[str | None] = [None] * len(traces)
+    if not labels:
+        return result
+    big = 1e6
+    cost = np.full((len(traces), len(labels)), big)
+    for i, trace in enumerate(traces):
+        ax, ay = trace.x0, trace.level
+        for j, label in enumerate(labels):
+            lx, ly = _label_centre(label)
+            if lx > trace.x0 + 0.5 * (trace.x1 - trace.x0):
+                continue
+            distance = float(np.hypot(lx - ax, ly - ay))
+            if distance <= MAX_LABEL_DISTANCE_MM:
+                cost[i, j] = distance
+    rows, cols = linear_sum_assignment(cost)
+    for i, j in zip(rows, cols, strict=True):
+        if cost[i, j] < big:
+            result[i] = labels[j].text.strip()
+    return result
+
+
+def _place_page(
+    page: Page, traces: Sequence[_Trace], pulses: Sequence[_Pulse], speed: float
+) -> tuple[list[_Placed], int, set[str]]:
+    labels = [t for t in page.texts if _LEAD_LABEL.match(t.text.strip())]
+    names = _assign_labels(traces, labels)
+    origin = min(t.x0 for t in traces)
+    widths = np.array([t.x1 - t.x0 for t in traces])
+    longest = float(widths.max())
+    has_short = bool(np.any(widths < 0.6 * longest))
+    placed: list[_Placed] = []
+    unlabelled = 0
+    extra: set[str] = set()
+    for trace, name in zip(traces, names, strict=True):
+        if name is None:
+            unlabelled += 1
+            continue
+        try:
+            lead = normalise_lead_name(name)
+        except ValueError:
+            extra.add(name)
+            continue
+        placed.append(
+            _Placed(
+                lead=lead,
+                trace=trace,
+                baseline=_baseline(trace, pulses),
+                start_s=(trace.x0 - origin) / speed,
+                rhythm=has_short and (trace.x1 - trace.x0) >= 0.9 * longest,
+            )
+        )
+    return placed, unlabelled, extra
+
+
+def _baseline(trace: _Trace, pulses: Sequence[_Pulse]) -> float:
+    level = trace.level
+    feet = [p.foot for p in pulses
+            if p.x_right <= trace.x0 + 1.0 and abs(p.foot - level) <= PULSE_FOOT_TOLERANCE_MM]
+    if feet:
+        return float(min(feet, key=lambda f: abs(f - level)))
+    return level
+
+
+def _layout_name(placed: Sequence[_Placed]) -> str:
+    panels = [p for p in placed if not p.rhythm]
+    rows: list[float] = []
+    for level in sorted(p.trace.level for p in panels):
+        if not rows or level - rows[-1] > ROW_TOLERANCE_MM:
+            rows.append(level)
+    columns = len({round(p.start_s, 1) for p in panels})
+    name = f"{len(rows)}x{columns}"
+    rhythm = [p.lead for p in sorted(placed, key=lambda p: p.trace.level) if p.rhythm]
+    if len(rhythm) == 1:
+        name += f"+{rhythm[0]}"
+    elif rhythm:
+        name += f"+{len(rhythm)}"
+    return name
+
+
+# ---------------------------------------------------------------------- assembly
+
+
+def _duration_s(placed: Sequence[_Placed], speed: float) -> float:
+    end = max(p.start_s + (p.trace.x1 - p.trace.x0) / speed for p in placed)
+    # Strips stop a stroke short of their nominal length (9.996 s, 2.474 s columns...).
+    nominal = np.ceil(end * 2.0) / 2.0
+    return float(nominal) if nominal - end <= 0.05 else end
+
+
+def _sample(trace: _Trace, start_s: float, baseline: float, gain: float, speed: float,
+            fs: float, n: int) -> np.ndarray:
+    x = np.maximum.accumulate(trace.points[:, 0])
+    t = start_s + (x - trace.x0) / speed
+    mv = (baseline - trace.points[:, 1]) / gain
+    out = np.full(n, np.nan)
+    k0 = max(int(np.ceil(t[0] * fs - 1e-6)), 0)
+    k1 = min(int(np.floor(t[-1] * fs + 1e-6)), n - 1)
+    if k1 >= k0:
+        times = np.arange(k0, k1 + 1) / fs
+        out[k0:k1 + 1] = np.interp(times, t, mv)
+    return out
+
+
+def _assemble(
+    placed: Sequence[_Placed],
+    pages: Sequence[Page],
+    fs: float,
+    gain: float,
+    speed: float,
+    calibration: Calibration,
+    source: SourceInfo,
+) -> ECG:
+    n = int(round(_duration_s(placed, speed) * fs))
+    signals = np.full((len(LEADS), n), np.nan)
+    panels: list[PanelInfo] = []
+    dpi_by_page = {p.index: (p.dpi or 72.0) for p in pages}
+    # Longest traces first; shorter ones only fill what is still missing.
+    for item in sorted(placed, key=lambda p: -(p.trace.x1 - p.trace.x0)):
+        row = LEADS.index(item.lead)
+        samples = _sample(item.trace, item.start_s, item.baseline, gain, speed, fs, n)
+        missing = np.isnan(signals[row])
+        signals[row, missing] = samples[missing]
+        scale = dpi_by_page[item.trace.page] / 25.4
+        ys = item.trace.points[:, 1]
+        panels.append(
+            PanelInfo(
+                lead=item.lead,
+                page=item.trace.page,
+                box=(item.trace.x0 * scale, float(ys.min()) * scale,
+                     item.trace.x1 * scale, float(ys.max()) * scale),
+                baseline_px=item.baseline * scale,
+                start_s=item.start_s,
+                duration_s=(item.trace.x1 - item.trace.x0) / speed,
+                rhythm_strip=item.rhythm,
+            )
+        )
+    quality = tuple(1.0 if np.isfinite(row).any() else 0.0 for row in signals)
+    panels.sort(key=lambda p: (p.page, LEADS.index(p.lead), p.start_s))
+    return ECG(
+        signals=signals,
+        fs=fs,
+        quality=quality,
+        calibration=calibration,
+        panels=tuple(panels),
+        source=source,
+    )

@@ -1,0 +1,125 @@
+"""PDF pages: rendered to pixels with pdfium, plus their vector paths and text."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pypdfium2 as pdfium
+
+from ecgbridge.errors import ImageTooLargeError, InputError, UnsupportedInputError
+from ecgbridge.inputs.page import Page
+from ecgbridge.inputs.pdf_vector import extract_vector_content, page_frame
+
+#: Resolution pages are rendered at, unless that would exceed the pixel cap.
+DEFAULT_RENDER_DPI: float = 200.0
+#: Lowest resolution accepted when a huge page is scaled down to fit the pixel cap.
+MIN_RENDER_DPI: float = 50.0
+#: Upper bound on pixels of one rendered page, whatever ``max_pixels`` says.
+MAX_RENDER_PIXELS: int = 50_000_000
+#: Documents with more pages than this are refused (nobody prints an ECG on 100 pages).
+MAX_PDF_PAGES: int = 64
+
+
+def load_pdf(
+    data: bytes,
+    *,
+    name: str,
+    max_pixels: int,
+    dpi: float = DEFAULT_RENDER_DPI,
+) -> list[Page]:
+    """Render every page of a PDF and extract its vector content.
+
+    Parameters
+    ----------
+    data : bytes
+        The PDF file.
+    name : str
+        Input name used in error messages.
+    max_pixels : int
+        Largest rendered page allowed (width x height); the render resolution is
+        lowered (down to :data:`MIN_RENDER_DPI`) to fit.
+    dpi : float
+        Preferred render resolution.
+
+    Returns
+    -------
+    list of Page
+        One page per PDF page with ``image`` (RGB uint8, honouring ``/Rotate``),
+        ``dpi``, ``paths``, ``texts`` and the page size in millimetres.
+
+    Raises
+    ------
+    InputError
+        Corrupt, truncated or empty PDF.
+    UnsupportedInputError
+        Password-protected PDF.
+    ImageTooLargeError
+        A page too large to render even at the lowest resolution.
+    """
+    try:
+        document = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        message = str(exc)
+        if "password" in message.lower():
+            raise UnsupportedInputError(
+                f"{name}: the PDF is encrypted (password protected); export it without a password"
+            ) from exc
+        raise InputError(f"{name}: not a readable PDF ({message})") from exc
+    try:
+        n_pages = len(document)
+        if n_pages == 0:
+            raise InputError(f"{name}: the PDF has no pages")
+        if n_pages > MAX_PDF_PAGES:
+            raise UnsupportedInputError(
+                f"{name}: the PDF has {n_pages} pages; at most {MAX_PDF_PAGES} are digitized"
+            )
+        pages = []
+        for index in range(n_pages):
+            pdf_page = document[index]
+            try:
+                pages.append(_load_page(pdf_page, index, name, max_pixels, dpi))
+            finally:
+                pdf_page.close()
+        return pages
+    finally:
+        document.close()
+
+
+def _render_dpi(width_mm: float, height_mm: float, max_pixels: int, dpi: float, name: str,
+                index: int) -> float:
+    if width_mm <= 0 or height_mm <= 0:
+        raise InputError(f"{name}: page {index + 1} has an empty page box")
+    cap = min(max_pixels, MAX_RENDER_PIXELS)
+    area_in2 = (width_mm / 25.4) * (height_mm / 25.4)
+    fitted = min(dpi, math.sqrt(cap / area_in2))
+    if fitted < MIN_RENDER_DPI:
+        raise ImageTooLargeError(
+            f"{name}: page {index + 1} is {width_mm:.0f} x {height_mm:.0f} mm; rendering it at "
+            f"{MIN_RENDER_DPI:.0f} dpi would exceed the limit of {cap} pixels"
+        )
+    return fitted
+
+
+def _load_page(pdf_page: pdfium.PdfPage, index: int, name: str, max_pixels: int,
+               dpi: float) -> Page:
+    frame = page_frame(pdf_page)
+    width_mm, height_mm = frame.size_mm
+    render_dpi = _render_dpi(width_mm, height_mm, max_pixels, dpi, name, index)
+    try:
+        bitmap = pdf_page.render(scale=render_dpi / 72.0, fill_color=(255, 255, 255, 255))
+        pil = bitmap.to_pil().convert("RGB")
+        bitmap.close()
+        paths, texts = extract_vector_content(pdf_page)
+    except pdfium.PdfiumError as exc:
+        raise InputError(f"{name}: page {index + 1} cannot be rendered ({exc})") from exc
+    image = np.ascontiguousarray(np.asarray(pil, dtype=np.uint8))
+    return Page(
+        image=image,
+        index=index,
+        dpi=float(render_dpi),
+        paths=paths,
+        texts=texts,
+        width_mm=float(width_mm),
+        height_mm=float(height_mm),
+    )
