@@ -1,0 +1,120 @@
+"""Turn a received input into a durable job (shared by the inbox and the Storage SCP)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ecgbridge.jobs.journal import Journal
+from ecgbridge.jobs.store import InputIdentity, StateFolder, identify_file, safe_name
+
+log = logging.getLogger("ecgbridge.jobs.intake")
+
+#: Source labels recorded in the journal.
+SOURCE_INBOX = "inbox"
+SOURCE_DICOM = "dicom"
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    """What happened to one received input."""
+
+    job_id: str
+    created: bool
+    identity: InputIdentity
+
+
+class Intake:
+    """Record received inputs: durable file first, then the journal row.
+
+    Parameters
+    ----------
+    state : StateFolder
+        Where inputs are kept.
+    journal : Journal
+        The job journal.
+    on_new_job : callable, optional
+        Called with ``(job_id, source)`` after a new job was recorded (metrics, wake-up).
+    """
+
+    def __init__(
+        self,
+        state: StateFolder,
+        journal: Journal,
+        on_new_job: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.state = state
+        self.journal = journal
+        self.on_new_job = on_new_job
+        self._lock = threading.Lock()
+
+    def take_file(
+        self, path: Path, *, source: str = SOURCE_INBOX, move: bool = True
+    ) -> IntakeResult:
+        """Adopt a complete file (moving it out of the inbox) and journal it.
+
+        A duplicate (same SOP Instance UID or same bytes as an existing job) is
+        removed from the inbox without creating a second job.
+        """
+        ident = identify_file(path)
+        with self._lock:
+            if self.journal.has_key(ident.key):
+                if move:
+                    path.unlink(missing_ok=True)
+                log.info("duplicate input ignored", extra={"job_id": ident.job_id,
+                                                           "sha256": ident.sha256})
+                return IntakeResult(ident.job_id, False, ident)
+            stored = self.state.adopt(path, ident.job_id, path.name, move=move)
+            job_id, created = self.journal.add_job(
+                input_key=ident.key, source=source, input_name=safe_name(path.name),
+                input_path=self.state.relative(stored), sha256=ident.sha256,
+            )
+        self._announce(job_id, created, source, ident)
+        return IntakeResult(job_id, created, ident)
+
+    def take_dicom_bytes(self, data: bytes, sop_instance_uid: str) -> IntakeResult:
+        """Durably store a received DICOM object (file meta + dataset bytes) and journal it."""
+        uid = sop_instance_uid.strip()
+        key = f"sop:{uid}" if uid else ""
+        if key and self.journal.has_key(key):
+            ident = InputIdentity(key=key, sha256="", sop_instance_uid=uid)
+            log.info("duplicate DICOM object ignored",
+                     extra={"job_id": ident.job_id, "sop_instance_uid": uid})
+            return IntakeResult(ident.job_id, False, ident)
+        tmp = self.state.write_incoming(data)
+        try:
+            if uid:
+                ident = InputIdentity(
+                    key=key, sha256=hashlib.sha256(data).hexdigest(), sop_instance_uid=uid
+                )
+            else:
+                ident = identify_file(tmp)
+            with self._lock:
+                if self.journal.has_key(ident.key):
+                    tmp.unlink(missing_ok=True)
+                    return IntakeResult(ident.job_id, False, ident)
+                name = f"{safe_name(uid, 'object')}.dcm" if uid else f"{ident.sha256[:16]}.dcm"
+                stored = self.state.adopt(tmp, ident.job_id, name, move=True)
+                job_id, created = self.journal.add_job(
+                    input_key=ident.key, source=SOURCE_DICOM, input_name=name,
+                    input_path=self.state.relative(stored), sha256=ident.sha256,
+                )
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._announce(job_id, created, SOURCE_DICOM, ident)
+        return IntakeResult(job_id, created, ident)
+
+    def _announce(self, job_id: str, created: bool, source: str, ident: InputIdentity) -> None:
+        if not created:
+            return
+        log.info(
+            "job received",
+            extra={"job_id": job_id, "source": source, "sha256": ident.sha256,
+                   "sop_instance_uid": ident.sop_instance_uid},
+        )
+        if self.on_new_job is not None:
+            self.on_new_job(job_id, source)

@@ -1,0 +1,376 @@
+"""Run jobs: digitization in a process pool, delivery per destination with backoff.
+
+Two kinds of threads drive the journal:
+
+* one :class:`DigitizationScheduler` hands ``received`` jobs to a process pool,
+  at most ``queue_size`` at a time (the rest wait durably in the journal), and
+  records each outcome (``digitized`` + delivery rows, or ``failed`` + quarantine);
+* one :class:`DeliveryWorker` per destination sends the due deliveries of that
+  destination, oldest due first, retrying with exponential backoff; a failing
+  destination only delays its own rows.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ecgbridge.config import RetrySettings
+from ecgbridge.deliver.base import DeliveryItem, Destination
+from ecgbridge.errors import DeliveryError
+from ecgbridge.jobs.journal import Job, Journal
+from ecgbridge.jobs.pipeline import (
+    DigitizeOutcome,
+    DigitizeRequest,
+    run_digitization,
+    worker_initializer,
+)
+from ecgbridge.jobs.store import StateFolder
+from ecgbridge.service.metrics import Metrics
+
+log = logging.getLogger("ecgbridge.jobs.runner")
+
+#: A job whose worker process died this many times fails (a poison input).
+MAX_WORKER_DEATHS = 2
+
+
+def make_process_pool(processes: int) -> cf.ProcessPoolExecutor:
+    """A pool of `processes` spawned workers (no fork of a multi-threaded daemon)."""
+    return cf.ProcessPoolExecutor(
+        max_workers=processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=worker_initializer,
+    )
+
+
+class DigitizationScheduler:
+    """Feed received jobs to a process pool and record their outcomes.
+
+    Parameters
+    ----------
+    journal, state
+        The job journal and state folder.
+    make_request : callable
+        ``job -> DigitizeRequest`` (formats and options from the settings).
+    destinations : sequence of str
+        Names of the destinations; one delivery row each is opened on success.
+    processes : int
+        Pool size.
+    queue_size : int
+        Most jobs handed to the pool at once.
+    job_timeout : float
+        Seconds after which a running digitization fails the job (the pool is
+        restarted to reclaim the stuck worker).
+    metrics : Metrics, optional
+        Counters to update.
+    on_digitized : callable, optional
+        Called after a job was digitized (to wake delivery workers).
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        state: StateFolder,
+        make_request: Callable[[Job], DigitizeRequest],
+        destinations: Sequence[str],
+        *,
+        processes: int,
+        queue_size: int,
+        job_timeout: float = 300.0,
+        metrics: Metrics | None = None,
+        on_digitized: Callable[[], None] | None = None,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        self.journal = journal
+        self.state = state
+        self.make_request = make_request
+        self.destinations = list(destinations)
+        self.processes = processes
+        self.queue_size = queue_size
+        self.job_timeout = job_timeout
+        self.metrics = metrics or Metrics()
+        self.on_digitized = on_digitized
+        self.poll_seconds = poll_seconds
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self._running: dict[str, tuple[cf.Future[DigitizeOutcome], float]] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._accepting = True
+        self._crashes: dict[str, int] = {}
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs currently in the pool."""
+        return len(self._running)
+
+    def wake(self) -> None:
+        """Look for new jobs now (called by the sources)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the pool and the scheduling thread."""
+        self._pool = make_process_pool(self.processes)
+        self._thread = threading.Thread(target=self._loop, name="ecgbridge-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, grace_seconds: float) -> None:
+        """Stop handing out jobs, wait up to `grace_seconds` for running ones, then stop.
+
+        Jobs still running afterwards stay ``received`` in the journal and are
+        digitized again at the next start (their partial output is discarded).
+        """
+        self._accepting = False
+        deadline = time.monotonic() + grace_seconds
+        while self._running and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.05)
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        self._collect()
+        self._shutdown_pool(kill=True)
+
+    def _shutdown_pool(self, kill: bool) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if kill:
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                if proc.is_alive():
+                    proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._collect()
+                self._check_timeouts()
+                if self._accepting:
+                    self._submit()
+            except Exception:  # the scheduler must survive anything
+                log.exception("scheduler iteration failed")
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+
+    def _submit(self) -> None:
+        free = self.queue_size - len(self._running)
+        if free <= 0 or self._pool is None:
+            return
+        for job in self.journal.jobs_to_digitize(exclude=list(self._running), limit=free):
+            try:
+                request = self.make_request(job)
+                future = self._pool.submit(run_digitization, request)
+            except cf.BrokenExecutor:
+                self._restart_pool("the process pool broke")
+                return
+            except Exception as exc:
+                self._fail(job.job_id, f"cannot start digitization: {exc}")
+                continue
+            self._running[job.job_id] = (future, time.monotonic())
+            future.add_done_callback(lambda _f: self._wake.set())
+
+    def _collect(self) -> None:
+        for job_id, (future, _) in list(self._running.items()):
+            if not future.done():
+                continue
+            del self._running[job_id]
+            try:
+                outcome = future.result()
+            except cf.BrokenExecutor:
+                self._worker_died(job_id)
+                continue
+            except cf.CancelledError:
+                continue
+            except Exception as exc:
+                self._fail(job_id, f"internal error: {type(exc).__name__}: {exc}")
+                continue
+            self._record(outcome)
+
+    def _worker_died(self, job_id: str) -> None:
+        """A worker process died (out of memory, killed): blame a job after two deaths."""
+        suspects = [job_id, *self._running]
+        for suspect in suspects:
+            self._crashes[suspect] = self._crashes.get(suspect, 0) + 1
+        self._running.clear()
+        for suspect in suspects:
+            if self._crashes[suspect] >= MAX_WORKER_DEATHS:
+                self._fail(suspect, "the worker process digitizing this input died "
+                                    f"{MAX_WORKER_DEATHS} times (out of memory or killed)")
+        self._restart_pool("a worker process died")
+
+    def _check_timeouts(self) -> None:
+        now = time.monotonic()
+        late = [j for j, (_, t0) in self._running.items() if now - t0 > self.job_timeout]
+        if not late:
+            return
+        for job_id in late:
+            self._running.pop(job_id, None)
+            self._fail(job_id, f"digitization took longer than {self.job_timeout:.0f} s")
+        self._restart_pool("a digitization timed out")
+
+    def _restart_pool(self, why: str) -> None:
+        log.warning("restarting the process pool: %s", why)
+        survivors = list(self._running)
+        self._running.clear()  # re-submitted from the journal (still "received")
+        self._shutdown_pool(kill=True)
+        self._pool = make_process_pool(self.processes)
+        if survivors:
+            log.info("re-queued %d job(s) after the pool restart", len(survivors))
+
+    def _record(self, outcome: DigitizeOutcome) -> None:
+        job = self.journal.get(outcome.job_id)
+        if job is None:
+            return
+        if outcome.ok:
+            files = {fmt: self.state.relative(Path(p)) for fmt, p in outcome.files.items()}
+            self.journal.mark_digitized(
+                outcome.job_id, files, outcome.sop_instance_uid, self.destinations
+            )
+            self.metrics.inc("ecgbridge_digitized_total")
+            self.metrics.observe("ecgbridge_digitize_duration_seconds", outcome.seconds)
+            log.info(
+                "job digitized",
+                extra={"job_id": outcome.job_id, "sop_instance_uid": outcome.sop_instance_uid,
+                       "seconds": round(outcome.seconds, 3), "reused": outcome.reused},
+            )
+            if self.on_digitized is not None:
+                self.on_digitized()
+        else:
+            self._fail(outcome.job_id, outcome.reason)
+
+    def _fail(self, job_id: str, reason: str) -> None:
+        job = self.journal.get(job_id)
+        if job is None:
+            return
+        quarantined: str | None = None
+        try:
+            target = self.state.quarantine_input(
+                job_id, self.state.resolve(job.input_path), reason
+            )
+            quarantined = self.state.relative(target)
+        except OSError as exc:
+            log.error("cannot quarantine the input of job %s: %s", job_id, exc)
+        self.journal.mark_failed(job_id, reason, quarantined)
+        self.metrics.inc("ecgbridge_failed_total")
+        log.warning("job failed", extra={"job_id": job_id, "reason": reason,
+                                         "sha256": job.sha256})
+
+
+class DeliveryWorker:
+    """Send one destination's due deliveries, retrying with exponential backoff.
+
+    Parameters
+    ----------
+    destination : Destination
+        Where to deliver.
+    journal, state
+        The job journal and state folder.
+    retry : RetrySettings
+        Backoff base/max and attempts before dead-letter.
+    metrics : Metrics, optional
+        Counters to update.
+    """
+
+    def __init__(
+        self,
+        destination: Destination,
+        journal: Journal,
+        state: StateFolder,
+        retry: RetrySettings,
+        metrics: Metrics | None = None,
+        idle_seconds: float = 0.5,
+    ) -> None:
+        self.destination = destination
+        self.journal = journal
+        self.state = state
+        self.retry = retry
+        self.metrics = metrics or Metrics()
+        self.idle_seconds = idle_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        """Look for due deliveries now."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the delivery thread."""
+        self._thread = threading.Thread(
+            target=self._loop, name=f"ecgbridge-deliver-{self.destination.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the delivery in progress (if any)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:
+                log.exception("delivery loop of %s failed", self.destination.name)
+                worked = False
+            if not worked:
+                due = self.journal.next_attempt_time(self.destination.name)
+                wait = self.idle_seconds if due is None else min(
+                    self.idle_seconds, max(0.0, due - time.time())
+                )
+                self._wake.wait(wait)
+                self._wake.clear()
+
+    def run_once(self, now: float | None = None) -> bool:
+        """Attempt the delivery due soonest; return False if none was due."""
+        name = self.destination.name
+        job = self.journal.next_due_delivery(name, now)
+        if job is None:
+            return False
+        delivery = next(d for d in job.deliveries if d.destination == name)
+        item = DeliveryItem(
+            job_id=job.job_id,
+            files={fmt: self.state.resolve(p) for fmt, p in job.files.items()},
+            sop_instance_uid=job.sop_instance_uid,
+        )
+        try:
+            receipt = self.destination.deliver(item)
+        except DeliveryError as exc:
+            self._failed(job, delivery.attempts + 1, str(exc), exc.retryable)
+            return True
+        except Exception as exc:  # a bug in a destination: retry, do not lose the job
+            self._failed(job, delivery.attempts + 1, f"internal error: {type(exc).__name__}: "
+                                                     f"{exc}", True)
+            return True
+        completed = self.journal.mark_delivered(job.job_id, name, receipt.detail)
+        self.metrics.inc("ecgbridge_delivered_total", destination=name)
+        log.info("delivered", extra={"job_id": job.job_id, "destination": name,
+                                     "sop_instance_uid": job.sop_instance_uid})
+        if completed:
+            self.metrics.observe("ecgbridge_end_to_end_seconds", time.time() - job.received_at)
+        return True
+
+    def _failed(self, job: Job, attempts: int, error: str, retryable: bool) -> None:
+        name = self.destination.name
+        self.metrics.inc("ecgbridge_delivery_failures_total", destination=name)
+        if retryable and attempts < self.retry.max_attempts:
+            delay = self.retry.delay(attempts)
+            self.journal.mark_delivery_failed(job.job_id, name, error, retry_at=time.time() + delay)
+            log.warning("delivery failed, will retry",
+                        extra={"job_id": job.job_id, "destination": name, "attempt": attempts,
+                               "retry_in_s": round(delay, 1), "reason": error})
+        else:
+            self.journal.mark_delivery_failed(job.job_id, name, error, retry_at=None)
+            self.metrics.inc("ecgbridge_dead_letter_total", destination=name)
+            log.error("delivery dead-lettered",
+                      extra={"job_id": job.job_id, "destination": name, "attempt": attempts,
+                             "reason": error})

@@ -1,0 +1,1 @@
+"""The ``ecgbridge serve`` daemon: composition, health/metrics HTTP, logging."""
