@@ -1,0 +1,99 @@
+"""``ecgbridge bench DIR``: time (and optionally score) the digitizer on a folder of pages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the ``bench`` sub-command."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "bench",
+        help="measure digitizing speed, memory and (with --score) accuracy on a folder",
+        description="Digitize every page in DIR single-threaded and print seconds per page, "
+        "the median and p95, peak memory (tracemalloc + max RSS) and failures. With --score "
+        "SETDIR, score the predictions against SETDIR/manifest.json (the shared scorer's "
+        "format, e.g. a set written by tools/render_pages.py).",
+    )
+    p.add_argument("folder", type=Path, metavar="DIR", help="folder of page files")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="timed runs per page; a page's time is their median (default 1)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="only the first N pages (sorted by name)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT",
+                   help="write every number to this JSON file")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the tracemalloc pass (halves the run time)")
+    p.add_argument("--score", type=Path, default=None, metavar="SETDIR",
+                   help="score against SETDIR/manifest.json (usually SETDIR = DIR)")
+    p.add_argument("--records", type=Path, action="append", default=[], metavar="RDIR",
+                   help="truth record folder for --score (repeatable; default SETDIR/records)")
+    p.add_argument("--pred-out", type=Path, default=None, metavar="PRED",
+                   help="also write each prediction as WFDB here (for shared/eval/score.py)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark; 2 if there is nothing to run, else 0 (failures are reported)."""
+    from ecgbridge.synth.bench import PageResult, find_pages, run_benchmark, score_predictions
+
+    try:
+        pages = find_pages(args.folder)
+    except ValueError as exc:
+        print(f"ecgbridge: error: {exc}", file=sys.stderr)
+        return 2
+    if args.limit is not None:
+        pages = pages[: max(0, args.limit)]
+    if not pages:
+        print(f"ecgbridge: error: no page files in {args.folder}", file=sys.stderr)
+        return 2
+    if args.repeat < 1:
+        print(f"ecgbridge: error: --repeat must be at least 1, got {args.repeat}",
+              file=sys.stderr)
+        return 2
+
+    def show(result: PageResult) -> None:
+        status = "ok" if result.ok else f"FAILED {result.error}"
+        print(f"{result.name:32s} {result.seconds:8.3f} s  {status}", flush=True)
+
+    report, predictions = run_benchmark(
+        pages, repeat=args.repeat, trace_memory=not args.no_memory, on_page=show
+    )
+    if args.pred_out is not None:
+        from ecgbridge.encode.wfdb_format import write_wfdb
+
+        for stem, ecg in predictions.items():
+            write_wfdb(ecg, args.pred_out, stem)
+    scores = None
+    if args.score is not None:
+        try:
+            scores = score_predictions(predictions, args.score, args.records)
+        except ValueError as exc:
+            print(f"ecgbridge: error: --score: {exc}", file=sys.stderr)
+            return 2
+        report = type(report)(pages=report.pages, repeat=report.repeat,
+                              max_rss_mb=report.max_rss_mb, scores=scores)
+        for layout, s in scores["by_layout"].items():
+            print(f"layout {layout:9s} images={s['images']:3d} snr_db={s['snr_db']:7.2f} "
+                  f"aligned_snr_db={s['aligned_snr_db']:7.2f}")
+        summ = scores["summary"]
+        print(f"SCORE snr_db={_fmt(summ['snr_db'])} aligned_snr_db={_fmt(summ['aligned_snr_db'])}"
+              f" pearson={_fmt(summ['pearson'])} mae_mv={_fmt(summ['mae_mv'])} "
+              f"images={summ['images']} missing={summ['missing']}")
+        if args.pred_out is not None:
+            records = " ".join(f"--records {r}" for r in args.records)
+            print(f"# cross-check: python shared/eval/score.py --pred {args.pred_out} "
+                  f"--set {args.score} {records}".rstrip())
+    print(report.summary_line())
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.to_dict(), indent=1), encoding="utf-8")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.3f}"
