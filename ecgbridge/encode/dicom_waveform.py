@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from fractions import Fraction
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 from ecgbridge.ecg import ECG, LEADS, Calibration, SourceInfo, normalise_lead_name
 from ecgbridge.encode import codes
@@ -79,6 +80,8 @@ MULTIPLEX_GROUP_LABEL = "RHYTHM"
 CHARACTER_SET_UTF8 = "ISO_IR 192"
 #: Series Number of the derived series (Type 2; a high number keeps it apart from carts').
 DERIVED_SERIES_NUMBER = 990
+#: Namespace of the name-based UUIDs behind ecgbridge's deterministic ``2.25.`` UIDs.
+UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:ecgbridge:dicom-uid")
 #: Maximum length of a LO value (ChannelDerivationDescription).
 _LO_MAX = 64
 
@@ -378,7 +381,7 @@ def derivation_description(calibration: Calibration) -> str:
     """Return the ChannelDerivationDescription (LO, at most 64 characters)."""
     method = codes.DIGITIZED_METHODS.get(calibration.method)
     if method is not None:
-        text = f"Digitized from an ECG image by ecgbridge ({method})"
+        text = f"Digitized from ECG image by ecgbridge ({method})"
     else:
         text = "Converted from a stored waveform by ecgbridge"
     return text[:_LO_MAX]
@@ -521,7 +524,12 @@ def _content_hash(raw: np.ndarray, fs: float, leads: list[str]) -> str:
 
 
 def _derived_uid(kind: str, *parts: str) -> str:
-    return str(generate_uid(prefix=None, entropy_srcs=["ecgbridge", kind, *parts]))
+    """A ``2.25.<UUID>`` UID from a name-based (SHA-1, version 5) UUID of `parts`.
+
+    (pydicom's ``generate_uid(prefix=None)`` ignores ``entropy_srcs`` and is random.)
+    """
+    name = "|".join((kind, *parts))
+    return f"2.25.{uuid.uuid5(UID_NAMESPACE, name).int}"
 
 
 def _ds_number(x: float) -> str:
