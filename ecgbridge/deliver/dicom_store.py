@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
 from ecgbridge.deliver.base import DeliveryItem, DeliveryReceipt
@@ -28,7 +29,7 @@ SENDABLE_SOP_CLASSES: tuple[str, ...] = (
 )
 
 #: Transfer syntaxes proposed for each SOP class, preferred first.
-PROPOSED_TRANSFER_SYNTAXES: tuple[str, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+PROPOSED_TRANSFER_SYNTAXES: tuple[UID, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 #: C-STORE statuses (PS3.4 B.2.3 and PS3.7 C).
 STATUS_SUCCESS = 0x0000
@@ -212,9 +213,22 @@ class DicomStoreDestination:
     def _associate(self, ae: AE) -> Association:
         s = self.settings
         tls_args = (self._tls_context, s.host) if self._tls_context is not None else None
-        assoc = ae.associate(s.host, s.port, ae_title=s.ae_title, tls_args=tls_args)
+        connected = threading.Event()
+        assoc = ae.associate(
+            s.host,
+            s.port,
+            ae_title=s.ae_title,
+            tls_args=tls_args,
+            evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.set())],
+        )
         if assoc.is_established:
             return assoc
+        if not connected.is_set():
+            raise DeliveryError(
+                f"dicom: cannot connect to {self.peer} (connection refused, host "
+                f"unreachable or no answer within {s.timeout_s:g} s)",
+                retryable=True,
+            )
         if assoc.is_rejected:
             reason = _rejection_text(assoc)
             raise DeliveryError(
@@ -222,15 +236,16 @@ class DicomStoreDestination:
                 f"{s.calling_ae_title} ({reason})",
                 retryable=True,
             )
-        if assoc.is_aborted:
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            refused = ", ".join(sorted({str(cx.abstract_syntax) for cx in assoc.rejected_contexts}))
             raise DeliveryError(
-                f"dicom: association with {self.peer} was aborted (peer unreachable, "
-                f"TLS handshake failed or timed out after {s.timeout_s:g} s)",
-                retryable=True,
+                f"dicom: {self.peer} accepted no presentation context for SOP class {refused} "
+                f"with {' or '.join(str(ts.name) for ts in PROPOSED_TRANSFER_SYNTAXES)}",
+                retryable=False,
             )
         raise DeliveryError(
-            f"dicom: cannot connect to {self.peer} (connection refused or timed out "
-            f"after {s.timeout_s:g} s)",
+            f"dicom: association with {self.peer} failed after connecting (aborted, "
+            f"TLS handshake failed or no answer within {s.timeout_s:g} s)",
             retryable=True,
         )
 

