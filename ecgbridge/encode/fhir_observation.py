@@ -180,7 +180,24 @@ def observation_model(doc: Mapping[str, Any], version: FhirVersion = "R4") -> An
     try:
         return model.model_validate(dict(doc))
     except Exception as exc:  # pydantic ValidationError and friends
-        raise EncodingError(f"FHIR {version} Observation is not valid: {exc}") from exc
+        raise EncodingError(
+            f"FHIR {version} Observation is not valid: {_summarise_validation(exc)}"
+        ) from exc
+
+
+def _summarise_validation(exc: Exception, limit: int = 3) -> str:
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    try:
+        items = list(errors())
+    except Exception:  # not a pydantic error after all
+        return str(exc)
+    parts = [
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in items[:limit]
+    ]
+    more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+    return "; ".join(parts) + more
 
 
 def check_observation(doc: Mapping[str, Any], version: FhirVersion = "R4") -> None:
