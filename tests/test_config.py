@@ -43,7 +43,10 @@ def test_yaml_then_environment_then_flags(tmp_path: Path) -> None:
         "retry:\n  max_attempts: 3\n",
         encoding="utf-8",
     )
-    env = {"ECGBRIDGE_DICOM__PORT": "3000", "ECGBRIDGE_DICOM__REQUIRE_CALLING_AET": "[CART1, CART2]"}
+    env = {
+        "ECGBRIDGE_DICOM__PORT": "3000",
+        "ECGBRIDGE_DICOM__REQUIRE_CALLING_AET": "[CART1, CART2]",
+    }
     s = load_settings(cfg, environ=env)
     assert s.dicom.port == 3000  # environment beats the file
     assert s.dicom.ae_title == "FROMFILE"
