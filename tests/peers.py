@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ecgbridge.deliver.base import DeliveryItem
-from ecgbridge.ecg import ECG, LEADS
+from ecgbridge.ecg import ECG, LEADS, SourceInfo
 
 T = TypeVar("T")
 
@@ -377,15 +378,22 @@ def make_delivery_item(
     """Encode a fixture record into DICOM, FHIR R4 and JSON files and wrap them.
 
     Uses the project's encoders (``dicom``, ``fhir-r4``, ``json`` writers); if the
-    clinical encoders are not available yet, a minimal valid 12-lead waveform and
-    Observation are built here instead.
+    clinical encoders are not available, a minimal valid 12-lead waveform and
+    Observation are built here instead. Every call gets a new random source hash,
+    hence a new FHIR identifier and new DICOM UIDs.
     """
     from pydicom import dcmread
 
     from ecgbridge.encode.registry import WriteContext, resolve_writer
     from ecgbridge.errors import EncodingError
 
-    ecg = record_ecg(record)
+    # A fresh source hash per item: the encoders derive the FHIR identifier and the
+    # DICOM UIDs from it, so two items never collide on a shared server.
+    source = SourceInfo(
+        name=f"{record}.png", sha256=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
+        media_type="image/png",
+    )
+    ecg = record_ecg(record).replace(source=source)
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     for fmt in ("dicom", "fhir-r4", "json"):

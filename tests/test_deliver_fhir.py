@@ -1,0 +1,287 @@
+"""FHIR delivery against a real FHIR server: the Medplum router with its in-memory
+repository (tests/fhir_server/server.js) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from peers import (
+    FhirTestServer,
+    fhir_server_unavailable,
+    free_port,
+    make_delivery_item,
+    running_fhir_server,
+)
+
+from ecgbridge.deliver.base import DeliveryItem
+from ecgbridge.deliver.fhir_client import (
+    FhirDestination,
+    conditional_create_query,
+    operation_outcome_text,
+)
+from ecgbridge.deliver.settings import FhirDestinationSettings, OAuth2ClientCredentials
+from ecgbridge.errors import DeliveryError
+
+pytestmark = pytest.mark.network
+
+MDC_ECG_ELEC_POTL = "131328"
+TOKEN = "static-test-token"
+CLIENT_ID = "ecgbridge"
+CLIENT_SECRET = "s3cret:with/odd chars"
+
+
+def _require_server() -> None:
+    reason = fhir_server_unavailable()
+    if reason is not None:
+        pytest.skip(f"FHIR test server unavailable: {reason}")
+
+
+@pytest.fixture(scope="module")
+def fhir_server() -> Iterator[FhirTestServer]:
+    _require_server()
+    with running_fhir_server() as server:
+        yield server
+
+
+@pytest.fixture()
+def server(fhir_server: FhirTestServer) -> Iterator[FhirTestServer]:
+    fhir_server.control(fail=0)
+    yield fhir_server
+    fhir_server.control(fail=0)
+
+
+@pytest.fixture()
+def item(tmp_path: Path) -> DeliveryItem:
+    return make_delivery_item(tmp_path / "encoded", job_id="job-fhir-1")
+
+
+def _settings(server: FhirTestServer, **changes: Any) -> FhirDestinationSettings:
+    values: dict[str, Any] = {"enabled": True, "base_url": server.base_url, "timeout_s": 10.0}
+    values.update(changes)
+    return FhirDestinationSettings(**values)
+
+
+def _identifier(item: DeliveryItem) -> dict[str, str]:
+    observation = json.loads(Path(item.files["fhir-r4"]).read_text(encoding="utf-8"))
+    first: dict[str, str] = observation["identifier"][0]
+    return first
+
+
+def _search_by_identifier(server: FhirTestServer, item: DeliveryItem) -> list[dict[str, Any]]:
+    ident = _identifier(item)
+    from urllib.parse import quote
+
+    bundle = server.get(f"Observation?identifier={quote(ident['system'] + '|' + ident['value'])}")
+    return [entry["resource"] for entry in bundle.get("entry", [])]
+
+
+def test_post_creates_the_observation_and_search_by_code_finds_it(
+    server: FhirTestServer, item: DeliveryItem
+) -> None:
+    receipt = FhirDestination(_settings(server)).deliver(item)
+
+    assert receipt.destination == "fhir"
+    assert receipt.detail.startswith("201 Observation/")
+    created_id = receipt.detail.split("/")[1]
+    bundle = server.get(f"Observation?code={MDC_ECG_ELEC_POTL}")
+    ids = [entry["resource"]["id"] for entry in bundle.get("entry", [])]
+    assert created_id in ids
+    stored = server.get(f"Observation/{created_id}")
+    assert len(stored["component"]) == 12
+    assert stored["identifier"][0] == _identifier(item)
+
+
+def test_redelivery_does_not_duplicate(server: FhirTestServer, item: DeliveryItem) -> None:
+    destination = FhirDestination(_settings(server))
+
+    first = destination.deliver(item)
+    second = destination.deliver(item)
+
+    assert first.detail.startswith("201 Observation/")
+    assert second.detail == "200 " + first.detail.split(" ", 1)[1]
+    assert len(_search_by_identifier(server, item)) == 1
+
+
+def test_server_error_is_retryable_then_delivery_succeeds(
+    server: FhirTestServer, item: DeliveryItem
+) -> None:
+    destination = FhirDestination(_settings(server))
+    server.control(fail=503)
+
+    with pytest.raises(DeliveryError) as caught:
+        destination.deliver(item)
+    assert caught.value.retryable is True
+    assert "HTTP 503" in str(caught.value)
+    assert "test server told to fail" in str(caught.value)
+
+    server.control(fail=0)
+    assert destination.deliver(item).detail.startswith("201 ")
+
+
+def test_too_many_requests_is_retryable(server: FhirTestServer, item: DeliveryItem) -> None:
+    server.control(fail=429)
+    with pytest.raises(DeliveryError) as caught:
+        FhirDestination(_settings(server)).deliver(item)
+    assert caught.value.retryable is True
+    assert "HTTP 429" in str(caught.value)
+
+
+def test_invalid_observation_is_not_retryable_and_quotes_the_outcome(
+    server: FhirTestServer, item: DeliveryItem, tmp_path: Path
+) -> None:
+    observation = json.loads(Path(item.files["fhir-r4"]).read_text(encoding="utf-8"))
+    del observation["code"]  # Observation.code is required (1..1)
+    broken = tmp_path / "broken.fhir-r4.json"
+    broken.write_text(json.dumps(observation), encoding="utf-8")
+    bad_item = DeliveryItem(job_id="job-broken", files={"fhir-r4": broken})
+
+    with pytest.raises(DeliveryError) as caught:
+        FhirDestination(_settings(server)).deliver(bad_item)
+
+    message = str(caught.value)
+    assert caught.value.retryable is False
+    assert "HTTP 400" in message
+    assert "Missing required property" in message
+    assert "Observation.code" in message
+    assert "job-broken" in message
+
+
+def test_r5_body_sent_to_an_r4_server_is_refused(
+    server: FhirTestServer, item: DeliveryItem, tmp_path: Path
+) -> None:
+    observation = json.loads(Path(item.files["fhir-r4"]).read_text(encoding="utf-8"))
+    for component in observation["component"]:
+        sampled = component["valueSampledData"]
+        sampled["interval"] = sampled.pop("period")  # R5 spelling, unknown in R4
+        sampled["intervalUnit"] = "ms"
+    r5 = tmp_path / "r5.json"
+    r5.write_text(json.dumps(observation), encoding="utf-8")
+
+    with pytest.raises(DeliveryError) as caught:
+        FhirDestination(_settings(server)).deliver(DeliveryItem("job-r5", {"fhir-r4": r5}))
+
+    assert caught.value.retryable is False
+    assert "HTTP 400" in str(caught.value)
+
+
+def test_connection_refused_is_retryable(item: DeliveryItem) -> None:
+    port = free_port()  # nobody listens there
+    settings = FhirDestinationSettings(
+        enabled=True, base_url=f"http://127.0.0.1:{port}/fhir", timeout_s=5.0
+    )
+
+    with pytest.raises(DeliveryError) as caught:
+        FhirDestination(settings).deliver(item)
+
+    assert caught.value.retryable is True
+    assert f"127.0.0.1:{port}" in str(caught.value)
+
+
+def test_missing_observation_of_the_configured_version(
+    server: FhirTestServer, item: DeliveryItem
+) -> None:
+    destination = FhirDestination(_settings(server, version="R5"))
+    with pytest.raises(DeliveryError) as caught:
+        destination.deliver(item)
+    assert caught.value.retryable is False
+    assert "fhir-r5" in str(caught.value)
+
+
+def test_no_patient_data_or_secrets_in_logs(
+    server: FhirTestServer, item: DeliveryItem, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    FhirDestination(_settings(server)).deliver(item)
+    observation = Path(item.files["fhir-r4"]).read_text(encoding="utf-8")
+    identifier = _identifier(item)["value"]
+    assert caplog.records, "delivery should log its outcome"
+    for record in caplog.records:
+        text = record.getMessage()
+        assert identifier not in text
+        assert observation[:200] not in text
+
+
+# --- authentication ------------------------------------------------------------------
+
+
+def test_static_bearer_token(item: DeliveryItem) -> None:
+    _require_server()
+    with running_fhir_server("--token", TOKEN) as secured:
+        anonymous = FhirDestination(_settings(secured))
+        with pytest.raises(DeliveryError) as caught:
+            anonymous.deliver(item)
+        assert "HTTP 401" in str(caught.value)
+        assert caught.value.retryable is False
+
+        authorised = FhirDestination(_settings(secured, bearer_token=TOKEN))
+        assert authorised.deliver(item).detail.startswith("201 ")
+
+
+def test_oauth2_client_credentials_token_is_cached_and_renewed(
+    item: DeliveryItem, tmp_path: Path
+) -> None:
+    _require_server()
+    with running_fhir_server("--client", f"{CLIENT_ID}:{CLIENT_SECRET}") as secured:
+        oauth2 = OAuth2ClientCredentials(
+            token_url=secured.token_url, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+            scope="system/Observation.write",
+        )
+        destination = FhirDestination(_settings(secured, oauth2=oauth2))
+        destination.deliver(item)
+        second = make_delivery_item(tmp_path / "second", job_id="job-fhir-2")
+        destination.deliver(second)
+        assert secured.control()["tokensIssued"] == 1  # cached between deliveries
+
+        secured.control(revoke=1)  # the server forgets the token: a 401 triggers renewal
+        third = make_delivery_item(tmp_path / "third", job_id="job-fhir-3")
+        assert destination.deliver(third).detail.startswith("201 ")
+        assert secured.control()["tokensIssued"] == 2
+
+
+def test_oauth2_wrong_secret_is_not_retryable(item: DeliveryItem) -> None:
+    _require_server()
+    with running_fhir_server("--client", f"{CLIENT_ID}:{CLIENT_SECRET}") as secured:
+        oauth2 = OAuth2ClientCredentials(
+            token_url=secured.token_url, client_id=CLIENT_ID, client_secret="wrong"
+        )
+        with pytest.raises(DeliveryError) as caught:
+            FhirDestination(_settings(secured, oauth2=oauth2)).deliver(item)
+    assert caught.value.retryable is False
+    assert "invalid_client" in str(caught.value)
+    assert "wrong" not in str(caught.value)
+
+
+# --- pure helpers --------------------------------------------------------------------
+
+
+def test_conditional_create_query_encodes_the_first_full_identifier() -> None:
+    observation = {
+        "identifier": [
+            {"value": "no-system"},
+            {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:1 2&3"},
+        ]
+    }
+    assert conditional_create_query(observation) == (
+        "identifier=urn:ietf:rfc:3986|urn:uuid:1%202%263"
+    )
+    assert conditional_create_query({"identifier": [{"value": "x"}]}) is None
+
+
+def test_operation_outcome_text_reads_diagnostics_and_details() -> None:
+    body = json.dumps({
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {"severity": "error", "code": "invalid", "diagnostics": "bad period"},
+            {"severity": "error", "code": "structure", "details": {"text": "Missing"},
+             "expression": ["Observation.code"]},
+        ],
+    }).encode()
+    assert operation_outcome_text(body) == (
+        "error invalid: bad period; error structure: Missing [Observation.code]"
+    )
+    assert operation_outcome_text(b"<html>oops</html>") == ""
