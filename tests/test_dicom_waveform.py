@@ -433,3 +433,17 @@ def test_end_to_end_digitized_page_is_a_valid_waveform(rendered_page, tmp_path, 
     assert np.array_equal(np.isnan(back.signals), np.isnan(ecg.signals))
     shown = np.isfinite(ecg.signals)
     assert np.abs(back.signals[shown] - ecg.signals[shown]).max() <= 0.0005 + 1e-12
+
+
+def test_non_ascii_patient_names_survive_as_utf8(record, sc_file, tmp_path):
+    ecg = ecg_sources(record, sc_file)["sc"]
+    ecg = ecg.replace(source=SourceInfo(
+        sha256="e" * 64, media_type="application/dicom",
+        dicom={**ecg.source.dicom, "PatientName": "Müller^Jürgen=山田^太郎"},
+    ))
+    (path,) = write_dicom(ecg, tmp_path, "utf8")
+    ds = pydicom.dcmread(path)
+    assert ds.SpecificCharacterSet == "ISO_IR 192"
+    assert str(ds.PatientName) == "Müller^Jürgen=山田^太郎"
+    if DCIODVFY is not None:
+        assert dciodvfy_errors(path) == []

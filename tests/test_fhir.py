@@ -5,10 +5,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import urllib.error
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+from peers import fhir_server_unavailable, running_fhir_server
 
 from ecgbridge.ecg import ECG, LEADS, Calibration, SourceInfo
 from ecgbridge.encode import codes
@@ -228,3 +231,27 @@ def test_not_an_observation_is_an_input_error(tmp_path):
 def test_unknown_version_is_refused(digitized):
     with pytest.raises(EncodingError, match="unknown FHIR version"):
         to_fhir_observation(digitized, version="R3")  # type: ignore[arg-type]
+
+
+@pytest.mark.network
+def test_a_real_r4_server_accepts_the_r4_observation_and_refuses_r5(digitized):
+    reason = fhir_server_unavailable()
+    if reason:
+        pytest.skip(reason)
+
+    def post(server, doc) -> int:
+        request = urllib.request.Request(
+            f"{server.base_url}/Observation", data=json.dumps(doc).encode("utf-8"),
+            headers={"Content-Type": "application/fhir+json"}, method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    with running_fhir_server() as server:
+        assert post(server, to_fhir_observation(digitized, version="R4")) == 201
+        assert post(server, to_fhir_observation(digitized, version="R5")) == 400
+        found = server.get("Observation?code=http://loinc.org|11524-6")
+        assert len(found.get("entry", [])) == 1
