@@ -192,7 +192,7 @@ def draw_overlay(image: np.ndarray, ecg: ECG, page_index: int = 0, n_pages: int 
     canvas = (PAGE_OPACITY * page.astype(np.float32) + (1 - PAGE_OPACITY) * 255.0)
     canvas = np.clip(canvas, 0, 255).astype(np.uint8)
     px_mm = float(min(cal.px_per_mm_x, cal.px_per_mm_y))
-    thickness = max(1, int(round(TRACE_WIDTH_MM * px_mm)))
+    thickness = max(2, int(round(TRACE_WIDTH_MM * px_mm)))
     panels = [p for p in ecg.panels if p.page == page_index]
     for panel in panels:
         x0, y0, x1, y1 = panel.box
