@@ -20,6 +20,7 @@ from ecgbridge.encode.fhir_observation import (
     encode_data,
     observation_model,
     read_fhir_observation,
+    to_fhir_model,
     to_fhir_observation,
     write_fhir_r4,
     write_fhir_r5,
@@ -255,3 +256,20 @@ def test_a_real_r4_server_accepts_the_r4_observation_and_refuses_r5(digitized):
         assert post(server, to_fhir_observation(digitized, version="R5")) == 400
         found = server.get("Observation?code=http://loinc.org|11524-6")
         assert len(found.get("entry", [])) == 1
+
+
+@pytest.mark.parametrize(("version", "module"), [("R4", "fhir.resources.R4B.observation"),
+                                                 ("R5", "fhir.resources.observation")])
+def test_model_helper_returns_the_version_s_model(digitized, version, module):
+    model = to_fhir_model(digitized, version=version, subject="Patient/1")
+    assert type(model).__module__ == module
+    assert model.subject.reference == "Patient/1"
+    assert len(model.component) == 12
+
+
+def test_empty_data_is_an_input_error(digitized):
+    doc = copy.deepcopy(to_fhir_observation(digitized))
+    for comp in doc["component"]:
+        comp["valueSampledData"]["data"] = ""
+    with pytest.raises(InputError, match="no samples"):
+        read_fhir_observation(doc)

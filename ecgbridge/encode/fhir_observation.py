@@ -200,6 +200,23 @@ def _summarise_validation(exc: Exception, limit: int = 3) -> str:
     return "; ".join(parts) + more
 
 
+def to_fhir_model(ecg: ECG, *, version: FhirVersion = "R4", **kwargs: Any) -> Any:
+    """Return the ECG as a validated fhir.resources Observation model.
+
+    Keyword arguments are those of :func:`to_fhir_observation`; R4 gives a
+    ``fhir.resources.R4B.observation.Observation``, R5 a ``fhir.resources.observation.
+    Observation``.
+
+    Raises
+    ------
+    EncodingError
+        If the ECG cannot be encoded or the result does not validate.
+    """
+    doc = to_fhir_observation(ecg, version=version, **kwargs)
+    check_observation(doc, version)
+    return observation_model(doc, version)
+
+
 def check_observation(doc: Mapping[str, Any], version: FhirVersion = "R4") -> None:
     """Checks fhir.resources does not make: codes, and every SampledData data string.
 
@@ -339,6 +356,8 @@ def read_fhir_observation(source: Path | str | Mapping[str, Any]) -> ECG:
             raise InputError(f"{label}: component[{k}] ({lead}): {exc}") from exc
     if not leads:
         raise InputError(f"{label}: no component holds an MDC-coded 12-lead ECG lead")
+    if max(v.size for v in leads.values()) == 0:
+        raise InputError(f"{label}: the lead components hold no samples (empty data)")
     if len(periods) != 1:
         raise InputError(f"{label}: leads are sampled at different periods {sorted(periods)} ms")
     period = periods.pop()
