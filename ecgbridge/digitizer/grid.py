@@ -1,0 +1,200 @@
+"""Step 3: measure the grid pitch (pixels per millimetre) separately in x and y.
+
+The ink profile along an axis (mean darkness of every column, or every row) of a
+grid page is a comb: major lines every 5 mm, minor lines every 1 mm. Its spectrum
+has peaks at multiples of 1/(5 mm). The fundamental is found with a harmonic sum,
+then refined to sub-pixel precision by maximising the magnitude of the discrete-time
+Fourier transform at the highest strong harmonic (precision grows with the harmonic
+number and the number of periods on the page).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Accepted range of pixels per millimetre (about 50 to 1200 dpi).
+MIN_PX_PER_MM = 2.0
+MAX_PX_PER_MM = 48.0
+#: Grid spacing in mm of minor and major lines.
+MINOR_MM = 1.0
+MAJOR_MM = 5.0
+#: A spectral peak must exceed the median spectrum by this factor to count as a grid.
+_MIN_PEAK_RATIO = 6.0
+
+
+@dataclass(frozen=True)
+class GridPitch:
+    """Grid pitch along one axis.
+
+    Attributes
+    ----------
+    px_per_mm : float
+        Pixels per millimetre (NaN if no grid).
+    strength : float
+        Peak-to-median ratio of the spectrum at the grid frequency (0 if no grid).
+    has_minor : bool
+        True if 1-mm lines were seen (else only 5-mm lines or the choice was by page size).
+    """
+
+    px_per_mm: float
+    strength: float
+    has_minor: bool
+
+
+NO_GRID = GridPitch(float("nan"), 0.0, False)
+
+
+def _dtft_mag(profile: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """|DTFT| of `profile` at `freqs` (cycles per pixel)."""
+    x = np.arange(profile.size, dtype=np.float64)
+    return np.abs(np.exp(-2j * np.pi * np.outer(freqs, x)) @ profile)
+
+
+def measure_pitch(profile: np.ndarray) -> GridPitch:
+    """Measure the grid pitch from a 1-D ink profile.
+
+    Parameters
+    ----------
+    profile : numpy.ndarray
+        Mean ink darkness per column (for x) or per row (for y) of the deskewed page.
+
+    Returns
+    -------
+    GridPitch
+        :data:`NO_GRID` when no periodic grid is present.
+    """
+    p = np.asarray(profile, dtype=np.float64)
+    n = p.size
+    if n < 64:
+        return NO_GRID
+    # Remove slow trends (illumination, trace rows) with a moving average of ~ 1 major period max.
+    win = max(3, int(n // 40) | 1)
+    trend = np.convolve(np.pad(p, win, mode="edge"), np.ones(win) / win, mode="same")[win:-win]
+    p = (p - trend) * np.hanning(n)
+    nfft = 1 << int(np.ceil(np.log2(n * 4)))
+    spec = np.abs(np.fft.rfft(p, nfft))
+    freqs = np.fft.rfftfreq(nfft)
+    floor = float(np.median(spec[1:])) + 1e-12
+    # Candidate fundamental periods: 5-mm spacing of MIN..MAX px/mm, and 1-mm spacing.
+    best_score, best_f0 = 0.0, 0.0
+    f_lo = 1.0 / (MAJOR_MM * MAX_PX_PER_MM)
+    f_hi = 1.0 / (MINOR_MM * MIN_PX_PER_MM)
+    cand = np.nonzero((freqs >= f_lo) & (freqs <= f_hi))[0]
+    if cand.size == 0:
+        return NO_GRID
+    # Harmonic sum over the first 5 harmonics (peaks of a comb of period 1/f0).
+    scores = np.zeros(cand.size)
+    for k in range(1, 6):
+        idx = np.minimum(cand * k, spec.size - 1)
+        scores += np.where(cand * k < spec.size, spec[idx], 0.0)
+    # Prefer the lowest frequency among near-best comb scores (the fundamental).
+    top = scores.max()
+    good = cand[scores >= 0.6 * top]
+    # Local maxima in the single spectrum among 'good'.
+    best_f0 = float(freqs[good[0]])
+    for i in good:
+        if spec[i] >= spec[max(i - 1, 0)] and spec[i] >= spec[min(i + 1, spec.size - 1)]:
+            best_f0 = float(freqs[i])
+            best_score = float(spec[i])
+            break
+    strength = best_score / floor
+    if strength < _MIN_PEAK_RATIO:
+        # Look at the strongest single peak instead (a pure 1-mm grid has weak harmonics).
+        i = cand[int(np.argmax(spec[cand]))]
+        best_f0, strength = float(freqs[i]), float(spec[i] / floor)
+        if strength < _MIN_PEAK_RATIO:
+            return NO_GRID
+    period = 1.0 / best_f0
+    # Is the fundamental the 5-mm spacing (with 1-mm sub-structure) or the 1-mm spacing?
+    mag = _dtft_mag(p, np.array([best_f0 * k for k in range(1, 6)]))
+    has_sub = mag[4] > 0.5 * max(mag[1], mag[2], mag[3]) and mag[4] > 3 * floor
+    px_if_major = period / MAJOR_MM
+    px_if_minor = period / MINOR_MM
+    page_mm_if_major = n / px_if_major
+    if has_sub and px_if_major >= MIN_PX_PER_MM:
+        px_per_mm, harmonic_period = px_if_major, period / 5.0
+    elif px_if_minor > MAX_PX_PER_MM or n / px_if_minor < 60.0:
+        # Too few 'millimetres' on the page for a 1-mm reading: it is the 5-mm grid.
+        px_per_mm, harmonic_period = px_if_major, period
+    elif page_mm_if_major > 600.0 or px_if_major < MIN_PX_PER_MM:
+        px_per_mm, harmonic_period = px_if_minor, period
+    else:
+        # Only one level of lines: dotted/minor-only grids are rare; a page is 100-450 mm.
+        px_per_mm, harmonic_period = (
+            (px_if_minor, period) if 100.0 <= n / px_if_minor <= 450.0 else (px_if_major, period)
+        )
+    refined = _refine_period(p, harmonic_period)
+    scale = refined / harmonic_period
+    return GridPitch(px_per_mm * scale, strength, bool(has_sub))
+
+
+def _refine_period(p: np.ndarray, period: float) -> float:
+    """Refine a line period to sub-pixel precision with a fine DTFT search.
+
+    The highest harmonic of the 5-mm comb that is still clearly above the noise is
+    used; its peak location divided by the harmonic number gives the period.
+    """
+    n = p.size
+    f = 1.0 / period
+    # Search +-1.5 DFT bins around f, then narrow.
+    half = 1.5 / n
+    for _ in range(4):
+        freqs = np.linspace(f - half, f + half, 31)
+        mag = _dtft_mag(p, freqs)
+        i = int(np.argmax(mag))
+        if 0 < i < freqs.size - 1:
+            a, b, c = mag[i - 1], mag[i], mag[i + 1]
+            d = a - 2 * b + c
+            off = 0.5 * (a - c) / d if d != 0 else 0.0
+        else:
+            off = 0.0
+        f = float(freqs[i] + off * (freqs[1] - freqs[0]))
+        half /= 8.0
+    return 1.0 / f
+
+
+def measure_grid(ink: np.ndarray) -> tuple[GridPitch, GridPitch]:
+    """Measure the grid pitch horizontally and vertically on a deskewed ink map.
+
+    Parameters
+    ----------
+    ink : numpy.ndarray
+        float darkness map of the rectified page (grid lines visible), e.g.
+        :attr:`ecgbridge.digitizer.normalise.InkMaps.any_ink`.
+
+    Returns
+    -------
+    tuple of GridPitch
+        ``(x, y)`` pitches.
+    """
+    px = ink.mean(axis=0)
+    py = ink.mean(axis=1)
+    gx, gy = measure_pitch(px), measure_pitch(py)
+    if gx.strength == 0 and gy.strength == 0:
+        return gx, gy
+    if gy.strength == 0 or (gx.strength > 0 and gx.px_per_mm > _SQUARE_TOLERANCE * gy.px_per_mm):
+        gy = _remeasure(py, gx.px_per_mm, gy.strength)
+    elif gx.strength == 0 or gy.px_per_mm > _SQUARE_TOLERANCE * gx.px_per_mm:
+        gx = _remeasure(px, gy.px_per_mm, gx.strength)
+    return gx, gy
+
+
+#: Grid cells are square; a larger x/y disagreement than this is a mis-read of one axis.
+_SQUARE_TOLERANCE = 1.4
+
+
+def _remeasure(profile: np.ndarray, px_per_mm_guess: float, strength: float) -> GridPitch:
+    """Re-measure one axis near the pitch read on the other axis (grid cells are square)."""
+    p = np.asarray(profile, dtype=np.float64)
+    n = p.size
+    win = max(3, int(n // 40) | 1)
+    trend = np.convolve(np.pad(p, win, mode="edge"), np.ones(win) / win, mode="same")[win:-win]
+    p = (p - trend) * np.hanning(n)
+    period = _refine_period(p, MAJOR_MM * px_per_mm_guess)
+    # Accept the re-measurement only if it stays close to the guess (photos: +-15 %).
+    est = period / MAJOR_MM
+    if not 0.85 <= est / px_per_mm_guess <= 1.15:
+        est = px_per_mm_guess
+    return GridPitch(est, strength, False)

@@ -1,0 +1,99 @@
+"""Step 4: separate trace ink from grid ink with a threshold the grid itself chooses.
+
+On a page whose grid is as dark as (or darker than) the paper texture, no fixed
+darkness threshold works. The grid is periodic with the measured pitch, the traces
+are not: the threshold is the lowest one at which the thresholded mask no longer
+contains the grid comb (its column/row profiles have no energy at the grid frequency).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+#: Candidate thresholds on the darkness map, lowest first.
+_THRESHOLDS = np.round(np.arange(0.22, 0.92, 0.04), 2)
+#: A mask pixel must also be darker than this fraction of the page's darkest ink.
+_MIN_RELATIVE_TO_TOP = 0.4
+#: Plateau test: the mask may shrink by at most this ratio over this threshold span.
+_PLATEAU_RATIO = 1.3
+_PLATEAU_SPAN = 0.12
+
+
+def _periodic_fraction(profile: np.ndarray, period_px: float) -> float:
+    """|DTFT| at the grid fundamental and its 5th harmonic, relative to the profile mass."""
+    total = float(profile.sum())
+    if total <= 0 or not np.isfinite(period_px) or period_px <= 1.0:
+        return 0.0
+    x = np.arange(profile.size, dtype=np.float64)
+    frac = 0.0
+    for period in (period_px, period_px / 5.0):
+        if period < 2.0:
+            continue
+        frac = max(frac, float(np.abs(np.exp(-2j * np.pi * x / period) @ profile)) / total)
+    return frac
+
+
+def choose_threshold(dark_ink: np.ndarray, px_per_mm_x: float, px_per_mm_y: float) -> float:
+    """Pick the darkness threshold separating trace ink from grid lines.
+
+    The count of mask pixels falls steeply while grid ink is being cut away and then
+    levels off on the traces; the threshold is the start of that plateau. When the
+    curve never levels off (blurred photos), the grid-periodicity test decides.
+
+    Parameters
+    ----------
+    dark_ink : numpy.ndarray
+        Darkness map where trace ink is near 1 (grid may or may not be visible).
+    px_per_mm_x, px_per_mm_y : float
+        Grid pitch (NaN when no grid was found).
+
+    Returns
+    -------
+    float
+        Threshold in (0, 1).
+    """
+    sub = dark_ink[::2, ::2]
+    top = float(np.percentile(sub, 99.7))
+    floor = max(float(_THRESHOLDS[0]), _MIN_RELATIVE_TO_TOP * top)
+    cands = [float(t) for t in _THRESHOLDS if t >= floor and t < 0.92 * top] or [floor]
+    counts = np.array([(sub > t).sum() for t in cands], dtype=np.float64)
+    step = int(round(_PLATEAU_SPAN / 0.04))
+    for i, t in enumerate(cands[:-step] if len(cands) > step else []):
+        if counts[i] <= _PLATEAU_RATIO * max(counts[i + step], 1.0):
+            return t
+    if np.isfinite(px_per_mm_x) and np.isfinite(px_per_mm_y):
+        fracs = []
+        for t in cands:
+            mask = (sub > t).astype(np.float32)
+            fracs.append(max(
+                _periodic_fraction(mask.mean(axis=0), 2.5 * px_per_mm_x),
+                _periodic_fraction(mask.mean(axis=1), 2.5 * px_per_mm_y),
+            ))
+        ref = min(fracs)
+        for t, f in zip(cands, fracs, strict=True):
+            if f <= ref + 0.04:
+                return t
+    return cands[len(cands) // 2]
+
+
+def trace_mask(dark_ink: np.ndarray, threshold: float, px_per_mm: float) -> np.ndarray:
+    """Binary mask (uint8 0/1) of trace-like ink: thresholded, specks removed.
+
+    Parameters
+    ----------
+    dark_ink : numpy.ndarray
+        Darkness map.
+    threshold : float
+        From :func:`choose_threshold`.
+    px_per_mm : float
+        Scale, used to size the speck filter.
+    """
+    mask = (dark_ink > threshold).astype(np.uint8)
+    min_area = max(3, int(round(0.25 * px_per_mm * px_per_mm)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n > 1:
+        keep = stats[:, cv2.CC_STAT_AREA] >= min_area
+        keep[0] = False
+        mask = keep[labels].astype(np.uint8)
+    return mask

@@ -1,0 +1,187 @@
+"""Lead labelling: read the printed lead names ("I", "aVR", "V1" ...) next to each trace.
+
+Label words (groups of small ink blobs) are compared with the 12 lead names rendered
+in a sans-serif and a serif font (DejaVu, shipped in ``ecgbridge/data/fonts``), scaled
+to the word's box. The best normalised correlation wins; the aspect ratio of the word
+separates I / II / III and V1 from V11-like noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ecgbridge.ecg import LEADS
+
+#: Fonts the lead names are rendered in (files in ecgbridge/data/fonts).
+FONT_FILES: tuple[str, ...] = ("DejaVuSans.ttf", "DejaVuSerif.ttf")
+#: Size templates and words are compared at (height in pixels).
+_CMP_HEIGHT = 24
+#: Minimum match score to accept a word as a lead label.
+MIN_LABEL_SCORE = 0.55
+
+
+@dataclass(frozen=True)
+class LabelWord:
+    """One recognised lead label in page pixels.
+
+    Attributes
+    ----------
+    lead : str
+        Canonical lead name.
+    box : tuple of int
+        ``(x0, y0, x1, y1)``, exclusive ends.
+    score : float
+        Match score in [0, 1].
+    runner_up : str
+        Second-best lead name (to resolve limb-lead ambiguities).
+    """
+
+    lead: str
+    box: tuple[int, int, int, int]
+    score: float
+    runner_up: str = ""
+
+
+def _font_path(name: str) -> str:
+    return str(resources.files("ecgbridge") / "data" / "fonts" / name)
+
+
+@lru_cache(maxsize=1)
+def _templates() -> tuple[tuple[str, np.ndarray], ...]:
+    """Binary templates (ink = 1) of every lead name in every font, cropped to the ink."""
+    out: list[tuple[str, np.ndarray]] = []
+    for font_file in FONT_FILES:
+        try:
+            font = ImageFont.truetype(_font_path(font_file), 64)
+        except OSError:
+            continue
+        for lead in LEADS:
+            img = Image.new("L", (400, 120), 0)
+            ImageDraw.Draw(img).text((10, 10), lead, fill=255, font=font)
+            arr = np.asarray(img) > 127
+            ys, xs = np.nonzero(arr)
+            crop = arr[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1].astype(np.float32)
+            out.append((lead, crop))
+    return tuple(out)
+
+
+def _normalised(arr: np.ndarray, width: int) -> np.ndarray:
+    img = cv2.resize(arr.astype(np.float32), (width, _CMP_HEIGHT), interpolation=cv2.INTER_AREA)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)
+    img -= img.mean()
+    norm = float(np.linalg.norm(img))
+    return img / norm if norm > 0 else img
+
+
+def recognise_word(word: np.ndarray) -> tuple[str, float, str]:
+    """Match a binary word image (ink = nonzero) against the lead-name templates.
+
+    Parameters
+    ----------
+    word : numpy.ndarray
+        2-D array cropped to the word's ink.
+
+    Returns
+    -------
+    tuple
+        ``(lead, score, runner_up)``; score 0 when the word cannot be a lead name.
+    """
+    h, w = word.shape
+    if h < 4 or w < 1:
+        return "", 0.0, ""
+    aspect = w / h
+    width = max(4, int(round(_CMP_HEIGHT * aspect)))
+    if width > 6 * _CMP_HEIGHT:
+        return "", 0.0, ""
+    target = _normalised(word > 0, width)
+    best: dict[str, float] = {}
+    for lead, tpl in _templates():
+        t_aspect = tpl.shape[1] / tpl.shape[0]
+        ratio = aspect / t_aspect
+        if not 0.6 <= ratio <= 1.65:
+            continue
+        score = float((target * _normalised(tpl, width)).sum())
+        score *= min(ratio, 1.0 / ratio) ** 0.5
+        if score > best.get(lead, -1.0):
+            best[lead] = score
+    if not best:
+        return "", 0.0, ""
+    ranked = sorted(best.items(), key=lambda kv: -kv[1])
+    lead, score = ranked[0]
+    runner = ranked[1][0] if len(ranked) > 1 else ""
+    return lead, max(0.0, score), runner
+
+
+def find_label_words(
+    mask: np.ndarray, region: tuple[int, int, int, int], px_per_mm: float
+) -> list[LabelWord]:
+    """Find and read lead-label words inside `region` of a trace-ink mask.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        uint8 ink mask of the rectified page.
+    region : tuple of int
+        ``(x0, y0, x1, y1)`` to search (e.g. one trace row's band).
+    px_per_mm : float
+        Scale; glyphs are 1.2-8 mm tall.
+
+    Returns
+    -------
+    list of LabelWord
+        Accepted labels (score >= :data:`MIN_LABEL_SCORE`), left to right.
+    """
+    x0, y0, x1, y1 = (int(v) for v in region)
+    sub = mask[max(y0, 0): y1, max(x0, 0): x1]
+    if sub.size == 0:
+        return []
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(sub, connectivity=8)
+    min_h, max_h = 1.2 * px_per_mm, 8.0 * px_per_mm
+    glyphs = [
+        (int(s[0]), int(s[1]), int(s[0] + s[2]), int(s[1] + s[3]))
+        for s in stats[1:]
+        if min_h * 0.5 <= s[3] <= max_h and s[2] <= 6.0 * px_per_mm and s[4] >= 3
+    ]
+    glyphs.sort()
+    # Group glyphs into words: horizontally close, vertically overlapping.
+    words: list[list[tuple[int, int, int, int]]] = []
+    for g in glyphs:
+        placed = False
+        for wd in words:
+            bx0 = min(b[0] for b in wd)
+            bx1 = max(b[2] for b in wd)
+            by0 = min(b[1] for b in wd)
+            by1 = max(b[3] for b in wd)
+            hgt = by1 - by0
+            overlap = min(by1, g[3]) - max(by0, g[1])
+            if g[0] - bx1 <= 0.7 * max(hgt, g[3] - g[1]) and g[0] >= bx0 and overlap > 0.3 * min(
+                hgt, g[3] - g[1]
+            ):
+                wd.append(g)
+                placed = True
+                break
+        if not placed:
+            words.append([g])
+    found: list[LabelWord] = []
+    for wd in words:
+        bx0 = min(b[0] for b in wd)
+        bx1 = max(b[2] for b in wd)
+        by0 = min(b[1] for b in wd)
+        by1 = max(b[3] for b in wd)
+        if not (min_h <= by1 - by0 <= max_h) or len(wd) > 4:
+            continue
+        if bx1 - bx0 > 12.0 * px_per_mm:
+            continue
+        lead, score, runner = recognise_word(sub[by0:by1, bx0:bx1])
+        if lead and score >= MIN_LABEL_SCORE:
+            found.append(
+                LabelWord(lead, (bx0 + max(x0, 0), by0 + max(y0, 0), bx1 + max(x0, 0),
+                                 by1 + max(y0, 0)), score, runner)
+            )
+    return sorted(found, key=lambda w: w.box[0])

@@ -1,0 +1,86 @@
+"""Step 1: normalise a page image into grey-level "ink" maps.
+
+Two maps are produced, both float32 in [0, 1] where 1 is the darkest ink:
+
+* ``any_ink`` -- darkness of the darkest colour channel relative to the local paper
+  colour; grid lines of every colour show up here (used for grid pitch and deskew).
+* ``dark_ink`` -- darkness of the *brightest* channel relative to the local paper
+  colour; coloured grid lines (red, pink, orange, green, blue) vanish here because
+  one of their channels stays bright, while black/blue-black trace ink stays dark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: Images are analysed at most this many pixels on the long side for background estimation.
+_BACKGROUND_SCALE_PX = 600
+#: Background window as a fraction of the long side of the page.
+_BACKGROUND_WINDOW_FRACTION = 0.01
+
+
+@dataclass(frozen=True)
+class InkMaps:
+    """Darkness maps of one page (float32, 0 = paper, 1 = black)."""
+
+    any_ink: np.ndarray
+    dark_ink: np.ndarray
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """Return `image` as a contiguous uint8 RGB array.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Grey ``(h, w)``, RGB ``(h, w, 3)`` or RGBA ``(h, w, 4)`` array, uint8 or float in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If the array does not have one of those shapes.
+    """
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        alpha = arr[:, :, 3:4].astype(np.float32) / 255.0
+        arr = (arr[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    elif arr.ndim == 3 and arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"page image must be (h, w), (h, w, 3) or (h, w, 4), got {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _relative_darkness(channel: np.ndarray) -> np.ndarray:
+    """Darkness of `channel` relative to a smooth estimate of the local paper level."""
+    h, w = channel.shape
+    scale = min(1.0, _BACKGROUND_SCALE_PX / max(h, w))
+    small = cv2.resize(channel, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    k = max(3, int(round(_BACKGROUND_WINDOW_FRACTION * max(small.shape))) | 1)
+    paper = cv2.dilate(small, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    paper = cv2.GaussianBlur(paper, (0, 0), k / 2.0)
+    paper = cv2.resize(paper, (w, h), interpolation=cv2.INTER_LINEAR)
+    paper = np.maximum(paper.astype(np.float32), 24.0)
+    return np.clip(1.0 - channel.astype(np.float32) / paper, 0.0, 1.0)
+
+
+def ink_maps(rgb: np.ndarray) -> InkMaps:
+    """Compute the :class:`InkMaps` of an RGB page.
+
+    Parameters
+    ----------
+    rgb : numpy.ndarray
+        uint8 ``(h, w, 3)`` page.
+    """
+    lo = rgb.min(axis=2)
+    hi = rgb.max(axis=2)
+    return InkMaps(any_ink=_relative_darkness(lo), dark_ink=_relative_darkness(hi))

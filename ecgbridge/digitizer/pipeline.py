@@ -1,0 +1,424 @@
+"""Entry point of the digitizer: pages in, one :class:`ecgbridge.ecg.ECG` out.
+
+Raster pages go through: normalise -> deskew -> grid pitch -> trace/grid separation
+-> rows -> trace following -> calibration pulse -> labels/layout -> time placement
+-> post-processing. Vector PDF pages are handed to ``ecgbridge.digitizer.vector``
+first when present.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ecgbridge.digitizer import postprocess
+from ecgbridge.digitizer.deskew import estimate_rotation
+from ecgbridge.digitizer.geometry import rotation_homography, warp_image
+from ecgbridge.digitizer.grid import measure_grid
+from ecgbridge.digitizer.inkmask import choose_threshold, trace_mask
+from ecgbridge.digitizer.labels import LabelWord, find_label_words
+from ecgbridge.digitizer.layout import (
+    PanelSlot,
+    assign_panels,
+    fill_missing_leads,
+    label_spacing,
+    layout_name,
+    standard_panels,
+)
+from ecgbridge.digitizer.normalise import ink_maps, to_rgb
+from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.digitizer.pulse import CalibrationPulse, find_pulse
+from ecgbridge.digitizer.rows import TraceRow, find_rows
+from ecgbridge.digitizer.trace import TracePath, follow_trace
+from ecgbridge.ecg import ECG, LEADS, Calibration, PanelInfo, SourceInfo
+from ecgbridge.errors import DigitizationError, NotAnEcgError
+from ecgbridge.inputs.page import Page
+
+log = logging.getLogger(__name__)
+
+#: Default paper speed (mm/s) and gain (mm/mV) when neither the user nor the page says.
+DEFAULT_SPEED_MM_S = 25.0
+DEFAULT_GAIN_MM_MV = 10.0
+#: Standard recording length in seconds.
+STANDARD_DURATION_S = 10.0
+#: Smallest page side accepted, in pixels.
+MIN_PAGE_SIDE_PX = 150
+#: Page darkness below this (99.9th percentile of the ink map) means a blank page.
+_BLANK_INK_LEVEL = 0.15
+#: Half-width (mm) of the strip blanked around internal panel boundaries (lead markers).
+_BOUNDARY_BLANK_MM = 0.6
+
+
+@dataclass
+class PageResult:
+    """What one raster page yielded."""
+
+    signals: dict[str, np.ndarray] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)
+    panels: list[PanelInfo] = field(default_factory=list)
+    calibration: Calibration = field(default_factory=Calibration)
+
+
+def digitize_pages(
+    pages: Sequence[Page],
+    options: DigitizeOptions,
+    *,
+    source: SourceInfo | None = None,
+    debug: dict[str, np.ndarray] | None = None,
+) -> ECG:
+    """Digitize the pages of one document into a 12-lead ECG.
+
+    Parameters
+    ----------
+    pages : sequence of Page
+        The document's pages (raster, or vector with paths).
+    options : DigitizeOptions
+        Layout hint, paper speed, gain and output sampling rate.
+    source : SourceInfo, optional
+        Provenance copied into the result.
+    debug : dict, optional
+        When given, intermediate images (uint8) are stored in it by stage name.
+
+    Returns
+    -------
+    ECG
+        Samples at ``options.fs`` placed at their true time, NaN where not shown.
+
+    Raises
+    ------
+    NotAnEcgError
+        No page looks like an ECG (blank, photo without grid or traces).
+    DigitizationError
+        Pages look like an ECG but no lead could be digitized reliably.
+    """
+    if not pages:
+        raise DigitizationError("the input has no pages to digitize")
+    src = source if source is not None else SourceInfo(pages=len(pages))
+    if any(p.paths for p in pages):
+        try:
+            from ecgbridge.digitizer.vector import digitize_vector_pages
+        except ImportError:
+            log.info("vector digitizer not available; using the raster pipeline")
+        else:
+            ecg = digitize_vector_pages(pages, options, source=src)
+            if ecg is not None:
+                return ecg
+    results: list[PageResult] = []
+    errors: list[str] = []
+    for page in pages:
+        try:
+            results.append(
+                digitize_raster_page(page.image, options, page_index=page.index,
+                                     debug=debug if len(results) == 0 else None)
+            )
+        except (DigitizationError, NotAnEcgError) as exc:
+            if len(pages) == 1:
+                raise
+            log.warning("page %d skipped: %s", page.index + 1, exc)
+            errors.append(f"page {page.index + 1}: {exc}")
+    if not results:
+        raise DigitizationError("no page could be digitized: " + "; ".join(errors))
+    return _merge_pages(results, options, src, errors)
+
+
+def _merge_pages(
+    results: list[PageResult], options: DigitizeOptions, source: SourceInfo, errors: list[str]
+) -> ECG:
+    n = int(round(STANDARD_DURATION_S * options.fs))
+    for r in results:
+        for sig in r.signals.values():
+            n = max(n, sig.size)
+    signals = np.full((len(LEADS), n), np.nan)
+    quality = [0.0] * len(LEADS)
+    panels: list[PanelInfo] = []
+    for r in results:
+        panels.extend(r.panels)
+        for lead, sig in r.signals.items():
+            i = LEADS.index(lead)
+            if r.quality[lead] > quality[i]:
+                row = np.full(n, np.nan)
+                row[: sig.size] = sig
+                # Keep what the worse version showed where the better one has nothing.
+                old = signals[i]
+                signals[i] = np.where(np.isfinite(row), row, old)
+                quality[i] = r.quality[lead]
+            else:
+                row = signals[i]
+                fill = np.isfinite(sig) & ~np.isfinite(row[: sig.size])
+                row[: sig.size][fill] = sig[fill]
+    calib = results[0].calibration
+    if len(results) > 1 or errors:
+        warnings = list(calib.warnings) + [f"skipped {e}" for e in errors]
+        layouts = "/".join(r.calibration.layout for r in results)
+        calib = Calibration(**{**calib.__dict__, "warnings": tuple(warnings), "layout": layouts})
+    if not np.isfinite(signals).any():
+        raise DigitizationError("no lead could be digitized from any page")
+    return ECG(signals=signals, fs=options.fs, quality=tuple(quality), calibration=calib,
+               panels=tuple(panels), source=source)
+
+
+def digitize_raster_page(
+    image: np.ndarray,
+    options: DigitizeOptions,
+    *,
+    page_index: int = 0,
+    debug: dict[str, np.ndarray] | None = None,
+) -> PageResult:
+    """Digitize one raster page.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Grey or RGB page.
+    options : DigitizeOptions
+        Hints and output rate.
+    page_index : int
+        0-based page number (for :class:`PanelInfo`).
+    debug : dict, optional
+        Receives intermediate images.
+
+    Raises
+    ------
+    NotAnEcgError, DigitizationError
+        With the reason the page cannot be digitized.
+    """
+    rgb = to_rgb(image)
+    h, w = rgb.shape[:2]
+    if min(h, w) < MIN_PAGE_SIDE_PX:
+        raise DigitizationError(
+            f"page {page_index + 1} is {w}x{h} px; at least {MIN_PAGE_SIDE_PX} px per side needed"
+        )
+    warnings: list[str] = []
+    ink = ink_maps(rgb)
+    if float(np.percentile(ink.any_ink[::4, ::4], 99.9)) < _BLANK_INK_LEVEL:
+        raise NotAnEcgError(f"page {page_index + 1} is blank (no ink found)")
+    angle = estimate_rotation(ink.any_ink)
+    homography = rotation_homography(rgb.shape, angle)
+    if angle:
+        any_ink = warp_image(ink.any_ink, homography, (w, h), fill=0.0)
+        dark_ink = warp_image(ink.dark_ink, homography, (w, h), fill=0.0)
+    else:
+        any_ink, dark_ink = ink.any_ink, ink.dark_ink
+    if debug is not None:
+        debug["1_normalised"] = (255 - 255 * dark_ink).astype(np.uint8)
+    gx, gy = measure_grid(any_ink)
+    has_grid = np.isfinite(gx.px_per_mm) and np.isfinite(gy.px_per_mm)
+    if has_grid:
+        ppm_x, ppm_y = float(gx.px_per_mm), float(gy.px_per_mm)
+    else:
+        # No grid (pure black/white print): assume a landscape page ~280 mm wide.
+        ppm_x = ppm_y = w / 280.0
+        warnings.append("no grid found: scale assumed from the page width (280 mm)")
+    threshold = choose_threshold(dark_ink, ppm_x if has_grid else np.nan,
+                                 ppm_y if has_grid else np.nan)
+    mask = trace_mask(dark_ink, threshold, ppm_x)
+    if debug is not None:
+        debug["2_grid_removed"] = (255 - 255 * mask).astype(np.uint8)
+    rows = find_rows(mask, ppm_x, ppm_y)
+    if not rows:
+        if not has_grid:
+            raise NotAnEcgError(
+                f"page {page_index + 1} does not look like an ECG: no grid and no trace rows found"
+            )
+        raise DigitizationError(f"page {page_index + 1}: grid found but no trace rows")
+    if len(rows) > 20:
+        raise NotAnEcgError(
+            f"page {page_index + 1} does not look like an ECG: {len(rows)} line-like rows found"
+        )
+
+    speed = options.paper_speed or DEFAULT_SPEED_MM_S
+    speed_source = "user" if options.paper_speed else "default"
+
+    # Follow every row, find pulses, erase traces before reading labels.
+    paths: list[TracePath] = []
+    pulses: list[CalibrationPulse | None] = []
+    spans: list[tuple[int, int]] = []
+    erased = mask.copy()
+    kept_rows: list[TraceRow] = []
+    for row in rows:
+        path = follow_trace(mask, row.x_start, row.x_end, row.trace_top, row.trace_bottom,
+                            row.baseline, ppm_y)
+        if _is_straight_line(path, ppm_y):
+            continue
+        pulse = find_pulse(path, ppm_x, ppm_y)
+        x_origin = pulse.x_fall + 1 if pulse else row.x_start
+        x_end = row.x_end
+        end_pulse = find_pulse(path, ppm_x, ppm_y, from_end=True)
+        if end_pulse is not None and end_pulse.x_rise > x_origin + 20 * ppm_x:
+            x_end = end_pulse.x_rise
+            pulse = pulse or end_pulse
+        kept_rows.append(row)
+        paths.append(path)
+        pulses.append(pulse)
+        spans.append((x_origin, x_end))
+        _erase_path(erased, path, pad=max(1, int(round(0.15 * ppm_y))))
+        if pulse is not None:
+            x0p = pulse.x_rise - path.x0
+            x1p = min(pulse.x_fall - path.x0 + 1, path.y.size)
+            _erase_columns(erased, path, x0p, x1p, pad=2)
+
+    rows = kept_rows
+    if not rows:
+        raise DigitizationError(f"page {page_index + 1}: only straight lines found, no traces")
+
+    # Gain.
+    pulse_gains = [p.mm_per_mv for p in pulses if p is not None]
+    if options.gain:
+        gain, gain_source = float(options.gain), "user"
+    elif pulse_gains:
+        gain, gain_source = float(np.median(pulse_gains)), "pulse"
+    else:
+        gain, gain_source = DEFAULT_GAIN_MM_MV, "default"
+        warnings.append("no calibration pulse found: gain 10 mm/mV assumed")
+    if speed_source == "default":
+        warnings.append("paper speed 25 mm/s assumed")
+
+    # Labels.
+    all_labels: list[list[LabelWord]] = []
+    for row, (x_origin, x_end) in zip(rows, spans, strict=True):
+        region = (int(row.x_start - 15 * ppm_x), row.top, x_end, row.bottom)
+        all_labels.append(find_label_words(erased, region, ppm_y))
+    all_labels = _consistent_labels(all_labels)
+    row_slots: list[list[PanelSlot]] = []
+    any_label = any(all_labels)
+    col_w = label_spacing(all_labels, ppm_x)
+    row_length = float(max(e - o for o, e in spans))
+    for labels, (x_origin, x_end) in zip(all_labels, spans, strict=True):
+        length = row_length if (x_end - x_origin) > 0.7 * row_length else float(x_end - x_origin)
+        slots = assign_panels(labels, x_origin, length, col_w, ppm_x) if any_label else []
+        row_slots.append(slots)
+    if any_label:
+        row_slots = fill_missing_leads(row_slots)
+    if not any_label:
+        std_rows = [i for i, row in enumerate(rows) if row.coverage > 0.5]
+        for k, i in enumerate(std_rows):
+            x_origin, x_end = spans[i]
+            row_slots[i] = standard_panels(k, len(std_rows), x_origin, x_end)
+        if not any(row_slots):
+            raise DigitizationError(
+                f"page {page_index + 1}: no lead labels could be read and the {len(rows)} trace "
+                "rows match no standard layout"
+            )
+        warnings.append("no lead labels readable: standard lead order assumed")
+
+    # Signals.
+    result = PageResult()
+    fs = options.fs
+    n_total = int(round(STANDARD_DURATION_S * fs))
+    px_per_s = ppm_x * speed
+    candidates: dict[str, list[tuple[np.ndarray, float, PanelInfo]]] = {}
+    for row, path, pulse, (x_origin, _x_end), slots in zip(
+        rows, paths, pulses, spans, row_slots, strict=True
+    ):
+        baseline = pulse.foot_y if pulse is not None else _row_baseline(path, row)
+        for slot in slots:
+            start_s = (slot.x0 - x_origin) / px_per_s
+            duration_s = (slot.x1 - slot.x0) / px_per_s
+            ys = _panel_values(path, slot, ppm_x, first=slot.column == 0,
+                               last=slot.column == slot.columns - 1)
+            mv = (baseline - ys) / (ppm_y * gain)
+            n_needed = max(n_total, int(np.ceil((start_s + duration_s) * fs)) + 1)
+            samples = postprocess.place_samples(mv, slot.x0, x_origin, px_per_s, fs, n_needed)
+            found = float(np.isfinite(ys).mean()) if ys.size else 0.0
+            q = found * (0.5 + 0.5 * min(1.0, slot.label_score)) if any_label else 0.3 * found
+            info = PanelInfo(
+                lead=slot.lead, page=page_index,
+                box=(float(slot.x0), float(row.top), float(slot.x1), float(row.bottom)),
+                baseline_px=float(baseline), start_s=float(start_s), duration_s=float(duration_s),
+                rhythm_strip=slot.columns == 1 and len(rows) > 1 and duration_s > 6.0
+                and _is_rhythm(row_slots, slot),
+            )
+            candidates.setdefault(slot.lead, []).append((samples, q, info))
+    if not candidates:
+        raise DigitizationError(f"page {page_index + 1}: no lead panels found")
+    candidates = postprocess.align_panels_to_rhythm(candidates, fs)
+    for lead, items in candidates.items():
+        items.sort(key=lambda it: -it[1])
+        best = items[0][0].copy()
+        for other, _q, _info in items[1:]:
+            m = min(best.size, other.size)
+            fill = ~np.isfinite(best[:m]) & np.isfinite(other[:m])
+            best[:m][fill] = other[:m][fill]
+        result.signals[lead] = best[:max(n_total, best.size)]
+        result.quality[lead] = float(items[0][1])
+        result.panels.extend(info for _s, _q, info in items)
+    result.calibration = Calibration(
+        layout=layout_name([s for s in row_slots if s]),
+        px_per_mm_x=ppm_x, px_per_mm_y=ppm_y, mm_per_mv=gain, mm_per_s=speed,
+        rotation_deg=float(angle), gain_source=gain_source, speed_source=speed_source,
+        method="raster",
+        transform=tuple(float(v) for v in homography.ravel()) if angle else (),
+        warnings=tuple(warnings),
+    )
+    if debug is not None:
+        debug.update(postprocess.debug_images(rgb, homography if angle else None, rows, row_slots,
+                                              paths, all_labels))
+    return result
+
+
+def _is_straight_line(path: TracePath, ppm_y: float) -> bool:
+    """True for a ruler line or page edge: no vertical excursion at all."""
+    y = path.y[np.isfinite(path.y)]
+    return y.size > 0 and float(np.percentile(y, 99) - np.percentile(y, 1)) < 0.3 * ppm_y
+
+
+def _is_rhythm(row_slots: list[list[PanelSlot]], slot: PanelSlot) -> bool:
+    return any(len(r) > 1 for r in row_slots)
+
+
+def _consistent_labels(all_labels: list[list[LabelWord]]) -> list[list[LabelWord]]:
+    """Drop label words whose height is far from the page's typical label height."""
+    flat = [w for row in all_labels for w in row]
+    multi = [w.box[3] - w.box[1] for w in flat if len(w.lead) > 1 and w.score > 0.7]
+    heights = multi or [w.box[3] - w.box[1] for w in flat]
+    if not heights:
+        return all_labels
+    ref = float(np.median(heights))
+    out = []
+    for row in all_labels:
+        keep = [w for w in row if 0.7 <= (w.box[3] - w.box[1]) / ref <= 1.4
+                and (len(w.lead) > 1 or w.score >= 0.7)]
+        out.append(keep)
+    return out
+
+
+def _row_baseline(path: TracePath, row: TraceRow) -> float:
+    """0-mV row of a row without pulse: the most frequent trace level."""
+    y = path.y[np.isfinite(path.y)]
+    if y.size < 10:
+        return row.baseline
+    hist = np.bincount(np.round(y - y.min()).astype(np.int64))
+    k = int(np.argmax(np.convolve(hist, np.ones(3), mode="same")))
+    return float(y.min() + k)
+
+
+def _panel_values(path: TracePath, slot: PanelSlot, ppm_x: float, first: bool,
+                  last: bool) -> np.ndarray:
+    """Trace rows of a panel's columns, with lead-change markers at inner edges blanked."""
+    a = slot.x0 - path.x0
+    b = slot.x1 - path.x0
+    ys = np.full(slot.x1 - slot.x0, np.nan)
+    lo, hi = max(a, 0), min(b, path.y.size)
+    if hi > lo:
+        ys[lo - a: hi - a] = path.y[lo:hi]
+    blank = int(round(_BOUNDARY_BLANK_MM * ppm_x))
+    if not first and blank:
+        ys[:blank] = np.nan
+    if not last and blank:
+        ys[-blank:] = np.nan
+    return ys
+
+
+def _erase_path(mask: np.ndarray, path: TracePath, pad: int) -> None:
+    _erase_columns(mask, path, 0, path.y.size, pad)
+
+
+def _erase_columns(mask: np.ndarray, path: TracePath, c0: int, c1: int, pad: int) -> None:
+    h = mask.shape[0]
+    for c in range(max(c0, 0), min(c1, path.y.size)):
+        t, b = path.top[c], path.bottom[c]
+        if np.isfinite(t):
+            mask[max(0, int(t) - pad): min(h, int(b) + pad + 1), path.x0 + c] = 0

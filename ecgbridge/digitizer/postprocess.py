@@ -1,0 +1,176 @@
+"""Step 8: from pixel traces to timed samples; panel time checks; debug drawings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+
+from ecgbridge.ecg import PanelInfo
+
+#: Gaps up to this long (seconds) inside a panel are bridged by linear interpolation.
+MAX_BRIDGED_GAP_S = 0.08
+#: A non-geometric start time must beat the geometric one by this correlation margin.
+_ALIGN_MARGIN = 0.15
+
+Candidate = tuple[np.ndarray, float, PanelInfo]
+
+
+def place_samples(
+    values: np.ndarray, x0: int, x_origin: float, px_per_s: float, fs: float, n: int
+) -> np.ndarray:
+    """Resample per-column values onto the output time grid at their true times.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        One value per pixel column starting at column `x0` (NaN = no trace there).
+    x0 : int
+        First column of `values`.
+    x_origin : float
+        Column of time 0 in this row.
+    px_per_s : float
+        Horizontal scale in pixels per second.
+    fs : float
+        Output sampling rate.
+    n : int
+        Output length.
+
+    Returns
+    -------
+    numpy.ndarray
+        Length `n`, NaN outside the panel and in gaps longer than
+        :data:`MAX_BRIDGED_GAP_S`.
+    """
+    out = np.full(n, np.nan)
+    cols = np.arange(values.size)
+    ok = np.isfinite(values)
+    if ok.sum() < 2:
+        return out
+    t_cols = (x0 + cols - x_origin) / px_per_s
+    i0 = max(0, int(np.ceil(t_cols[0] * fs - 1e-9)))
+    i1 = min(n - 1, int(np.floor(t_cols[-1] * fs + 1e-9)))
+    if i1 < i0:
+        return out
+    t = np.arange(i0, i1 + 1) / fs
+    xc = t * px_per_s + x_origin - x0
+    good = cols[ok]
+    out[i0: i1 + 1] = np.interp(xc, good, values[ok])
+    # Blank samples far from any observed column.
+    pos = np.searchsorted(good, xc)
+    left = good[np.clip(pos - 1, 0, good.size - 1)]
+    right = good[np.clip(pos, 0, good.size - 1)]
+    gap_px = MAX_BRIDGED_GAP_S * px_per_s
+    far = (right - left > gap_px) | (xc < good[0] - 1) | (xc > good[-1] + 1)
+    out[i0: i1 + 1][far] = np.nan
+    return out
+
+
+def _envelope(sig: np.ndarray, fs: float) -> np.ndarray:
+    """QRS-energy envelope: smoothed absolute slope, NaN-safe (NaN -> 0)."""
+    s = np.nan_to_num(sig, nan=0.0)
+    d = np.abs(np.diff(s, prepend=s[:1]))
+    d[~np.isfinite(sig)] = 0.0
+    k = max(3, int(0.04 * fs) | 1)
+    return np.convolve(d, np.ones(k) / k, mode="same")
+
+
+def align_panels_to_rhythm(
+    candidates: dict[str, list[Candidate]], fs: float
+) -> dict[str, list[Candidate]]:
+    """Check each short panel's start time against the page's rhythm strip(s).
+
+    A panel's start time comes from its position. Some printers draw every column
+    from time 0 (or otherwise not at its geometric time); the QRS energy envelope of
+    the panel is correlated with the rhythm strip's at the geometric start and at
+    multiples of the panel duration, and the panel is moved when another candidate
+    fits clearly better.
+
+    Parameters
+    ----------
+    candidates : dict
+        lead -> list of ``(samples, quality, PanelInfo)``.
+    fs : float
+        Sampling rate.
+    """
+    rhythm = [c for items in candidates.values() for c in items if c[2].rhythm_strip]
+    if not rhythm:
+        return candidates
+    ref = np.nanmax(np.vstack([_envelope(c[0], fs) for c in rhythm]), axis=0)
+    out: dict[str, list[Candidate]] = {}
+    for lead, items in candidates.items():
+        new_items: list[Candidate] = []
+        for samples, q, info in items:
+            if info.rhythm_strip or info.duration_s <= 0.5:
+                new_items.append((samples, q, info))
+                continue
+            finite = np.nonzero(np.isfinite(samples))[0]
+            if finite.size < fs * 0.5:
+                new_items.append((samples, q, info))
+                continue
+            seg = samples[finite[0]: finite[-1] + 1]
+            env = _envelope(seg, fs)
+            env = env - env.mean()
+            starts = {round(info.start_s, 3)}
+            k = 0
+            while k * info.duration_s <= ref.size / fs - info.duration_s * 0.9:
+                starts.add(round(k * info.duration_s, 3))
+                k += 1
+            scores: dict[float, float] = {}
+            for s in starts:
+                i0 = int(round(s * fs))
+                r = ref[i0: i0 + env.size]
+                if r.size < 0.8 * env.size:
+                    continue
+                e = env[: r.size]
+                rc = r - r.mean()
+                denom = float(np.linalg.norm(rc) * np.linalg.norm(e))
+                # Allow a small lag (+-60 ms) for imprecise geometry.
+                best = 0.0
+                lag_max = int(0.06 * fs)
+                for lag in range(-lag_max, lag_max + 1, max(1, lag_max // 6)):
+                    ee = np.roll(e, lag)
+                    best = max(best, float(np.dot(rc, ee)) / denom if denom > 0 else 0.0)
+                scores[s] = best
+            geo = round(info.start_s, 3)
+            if not scores or geo not in scores:
+                new_items.append((samples, q, info))
+                continue
+            best_s = max(scores, key=lambda s: scores[s])
+            if best_s != geo and scores[best_s] > scores[geo] + _ALIGN_MARGIN:
+                shift = int(round((best_s - info.start_s) * fs))
+                moved = np.full(samples.size, np.nan)
+                if shift < 0:
+                    moved[: samples.size + shift] = samples[-shift:]
+                else:
+                    moved[shift:] = samples[: samples.size - shift]
+                info = dataclasses.replace(info, start_s=float(best_s))
+                samples = moved
+            new_items.append((samples, q, info))
+        out[lead] = new_items
+    return out
+
+
+def debug_images(rgb, homography, rows, row_slots, paths, labels) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    """Drawings of the layout and the followed traces over the rectified page."""
+    h, w = rgb.shape[:2]
+    page = rgb if homography is None else cv2.warpAffine(
+        rgb, homography[:2], (w, h), borderValue=(255, 255, 255))
+    lay = (0.6 * page + 0.4 * 255).astype(np.uint8)
+    for row, slots in zip(rows, row_slots, strict=True):
+        cv2.line(lay, (0, int(row.baseline)), (w - 1, int(row.baseline)), (0, 160, 0), 1)
+        for s in slots:
+            cv2.rectangle(lay, (s.x0, row.top), (s.x1 - 1, row.bottom - 1), (0, 0, 255), 2)
+            cv2.putText(lay, s.lead, (s.x0 + 5, row.top + 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0,
+                        (0, 0, 255), 2)
+    for row_labels in labels:
+        for lw in row_labels:
+            cv2.rectangle(lay, lw.box[:2], (lw.box[2], lw.box[3]), (255, 0, 255), 1)
+    tr = (0.5 * page + 0.5 * 255).astype(np.uint8)
+    for p in paths:
+        ok = np.isfinite(p.y)
+        pts = np.stack([p.x0 + np.nonzero(ok)[0], p.y[ok]], axis=1).astype(np.int32)
+        if pts.size:
+            cv2.polylines(tr, [pts.reshape(-1, 1, 2)], False, (0, 0, 255), 1)
+    return {"3_layout": lay, "4_traces": tr}

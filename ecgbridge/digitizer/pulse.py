@@ -1,0 +1,105 @@
+"""Step 6: the calibration pulse (1 mV rectangle, ~0.2 s wide) at the start of a row.
+
+It gives the gain (its height is 1 mV) and the 0-mV level (its foot), and it must
+not become part of the signal: the row's time origin is its falling edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ecgbridge.digitizer.trace import TracePath
+
+#: Standard gains in mm/mV; a measured pulse within 12 % of one snaps to it.
+STANDARD_GAINS_MM_PER_MV: tuple[float, ...] = (2.5, 5.0, 10.0, 20.0)
+#: Pulse width range in mm (0.2 s at 25 or 50 mm/s, with slack).
+_MIN_WIDTH_MM, _MAX_WIDTH_MM = 1.5, 14.0
+#: Pulse height range in mm.
+_MIN_HEIGHT_MM, _MAX_HEIGHT_MM = 2.0, 24.0
+#: The pulse must start within this many mm of the row start.
+_SEARCH_MM = 16.0
+
+
+@dataclass(frozen=True)
+class CalibrationPulse:
+    """A found calibration pulse (page pixels).
+
+    Attributes
+    ----------
+    x_rise, x_fall : int
+        Columns of the rising and falling edges.
+    height_px : float
+        Pulse height (1 mV).
+    foot_y : float
+        Row of the pulse foot (0 mV).
+    mm_per_mv : float
+        Gain implied by the pulse (snapped to a standard value when close).
+    """
+
+    x_rise: int
+    x_fall: int
+    height_px: float
+    foot_y: float
+    mm_per_mv: float
+
+
+def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
+               from_end: bool = False) -> CalibrationPulse | None:
+    """Look for a calibration pulse at the start (or end) of a followed row trace.
+
+    Parameters
+    ----------
+    path : TracePath
+        The trace followed over the whole row.
+    px_per_mm_x, px_per_mm_y : float
+        Scale.
+    from_end : bool
+        Look at the end of the row instead (some carts print the pulse on the right).
+    """
+    tall = (path.bottom - path.top) >= _MIN_HEIGHT_MM * px_per_mm_y
+    tall &= np.isfinite(path.top)
+    n = path.y.size
+    search = int(_SEARCH_MM * px_per_mm_x)
+    cols = np.nonzero(tall)[0]
+    if from_end:
+        cols = cols[cols >= n - search - int(_MAX_WIDTH_MM * px_per_mm_x)]
+    else:
+        cols = cols[cols <= search]
+    if cols.size < 2:
+        return None
+    # Group adjacent tall columns into edges.
+    groups = np.split(cols, np.nonzero(np.diff(cols) > 1)[0] + 1)
+    edges = [(int(g[0]), int(g[-1])) for g in groups]
+    for i in range(len(edges) - 1):
+        for j in range(i + 1, len(edges)):
+            r0, r1 = edges[i]
+            f0, f1 = edges[j]
+            width_mm = (f0 - r1) / px_per_mm_x
+            if width_mm > _MAX_WIDTH_MM:
+                break
+            if width_mm < _MIN_WIDTH_MM:
+                continue
+            hr = float(np.nanmax(path.bottom[r0:r1 + 1] - path.top[r0:r1 + 1]))
+            hf = float(np.nanmax(path.bottom[f0:f1 + 1] - path.top[f0:f1 + 1]))
+            if not 0.8 <= hr / max(hf, 1.0) <= 1.25:
+                continue
+            top_level = path.y[r1 + 1:f0]
+            top_level = top_level[np.isfinite(top_level)]
+            if top_level.size < 0.6 * (f0 - r1 - 1):
+                continue
+            tops = float(np.median(top_level))
+            if np.abs(top_level - tops).max() > max(2.0, 0.3 * px_per_mm_y):
+                continue
+            foot = float(np.nanmax(path.bottom[f0:f1 + 1])) - 0.5 * path.line_width
+            height = foot - tops
+            if not _MIN_HEIGHT_MM <= height / px_per_mm_y <= _MAX_HEIGHT_MM:
+                continue
+            gain = height / px_per_mm_y
+            for std in STANDARD_GAINS_MM_PER_MV:
+                if abs(gain / std - 1.0) <= 0.12:
+                    gain = std
+                    break
+            return CalibrationPulse(path.x0 + r0, path.x0 + f1, height, foot, gain)
+    return None

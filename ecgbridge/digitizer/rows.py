@@ -1,0 +1,162 @@
+"""Step 5: find the trace rows (their baselines, vertical bands and horizontal extent).
+
+Every long ink component contributes, per pixel column, the median row of its ink
+there. Baselines are where traces spend most of their time, so a histogram of these
+per-column medians peaks at each trace row regardless of how tall the QRS complexes are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: A component at least this wide (mm) is a trace candidate.
+MIN_TRACE_COMPONENT_MM = 6.0
+#: Minimum spacing of two trace rows (mm).
+MIN_ROW_SPACING_MM = 7.0
+#: A row must cover at least this many mm horizontally.
+MIN_ROW_LENGTH_MM = 25.0
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    """One row of traces.
+
+    Attributes
+    ----------
+    baseline : float
+        Row (pixels) where the traces of this row mostly lie.
+    top, bottom : int
+        Vertical band around the row, half-way to the neighbouring rows (exclusive
+        bottom): where its labels are looked for.
+    x_start, x_end : int
+        Horizontal extent of the row's ink (exclusive end).
+    coverage : float
+        Fraction of columns in [x_start, x_end) with ink near the baseline.
+    trace_top, trace_bottom : int
+        Wider band the trace may reach (tall waves and the calibration pulse extend
+        beyond the half-way lines), up to near the neighbouring baselines.
+    """
+
+    baseline: float
+    top: int
+    bottom: int
+    x_start: int
+    x_end: int
+    coverage: float
+    trace_top: int = 0
+    trace_bottom: int = 0
+
+
+def column_medians(mask: np.ndarray, px_per_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column median ink row of every long component.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(xs, ys)``: one point per (component, column).
+    """
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    long_ids = np.nonzero(stats[:, cv2.CC_STAT_WIDTH] >= MIN_TRACE_COMPONENT_MM * px_per_mm)[0]
+    long_ids = long_ids[long_ids != 0]
+    if long_ids.size == 0:
+        return np.empty(0), np.empty(0)
+    keep = np.zeros(n, dtype=bool)
+    keep[long_ids] = True
+    ys, xs = np.nonzero(keep[labels])
+    lab = labels[ys, xs]
+    # Group by (label, x): mean of min and max is a robust-enough centre; use median via sort.
+    key = lab.astype(np.int64) * (mask.shape[1] + 1) + xs
+    order = np.argsort(key, kind="stable")
+    key, ys_sorted, xs_sorted = key[order], ys[order], xs[order]
+    starts = np.r_[0, np.nonzero(np.diff(key))[0] + 1]
+    ends = np.r_[starts[1:], key.size]
+    mid = (starts + ends - 1) // 2
+    # ys within a (label, x) group are sorted ascending because nonzero is row-major
+    # and the sort is stable -> the middle element is the median.
+    return xs_sorted[starts].astype(np.float64), ys_sorted[mid].astype(np.float64)
+
+
+def find_rows(mask: np.ndarray, px_per_mm_x: float, px_per_mm_y: float) -> list[TraceRow]:
+    """Find trace rows in a trace-ink mask.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        uint8 0/1 ink mask of the rectified page.
+    px_per_mm_x, px_per_mm_y : float
+        Scale.
+
+    Returns
+    -------
+    list of TraceRow
+        Top to bottom; empty if no row was found.
+    """
+    h, w = mask.shape
+    mask = mask.copy()
+    frame = 3
+    mask[:frame] = 0
+    mask[-frame:] = 0
+    mask[:, :frame] = 0
+    mask[:, -frame:] = 0
+    xs, ys = column_medians(mask, px_per_mm_x)
+    if xs.size == 0:
+        return []
+    hist = np.bincount(ys.astype(np.int64), minlength=h).astype(np.float64)
+    sigma = max(1.0, 0.6 * px_per_mm_y)
+    smooth = cv2.GaussianBlur(hist.reshape(-1, 1), (1, 0), sigmaX=0.1, sigmaY=sigma).ravel()
+    min_len = MIN_ROW_LENGTH_MM * px_per_mm_x
+    spacing = MIN_ROW_SPACING_MM * px_per_mm_y
+    peaks: list[int] = []
+    order = np.argsort(smooth)[::-1]
+    level = smooth.max()
+    if level <= 0:
+        return []
+    for y in order:
+        if smooth[y] < 0.2 * level:
+            break
+        if all(abs(int(y) - p) >= spacing for p in peaks):
+            peaks.append(int(y))
+    peaks.sort()
+    rows: list[TraceRow] = []
+    for i, p in enumerate(peaks):
+        top = 0 if i == 0 else (peaks[i - 1] + p) // 2
+        bottom = h if i == len(peaks) - 1 else (p + peaks[i + 1]) // 2
+        # Limit the outer rows' bands to a plausible trace height.
+        top = max(top, int(p - 25 * px_per_mm_y))
+        bottom = min(bottom, int(p + 25 * px_per_mm_y))
+        near = np.abs(ys - p) <= max(2.0, 3.0 * px_per_mm_y)
+        if near.sum() < min_len * 0.3:
+            continue
+        cols = np.unique(xs[near].astype(np.int64))
+        x_start, x_end = _longest_extent(cols, gap=int(8 * px_per_mm_x))
+        if x_end - x_start < min_len:
+            continue
+        inside = cols[(cols >= x_start) & (cols < x_end)]
+        coverage = inside.size / max(1, x_end - x_start)
+        # Parabolic refinement of the baseline peak.
+        a, b, c = (smooth[p - 1], smooth[p], smooth[p + 1]) if 0 < p < h - 1 else (0, 1, 0)
+        d = a - 2 * b + c
+        base = p + (0.5 * (a - c) / d if d != 0 else 0.0)
+        margin = 1.5 * px_per_mm_y
+        t_top = 0 if i == 0 else int(peaks[i - 1] + margin)
+        t_bot = h if i == len(peaks) - 1 else int(peaks[i + 1] - margin)
+        t_top = max(t_top, int(p - 30 * px_per_mm_y))
+        t_bot = min(t_bot, int(p + 30 * px_per_mm_y))
+        rows.append(TraceRow(float(base), int(top), int(bottom), x_start, x_end, float(coverage),
+                             t_top, t_bot))
+    return rows
+
+
+def _longest_extent(cols: np.ndarray, gap: int) -> tuple[int, int]:
+    """Span of the longest run of sorted column indices allowing gaps up to `gap`."""
+    if cols.size == 0:
+        return 0, 0
+    breaks = np.nonzero(np.diff(cols) > gap)[0]
+    starts = np.r_[0, breaks + 1]
+    ends = np.r_[breaks, cols.size - 1]
+    spans = cols[ends] - cols[starts]
+    k = int(np.argmax(spans))
+    return int(cols[starts[k]]), int(cols[ends[k]]) + 1

@@ -1,0 +1,160 @@
+"""Step 7: follow one trace through the ink mask with dynamic programming.
+
+In every pixel column of a row band the ink forms vertical runs (the trace, and
+possibly grid remnants, text, or a neighbouring lead's tall QRS). The path chooses
+one run per column minimising the vertical jumps between consecutive runs, with a
+small pull toward the row's baseline. A column's value is the centre of its run,
+except for vertical strokes (runs much taller than the line width): their extreme
+end is used when both neighbours lie on the same side (a peak), so R and S waves
+are not cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Cost per mm of distance from the baseline (tie-breaker only).
+_BASELINE_PULL_PER_MM = 0.15
+#: Cost per pixel of column without ink (keeps the path through gaps).
+_EMPTY_COLUMN_COST = 0.5
+
+
+@dataclass(frozen=True)
+class TracePath:
+    """The followed trace of one band segment.
+
+    Attributes
+    ----------
+    x0 : int
+        First pixel column.
+    y : numpy.ndarray
+        Row of the trace in every column from `x0` (NaN where no ink).
+    top, bottom : numpy.ndarray
+        Chosen run's first and last row per column (NaN where no ink).
+    line_width : float
+        Median run height (pixels): the pen width.
+    """
+
+    x0: int
+    y: np.ndarray
+    top: np.ndarray
+    bottom: np.ndarray
+    line_width: float
+
+    @property
+    def found_fraction(self) -> float:
+        """Fraction of columns where the trace was seen."""
+        return float(np.isfinite(self.y).mean()) if self.y.size else 0.0
+
+
+def column_runs(sub: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Vertical ink runs of every column of a binary image.
+
+    Returns
+    -------
+    list
+        For each column, ``(starts, ends)`` arrays of run rows (inclusive ends).
+    """
+    h, w = sub.shape
+    padded = np.zeros((w, h + 2), dtype=np.int8)
+    padded[:, 1:-1] = sub.T > 0
+    d = np.diff(padded, axis=1)
+    sc, sr = np.nonzero(d == 1)
+    ec, er = np.nonzero(d == -1)
+    bounds = np.searchsorted(sc, np.arange(w + 1))
+    return [
+        (sr[bounds[c]: bounds[c + 1]], er[bounds[c]: bounds[c + 1]] - 1) for c in range(w)
+    ]
+
+
+def follow_trace(
+    mask: np.ndarray, x0: int, x1: int, top: int, bottom: int, baseline: float, px_per_mm: float
+) -> TracePath:
+    """Follow the trace in ``mask[top:bottom, x0:x1]``.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        uint8 0/1 ink mask of the rectified page.
+    x0, x1 : int
+        Column range (exclusive end).
+    top, bottom : int
+        Row band (exclusive bottom).
+    baseline : float
+        Expected resting row of the trace (page coordinates).
+    px_per_mm : float
+        Vertical scale.
+    """
+    x0, x1 = max(0, x0), min(mask.shape[1], x1)
+    top, bottom = max(0, top), min(mask.shape[0], bottom)
+    w = max(0, x1 - x0)
+    nan = np.full(w, np.nan)
+    if w == 0 or bottom <= top:
+        return TracePath(x0, nan, nan.copy(), nan.copy(), 1.0)
+    runs = column_runs(mask[top:bottom, x0:x1])
+    heights = np.concatenate([e - s + 1 for s, e in runs]) if runs else np.empty(0)
+    line_width = float(np.median(heights)) if heights.size else 1.0
+    base = baseline - top
+    pull = _BASELINE_PULL_PER_MM / max(px_per_mm, 1e-6)
+    back: list[np.ndarray | None] = []
+    cost = np.zeros(0)
+    prev_t = np.zeros(0)
+    prev_b = np.zeros(0)
+    for s, e in runs:
+        if s.size == 0:
+            back.append(None)
+            cost = cost + _EMPTY_COLUMN_COST
+            continue
+        centre = 0.5 * (s + e)
+        node = pull * np.abs(centre - base)
+        if cost.size == 0:
+            back.append(np.full(s.size, -1))
+            cost = node
+        else:
+            gap = np.maximum(0, np.maximum(s[None, :] - prev_b[:, None], prev_t[:, None] - e[None, :]))
+            total = cost[:, None] + gap
+            idx = np.argmin(total, axis=0)
+            back.append(idx)
+            cost = total[idx, np.arange(s.size)] + node
+        prev_t, prev_b = s.astype(np.float64), e.astype(np.float64)
+    y_top = nan.copy()
+    y_bot = nan.copy()
+    if cost.size:
+        j = int(np.argmin(cost))
+        for c in range(w - 1, -1, -1):
+            bp = back[c]
+            if bp is None:
+                continue
+            s, e = runs[c]
+            y_top[c], y_bot[c] = s[j], e[j]
+            j = int(bp[j])
+            if j < 0:
+                break
+    y = _run_values(y_top, y_bot, line_width)
+    return TracePath(x0, y + top, y_top + top, y_bot + top, line_width)
+
+
+def _run_values(t: np.ndarray, b: np.ndarray, line_width: float) -> np.ndarray:
+    """One value per column: run centre, or the stroke's extreme end at a peak."""
+    c = 0.5 * (t + b)
+    y = c.copy()
+    tall = (b - t) > 2.5 * line_width + 1
+    if not tall.any():
+        return y
+    idx = np.nonzero(np.isfinite(c))[0]
+    if idx.size < 3:
+        return y
+    cf = c[idx]
+    prev = np.r_[cf[0], cf[:-1]]
+    nxt = np.r_[cf[1:], cf[-1]]
+    tf, bf = t[idx], b[idx]
+    up = (prev > cf) & (nxt > cf)      # both neighbours lower on the page -> peak on top
+    down = (prev < cf) & (nxt < cf)
+    vals = cf.copy()
+    sel = tall[idx]
+    vals[sel & up] = tf[sel & up] + 0.5 * line_width
+    vals[sel & down] = bf[sel & down] - 0.5 * line_width
+    y[idx] = vals
+    return y
