@@ -60,7 +60,9 @@ def wait_for_port(port: int, timeout_s: float = 20.0, host: str = "127.0.0.1") -
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s")
+                raise TimeoutError(
+                    f"nothing listens on {host}:{port} after {timeout_s} s"
+                ) from None
             time.sleep(0.05)
 
 
