@@ -427,9 +427,9 @@ def _minimal_waveform(ecg: ECG, path: Path) -> Path:
     """A small valid 12-Lead ECG Waveform object (fallback until the encoder lands)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-    sop_class = "1.2.840.10008.5.1.4.1.1.9.1.1"
+    sop_class = UID("1.2.840.10008.5.1.4.1.1.9.1.1")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()

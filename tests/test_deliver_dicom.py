@@ -21,7 +21,6 @@ from peers import (
 )
 from pydicom import dcmread
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import Verification
 
 from ecgbridge.deliver.base import DeliveryItem
 from ecgbridge.deliver.dicom_store import (
@@ -36,6 +35,8 @@ from ecgbridge.errors import DeliveryError
 pytestmark = pytest.mark.network
 
 SCP_AE_TITLE = "TESTSCP"
+#: Verification SOP class (C-ECHO).
+VERIFICATION = "1.2.840.10008.1.1"
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +153,7 @@ class StorageScp:
         self.port = free_port()
         ae = AE(ae_title=SCP_AE_TITLE)
         ae.add_supported_context(TWELVE_LEAD_ECG_WAVEFORM_STORAGE)
-        ae.add_supported_context(Verification)
+        ae.add_supported_context(VERIFICATION)
         ae.require_called_aet = True
         self._server = ae.start_server(
             ("127.0.0.1", self.port),
@@ -263,9 +264,10 @@ def test_connection_refused_is_retryable(item: DeliveryItem) -> None:
 
 def test_peer_without_the_sop_class_is_not_retryable(item: DeliveryItem) -> None:
     ae = AE(ae_title=SCP_AE_TITLE)
-    ae.add_supported_context(Verification)  # no waveform storage
+    ae.add_supported_context(VERIFICATION)  # no waveform storage
     port = free_port()
     server = ae.start_server(("127.0.0.1", port), block=False)
+    assert server is not None
     try:
         settings = DicomDestinationSettings(
             enabled=True, ae_title=SCP_AE_TITLE, host="127.0.0.1", port=port, timeout_s=5.0

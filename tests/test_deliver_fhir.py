@@ -17,6 +17,7 @@ from peers import (
     make_delivery_item,
     running_fhir_server,
 )
+from pydantic import SecretStr
 
 from ecgbridge.deliver.base import DeliveryItem
 from ecgbridge.deliver.fhir_client import (
@@ -228,7 +229,9 @@ def test_oauth2_client_credentials_token_is_cached_and_renewed(
     _require_server()
     with running_fhir_server("--client", f"{CLIENT_ID}:{CLIENT_SECRET}") as secured:
         oauth2 = OAuth2ClientCredentials(
-            token_url=secured.token_url, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+            token_url=secured.token_url,
+            client_id=CLIENT_ID,
+            client_secret=SecretStr(CLIENT_SECRET),
             scope="system/Observation.write",
         )
         destination = FhirDestination(_settings(secured, oauth2=oauth2))
@@ -247,7 +250,7 @@ def test_oauth2_wrong_secret_is_not_retryable(item: DeliveryItem) -> None:
     _require_server()
     with running_fhir_server("--client", f"{CLIENT_ID}:{CLIENT_SECRET}") as secured:
         oauth2 = OAuth2ClientCredentials(
-            token_url=secured.token_url, client_id=CLIENT_ID, client_secret="wrong"
+            token_url=secured.token_url, client_id=CLIENT_ID, client_secret=SecretStr("wrong")
         )
         with pytest.raises(DeliveryError) as caught:
             FhirDestination(_settings(secured, oauth2=oauth2)).deliver(item)

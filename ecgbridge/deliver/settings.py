@@ -45,11 +45,11 @@ class OutboxSettings(_Settings):
     """A folder the encoded files are copied into, one set per job."""
 
     enabled: bool = Field(
-        True,
+        default=True,
         description="Copy each job's encoded files into the outbox folder.",
     )
     path: Path = Field(
-        Path("./outbox"),
+        default=Path("./outbox"),
         description=(
             "Folder receiving <job_id>.dcm, <job_id>.fhir-r4.json, <job_id>.json ...; "
             "created if missing. Files appear atomically (written then renamed)."
@@ -80,22 +80,22 @@ class DicomTlsSettings(_Settings):
     """TLS for the DICOM association (DICOM PS3.15 Annex B secure transport)."""
 
     ca_file: Path | None = Field(
-        None,
+        default=None,
         description=(
             "PEM file of the certificate authorities trusted to sign the peer's "
             "certificate; empty uses the system trust store."
         ),
     )
     cert_file: Path | None = Field(
-        None,
+        default=None,
         description="PEM client certificate presented to the peer (for mutual TLS).",
     )
     key_file: Path | None = Field(
-        None,
+        default=None,
         description="PEM private key of cert_file (unencrypted); required with cert_file.",
     )
     verify_hostname: bool = Field(
-        True,
+        default=True,
         description="Check that the peer's certificate names the configured host.",
     )
 
@@ -109,25 +109,27 @@ class DicomTlsSettings(_Settings):
 class DicomDestinationSettings(_Settings):
     """A DICOM Storage SCP (PACS, ECG management system) receiving C-STORE."""
 
-    enabled: bool = Field(False, description="Send each ECG waveform by DICOM C-STORE.")
+    enabled: bool = Field(default=False, description="Send each ECG waveform by DICOM C-STORE.")
     ae_title: str = Field(
-        "ANY-SCP",
+        default="ANY-SCP",
         description="Called AE title of the receiving peer (as configured on the PACS).",
     )
-    host: str = Field("127.0.0.1", description="Host name or IP address of the peer.")
-    port: int = Field(104, ge=1, le=65535, description="TCP port of the peer's DICOM listener.")
+    host: str = Field(default="127.0.0.1", description="Host name or IP address of the peer.")
+    port: int = Field(
+        default=104, ge=1, le=65535, description="TCP port of the peer's DICOM listener."
+    )
     calling_ae_title: str = Field(
-        "ECGBRIDGE",
+        default="ECGBRIDGE",
         description=(
             "Our own (calling) AE title; register it on the peer, e.g. in Orthanc's "
             "DicomModalities."
         ),
     )
     tls: DicomTlsSettings | None = Field(
-        None, description="Enable TLS with these files; leave empty for plain TCP."
+        default=None, description="Enable TLS with these files; leave empty for plain TCP."
     )
     timeout_s: float = Field(
-        30.0,
+        default=30.0,
         gt=0,
         description=(
             "Seconds to wait for the association to be accepted, for each DIMSE "
@@ -162,7 +164,7 @@ class OAuth2ClientCredentials(_Settings):
         description="Client secret (sent with HTTP Basic authentication to the token endpoint)."
     )
     scope: str | None = Field(
-        None,
+        default=None,
         description="Space-separated scopes to request, e.g. system/Observation.write.",
     )
 
@@ -177,30 +179,30 @@ class OAuth2ClientCredentials(_Settings):
 class FhirDestinationSettings(_Settings):
     """A FHIR server receiving each ECG as an Observation (POST /Observation)."""
 
-    enabled: bool = Field(False, description="POST each ECG as a FHIR Observation.")
+    enabled: bool = Field(default=False, description="POST each ECG as a FHIR Observation.")
     base_url: str = Field(
-        "http://127.0.0.1:8080/fhir",
+        default="http://127.0.0.1:8080/fhir",
         description="FHIR base URL (the Observation endpoint is <base_url>/Observation).",
     )
     version: Literal["R4", "R5"] = Field(
-        "R4", description="FHIR version the server speaks: R4 or R5."
+        default="R4", description="FHIR version the server speaks: R4 or R5."
     )
     bearer_token: SecretStr | None = Field(
-        None,
+        default=None,
         description="Static bearer token sent as 'Authorization: Bearer ...'; leave empty if none.",
     )
     oauth2: OAuth2ClientCredentials | None = Field(
-        None,
+        default=None,
         description="Fetch bearer tokens with the OAuth2 client-credentials grant instead.",
     )
     timeout_s: float = Field(
-        30.0, gt=0, description="Seconds to wait for connecting and for each response."
+        default=30.0, gt=0, description="Seconds to wait for connecting and for each response."
     )
     verify_tls: bool = Field(
-        True, description="Verify the server's HTTPS certificate (keep true outside tests)."
+        default=True, description="Verify the server's HTTPS certificate (keep true outside tests)."
     )
     ca_file: Path | None = Field(
-        None,
+        default=None,
         description="PEM bundle of certificate authorities for HTTPS; empty uses the system store.",
     )
 
