@@ -182,3 +182,4 @@ def test_stage_conversion() -> None:
     assert stage_to_rgb(np.zeros(5)) is None
     assert stage_to_rgb("text") is None
     assert debug_file_name(3, "grid / lines") == "03_grid-lines.png"
+    assert debug_file_name(2, "2_grid_removed") == "02_grid_removed.png"

@@ -35,15 +35,22 @@ TILE_HEIGHT = 360
 #: Stages per row of the pipeline figure.
 TILES_PER_ROW = 4
 
+_LEADING_NUMBER = re.compile(r"^\d+[_. -]+")
 _CAPTION_HEIGHT = 34
 _ARROW_WIDTH = 48
 _MARGIN = 12
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
+def stage_label(name: str) -> str:
+    """Stage name without a leading step number the digitizer may have put in it
+    (``"2_grid_removed"`` -> ``"grid_removed"``)."""
+    return _LEADING_NUMBER.sub("", name.strip()) or name.strip() or "stage"
+
+
 def debug_file_name(number: int, name: str) -> str:
     """``<nn>_<name>.png`` with the name reduced to letters, digits, ``-`` and ``_``."""
-    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "stage"
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", stage_label(name)).strip("-") or "stage"
     return f"{number:02d}_{safe}.png"
 
 
@@ -114,7 +121,7 @@ def write_debug_images(stages: Mapping[str, Any], out_dir: Path) -> list[Path]:
             log.debug("debug stage %r is not an image (%s); skipped", name, type(image).__name__)
             continue
         written.append(_write_png(out_dir / debug_file_name(number, name), rgb))
-        shown.append((f"{number}. {name}", rgb))
+        shown.append((f"{number}. {stage_label(name)}", rgb))
     if shown:
         written.append(_write_png(out_dir / PIPELINE_FILE, pipeline_figure(shown)))
     return written
