@@ -49,7 +49,7 @@ PULSE_HEIGHT_MM: tuple[float, float] = (2.0, 45.0)
 PULSE_WIDTH_MM: tuple[float, float] = (1.5, 30.0)
 PULSE_EDGE_TOLERANCE_MM: float = 0.3
 #: A pulse foot closer than this to a trace's isoelectric level is its 0 mV line.
-PULSE_FOOT_TOLERANCE_MM: float = 1.0
+PULSE_FOOT_TOLERANCE_MM: float = 3.0
 #: Labels farther than this from a trace's start cannot name it.
 MAX_LABEL_DISTANCE_MM: float = 30.0
 #: Traces whose isoelectric levels differ by less than this share a row.
