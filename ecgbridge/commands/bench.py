@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     scores = None
     if args.score is not None:
         try:
-            scores = score_predictions(predictions, args.score, args.records)
+            scores = score_predictions(predictions, args.score, args.records,
+                                       images={p.name for p in pages})
         except ValueError as exc:
             print(f"ecgbridge: error: --score: {exc}", file=sys.stderr)
             return 2

@@ -20,7 +20,7 @@ import resource
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,7 +250,11 @@ def _max_rss_mb() -> float:
 
 
 def score_predictions(
-    predictions: dict[str, ECG], set_dir: Path, record_dirs: Sequence[Path] = ()
+    predictions: dict[str, ECG],
+    set_dir: Path,
+    record_dirs: Sequence[Path] = (),
+    *,
+    images: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Score predictions against a set's ``manifest.json`` like the shared scorer.
 
@@ -262,6 +266,9 @@ def score_predictions(
         Folder with ``manifest.json``.
     record_dirs : sequence of pathlib.Path
         Where the truth records are; default ``set_dir/records``.
+    images : collection of str, optional
+        Score only the manifest entries with these image file names (e.g. the pages
+        actually benchmarked); default all.
 
     Returns
     -------
@@ -285,8 +292,10 @@ def score_predictions(
     if not manifest_path.is_file():
         raise ValueError(f"{set_dir}: no manifest.json")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if images is not None:
+        manifest = [e for e in manifest if e["image"] in images]
     dirs = list(record_dirs) or [set_dir / "records"]
-    images = []
+    rows: list[dict[str, Any]] = []
     missing = 0
     for entry in manifest:
         folder = next((d for d in dirs if (d / f"{entry['record']}.hea").exists()), None)
@@ -302,7 +311,7 @@ def score_predictions(
         else:
             pred = resample_to_grid(ecg.signals, ecg.fs, n, fs)
         score = score_record(truth, pred, fs, windows_from_manifest(entry["windows"], n))
-        images.append({
+        rows.append({
             "image": entry["image"], "layout": entry.get("layout", ""),
             "snr_db": score.snr_db, "aligned_snr_db": score.aligned_snr_db,
             "pearson": score.means["pearson"], "mae_mv": score.means["mae_mv"],
@@ -310,19 +319,19 @@ def score_predictions(
             "leads_predicted": score.leads_predicted, "predicted": ecg is not None,
         })
     summary: dict[str, Any] = {
-        m: float(np.mean([i[m] for i in images])) if images else math.nan
+        m: float(np.mean([i[m] for i in rows])) if rows else math.nan
         for m in ("snr_db", "aligned_snr_db", "pearson", "mae_mv", "rmse_mv")
     }
-    summary.update({"images": len(images), "missing": missing})
+    summary.update({"images": len(rows), "missing": missing})
     by_layout: dict[str, dict[str, float]] = {}
-    for layout in sorted({i["layout"] for i in images}):
-        sel = [i for i in images if i["layout"] == layout]
+    for layout in sorted({i["layout"] for i in rows}):
+        sel = [i for i in rows if i["layout"] == layout]
         by_layout[layout] = {
             "images": len(sel),
             "snr_db": float(np.mean([i["snr_db"] for i in sel])),
             "aligned_snr_db": float(np.mean([i["aligned_snr_db"] for i in sel])),
         }
-    return _clean({"summary": summary, "by_layout": by_layout, "images": images})
+    return _clean({"summary": summary, "by_layout": by_layout, "images": rows})
 
 
 def _clean(value: Any) -> Any:
