@@ -98,7 +98,6 @@ _TYPE2_IDENTITY = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
     "ReferringPhysicianName", "StudyID", "AccessionNumber",
 )
-#: Calibration methods that mean "digitized from a page" (others: converted waveform).
 
 
 def to_dicom_waveform(
@@ -174,7 +173,8 @@ def to_dicom_waveform(
     ds.Modality = MODALITY_ECG
     ds.SeriesInstanceUID = _derived_uid("series", source_key)
     ds.SeriesNumber = str(series_number)
-    ds.SeriesDescription = "ECG digitized by ecgbridge"
+    digitized = ecg.calibration.method in codes.DIGITIZED_METHODS
+    ds.SeriesDescription = f"ECG {'digitized' if digitized else 'converted'} by ecgbridge"
     # General Equipment
     from ecgbridge import __version__
 
@@ -195,7 +195,7 @@ def to_dicom_waveform(
     derivation = derivation_description(ecg.calibration)
     group = _multiplex_group(raw, fs, [LEADS[i] for i in present], sensitivity, derivation)
     ds.WaveformSequence = Sequence([group])
-    if ecg.calibration.method in codes.DIGITIZED_METHODS:
+    if digitized:
         annotations = [
             _quality_annotation(channel + 1, ecg.quality[lead_index])
             for channel, lead_index in enumerate(present)
@@ -695,7 +695,7 @@ def _read_quality(
             codes.DICOM_CONCEPT_DIGITIZATION_QUALITY.scheme,
         ):
             continue
-        pairs = list(channels) if isinstance(channels, (list, tuple)) else [channels]
+        pairs = [channels] if isinstance(channels, int) else list(channels)
         for g, c in zip(pairs[0::2], pairs[1::2], strict=False):
             if int(g) == group_index + 1 and 1 <= int(c) <= len(channel_leads):
                 lead = channel_leads[int(c) - 1]
