@@ -64,6 +64,10 @@ _BASIC_SUFFIXES = (".hea", ".csv")
 #: Format tags a writer may put before the suffix (``X.fhir-r4.json``); stripped for pairing.
 _FORMAT_TAGS = (".fhir-r4", ".fhir-r5", ".fhir", ".r4", ".r5", ".observation", ".waveform")
 
+#: Duration differences noted as a mismatch: above this many seconds and this fraction.
+_DURATION_TOLERANCE_S = 0.1
+_DURATION_TOLERANCE_REL = 0.01
+
 #: Status of a record in the report.
 STATUS_OK = "ok"
 STATUS_MISSING_PREDICTION = "missing-prediction"
@@ -303,7 +307,8 @@ def _mismatches(pred: ECG, ref: ECG) -> list[str]:
     notes = []
     if not math.isclose(pred.fs, ref.fs, rel_tol=1e-9):
         notes.append(f"prediction at {pred.fs:g} Hz resampled to the reference's {ref.fs:g} Hz")
-    if not math.isclose(pred.duration_s, ref.duration_s, abs_tol=1.5 / min(pred.fs, ref.fs)):
+    tolerance = max(_DURATION_TOLERANCE_S, _DURATION_TOLERANCE_REL * ref.duration_s)
+    if abs(pred.duration_s - ref.duration_s) > tolerance:
         notes.append(
             f"prediction lasts {pred.duration_s:g} s, reference {ref.duration_s:g} s "
             "(scored on the overlap)"
