@@ -99,6 +99,16 @@ def test_convert_reports_each_failure_and_keeps_going(record_copy, tmp_path, cap
     assert (out / "E07506.dcm").is_file()
 
 
+def test_convert_of_its_own_output_folder_skips_the_summaries(record_copy, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert main(["convert", str(record_copy), "--out", str(first),
+                 "--format", "json,fhir-r5"]) == 0
+    second = tmp_path / "second"
+    assert main(["convert", str(first), "--out", str(second), "--format", "csv"]) == 0, \
+        capsys.readouterr().err
+    assert [p.name for p in second.iterdir()] == ["E07506.fhir-r5.csv"]
+
+
 def test_convert_passes_the_fhir_subject(record_copy, tmp_path):
     out = tmp_path / "out"
     assert main(["convert", str(record_copy), "--out", str(out), "--format", "fhir-r4",

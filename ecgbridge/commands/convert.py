@@ -42,17 +42,32 @@ def register(sub: Any) -> None:
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Expand folders into the waveform files they hold (sorted); keep files as given."""
+    """Expand folders into the waveform files they hold (sorted); keep files as given.
+
+    From folders, JSON files are taken only when they look like FHIR resources, so the
+    digitization summaries (``<stem>.json``) next to the outputs are not converted.
+    """
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
             out.extend(
                 sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in _SUFFIXES
-                       and not f.name.startswith("."))
+                       and not f.name.startswith(".") and _wanted_from_folder(f))
             )
         else:
             out.append(p)
     return out
+
+
+def _wanted_from_folder(path: Path) -> bool:
+    if path.suffix.lower() != ".json":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return True  # let the reader report it
+    return b'"resourceType"' in head
 
 
 def output_stem(path: Path, used: set[str]) -> str:
