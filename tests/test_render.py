@@ -253,3 +253,19 @@ def test_bad_arguments_are_refused(sample_record, kwargs, message):
 def test_signals_must_have_twelve_leads():
     with pytest.raises(ValueError, match=r"shape \(12, n_samples\)"):
         render_page(np.zeros((3, 100)), 500.0)
+
+
+def test_grayscale_and_shading(sample_record):
+    signals, fs = sample_record
+    flat = render_page(signals, fs, layout="3x4", dpi=80, grid_color="green")
+    grey = render_page(signals, fs, layout="3x4", dpi=80, grid_color="green", grayscale=True)
+    assert np.array_equal(grey.image[..., 0], grey.image[..., 1])
+    assert np.array_equal(grey.image[..., 1], grey.image[..., 2])
+    assert not np.array_equal(flat.image[..., 0], flat.image[..., 1])
+    shaded = render_page(signals, fs, layout="3x4", dpi=80, shading=0.4, seed=2)
+    ratio = _grey(shaded.image) / np.maximum(_grey(render_page(signals, fs, layout="3x4",
+                                                                dpi=80).image), 1.0)
+    paper = _grey(flat.image) > 250
+    assert ratio[paper].min() == pytest.approx(0.6, abs=0.02)
+    assert ratio[paper].max() == pytest.approx(1.0, abs=0.01)
+    assert shaded.distortions["shading"]["strength"] == 0.4

@@ -165,6 +165,10 @@ def _mixed_options(rng: np.random.Generator, layout: str) -> dict[str, Any]:
         opts["rotation_deg"] = round(float(rng.uniform(-8.0, 8.0)), 2)
     if rng.random() < 0.25:
         opts["perspective"] = round(float(rng.uniform(0.01, 0.05)), 3)
+    if rng.random() < 0.2:
+        opts["shading"] = round(float(rng.uniform(0.1, 0.4)), 2)
+    if rng.random() < 0.1:
+        opts["grayscale"] = True
     if rng.random() < 0.3:
         opts["blur_sigma"] = round(float(rng.uniform(0.5, 1.5)), 2)
     if rng.random() < 0.3:

@@ -120,6 +120,42 @@ def add_crease(
     return out, {"angle_deg": angle, "x": cx, "y": cy}
 
 
+def add_shading(
+    image: np.ndarray, strength: float, rng: np.random.Generator
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Uneven lighting: brightness falls linearly by up to `strength` along a random direction.
+
+    Returns
+    -------
+    image : numpy.ndarray
+        The shaded uint8 image.
+    info : dict
+        ``angle_deg`` of the direction of darkening and ``strength``.
+
+    Raises
+    ------
+    ValueError
+        If `strength` is outside 0-0.8.
+    """
+    if not 0.0 <= strength <= 0.8:
+        raise ValueError(f"shading strength must be 0-0.8, got {strength}")
+    h, w = image.shape[:2]
+    angle = float(rng.uniform(0.0, 360.0))
+    direction = np.array([np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))], np.float32)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ramp = (xs - w / 2) * direction[0] + (ys - h / 2) * direction[1]
+    ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1.0)
+    gain = 1.0 - strength * ramp
+    out = np.clip(image.astype(np.float32) * gain[..., None], 0, 255).astype(np.uint8)
+    return out, {"angle_deg": angle, "strength": float(strength)}
+
+
+def to_grayscale(image: np.ndarray) -> np.ndarray:
+    """Grey page (as from a monochrome scanner), still 3 equal RGB channels."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
+
+
 def gaussian_blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
     """Blur with a Gaussian of `sigma_px` pixels (no-op for 0)."""
     if sigma_px <= 0:

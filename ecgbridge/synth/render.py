@@ -3,8 +3,8 @@
 The renderer draws a US-letter landscape page (279.4 x 215.9 mm) at a given
 resolution: a millimetre grid, a 1 mV calibration pulse per row, the traces at
 the requested paper speed and gain, printed lead labels and optional header
-text; then applies distortions (crease, rotation, perspective, blur, noise,
-JPEG).  Geometry is exact: sample ``i`` of a panel that starts at ``start_s``
+text; then applies distortions (crease, rotation, perspective, shading,
+grey, blur, noise, JPEG).  Geometry is exact: sample ``i`` of a panel that starts at ``start_s``
 is drawn at::
 
     x = x0 + (i / fs - start_s) * paper_speed * px_per_mm
@@ -268,6 +268,8 @@ def render_page(
     header_text: str | None = None,
     rotation_deg: float = 0.0,
     perspective: float = 0.0,
+    shading: float = 0.0,
+    grayscale: bool = False,
     blur_sigma: float = 0.0,
     noise_sigma: float = 0.0,
     jpeg_quality: int | None = None,
@@ -318,6 +320,10 @@ def render_page(
         Rotation about the page centre, counter-clockwise positive, -45..45.
     perspective : float
         Random perspective strength, fraction of the page size (0-0.3).
+    shading : float
+        Uneven lighting: brightness falls by up to this fraction across the page (0-0.8).
+    grayscale : bool
+        Convert the page to grey (3 equal channels), like a monochrome scan.
     blur_sigma : float
         Gaussian blur sigma in pixels.
     noise_sigma : float
@@ -426,6 +432,11 @@ def render_page(
     distortions["rotation_deg"] = float(rotation_deg)
     distortions["perspective_strength"] = float(perspective)
     distortions["perspective_homography_xy"] = homography.tolist() if perspective else None
+    if shading:
+        image, distortions["shading"] = distort.add_shading(image, shading, rng)
+    if grayscale:
+        image = distort.to_grayscale(image)
+    distortions["grayscale"] = bool(grayscale)
     image = distort.gaussian_blur(image, blur_sigma)
     distortions["gaussian_blur_sigma_px"] = float(blur_sigma)
     image = distort.add_noise(image, noise_sigma, rng)
