@@ -273,3 +273,16 @@ def test_empty_data_is_an_input_error(digitized):
         comp["valueSampledData"]["data"] = ""
     with pytest.raises(InputError, match="no samples"):
         read_fhir_observation(doc)
+
+
+@pytest.mark.parametrize(
+    ("dicom", "expected"),
+    [({"AcquisitionDateTime": "20240304050607.123+0130"}, "2024-03-04T05:06:07+01:30"),
+     ({"AcquisitionDateTime": "20240304"}, "2024-03-04"),
+     ({"ContentDate": "20240304", "ContentTime": "0506"}, "2024-03-04T05:06:00")],
+)
+def test_dicom_times_become_fhir_datetimes(digitized, dicom, expected):
+    source = SourceInfo(sha256=SHA, media_type="application/dicom", dicom=dicom)
+    doc = to_fhir_observation(digitized.replace(source=source))
+    assert doc["effectiveDateTime"].startswith(expected)
+    observation_model(doc, "R4")

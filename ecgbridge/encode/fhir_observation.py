@@ -28,7 +28,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -479,25 +479,38 @@ def _fhir_datetime(value: datetime | str) -> str:
 
 
 def _source_effective(src: SourceInfo) -> str | None:
+    """FHIR dateTime of the source's DICOM acquisition time (DT string), or None.
+
+    A DT offset (``+0100``) is kept; without one the machine's local zone is assumed,
+    as DICOM times are local times. Partial dates stay partial (FHIR allows them).
+    """
     from ecgbridge.encode.dicom_waveform import source_datetime
 
     dt = source_datetime(src)
     if not dt:
         return None
-    digits = re.match(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?", dt)
-    if digits is None:
+    match = re.match(
+        r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.\d+)?([+-]\d{4})?$", dt.strip()
+    )
+    if match is None:
         return None
-    year = int(digits.group(1))
-    month, day, hour, minute, second = (int(p) if p else None for p in digits.groups()[1:])
+    year = int(match.group(1))
+    month, day, hour, minute, second = (int(p) if p else None for p in match.groups()[1:6])
+    offset = match.group(7)
     if month is None or day is None:
         return f"{year:04d}" if month is None else f"{year:04d}-{month:02d}"
     if hour is None:
         return f"{year:04d}-{month:02d}-{day:02d}"
     try:
-        local = datetime(year, month, day, hour, minute or 0, second or 0).astimezone()
+        if offset:
+            sign = 1 if offset[0] == "+" else -1
+            zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])))
+            when = datetime(year, month, day, hour, minute or 0, second or 0, tzinfo=zone)
+        else:
+            when = datetime(year, month, day, hour, minute or 0, second or 0).astimezone()
     except ValueError:
         return f"{year:04d}-{month:02d}-{day:02d}"
-    return local.isoformat(timespec="seconds")
+    return when.isoformat(timespec="seconds")
 
 
 def _method_text(calibration: Calibration) -> str:
