@@ -270,3 +270,21 @@ def test_heatmap_and_histogram_content() -> None:
     assert len(ax.patches) == h.n_bins
     assert "1000 samples" in ax.get_title()
     assert ax.get_xlabel().startswith("prediction")
+
+
+def test_dicom_prediction_against_fhir_reference(records_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ecgbridge.encode.readers")
+    from ecgbridge.encode.registry import write_outputs
+    from ecgbridge.report.evaluate import find_records
+
+    truth = read_wfdb(records_dir / "JS20005")
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    write_outputs(truth, pred, "JS20005", ["dicom", "json"])  # json = digitizer summary
+    write_outputs(truth, ref, "JS20005", ["fhir-r4", "json"])
+    assert find_records(pred)["JS20005"].name == "JS20005.dcm"
+    assert find_records(ref)["JS20005"].name == "JS20005.fhir-r4.json"
+    report = evaluate(pair_by_name(pred, ref))
+    (result,) = report.results
+    assert result.status == "ok" and result.score is not None
+    assert result.score.leads_scored == 12
+    assert result.score.snr_db > 50.0  # both formats keep about 1 uV

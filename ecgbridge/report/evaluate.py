@@ -133,8 +133,8 @@ def find_records(folder: Path) -> dict[str, Path]:
     """Map record name -> file for every record file in `folder` (not recursive).
 
     When one name has several files (``X.hea`` and ``X.csv``) the first suffix of
-    :data:`RECORD_SUFFIXES` wins; JSON files are only considered when the DICOM/FHIR reader
-    is available.
+    :data:`RECORD_SUFFIXES` wins (``X.fhir-r4.json`` before a plain ``X.json``); JSON files
+    are only considered when the DICOM/FHIR reader is available.
     """
     allowed = RECORD_SUFFIXES if _optional_reader() is not None else _BASIC_SUFFIXES
     found: dict[str, Path] = {}
@@ -146,10 +146,17 @@ def find_records(folder: Path) -> dict[str, Path]:
         if path.name == MANIFEST_NAME:
             continue
         name = record_name(path)
-        r = allowed.index(suffix)
+        r = 2 * allowed.index(suffix)
+        if suffix == ".json" and not _has_format_tag(path):
+            r += 1  # a plain X.json may be the digitizer's summary: after X.fhir-r4.json
         if name not in found or r < rank[name]:
             found[name], rank[name] = path, r
     return found
+
+
+def _has_format_tag(path: Path) -> bool:
+    stem = path.name[: -len(path.suffix)].lower()
+    return any(stem.endswith(tag) for tag in _FORMAT_TAGS)
 
 
 # --------------------------------------------------------------------------- pairing
