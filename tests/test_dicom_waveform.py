@@ -22,6 +22,7 @@ from ecgbridge.encode.dicom_waveform import (
     TWELVE_LEAD_ECG_SOP_CLASS_UID,
     check_waveform_limits,
     conform_sampling,
+    derive_limb_leads,
     dicom_bytes,
     read_dicom_waveform,
     to_dicom_waveform,
@@ -447,3 +448,20 @@ def test_non_ascii_patient_names_survive_as_utf8(record, sc_file, tmp_path):
     assert str(ds.PatientName) == "Müller^Jürgen=山田^太郎"
     if DCIODVFY is not None:
         assert dciodvfy_errors(path) == []
+
+
+def test_eight_lead_storage_gets_the_other_limb_leads_derived(record):
+    signals, fs = record
+    eight = np.array(signals)
+    eight[2:6] = np.nan  # keep I, II, V1-V6 as many carts store them
+    back = read_dicom_waveform(to_dicom_waveform(ECG(signals=eight, fs=fs)))
+    assert back.present_leads() == LEADS
+    lead_i, lead_ii = back.lead("I"), back.lead("II")
+    assert np.allclose(back.lead("III"), lead_ii - lead_i)
+    assert np.allclose(back.lead("aVF"), lead_ii - lead_i / 2)
+    # the record's own III agrees with the derived one to within its rounding
+    assert np.abs(back.lead("III") - signals[2]).max() < 0.01
+
+
+def test_limb_leads_are_not_invented_without_i_and_ii():
+    assert derive_limb_leads({"I": np.zeros(3), "V1": np.zeros(3)}) == {}

@@ -546,7 +546,9 @@ def read_dicom_waveform(source: Path | str | Dataset) -> ECG:
     The multiplex group with the most recognised standard leads is used (ties: the
     one with more samples, so a rhythm group wins over a median beat). Leads are
     recognised by MDC (``2:n``) or SCPECG (``5.6.3-9-n``) channel source codes, else by
-    ChannelLabel. Samples equal to WaveformPaddingValue become NaN. The rate is kept.
+    ChannelLabel; a group holding only I, II and V1-V6 gets III, aVR, aVL and aVF
+    derived (:func:`derive_limb_leads`). Samples equal to WaveformPaddingValue become
+    NaN. The rate is kept.
 
     Raises
     ------
@@ -604,6 +606,7 @@ def read_dicom_waveform(source: Path | str | Dataset) -> ECG:
             leads[lead] = column
     if "aVR" not in leads and negative_avr is not None:
         leads["aVR"] = negative_avr
+    leads.update(derive_limb_leads(leads))
     fs = float(group.SamplingFrequency)
     quality = _read_quality(ds, index, group, leads)
     identity = {
@@ -623,6 +626,25 @@ def read_dicom_waveform(source: Path | str | Dataset) -> ECG:
             name=name, sha256=digest, media_type="application/dicom", dicom=identity
         ),
     )
+
+
+def derive_limb_leads(leads: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Return the limb leads missing from `leads` that I and II determine.
+
+    Many carts store only the 8 independent leads (I, II, V1-V6); the others follow from
+    Einthoven's and Goldberger's relations: III = II - I, aVR = -(I + II) / 2,
+    aVL = I - II / 2, aVF = II - I / 2. Nothing is derived without both I and II.
+    """
+    if "I" not in leads or "II" not in leads:
+        return {}
+    lead_i, lead_ii = leads["I"], leads["II"]
+    formulas = {
+        "III": lambda: lead_ii - lead_i,
+        "aVR": lambda: -(lead_i + lead_ii) / 2.0,
+        "aVL": lambda: lead_i - lead_ii / 2.0,
+        "aVF": lambda: lead_ii - lead_i / 2.0,
+    }
+    return {name: f() for name, f in formulas.items() if name not in leads}
 
 
 def _channel_lead(channel: Dataset) -> str | None:
