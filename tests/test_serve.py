@@ -307,11 +307,15 @@ def test_sigkill_while_jobs_are_in_flight_then_resume_exactly_once(
     assert storescu(daemon.dicom_port, sorted(src.glob("sc_*.dcm"))).returncode == 0
     for png in pngs[2:]:
         _drop(daemon.inbox, png)
-    # crash as soon as every input is journaled and at least one is still being processed
-    daemon.wait_jobs(lambda js: len(js) == n_inputs, timeout=60)
+    # crash once every input is journaled, some are done and others still being processed
+    daemon.wait_jobs(lambda js: len(js) == n_inputs and any(
+        j["state"] in ("digitized", "delivered") for j in js), timeout=120)
+    daemon.kill()
     jobs_before = daemon.jobs()
     assert any(j["state"] == "received" for j in jobs_before)
-    daemon.kill()
+    uids_before = {j["job_id"]: j["sop_instance_uid"] for j in jobs_before
+                   if j["sop_instance_uid"]}
+    assert uids_before
 
     # inputs dropped while the daemon is down are picked up by the start-up rescan
     late = _page_png(rendered_page, src / "late.png", "A1983", seed=7, noise_sigma=3.0)
@@ -331,6 +335,9 @@ def test_sigkill_while_jobs_are_in_flight_then_resume_exactly_once(
     deliveries = daemon.deliveries()
     assert len(deliveries) == n_inputs
     assert all(d["state"] == "delivered" for d in deliveries)
+    # jobs encoded before the crash kept their SOP Instance UIDs
+    after = {j["job_id"]: j["sop_instance_uid"] for j in jobs}
+    assert all(after[job_id] == uid for job_id, uid in uids_before.items())
     # every input kept its job id across the crash (nothing re-journaled twice)
     before = {j["job_id"] for j in jobs_before}
     assert before <= {j["job_id"] for j in jobs}
