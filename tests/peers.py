@@ -165,8 +165,11 @@ class OrthancPeer:
         Where Orthanc runs (and where :meth:`rest` and delivery calls must run).
     """
 
-    def __init__(self, workdir: Path, namespace: NetworkNamespace) -> None:
+    def __init__(
+        self, workdir: Path, namespace: NetworkNamespace, tls: dict[str, Path] | None = None
+    ) -> None:
         self.workdir = workdir
+        self.tls = tls
         self.namespace = namespace
         self.host = "127.0.0.1"
         self.dicom_port = ORTHANC_DICOM_PORT
@@ -198,6 +201,14 @@ class OrthancPeer:
             "ConcurrentJobs": 1,
             "HttpThreadsCount": 4,
         }
+        if self.tls is not None:
+            config.update({
+                "DicomTlsEnabled": True,
+                "DicomTlsCertificate": str(self.tls["cert_file"]),
+                "DicomTlsPrivateKey": str(self.tls["key_file"]),
+                "DicomTlsTrustedCertificates": str(self.tls["ca_file"]),
+                "DicomTlsRemoteCertificateRequired": True,
+            })
         self.config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
     @property
@@ -276,10 +287,14 @@ class OrthancPeer:
 
 
 @contextlib.contextmanager
-def running_orthanc(workdir: Path) -> Iterator[OrthancPeer]:
-    """Start Orthanc in a fresh private network namespace; stop both afterwards."""
+def running_orthanc(workdir: Path, tls: dict[str, Path] | None = None) -> Iterator[OrthancPeer]:
+    """Start Orthanc in a fresh private network namespace; stop both afterwards.
+
+    With `tls` (``cert_file``, ``key_file``, ``ca_file`` PEM paths) Orthanc accepts
+    only DICOM TLS associations from clients whose certificate ``ca_file`` signed.
+    """
     namespace = NetworkNamespace()
-    peer = OrthancPeer(workdir, namespace)
+    peer = OrthancPeer(workdir, namespace, tls)
     try:
         peer.start()
         yield peer
@@ -306,10 +321,10 @@ def fhir_server_unavailable() -> str | None:
 class FhirTestServer:
     """The Medplum in-memory FHIR R4 server of ``tests/fhir_server/server.js``."""
 
-    def __init__(self, port: int, process: subprocess.Popen[str]) -> None:
+    def __init__(self, port: int, process: subprocess.Popen[str], scheme: str = "http") -> None:
         self.port = port
         self.process = process
-        self.origin = f"http://127.0.0.1:{port}"
+        self.origin = f"{scheme}://127.0.0.1:{port}"
         self.base_url = f"{self.origin}/fhir"
         self.token_url = f"{self.origin}/token"
 
@@ -331,7 +346,8 @@ def running_fhir_server(*extra_args: str, env: dict[str, str] | None = None
                         ) -> Iterator[FhirTestServer]:
     """Start the FHIR test server on a free 127.0.0.1 port; stop it afterwards.
 
-    `extra_args` go to server.js (``--token TOKEN``, ``--client ID:SECRET``).
+    `extra_args` go to server.js (``--token TOKEN``, ``--client ID:SECRET``,
+    ``--tls CERT KEY``).
     """
     port = free_port()
     process = subprocess.Popen(
@@ -349,7 +365,7 @@ def running_fhir_server(*extra_args: str, env: dict[str, str] | None = None
         if line != "ready":
             rest = process.stdout.read() if process.poll() is not None else ""
             raise RuntimeError(f"FHIR test server did not start: {line} {rest}")
-        yield FhirTestServer(port, process)
+        yield FhirTestServer(port, process, "https" if "--tls" in extra_args else "http")
     finally:
         if process.poll() is None:
             process.terminate()

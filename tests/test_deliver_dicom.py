@@ -87,6 +87,7 @@ def test_orthanc_stores_the_waveform_and_shows_it_over_rest(
 
     assert receipt.destination == "dicom"
     assert "0x0000" in receipt.detail and "ORTHANC@127.0.0.1:4242" in receipt.detail
+    assert item.sop_instance_uid in receipt.detail
     assert orthanc.instance_uids() == [item.sop_instance_uid]
     orthanc_id = orthanc.rest("/instances")[0]
     tags = orthanc.rest(f"/instances/{orthanc_id}/simplified-tags")
@@ -328,6 +329,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     paths["other_ca"].write_bytes(other_ca.cert_pem.bytes())
     paths["client_cert"].write_bytes(b"".join(b.bytes() for b in client_cert.cert_chain_pems))
     paths["client_key"].write_bytes(client_cert.private_key_pem.bytes())
+    orthanc_cert = ca.issue_cert("127.0.0.1", "localhost")
+    paths["server_cert"] = folder / "server.pem"
+    paths["server_key"] = folder / "server.key"
+    paths["server_cert"].write_bytes(b"".join(b.bytes() for b in orthanc_cert.cert_chain_pems))
+    paths["server_key"].write_bytes(orthanc_cert.private_key_pem.bytes())
 
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_cert.configure_cert(server_context)
@@ -436,3 +442,25 @@ def test_concurrent_deliveries_each_use_their_own_association(
         thread.join(30)
     assert errors == []
     assert scp.received == [item.sop_instance_uid] * 3
+
+
+@pytest.mark.slow
+def test_mutual_tls_store_into_orthanc(
+    tmp_path: Path, item: DeliveryItem, pki: dict[str, Any]
+) -> None:
+    reason = namespaces_available()
+    if reason is not None:
+        pytest.skip(f"private network namespaces unavailable: {reason}")
+    orthanc_tls = {
+        "cert_file": pki["server_cert"], "key_file": pki["server_key"], "ca_file": pki["ca"],
+    }
+    with running_orthanc(tmp_path / "orthanc-tls", tls=orthanc_tls) as peer:
+        secured = DicomStoreDestination(_orthanc_settings(peer, tls=_tls(pki)))
+        receipt = peer.namespace.call(lambda: secured.deliver(item))
+        assert "0x0000" in receipt.detail
+        assert peer.instance_uids() == [item.sop_instance_uid]
+
+        plain = DicomStoreDestination(_orthanc_settings(peer, timeout_s=2.0))
+        with pytest.raises(DeliveryError) as caught:
+            peer.namespace.call(lambda: plain.deliver(item))
+        assert caught.value.retryable is True

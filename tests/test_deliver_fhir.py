@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,6 +207,63 @@ def test_no_patient_data_or_secrets_in_logs(
         text = record.getMessage()
         assert identifier not in text
         assert observation[:200] not in text
+
+
+def test_silent_server_times_out_as_retryable(item: DeliveryItem) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()  # accepts connections in the backlog, never answers
+        port = listener.getsockname()[1]
+        settings = FhirDestinationSettings(
+            enabled=True, base_url=f"http://127.0.0.1:{port}/fhir", timeout_s=1.0
+        )
+        started = time.monotonic()
+        with pytest.raises(DeliveryError) as caught:
+            FhirDestination(settings).deliver(item)
+        elapsed = time.monotonic() - started
+    assert caught.value.retryable is True
+    assert elapsed < 5.0
+    assert f"127.0.0.1:{port}" in str(caught.value)
+
+
+# --- HTTPS ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FhirTestServer, Path]]:
+    _require_server()
+    trustme = pytest.importorskip("trustme", reason="trustme generates the test certificates")
+    folder = tmp_path_factory.mktemp("https")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file, ca_file = folder / "cert.pem", folder / "key.pem", folder / "ca.pem"
+    cert_file.write_bytes(b"".join(b.bytes() for b in cert.cert_chain_pems))
+    key_file.write_bytes(cert.private_key_pem.bytes())
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    with running_fhir_server("--tls", str(cert_file), str(key_file)) as server:
+        yield server, ca_file
+
+
+def test_https_with_the_configured_ca(
+    https_server: tuple[FhirTestServer, Path], item: DeliveryItem
+) -> None:
+    server, ca_file = https_server
+    destination = FhirDestination(_settings(server, ca_file=ca_file))
+    assert server.base_url.startswith("https://")
+    assert destination.deliver(item).detail.startswith("201 Observation/")
+
+
+def test_https_with_an_untrusted_certificate_is_not_retryable(
+    https_server: tuple[FhirTestServer, Path], item: DeliveryItem
+) -> None:
+    server, _ = https_server
+    with pytest.raises(DeliveryError) as caught:
+        FhirDestination(_settings(server)).deliver(item)  # system trust store only
+    assert caught.value.retryable is False
+    assert "certificate" in str(caught.value)
+
+    unverified = FhirDestination(_settings(server, verify_tls=False))
+    assert unverified.deliver(item).detail.startswith("201 ")
 
 
 # --- authentication ------------------------------------------------------------------

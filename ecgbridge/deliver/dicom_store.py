@@ -173,7 +173,7 @@ class DicomStoreDestination:
                 raise DeliveryError(
                     f"dicom: sending to {self.peer} failed: {exc}", retryable=True
                 ) from exc
-            return self._interpret(response, item, assoc)
+            return self._interpret(response, item, assoc, str(dataset.SOPInstanceUID))
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -250,7 +250,7 @@ class DicomStoreDestination:
         )
 
     def _interpret(
-        self, response: Dataset, item: DeliveryItem, assoc: Association
+        self, response: Dataset, item: DeliveryItem, assoc: Association, sop_instance: str
     ) -> DeliveryReceipt:
         status = response.get("Status") if response is not None else None
         if status is None:
@@ -264,7 +264,10 @@ class DicomStoreDestination:
         text = describe_status(status)
         if status == STATUS_SUCCESS or status in WARNING_STATUSES or status & 0xF000 == 0xB000:
             log.info("job %s stored on %s: %s", item.job_id, self.peer, text)
-            return DeliveryReceipt(self.name, f"C-STORE status {text} from {self.peer}")
+            return DeliveryReceipt(
+                self.name,
+                f"C-STORE status {text} from {self.peer} for SOPInstanceUID {sop_instance}",
+            )
         comment = response.get("ErrorComment")
         detail = f": {comment}" if comment else ""
         raise DeliveryError(

@@ -1,15 +1,17 @@
 // In-memory FHIR R4 server for ecgbridge's delivery tests: the Medplum FHIR router
 // with a MemoryRepository behind a tiny HTTP wrapper, listening on 127.0.0.1 only.
 //
-//   node server.js PORT [--token TOKEN] [--client ID:SECRET]
+//   node server.js PORT [--token TOKEN] [--client ID:SECRET] [--tls CERT.pem KEY.pem]
 //
-// FHIR base: http://127.0.0.1:PORT/fhir. Prints "ready" once listening.
+// FHIR base: http(s)://127.0.0.1:PORT/fhir. Prints "ready" once listening.
 // Test controls (not FHIR): POST /control?fail=503 makes every FHIR request answer
 // 503 until POST /control?fail=0; POST /token is an OAuth2 client-credentials
 // endpoint issuing short tokens for --client ID:SECRET. With --token or --client,
 // FHIR requests need "Authorization: Bearer <token>".
 'use strict';
+const fs = require('node:fs');
 const http = require('node:http');
+const https = require('node:https');
 const path = require('node:path');
 const crypto = require('node:crypto');
 const core = require('@medplum/core');
@@ -73,12 +75,15 @@ function handleToken(req, res, body) {
   res.end(JSON.stringify({ access_token: token, token_type: 'Bearer', expires_in: tokenLifetimeS, scope: form.get('scope') }));
 }
 
-const server = http.createServer((req, res) => {
+const tlsAt = args.indexOf('--tls');
+const tlsOptions = tlsAt > 0 ? { cert: fs.readFileSync(args[tlsAt + 1]), key: fs.readFileSync(args[tlsAt + 2]) } : null;
+
+const handler = (req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', async () => {
     const body = Buffer.concat(chunks).toString('utf8');
-    const url = new URL(req.url, `http://${req.headers.host}`);
+    const url = new URL(req.url, `${tlsOptions ? 'https' : 'http'}://${req.headers.host}`);
     try {
       if (url.pathname === '/control') {
         if (url.searchParams.has('fail')) failStatus = Number(url.searchParams.get('fail'));
@@ -93,6 +98,7 @@ const server = http.createServer((req, res) => {
       send(res, core.getStatus(outcome), outcome);
     }
   });
-});
+};
+const server = tlsOptions ? https.createServer(tlsOptions, handler) : http.createServer(handler);
 server.listen(port, '127.0.0.1', () => console.log('ready'));
 process.on('SIGTERM', () => server.close(() => process.exit(0)));
