@@ -124,7 +124,7 @@ def _read(data: bytes, name: str) -> Dataset:
     except Exception as exc:  # pydicom raises many types on truncated/corrupt data
         raise InputError(f"{name}: the DICOM file is truncated or corrupt ({exc})") from exc
     if len(ds) == 0:
-        raise InputError(f"{name}: the DICOM file holds no data elements")
+        raise InputError(f"{name}: the DICOM file is truncated or holds no data elements")
     return ds
 
 

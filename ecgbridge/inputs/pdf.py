@@ -60,12 +60,16 @@ def load_pdf(
     try:
         document = pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:
-        message = str(exc)
-        if "password" in message.lower():
+        # pdfium's "last error" can be stale (left over from an earlier document),
+        # so encryption is judged from the file itself.
+        if b"/Encrypt" in data:
             raise UnsupportedInputError(
                 f"{name}: the PDF is encrypted (password protected); export it without a password"
             ) from exc
-        raise InputError(f"{name}: not a readable PDF ({message})") from exc
+        raise InputError(
+            f"{name}: not a readable PDF (truncated or corrupt, no pages or no document "
+            "structure found)"
+        ) from exc
     try:
         n_pages = len(document)
         if n_pages == 0:
@@ -92,7 +96,8 @@ def _render_dpi(width_mm: float, height_mm: float, max_pixels: int, dpi: float, 
         raise InputError(f"{name}: page {index + 1} has an empty page box")
     cap = min(max_pixels, MAX_RENDER_PIXELS)
     area_in2 = (width_mm / 25.4) * (height_mm / 25.4)
-    fitted = min(dpi, math.sqrt(cap / area_in2))
+    # pdfium rounds the bitmap size up: keep a little margin under the cap.
+    fitted = min(dpi, 0.995 * math.sqrt(cap / area_in2))
     if fitted < MIN_RENDER_DPI:
         raise ImageTooLargeError(
             f"{name}: page {index + 1} is {width_mm:.0f} x {height_mm:.0f} mm; rendering it at "
