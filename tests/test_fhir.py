@@ -286,3 +286,10 @@ def test_dicom_times_become_fhir_datetimes(digitized, dicom, expected):
     doc = to_fhir_observation(digitized.replace(source=source))
     assert doc["effectiveDateTime"].startswith(expected)
     observation_model(doc, "R4")
+
+
+@pytest.mark.parametrize("fs", [360.0, 250.0, 1000.0 / 3.0])
+def test_rates_with_recurring_periods_round_trip(fs):
+    ecg = ECG.from_leads({"II": np.sin(np.arange(100) / 5.0)}, fs=fs)
+    back = read_fhir_observation(to_fhir_observation(ecg, version="R5"))
+    assert back.fs == pytest.approx(fs, rel=1e-9)

@@ -364,9 +364,12 @@ def read_fhir_observation(source: Path | str | Mapping[str, Any]) -> ECG:
     if period <= 0:
         raise InputError(f"{label}: sampling period must be positive, got {period} ms")
     identity = _identity_from_subject(doc.get("subject"))
+    fs = 1000.0 / period
+    if abs(fs - round(fs)) < 1e-4:  # periods are written with 9 decimals (1000/360 Hz...)
+        fs = float(round(fs))
     return ECG.from_leads(
         leads,
-        fs=1000.0 / period,
+        fs=fs,
         quality=tuple(1.0 if lead in leads else 0.0 for lead in LEADS),
         calibration=Calibration(layout="waveform", method=codes.WAVEFORM_METHOD),
         source=SourceInfo(
