@@ -15,6 +15,8 @@ import numpy as np
 _THRESHOLDS = np.round(np.arange(0.22, 0.92, 0.04), 2)
 #: A mask pixel must also be darker than this fraction of the page's darkest ink.
 _MIN_RELATIVE_TO_TOP = 0.4
+#: Ink blobs smaller than this (mm^2) are specks: grid dots, dotted-line crossings, noise.
+_MIN_BLOB_MM2 = 0.45
 #: Plateau test: the mask may shrink by at most this ratio over this threshold span.
 _PLATEAU_RATIO = 1.3
 _PLATEAU_SPAN = 0.12
@@ -59,9 +61,21 @@ def choose_threshold(dark_ink: np.ndarray, px_per_mm_x: float, px_per_mm_y: floa
     cands = [float(t) for t in _THRESHOLDS if t >= floor and t < 0.92 * top] or [floor]
     counts = np.array([(sub > t).sum() for t in cands], dtype=np.float64)
     step = int(round(_PLATEAU_SPAN / 0.04))
-    for i, t in enumerate(cands[:-step] if len(cands) > step else []):
-        if counts[i] <= _PLATEAU_RATIO * max(counts[i + step], 1.0):
-            return t
+    flat = [
+        counts[i] <= _PLATEAU_RATIO * max(counts[i + step], 1.0)
+        for i in range(len(cands) - step)
+    ]
+    # Grids with major and minor lines of different darkness give several plateaus:
+    # the traces are the darkest ink, i.e. the last plateau (at least two steps long).
+    runs: list[tuple[int, int]] = []
+    for i, ok in enumerate(flat):
+        if ok and (not runs or runs[-1][1] != i - 1):
+            runs.append((i, i))
+        elif ok:
+            runs[-1] = (runs[-1][0], i)
+    long_runs = [r for r in runs if r[1] > r[0]] or runs
+    if long_runs:
+        return cands[long_runs[-1][0]]
     if np.isfinite(px_per_mm_x) and np.isfinite(px_per_mm_y):
         fracs = []
         for t in cands:
@@ -90,7 +104,7 @@ def trace_mask(dark_ink: np.ndarray, threshold: float, px_per_mm: float) -> np.n
         Scale, used to size the speck filter.
     """
     mask = (dark_ink > threshold).astype(np.uint8)
-    min_area = max(3, int(round(0.25 * px_per_mm * px_per_mm)))
+    min_area = max(3, int(round(_MIN_BLOB_MM2 * px_per_mm * px_per_mm)))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n > 1:
         keep = stats[:, cv2.CC_STAT_AREA] >= min_area

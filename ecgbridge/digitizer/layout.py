@@ -60,7 +60,7 @@ def label_spacing(all_labels: list[list[LabelWord]], px_per_mm_x: float) -> floa
 
 
 def assign_panels(
-    labels: list[LabelWord], x_origin: int, row_length: float, column_width: float | None,
+    labels: list[LabelWord], x_origin: float, row_length: float, column_width: float | None,
     px_per_mm_x: float,
 ) -> list[PanelSlot]:
     """Turn the labels read in one row into panels.
@@ -132,7 +132,7 @@ def fill_missing_leads(rows: list[list[PanelSlot]]) -> list[list[PanelSlot]]:
 
 
 def standard_panels(
-    row_index: int, n_rows: int, x_origin: int, x_end: int
+    row_index: int, n_rows: int, x_origin: float, x_end: float
 ) -> list[PanelSlot]:
     """Panels of a standard layout for a page of `n_rows` rows (no labels readable)."""
     table = STANDARD_ROWS.get(n_rows)

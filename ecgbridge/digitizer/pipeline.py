@@ -235,17 +235,18 @@ def digitize_raster_page(
     # Follow every row, find pulses, erase traces before reading labels.
     paths: list[TracePath] = []
     pulses: list[CalibrationPulse | None] = []
-    spans: list[tuple[int, int]] = []
+    spans: list[tuple[float, float]] = []
     erased = mask.copy()
     kept_rows: list[TraceRow] = []
+    page_x_end = max(r.x_end for r in rows)
     for row in rows:
-        path = follow_trace(mask, row.x_start, row.x_end, row.trace_top, row.trace_bottom,
+        path = follow_trace(mask, row.x_start, page_x_end, row.trace_top, row.trace_bottom,
                             row.baseline, ppm_y)
         if _is_straight_line(path, ppm_y):
             continue
         pulse = find_pulse(path, ppm_x, ppm_y)
-        x_origin = pulse.x_fall + 1 if pulse else row.x_start
-        x_end = row.x_end
+        x_origin = pulse.x_fall if pulse else float(row.x_start)
+        x_end = float(row.x_end)
         end_pulse = find_pulse(path, ppm_x, ppm_y, from_end=True)
         if end_pulse is not None and end_pulse.x_rise > x_origin + 20 * ppm_x:
             x_end = end_pulse.x_rise
@@ -257,7 +258,7 @@ def digitize_raster_page(
         _erase_path(erased, path, pad=max(1, int(round(0.15 * ppm_y))))
         if pulse is not None:
             x0p = pulse.x_rise - path.x0
-            x1p = min(pulse.x_fall - path.x0 + 1, path.y.size)
+            x1p = min(int(pulse.x_fall) - path.x0 + 2, path.y.size)
             _erase_columns(erased, path, x0p, x1p, pad=2)
 
     rows = kept_rows
@@ -279,7 +280,7 @@ def digitize_raster_page(
     # Labels.
     all_labels: list[list[LabelWord]] = []
     for row, (x_origin, x_end) in zip(rows, spans, strict=True):
-        region = (int(row.x_start - 15 * ppm_x), row.top, x_end, row.bottom)
+        region = (int(row.x_start - 15 * ppm_x), row.top, int(x_end), row.bottom)
         all_labels.append(find_label_words(erased, region, ppm_y))
     all_labels = _consistent_labels(all_labels)
     row_slots: list[list[PanelSlot]] = []

@@ -12,7 +12,7 @@ from ecgbridge.ecg import PanelInfo
 #: Gaps up to this long (seconds) inside a panel are bridged by linear interpolation.
 MAX_BRIDGED_GAP_S = 0.08
 #: A non-geometric start time must beat the geometric one by this correlation margin.
-_ALIGN_MARGIN = 0.15
+_ALIGN_MARGIN = 0.3
 
 Candidate = tuple[np.ndarray, float, PanelInfo]
 

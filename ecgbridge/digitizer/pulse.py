@@ -28,8 +28,10 @@ class CalibrationPulse:
 
     Attributes
     ----------
-    x_rise, x_fall : int
-        Columns of the rising and falling edges.
+    x_rise : int
+        First column of the rising edge.
+    x_fall : float
+        Centre column of the falling edge (time 0 of the row's signal).
     height_px : float
         Pulse height (1 mV).
     foot_y : float
@@ -39,7 +41,7 @@ class CalibrationPulse:
     """
 
     x_rise: int
-    x_fall: int
+    x_fall: float
     height_px: float
     foot_y: float
     mm_per_mv: float
@@ -101,5 +103,5 @@ def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
                 if abs(gain / std - 1.0) <= 0.12:
                     gain = std
                     break
-            return CalibrationPulse(path.x0 + r0, path.x0 + f1, height, foot, gain)
+            return CalibrationPulse(path.x0 + r0, path.x0 + 0.5 * (f0 + f1), height, foot, gain)
     return None
