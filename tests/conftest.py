@@ -40,7 +40,7 @@ def load_record(name: str) -> tuple[np.ndarray, float]:
     return signals, float(rec.fs)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
 def _render_cached(record: str, frozen_kwargs: tuple[tuple[str, Any], ...]) -> Any:
     from ecgbridge.synth import render_page
 
