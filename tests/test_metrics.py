@@ -183,3 +183,48 @@ def test_summary_and_per_lead_means() -> None:
     assert set(mae) == set(LEADS) and math.isnan(mae["II"])
     with pytest.raises(ValueError, match="unknown metric"):
         per_lead_means([a], "accuracy")
+
+
+def _brute_force_aligned(ref: np.ndarray, pred: np.ndarray, windows: list[np.ndarray],
+                         max_shift: int, cap: float = 60.0) -> tuple[list[float], int]:
+    """The aligned SNR written out literally, one shift and one lead at a time."""
+    n = ref.shape[1]
+    best: tuple[float, list[float], int] = (-math.inf, [], 0)
+    for k in sorted(range(-max_shift, max_shift + 1), key=lambda v: (abs(v), v)):
+        values = []
+        for j in range(ref.shape[0]):
+            idx = windows[j]
+            if idx.size == 0 or np.all(ref[j, idx] == 0):
+                values.append(math.nan)
+                continue
+            pairs = [(i, i + k) for i in idx if 0 <= i + k < n]
+            g = np.array([ref[j, i] for i, _ in pairs])
+            p = np.array([pred[j, m] for _, m in pairs])
+            fin = np.isfinite(p)
+            q = np.where(fin, p, 0.0)
+            if fin.any():
+                q = np.where(fin, q + np.mean(g[fin] - p[fin]), 0.0)
+            values.append(snr_db(g, q, cap) if g.size else math.nan)
+        finite = [v for v in values if math.isfinite(v)]
+        score = float(np.mean(finite)) if finite else -math.inf
+        if score > best[0] + 1e-12:
+            best = (score, values, k)
+    return best[1], best[2]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_shift_search_equals_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, lag = 300, int(rng.integers(-15, 16))
+    t = np.arange(n)
+    ref = np.stack([np.sin(t / (5 + j)) + 0.3 * np.sin(t / (1.7 + 0.1 * j)) for j in range(12)])
+    pred = np.roll(ref, lag, axis=1) + rng.normal(0, 0.2, ref.shape) + rng.normal(0, 0.5, (12, 1))
+    pred[rng.random(pred.shape) < 0.05] = np.nan  # scattered undefined samples
+    pred[3] = np.nan  # one lead not predicted
+    windows = [np.arange(25 * (j % 4), 25 * (j % 4) + 150) for j in range(12)]
+    windows[5] = np.zeros(0, dtype=int)  # one lead not shown
+    score = score_record(ref, pred, fs=100.0, windows=windows, max_shift_s=0.2)
+    expected, k = _brute_force_aligned(ref, pred, windows, max_shift=20)
+    assert score.shift_s == pytest.approx(k / 100.0)
+    got = [s.aligned_snr_db for s in score.leads]
+    assert got == pytest.approx(expected, abs=1e-9, nan_ok=True)
