@@ -248,7 +248,7 @@ class ECG:
 
     def replace(self, **changes: Any) -> ECG:
         """Return a copy with some attributes changed."""
-        values = {
+        values: dict[str, Any] = {
             "signals": self.signals,
             "fs": self.fs,
             "leads": self.leads,
