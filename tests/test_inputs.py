@@ -190,6 +190,68 @@ def test_pdf_paths_line_up_with_the_rendered_image(rotate: int) -> None:
     assert abs(cx - 200.0) < 3.0 and abs(cy - 150.0) < 3.0
 
 
+def test_paths_and_text_inside_a_transformed_form_xobject() -> None:
+    import pypdfium2 as pdfium
+
+    stroke = np.array([[40.0, 30.0], [150.0, 120.0], [250.0, 60.0]])
+    spec = PageSpec(strips=[], texts=(("V1", 200.0, 150.0),), pulse="none", grid=False,
+                    extra_lines=(stroke,))
+    source = pdfium.PdfDocument(make_pdf([spec], fs=500.0))
+    target = pdfium.PdfDocument.new()
+    form = source.page_as_xobject(0, target).as_pageobject()
+    form.transform(pdfium.PdfMatrix().scale(0.5, 0.5).translate(100, 50))  # in points
+    new_page = target.new_page(842, 595)
+    new_page.insert_obj(form)
+    new_page.gen_content()
+    buffer = io.BytesIO()
+    target.save(buffer)
+
+    (page,) = load_input(buffer.getvalue()).pages
+    mm_per_pt = 25.4 / 72
+    expected_x = 0.5 * stroke[:, 0] + 100 * mm_per_pt
+    # y up in the source page (210 mm high), scaled, shifted, then y down on the new page.
+    expected_y = 595 * mm_per_pt - (0.5 * (210.0 - stroke[:, 1]) + 50 * mm_per_pt)
+    (path,) = page.paths
+    assert np.allclose(path.points, np.column_stack([expected_x, expected_y]), atol=0.01)
+    assert path.line_width_mm == pytest.approx(0.5 * 0.6 * mm_per_pt, rel=0.01)
+    (label,) = page.texts
+    centre = ((label.box_mm[0] + label.box_mm[2]) / 2, (label.box_mm[1] + label.box_mm[3]) / 2)
+    assert abs(centre[0] - (0.5 * 200.0 + 100 * mm_per_pt)) < 2.0
+    assert abs(centre[1] - (595 * mm_per_pt - (0.5 * 60.0 + 50 * mm_per_pt))) < 2.0
+
+
+def test_bezier_curves_are_flattened_onto_the_curve() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import PathPatch
+    from matplotlib.path import Path as MplPath
+
+    control = np.array([[20.0, 100.0], [60.0, 20.0], [140.0, 20.0], [180.0, 100.0]])
+    fig = plt.figure(figsize=(200 / 25.4, 150 / 25.4))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, 200)
+    ax.set_ylim(150, 0)
+    ax.axis("off")
+    curve = MplPath(control, [MplPath.MOVETO, MplPath.CURVE4, MplPath.CURVE4, MplPath.CURVE4])
+    ax.add_patch(PathPatch(curve, fill=False, lw=1.0, edgecolor="k"))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="pdf")
+    plt.close(fig)
+
+    (path,) = load_input(buffer.getvalue()).pages[0].paths
+    assert path.points.shape[0] > 5
+    t = np.linspace(0, 1, 201)[:, None]
+    exact = ((1 - t) ** 3 * control[0] + 3 * (1 - t) ** 2 * t * control[1]
+             + 3 * (1 - t) * t ** 2 * control[2] + t ** 3 * control[3])
+    distance = np.min(np.linalg.norm(path.points[:, None, :] - exact[None], axis=2), axis=1)
+    assert distance.max() < 0.05
+    assert np.allclose(path.points[[0, -1]], control[[0, 3]], atol=0.01)
+    # The curve's apex (t = 0.5, y = 40 mm) is represented, not just the end points.
+    assert path.points[:, 1].min() < 41.0
+
+
 def test_huge_pdf_page_is_rendered_at_a_lower_resolution_or_refused() -> None:
     big = PageSpec(strips=[Strip("I", np.zeros(100), 20.0, 50.0)], grid=False,
                    size_mm=(500.0, 500.0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pypdfium2 as pdfium
@@ -17,6 +18,8 @@ DEFAULT_RENDER_DPI: float = 200.0
 MIN_RENDER_DPI: float = 50.0
 #: Upper bound on pixels of one rendered page, whatever ``max_pixels`` says.
 MAX_RENDER_PIXELS: int = 50_000_000
+#: pdfium is not thread-safe: every call into it from this module holds this lock.
+PDFIUM_LOCK = threading.RLock()
 #: Documents with more pages than this are refused (nobody prints an ECG on 100 pages).
 MAX_PDF_PAGES: int = 64
 
@@ -57,6 +60,11 @@ def load_pdf(
     ImageTooLargeError
         A page too large to render even at the lowest resolution.
     """
+    with PDFIUM_LOCK:
+        return _load_document(data, name, max_pixels, dpi)
+
+
+def _load_document(data: bytes, name: str, max_pixels: int, dpi: float) -> list[Page]:
     try:
         document = pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:

@@ -31,6 +31,8 @@ _SEG_BEZIERTO = pdfium_c.FPDF_SEGMENT_BEZIERTO
 
 #: Forms nested deeper than this are not followed (guards against hostile files).
 _MAX_FORM_DEPTH = 8
+#: Points each cubic Bézier segment is flattened into.
+_BEZIER_STEPS = 8
 #: A text object made of one glyph repeated this often is a drawing (e.g. a
 #: dotted grid set in a "grid font"), not words.
 _GLYPH_RUN_MIN = 8
@@ -97,7 +99,7 @@ def extract_vector_content(
     -------
     paths : tuple of VectorPath
         One polyline per sub-path of every stroked path object (Bézier curves
-        are reduced to their end points), in displayed-page millimetres.
+        flattened into short lines), in displayed-page millimetres.
     texts : tuple of TextItem
         Text objects with their bounding boxes in displayed-page millimetres.
         Runs of one repeated glyph (grids drawn with a font) are left out.
@@ -188,7 +190,7 @@ def _path_polylines(obj: object, parent: _Matrix, frame: PageFrame) -> list[Vect
     x, y = ctypes.c_float(), ctypes.c_float()
     subpaths: list[list[tuple[float, float]]] = []
     current: list[tuple[float, float]] = []
-    bezier_index = 0
+    controls: list[tuple[float, float]] = []
     for i in range(max(n, 0)):
         seg = pdfium_c.FPDFPath_GetPathSegment(obj, i)
         kind = pdfium_c.FPDFPathSegment_GetType(seg)
@@ -198,12 +200,16 @@ def _path_polylines(obj: object, parent: _Matrix, frame: PageFrame) -> list[Vect
             if len(current) > 1:
                 subpaths.append(current)
             current = [point]
-            bezier_index = 0
+            controls = []
             continue
         if kind == _SEG_BEZIERTO:
-            bezier_index = (bezier_index + 1) % 3
-            if bezier_index != 0:  # control points
+            controls.append(point)
+            if len(controls) < 3:  # control points come first, the end point last
                 continue
+            if current:
+                current.extend(_flatten_cubic(current[-1], controls[0], controls[1], point))
+            controls = []
+            continue
         current.append(point)
         if pdfium_c.FPDFPathSegment_GetClose(seg) and current:
             current.append(current[0])
@@ -217,6 +223,17 @@ def _path_polylines(obj: object, parent: _Matrix, frame: PageFrame) -> list[Vect
             VectorPath(points=frame.to_mm(user), stroke_rgb=colour, line_width_mm=width_mm)
         )
     return result
+
+
+def _flatten_cubic(
+    p0: tuple[float, float], p1: tuple[float, float], p2: tuple[float, float],
+    p3: tuple[float, float], steps: int = _BEZIER_STEPS,
+) -> list[tuple[float, float]]:
+    """Points of a cubic Bézier curve after `p0` (end point included)."""
+    t = np.linspace(0.0, 1.0, steps + 1)[1:, None]
+    pts = ((1 - t) ** 3 * np.asarray(p0) + 3 * (1 - t) ** 2 * t * np.asarray(p1)
+           + 3 * (1 - t) * t ** 2 * np.asarray(p2) + t ** 3 * np.asarray(p3))
+    return [(float(a), float(b)) for a, b in pts]
 
 
 def _text_item(
