@@ -112,22 +112,47 @@ def assign_panels(
     return slots
 
 
-def fill_missing_leads(rows: list[list[PanelSlot]]) -> list[list[PanelSlot]]:
-    """Name unlabelled panels when the page leaves no doubt.
+#: Leads printed in the same column of standard layouts (3x4: 3 per group).
+LEAD_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("I", "II", "III"), ("aVR", "aVL", "aVF"), ("V1", "V2", "V3"), ("V4", "V5", "V6"),
+)
 
-    If exactly as many leads are missing as panels are unnamed and the missing leads
-    are one per unnamed panel in the standard 3x4 / 6x2 column grouping (limb leads
-    I-aVF, chest leads V1-V6), assign them in standard order; otherwise drop the
-    unnamed panels.
+
+def fill_missing_leads(rows: list[list[PanelSlot]]) -> list[list[PanelSlot]]:
+    """Name unlabelled panels when the page leaves no doubt; drop the others.
+
+    An unnamed panel takes a lead missing from the page that belongs to the same
+    group (I-III, aVR-aVF, V1-V3, V4-V6) as the labels read in the same column
+    position; several candidates are ordered top to bottom in group order. When
+    exactly one lead is missing and one panel is unnamed, that lead is used.
     """
-    named = {s.lead for r in rows for s in r if s.lead}
-    unnamed = [(i, j) for i, r in enumerate(rows) for j, s in enumerate(r) if not s.lead]
-    missing = [lead for lead in LEADS if lead not in named]
     out = [list(r) for r in rows]
-    if unnamed and len(unnamed) == len(missing):
-        for (i, j), lead in zip(unnamed, missing, strict=True):
+    named = {s.lead for r in out for s in r if s.lead}
+    unnamed = [(i, j) for i, r in enumerate(out) for j, s in enumerate(r) if not s.lead]
+    missing = [lead for lead in LEADS if lead not in named]
+    if len(unnamed) == 1 and len(missing) == 1:
+        i, j = unnamed[0]
+        s = out[i][j]
+        out[i][j] = PanelSlot(missing[0], s.column, s.columns, s.x0, s.x1, 0.0)
+        return [[s for s in r if s.lead] for r in out]
+    # Column-group inference: same (columns, column) position in other rows.
+    by_position: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for i, j in unnamed:
+        s = out[i][j]
+        by_position.setdefault((s.columns, s.column), []).append((i, j))
+    for (cols, col), cells in by_position.items():
+        peers = [s.lead for r in out for s in r if s.lead and s.columns == cols and s.column == col]
+        groups = {g for g in LEAD_GROUPS for lead in peers if lead in g}
+        if len(groups) != 1:
+            continue
+        group = groups.pop()
+        cands = [lead for lead in group if lead in missing]
+        if len(cands) != len(cells):
+            continue
+        for (i, j), lead in zip(sorted(cells), cands, strict=True):
             s = out[i][j]
             out[i][j] = PanelSlot(lead, s.column, s.columns, s.x0, s.x1, 0.0)
+            missing.remove(lead)
     return [[s for s in r if s.lead] for r in out]
 
 

@@ -68,9 +68,10 @@ def _relative_darkness(channel: np.ndarray) -> np.ndarray:
     k = max(3, int(round(_BACKGROUND_WINDOW_FRACTION * max(small.shape))) | 1)
     paper = cv2.dilate(small, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
     paper = cv2.GaussianBlur(paper, (0, 0), k / 2.0)
-    paper = cv2.resize(paper, (w, h), interpolation=cv2.INTER_LINEAR)
     paper = np.maximum(paper.astype(np.float32), 24.0)
-    return np.clip(1.0 - channel.astype(np.float32) / paper, 0.0, 1.0)
+    paper = cv2.resize(paper, (w, h), interpolation=cv2.INTER_LINEAR)
+    ratio = cv2.divide(channel.astype(np.float32), paper)
+    return cv2.max(cv2.subtract(1.0, ratio), 0.0)
 
 
 def ink_maps(rgb: np.ndarray) -> InkMaps:
@@ -81,6 +82,7 @@ def ink_maps(rgb: np.ndarray) -> InkMaps:
     rgb : numpy.ndarray
         uint8 ``(h, w, 3)`` page.
     """
-    lo = rgb.min(axis=2)
-    hi = rgb.max(axis=2)
+    r, g, b = cv2.split(rgb)
+    lo = cv2.min(cv2.min(r, g), b)
+    hi = cv2.max(cv2.max(r, g), b)
     return InkMaps(any_ink=_relative_darkness(lo), dark_ink=_relative_darkness(hi))

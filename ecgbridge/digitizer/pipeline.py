@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from ecgbridge.digitizer import postprocess
@@ -19,7 +20,7 @@ from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.geometry import rotation_homography, warp_image
 from ecgbridge.digitizer.grid import measure_grid
 from ecgbridge.digitizer.inkmask import choose_threshold, trace_mask
-from ecgbridge.digitizer.labels import LabelWord, find_label_words
+from ecgbridge.digitizer.labels import LabelWord, find_label_words, recognise_word
 from ecgbridge.digitizer.layout import (
     PanelSlot,
     assign_panels,
@@ -237,6 +238,7 @@ def digitize_raster_page(
     pulses: list[CalibrationPulse | None] = []
     spans: list[tuple[float, float]] = []
     erased = mask.copy()
+    thin_erased = mask.copy()
     kept_rows: list[TraceRow] = []
     page_x_end = max(r.x_end for r in rows)
     for row in rows:
@@ -256,12 +258,20 @@ def digitize_raster_page(
         pulses.append(pulse)
         spans.append((x_origin, x_end))
         _erase_path(erased, path, pad=max(1, int(round(0.15 * ppm_y))))
+        _erase_thin(thin_erased, path)
         if pulse is not None:
             x0p = pulse.x_rise - path.x0
             x1p = min(int(pulse.x_fall) - path.x0 + 2, path.y.size)
             _erase_columns(erased, path, x0p, x1p, pad=2)
 
     rows = kept_rows
+    falls = [p.x_fall for p in pulses if p is not None]
+    if falls:
+        common = float(np.median(falls))
+        for i, p in enumerate(pulses):
+            x_origin, x_end = spans[i]
+            if p is None and x_origin < common + 5.0 * ppm_x:
+                spans[i] = (common, x_end)
     if not rows:
         raise DigitizationError(f"page {page_index + 1}: only straight lines found, no traces")
 
@@ -292,6 +302,7 @@ def digitize_raster_page(
         slots = assign_panels(labels, x_origin, length, col_w, ppm_x) if any_label else []
         row_slots.append(slots)
     if any_label:
+        row_slots = _reread_missing_labels(row_slots, rows, all_labels, thin_erased, ppm_x)
         row_slots = fill_missing_leads(row_slots)
     if not any_label:
         std_rows = [i for i, row in enumerate(rows) if row.coverage > 0.5]
@@ -411,6 +422,87 @@ def _panel_values(path: TracePath, slot: PanelSlot, ppm_x: float, first: bool,
     if not last and blank:
         ys[-blank:] = np.nan
     return ys
+
+
+def _erase_thin(mask: np.ndarray, path: TracePath) -> None:
+    """Erase only the pen line of the path (not whole tall runs, which may touch labels)."""
+    half = int(np.ceil(path.line_width / 2.0)) + 1
+    h = mask.shape[0]
+    ok = np.nonzero(np.isfinite(path.y))[0]
+    for c in ok:
+        t, b = path.top[c], path.bottom[c]
+        if b - t <= 2.5 * path.line_width + 1:
+            y = int(round(path.y[c]))
+            mask[max(0, y - half): min(h, y + half + 1), path.x0 + c] = 0
+        else:
+            mask[max(0, int(t) - 1): min(h, int(b) + 2), path.x0 + c] = 0
+
+
+def _reread_missing_labels(
+    row_slots: list[list[PanelSlot]], rows: list[TraceRow], all_labels: list[list[LabelWord]],
+    mask: np.ndarray, ppm: float,
+) -> list[list[PanelSlot]]:
+    """Read the label of unnamed panels where the page's other labels say it must be.
+
+    Labels sit at the same offset from their panel start and baseline all over a
+    page; the expected box is cut from a mask where only the pen line of the traces
+    was erased (labels touching a trace keep their shape) and read directly.
+    """
+    offsets = []
+    for row, slots, labels in zip(rows, row_slots, all_labels, strict=True):
+        for s in slots:
+            for lw in labels:
+                if lw.lead == s.lead and s.x0 - 8 * ppm <= lw.box[0] < s.x1:
+                    offsets.append((lw.box[0] - s.x0, lw.box[1] - row.baseline,
+                                    lw.box[3] - lw.box[1]))
+    if not offsets:
+        return row_slots
+    dx, dy, hh = (float(v) for v in np.median(np.asarray(offsets), axis=0))
+    named = {s.lead for r in row_slots for s in r if s.lead}
+    out = [list(r) for r in row_slots]
+    h, w = mask.shape
+    for row, slots in zip(rows, out, strict=True):
+        for j, s in enumerate(slots):
+            if s.lead:
+                continue
+            x0 = int(max(0, s.x0 + dx - 1.0 * ppm))
+            y0 = int(max(0, row.baseline + dy - 0.3 * hh))
+            x1 = int(min(w, x0 + 4.0 * hh + 2.0 * ppm))
+            y1 = int(min(h, row.baseline + dy + 1.3 * hh))
+            crop = mask[y0:y1, x0:x1]
+            if crop.size == 0:
+                continue
+            word = _word_in_crop(crop, hh)
+            if word is None:
+                continue
+            lead, score, _ = recognise_word(word)
+            if lead and lead not in named and score >= 0.5:
+                slots[j] = PanelSlot(lead, s.column, s.columns, s.x0, s.x1, score)
+                named.add(lead)
+    return out
+
+
+def _word_in_crop(crop: np.ndarray, height: float) -> np.ndarray | None:
+    """The label-sized glyphs of a crop, cropped to their joint box."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, dtype=bool)
+    for k in range(1, n):
+        gh = stats[k, cv2.CC_STAT_HEIGHT]
+        if 0.4 * height <= gh <= 1.35 * height and stats[k, cv2.CC_STAT_WIDTH] <= 2.5 * height:
+            keep[k] = True
+    if not keep.any():
+        return None
+    sel = keep[labels]
+    ys, xs = np.nonzero(sel)
+    # Glyphs of one word: keep the leftmost cluster (gaps below one glyph height).
+    order = np.unique(xs)
+    gaps = np.nonzero(np.diff(order) > 0.8 * height)[0]
+    x_stop = order[gaps[0]] if gaps.size else order[-1]
+    sel[:, x_stop + 1:] = False
+    ys, xs = np.nonzero(sel)
+    if ys.size == 0:
+        return None
+    return sel[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1].astype(np.uint8)
 
 
 def _erase_path(mask: np.ndarray, path: TracePath, pad: int) -> None:
