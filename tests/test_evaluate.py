@@ -139,6 +139,7 @@ def test_set_manifest_scores_only_visible_windows(records_dir: Path, tmp_path: P
         {"image": "page_a.png", "record": "E07506", "windows": WINDOWS_3X4},
         {"image": "page_b.jpg", "record": "HR06004", "windows": WINDOWS_3X4},
         {"image": "page_c.png", "record": "JS20005", "windows": WINDOWS_3X4},
+        {"image": "page_d.png", "record": "E07506", "windows": WINDOWS_3X4},
     ]
     (set_dir / "manifest.json").write_text(json.dumps(manifest))
     a = read_wfdb(records / "E07506")
@@ -153,7 +154,8 @@ def test_set_manifest_scores_only_visible_windows(records_dir: Path, tmp_path: P
         s, e = WINDOWS_3X4[lead]
         lagged[j, s + 40 : e + 40] = b[j, s : e - 40 if e + 40 > b.shape[1] else e] + 0.3
     write_wfdb(ECG(signals=lagged, fs=500.0), pred, "page_b")
-    # page_c: no prediction -> counted as 0 mV
+    # page_c: no prediction -> counted as 0 mV; page_d: unreadable -> also 0 mV
+    (pred / "page_d.csv").write_text("this is not, a record\n")
 
     out = tmp_path / "report"
     rc = main(["evaluate", str(pred), str(set_dir), "--records", str(records), "--out", str(out),
@@ -167,6 +169,9 @@ def test_set_manifest_scores_only_visible_windows(records_dir: Path, tmp_path: P
     # missing prediction: sum(g^2) / sum((g - 0)^2) = 1 -> exactly 0 dB
     assert float(rows["page_c"]["snr_db"]) == 0.0
     assert rows["page_c"]["status"] == "missing-prediction"
+    assert float(rows["page_d"]["snr_db"]) == 0.0
+    assert rows["page_d"]["status"] == "error"
+    assert "scored as 0 mV" in rows["page_d"]["notes"]
     assert (out / "overlay.png").exists()
     assert "record page_b" in (out / "index.html").read_text()
 

@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if set_mode:
         pairs = pairs_from_manifest(args.prediction, args.reference, args.records)
     else:
+        if args.records:
+            print(f"ecgbridge: note: --records is only used with a set folder holding "
+                  f"{MANIFEST_NAME}; {args.reference} has none", file=sys.stderr)
         pairs = pair_by_name(args.prediction, args.reference)
     if not pairs:
         print(f"ecgbridge: error: no records found in {args.prediction} or {args.reference}",

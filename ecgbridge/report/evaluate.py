@@ -353,7 +353,15 @@ def evaluate_pair(
     except EcgBridgeError as exc:
         base.status = STATUS_ERROR
         base.notes.append(str(exc))
-        return base
+        if pair.windows is None or pair.prediction is None:
+            return base
+        # set mode: an unreadable prediction counts as 0 mV, like a missing one
+        try:
+            aligned = align_pair(RecordPair(pair.name, None, pair.reference, pair.windows))
+        except EcgBridgeError as again:
+            base.notes.append(str(again))
+            return base
+        base.notes.append("unreadable prediction: scored as 0 mV")
     base.notes.extend(aligned.notes)
     if pair.prediction is None:
         base.status = STATUS_MISSING_PREDICTION

@@ -163,7 +163,7 @@ def correlation_heatmap_figure(record_names: Sequence[str], pearson: np.ndarray)
     if len(record_names) <= _MAX_LABELLED_RECORDS:
         ax.set_yticks(range(len(record_names)), labels=list(record_names), fontsize=8)
     else:
-        ax.set_ylabel(f"records (1 to {len(record_names)})")
+        ax.set_ylabel(f"scored record (from 0, in metrics.csv order; {len(record_names)})")
     ax.set_xlabel("lead")
     ax.set_title("Pearson r per record and lead")
     fig.colorbar(image, ax=ax, label="Pearson r")
