@@ -293,3 +293,19 @@ def test_dicom_prediction_against_fhir_reference(records_dir: Path, tmp_path: Pa
     assert result.status == "ok" and result.score is not None
     assert result.score.leads_scored == 12
     assert result.score.snr_db > 50.0  # both formats keep about 1 uV
+
+
+def test_csv_without_time_column_spans_the_reference(records_dir: Path, tmp_path: Path) -> None:
+    ref = tmp_path / "ref"
+    _copy_record(records_dir, "E07506", ref)
+    truth = np.array(read_wfdb(ref / "E07506").signals)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    rows = truth[:, ::4].T  # 1250 rows for 10 s: 125 Hz, no time column
+    lines = [",".join(LEADS)] + [",".join(f"{v:.4f}" for v in row) for row in rows]
+    (pred / "E07506.csv").write_text("\n".join(lines) + "\n")
+    (result,) = evaluate(pair_by_name(pred, ref)).results
+    assert result.score is not None
+    assert any("CSV without time_s" in n for n in result.notes)
+    assert result.score.shift_s == 0.0
+    assert result.score.means["pearson"] > 0.9  # placed at the right times

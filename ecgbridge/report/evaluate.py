@@ -64,6 +64,9 @@ _BASIC_SUFFIXES = (".hea", ".csv")
 #: Format tags a writer may put before the suffix (``X.fhir-r4.json``); stripped for pairing.
 _FORMAT_TAGS = (".fhir-r4", ".fhir-r5", ".fhir", ".r4", ".r5", ".observation", ".waveform")
 
+#: First-column names that give each CSV row's time in seconds (as the scorer accepts).
+_CSV_TIME_COLUMNS = ("time_s", "time", "t", "t_s")
+
 #: Duration differences noted as a mismatch: above this many seconds and this fraction.
 _DURATION_TOLERANCE_S = 0.1
 _DURATION_TOLERANCE_REL = 0.01
@@ -301,6 +304,11 @@ def align_pair(pair: RecordPair) -> AlignedPair:
         pred_grid = np.full_like(ref.signals, np.nan)
     else:
         pred = load_ecg(pair.prediction)
+        if _csv_without_time(pair.prediction) and pred.n_samples:
+            # rows without times are taken to span the reference's duration evenly
+            pred = pred.replace(fs=pred.n_samples / ref.duration_s)
+            notes.append(f"CSV without time_s: {pred.n_samples} rows spread over "
+                         f"{ref.duration_s:g} s")
         notes.extend(_mismatches(pred, ref))
         pred_grid = resample_to_grid(pred.signals, pred.fs, ref.n_samples, ref.fs)
     if pair.windows is not None:
@@ -308,6 +316,14 @@ def align_pair(pair: RecordPair) -> AlignedPair:
     else:
         windows = windows_where_defined(pred_grid)
     return AlignedPair(np.array(ref.signals), pred_grid, ref.fs, windows, notes)
+
+
+def _csv_without_time(path: Path) -> bool:
+    if path.suffix.lower() != ".csv":
+        return False
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        header = fh.readline().split(",")
+    return header[0].strip().lower() not in _CSV_TIME_COLUMNS
 
 
 def _mismatches(pred: ECG, ref: ECG) -> list[str]:
