@@ -106,6 +106,31 @@ def test_lead_order_comes_from_the_printed_labels(record) -> None:  # type: igno
             assert deviation < EXACT_MV, lead
 
 
+def test_row_drawn_as_one_polyline_is_cut_at_the_printed_labels(record) -> None:  # type: ignore[no-untyped-def]
+    signals, fs = record
+    columns = (("I", "II", "III"), ("aVR", "aVL", "aVF"), ("V1", "V2", "V3"), ("V4", "V5", "V6"))
+    strips, texts = [], []
+    for r in range(3):
+        # One polyline per row: column c shows its lead during 2.5c .. 2.5(c+1) s.
+        row = np.concatenate([
+            signals[LEADS.index(columns[c][r]), c * 1250:(c + 1) * 1250] for c in range(4)
+        ])
+        strips.append(Strip("", row, 25.0, 50.0 + 35.0 * r))
+        texts.extend((columns[c][r], 25.0 + c * 62.5 + 1.0, 50.0 + 35.0 * r + 5.0)
+                     for c in range(4))
+    spec = PageSpec(strips=strips, texts=(*texts, ("25 mm/s 10 mm/mV", 20.0, 195.0)))
+    ecg = _digitize(make_pdf([spec], fs=fs))
+    assert ecg is not None
+    assert ecg.calibration.layout == "3x4"
+    assert ecg.present_leads() == LEADS
+    for c, column in enumerate(columns):
+        for lead in column:
+            shown = np.flatnonzero(np.isfinite(ecg.lead(lead)))
+            assert abs(shown[0] - c * 1250) <= 1 and abs(shown[-1] - (c + 1) * 1250) <= 2, lead
+            deviation, _ = _max_deviation(ecg.lead(lead), signals[LEADS.index(lead)])
+            assert deviation < EXACT_MV, lead
+
+
 def _six_by_one(signals: np.ndarray, leads: tuple[str, ...], n: int, *, pulse: str,
                 texts: tuple[tuple[str, float, float], ...]) -> PageSpec:
     strips = [

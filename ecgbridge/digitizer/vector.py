@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -52,6 +53,8 @@ PULSE_EDGE_TOLERANCE_MM: float = 0.3
 PULSE_FOOT_TOLERANCE_MM: float = 3.0
 #: Labels farther than this from a trace's start cannot name it.
 MAX_LABEL_DISTANCE_MM: float = 30.0
+#: Labels of one row of panels are printed in line within this height.
+LABEL_ROW_TOLERANCE_MM: float = 3.0
 #: Traces whose isoelectric levels differ by less than this share a row.
 ROW_TOLERANCE_MM: float = 6.0
 
@@ -426,11 +429,9 @@ def _label_centre(item: TextItem) -> tuple[float, float]:
     return (x0 + x1) / 2, (y0 + y1) / 2
 
 
-def _assign_labels(
-    traces: Sequence[_Trace], labels: Sequence[TextItem]
-) -> list[str | None]:
-    """Label text for each trace: optimal one-to-one match of labels to trace starts."""
-    result: list[str | None] = [None] * len(traces)
+def _assign_labels(traces: Sequence[_Trace], labels: Sequence[TextItem]) -> list[int | None]:
+    """Index of the label naming each trace: optimal one-to-one match of labels to trace starts."""
+    result: list[int | None] = [None] * len(traces)
     if not labels:
         return result
     big = 1e6
@@ -447,26 +448,83 @@ def _assign_labels(
     rows, cols = linear_sum_assignment(cost)
     for i, j in zip(rows, cols, strict=True):
         if cost[i, j] < big:
-            result[i] = labels[j].text.strip()
+            result[i] = int(j)
     return result
+
+
+def _split_continuous_rows(
+    traces: Sequence[_Trace], labels: Sequence[TextItem], assigned: Sequence[int | None]
+) -> list[tuple[_Trace, TextItem | None]]:
+    """Cut traces that run through several labelled panels (one polyline per row).
+
+    A lead label lying further along a labelled trace, in line with the trace's
+    own label and not naming any other trace, starts a new panel: the trace is
+    cut where that label sits relative to its panel start, as the first label does.
+    """
+    used = {j for j in assigned if j is not None}
+    result: list[tuple[_Trace, TextItem | None]] = []
+    for trace, j in zip(traces, assigned, strict=True):
+        if j is None:
+            result.append((trace, None))
+            continue
+        first_x, first_y = _label_centre(labels[j])
+        offset = first_x - trace.x0
+        along = sorted(
+            (k for k, label in enumerate(labels)
+             if k not in used
+             and abs(_label_centre(label)[1] - first_y) <= LABEL_ROW_TOLERANCE_MM
+             and trace.x0 + MIN_TRACE_WIDTH_MM
+             < _label_centre(label)[0] - offset
+             < trace.x1 - MIN_TRACE_WIDTH_MM / 3),
+            key=lambda k: _label_centre(labels[k])[0],
+        )
+        if not along:
+            result.append((trace, labels[j]))
+            continue
+        used.update(along)
+        inner = _snap_to_equal_panels(
+            [_label_centre(labels[k])[0] - offset for k in along], trace.x0, trace.x1
+        )
+        cuts = [trace.x0, *inner, np.inf]
+        for (start, stop), k in zip(pairwise(cuts), [j, *along], strict=True):
+            x = trace.points[:, 0]
+            piece = trace.points[(x >= start) & (x < stop)]
+            if piece.shape[0] >= 2:
+                result.append((_Trace(page=trace.page, points=piece), labels[k]))
+    return result
+
+
+def _snap_to_equal_panels(cuts: Sequence[float], x0: float, x1: float) -> list[float]:
+    """Move label-derived cuts onto equal panel widths when they are close to them.
+
+    Label boxes locate a panel start only to a millimetre or two (glyph bearings,
+    centred text); printed layouts divide a row into equal panels (3x4: 2.5 s each).
+    """
+    n = len(cuts) + 1
+    step = (x1 - x0) / n
+    equal = [x0 + step * (k + 1) for k in range(n - 1)]
+    if all(abs(c - e) <= 0.1 * step for c, e in zip(cuts, equal, strict=True)):
+        return equal
+    return list(cuts)
 
 
 def _place_page(
     page: Page, traces: Sequence[_Trace], pulses: Sequence[_Pulse], speed: float
 ) -> tuple[list[_Placed], int, set[str]]:
     labels = [t for t in page.texts if _LEAD_LABEL.match(t.text.strip())]
-    names = _assign_labels(traces, labels)
-    origin = min(t.x0 for t in traces)
-    widths = np.array([t.x1 - t.x0 for t in traces])
+    named = _split_continuous_rows(traces, labels, _assign_labels(traces, labels))
+    origin = min(t.x0 for t, _ in named)
+    widths = np.array([t.x1 - t.x0 for t, _ in named])
     longest = float(widths.max())
     has_short = bool(np.any(widths < 0.6 * longest))
     placed: list[_Placed] = []
     unlabelled = 0
     extra: set[str] = set()
-    for trace, name in zip(traces, names, strict=True):
-        if name is None:
+    for trace, label in named:
+        if label is None:
             unlabelled += 1
             continue
+        name = label.text.strip()
         try:
             lead = normalise_lead_name(name)
         except ValueError:
