@@ -194,15 +194,17 @@ def draw_overlay(image: np.ndarray, ecg: ECG, page_index: int = 0, n_pages: int 
     px_mm = float(min(cal.px_per_mm_x, cal.px_per_mm_y))
     thickness = max(2, int(round(TRACE_WIDTH_MM * px_mm)))
     panels = [p for p in ecg.panels if p.page == page_index]
+    occupied = np.zeros(canvas.shape[:2], dtype=np.uint8)  # traces and labels already drawn
     for panel in panels:
         x0, y0, x1, y1 = panel.box
         _rectangle(canvas, (x0, y0), (x1, y1), BOX_RGB, 1)
         for seg in panel_trace(ecg, panel):
             pts = np.round(seg * (1 << _SHIFT_BITS)).astype(np.int32).reshape(-1, 1, 2)
             cv2.polylines(canvas, [pts], False, TRACE_RGB, thickness, cv2.LINE_AA, _SHIFT_BITS)
+            cv2.polylines(occupied, [pts], False, 1, thickness, cv2.LINE_8, _SHIFT_BITS)
     for panel in panels:
         quality = ecg.quality[LEADS.index(panel.lead)]
-        _label(canvas, f"{panel.lead}  q={quality:.2f}", (panel.box[0], panel.box[1]),
+        _label(canvas, occupied, f"{panel.lead}  q={quality:.2f}", panel.box,
                quality_colour(quality), px_mm)
     banner = _banner(canvas.shape[1], ecg, page_index, n_pages, len(panels), px_mm)
     return np.vstack([banner, canvas])
@@ -242,18 +244,35 @@ def _font_scale(px_per_mm: float) -> float:
     return max(0.35, LABEL_HEIGHT_MM * px_per_mm / 22.0)
 
 
-def _label(canvas: np.ndarray, text: str, corner: tuple[float, float],
-           colour: tuple[int, int, int], px_per_mm: float) -> None:
+def _label(canvas: np.ndarray, occupied: np.ndarray, text: str,
+           box: tuple[float, float, float, float], colour: tuple[int, int, int],
+           px_per_mm: float) -> None:
+    """Draw a label at the corner of `box` where it hides the fewest traces and labels."""
     scale = _font_scale(px_per_mm)
     weight = max(1, int(round(scale * 1.5)))
     (w, h), base = cv2.getTextSize(text, _FONT, scale, weight)
     pad = max(2, int(round(0.4 * px_per_mm)))
-    x = int(round(corner[0])) + pad
-    y = int(round(corner[1])) + pad
-    x = min(max(0, x), max(0, canvas.shape[1] - w - 2 * pad))
-    y = min(max(0, y), max(0, canvas.shape[0] - h - base - 2 * pad))
-    cv2.rectangle(canvas, (x, y), (x + w + 2 * pad, y + h + base + 2 * pad), (255, 255, 255), -1)
-    cv2.rectangle(canvas, (x, y), (x + w + 2 * pad, y + h + base + 2 * pad), colour, 1)
+    width, height = w + 2 * pad, h + base + 2 * pad
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    candidates = [
+        (x0 + pad, y0 + pad),  # inside, top left
+        (x0, y0 - height - 1),  # above, left
+        (x0 + pad, y1 - height - pad),  # inside, bottom left
+        (x0, y1 + 1),  # below, left
+        (x1 - width - pad, y0 + pad),  # inside, top right
+    ]
+    best: tuple[int, int, int] | None = None
+    for cx, cy in candidates:
+        cx = min(max(0, cx), max(0, canvas.shape[1] - width))
+        cy = min(max(0, cy), max(0, canvas.shape[0] - height))
+        hidden = int(occupied[cy : cy + height, cx : cx + width].sum())
+        if best is None or hidden < best[0]:
+            best = (hidden, cx, cy)
+    assert best is not None
+    _, x, y = best
+    occupied[y : y + height, x : x + width] = 1
+    cv2.rectangle(canvas, (x, y), (x + width, y + height), (255, 255, 255), -1)
+    cv2.rectangle(canvas, (x, y), (x + width, y + height), colour, 1)
     cv2.putText(canvas, text, (x + pad, y + pad + h), _FONT, scale, colour, weight, cv2.LINE_AA)
 
 
