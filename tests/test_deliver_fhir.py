@@ -3,6 +3,7 @@ repository (tests/fhir_server/server.js) on 127.0.0.1."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import socket
@@ -27,7 +28,13 @@ from ecgbridge.deliver.fhir_client import (
     conditional_create_query,
     operation_outcome_text,
 )
-from ecgbridge.deliver.settings import FhirDestinationSettings, OAuth2ClientCredentials
+from ecgbridge.deliver.http import HttpClient
+from ecgbridge.deliver.oauth import SmartBackendServicesGrant
+from ecgbridge.deliver.settings import (
+    FhirDestinationSettings,
+    OAuth2ClientCredentials,
+    SmartBackendServices,
+)
 from ecgbridge.errors import DeliveryError
 
 pytestmark = pytest.mark.network
@@ -347,3 +354,115 @@ def test_operation_outcome_text_reads_diagnostics_and_details() -> None:
         "error invalid: bad period; error structure: Missing [Observation.code]"
     )
     assert operation_outcome_text(b"<html>oops</html>") == ""
+
+
+# --- SMART Backend Services ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smart_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Private keys (PEM) generated at test time, and the public keys the server trusts."""
+    pytest.importorskip("cryptography", reason="SMART Backend Services signs with cryptography")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    folder = tmp_path_factory.mktemp("smart")
+    keys: dict[str, Any] = {
+        "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "ec": ec.generate_private_key(ec.SECP384R1()),
+        "other_rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    }
+    paths: dict[str, Path] = {}
+    for name, key in keys.items():
+        paths[name] = folder / f"{name}.key"
+        paths[name].write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ))
+        paths[f"{name}_public"] = folder / f"{name}.pub.pem"
+        paths[f"{name}_public"].write_bytes(key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
+        ))
+    return paths
+
+
+def _smart(private_key: Path, **changes: Any) -> SmartBackendServices:
+    values: dict[str, Any] = {
+        "client_id": CLIENT_ID, "private_key_file": private_key, "key_id": "key-1",
+        "scope": "system/Observation.c",
+    }
+    values.update(changes)
+    return SmartBackendServices(**values)
+
+
+def test_smart_backend_services_rs384_with_discovery(
+    smart_keys: dict[str, Path], item: DeliveryItem, tmp_path: Path
+) -> None:
+    _require_server()
+    with running_fhir_server(
+        "--smart-client", f"{CLIENT_ID}:{smart_keys['rsa_public']}"
+    ) as secured:
+        destination = FhirDestination(_settings(secured, smart=_smart(smart_keys["rsa"])))
+        assert destination.deliver(item).detail.startswith("201 Observation/")
+        second = make_delivery_item(tmp_path / "second", job_id="job-smart-2")
+        assert destination.deliver(second).detail.startswith("201 Observation/")
+        assert secured.control()["tokensIssued"] == 1
+
+
+def test_smart_backend_services_es384_with_explicit_token_url(
+    smart_keys: dict[str, Path], item: DeliveryItem
+) -> None:
+    _require_server()
+    with running_fhir_server(
+        "--smart-client", f"{CLIENT_ID}:{smart_keys['ec_public']}"
+    ) as secured:
+        smart = _smart(smart_keys["ec"], algorithm="ES384", token_url=secured.token_url)
+        destination = FhirDestination(_settings(secured, smart=smart))
+        assert destination.deliver(item).detail.startswith("201 Observation/")
+
+
+def test_smart_client_assertion_claims(smart_keys: dict[str, Path]) -> None:
+    token_url = "https://auth.example.org/token"
+    grant = SmartBackendServicesGrant(
+        _smart(smart_keys["ec"], algorithm="ES384", token_url=token_url),
+        "https://fhir.example.org/r4",
+        HttpClient(timeout_s=1.0),
+    )
+    now = 1_800_000_000
+    header_b64, claims_b64, signature_b64 = grant.client_assertion(now=now).split(".")
+
+    def decode(part: str) -> Any:
+        return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+    assert decode(header_b64) == {"alg": "ES384", "kid": "key-1", "typ": "JWT"}
+    claims = decode(claims_b64)
+    assert claims["iss"] == claims["sub"] == CLIENT_ID
+    assert claims["aud"] == token_url
+    assert claims["exp"] == now + 300
+    assert len(claims["jti"]) >= 16
+    assert len(base64.urlsafe_b64decode(signature_b64 + "==")) == 96  # raw r || s
+
+
+def test_smart_with_an_unregistered_key_is_not_retryable(
+    smart_keys: dict[str, Path], item: DeliveryItem
+) -> None:
+    _require_server()
+    with running_fhir_server(
+        "--smart-client", f"{CLIENT_ID}:{smart_keys['rsa_public']}"
+    ) as secured:
+        destination = FhirDestination(_settings(secured, smart=_smart(smart_keys["other_rsa"])))
+        with pytest.raises(DeliveryError) as caught:
+            destination.deliver(item)
+    assert caught.value.retryable is False
+    assert "invalid_client" in str(caught.value)
+    assert "bad signature" in str(caught.value)
+
+
+def test_smart_key_must_fit_the_algorithm(smart_keys: dict[str, Path]) -> None:
+    settings = FhirDestinationSettings(
+        enabled=True, smart=_smart(smart_keys["rsa"], algorithm="ES384")
+    )
+    with pytest.raises(DeliveryError) as caught:
+        FhirDestination(settings)
+    assert caught.value.retryable is False
+    assert "ES384 needs an EC P-384 key" in str(caught.value)

@@ -17,6 +17,7 @@ from ecgbridge.deliver.settings import (
     FhirDestinationSettings,
     OAuth2ClientCredentials,
     OutboxSettings,
+    SmartBackendServices,
 )
 
 
@@ -38,7 +39,7 @@ def test_defaults_match_the_documented_ones() -> None:
 @pytest.mark.parametrize(
     "model",
     [OutboxSettings, DicomDestinationSettings, DicomTlsSettings, FhirDestinationSettings,
-     OAuth2ClientCredentials],
+     OAuth2ClientCredentials, SmartBackendServices],
 )
 def test_every_field_is_documented(model: type[BaseModel]) -> None:
     for name, info in model.model_fields.items():
@@ -82,7 +83,7 @@ def test_fhir_settings() -> None:
     assert "t0ken" not in repr(s)
     with pytest.raises(ValidationError, match="must start with http"):
         FhirDestinationSettings(base_url="fhir.example.org")
-    with pytest.raises(ValidationError, match="either bearer_token or oauth2"):
+    with pytest.raises(ValidationError, match="only one of bearer_token, oauth2 or smart"):
         FhirDestinationSettings(
             bearer_token=SecretStr("t"),
             oauth2=OAuth2ClientCredentials(

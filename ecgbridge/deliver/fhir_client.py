@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import ssl
-import threading
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from dataclasses import dataclass
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
 from ecgbridge.deliver.base import DeliveryItem, DeliveryReceipt
-from ecgbridge.deliver.settings import FhirDestinationSettings, OAuth2ClientCredentials
+from ecgbridge.deliver.http import (
+    HttpAnswer,
+    HttpClient,
+    build_ssl_context,
+    is_retryable_http_status,
+)
+from ecgbridge.deliver.oauth import ClientSecretGrant, SmartBackendServicesGrant, TokenCache
+from ecgbridge.deliver.settings import FhirDestinationSettings
 from ecgbridge.errors import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -28,25 +28,8 @@ FHIR_JSON = "application/fhir+json"
 #: Item file per FHIR version.
 FILE_BY_VERSION: dict[str, str] = {"R4": "fhir-r4", "R5": "fhir-r5"}
 
-#: HTTP statuses worth retrying besides 5xx: request timeout, too many requests.
-RETRYABLE_CLIENT_STATUSES = frozenset({408, 429})
-
-#: A token is renewed this many seconds before the server says it expires.
-TOKEN_EXPIRY_MARGIN_S = 30.0
-
 #: Longest OperationOutcome text quoted in an error message.
 MAX_DIAGNOSTICS_CHARS = 600
-
-_USER_AGENT = "ecgbridge-fhir-client"
-
-
-@dataclass(frozen=True)
-class HttpAnswer:
-    """Status, headers and body of one HTTP exchange."""
-
-    status: int
-    headers: Message
-    body: bytes
 
 
 def operation_outcome_text(body: bytes) -> str:
@@ -90,83 +73,13 @@ def conditional_create_query(observation: dict[str, Any]) -> str | None:
     return None
 
 
-class _TokenCache:
-    """OAuth2 client-credentials tokens, fetched on demand and kept until expiry."""
-
-    def __init__(self, oauth2: OAuth2ClientCredentials, send: Any) -> None:
-        self._oauth2 = oauth2
-        self._send = send
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._expires_at = 0.0
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._token = None
-
-    def token(self) -> str:
-        with self._lock:
-            if self._token is not None and time.monotonic() < self._expires_at:
-                return self._token
-            self._token, self._expires_at = self._fetch()
-            return self._token
-
-    def _fetch(self) -> tuple[str, float]:
-        o = self._oauth2
-        form: dict[str, str] = {"grant_type": "client_credentials"}
-        if o.scope:
-            form["scope"] = o.scope
-        secret = o.client_secret.get_secret_value()
-        basic = base64.b64encode(
-            f"{urllib.parse.quote(o.client_id)}:{urllib.parse.quote(secret)}".encode()
-        ).decode("ascii")
-        answer = self._send(
-            "POST",
-            o.token_url,
-            urllib.parse.urlencode(form).encode("ascii"),
-            {
-                "Content-Type": "application/x-www-form-urlencoded",
-                "Accept": "application/json",
-                "Authorization": f"Basic {basic}",
-            },
-            "token endpoint",
-        )
-        if answer.status >= 300:
-            error = _oauth_error_text(answer.body)
-            raise DeliveryError(
-                f"fhir: token endpoint {o.token_url} answered HTTP {answer.status}{error}",
-                retryable=answer.status >= 500 or answer.status in RETRYABLE_CLIENT_STATUSES,
-            )
-        try:
-            payload = json.loads(answer.body.decode("utf-8"))
-            token = str(payload["access_token"])
-            lifetime = float(payload.get("expires_in", 300))
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise DeliveryError(
-                f"fhir: token endpoint {o.token_url} sent no usable access_token ({exc})",
-                retryable=True,
-            ) from exc
-        return token, time.monotonic() + max(0.0, lifetime - TOKEN_EXPIRY_MARGIN_S)
-
-
-def _oauth_error_text(body: bytes) -> str:
-    try:
-        payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return ""
-    if not isinstance(payload, dict) or "error" not in payload:
-        return ""
-    description = payload.get("error_description")
-    return f": {payload['error']}" + (f" ({description})" if description else "")
-
-
 class FhirDestination:
     """POST the item's Observation to ``<base_url>/Observation``.
 
     Creation is conditional (``If-None-Exist: identifier=<system>|<value>``) so a
     re-delivery after a lost response does not make a duplicate. Authenticates
-    with a static bearer token or OAuth2 client credentials (token cached until it
-    expires, renewed once on a 401).
+    with a static bearer token, OAuth2 client credentials or SMART Backend
+    Services (tokens cached until they expire, renewed once on a 401).
 
     Parameters
     ----------
@@ -179,8 +92,25 @@ class FhirDestination:
     def __init__(self, settings: FhirDestinationSettings, name: str = "fhir") -> None:
         self.settings = settings
         self.name = name
-        self._ssl_context = self._build_ssl_context()
-        self._tokens = _TokenCache(settings.oauth2, self._send) if settings.oauth2 else None
+        self._http = HttpClient(settings.timeout_s, self._ssl_context(), label="fhir")
+        self._tokens: TokenCache | None = None
+        if settings.oauth2 is not None:
+            self._tokens = TokenCache(ClientSecretGrant(settings.oauth2, self._http))
+        elif settings.smart is not None:
+            self._tokens = TokenCache(
+                SmartBackendServicesGrant(settings.smart, settings.base_url, self._http)
+            )
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        s = self.settings
+        urls = [s.base_url]
+        if s.oauth2 is not None:
+            urls.append(s.oauth2.token_url)
+        if s.smart is not None and s.smart.token_url is not None:
+            urls.append(s.smart.token_url)
+        if not any(url.startswith("https://") for url in urls):
+            return None
+        return build_ssl_context(s.ca_file, s.verify_tls)
 
     @property
     def observation_url(self) -> str:
@@ -215,7 +145,7 @@ class FhirDestination:
             return DeliveryReceipt(self.name, f"{answer.status} {where}".strip())
         outcome = operation_outcome_text(answer.body)
         detail = f": {outcome}" if outcome else ""
-        retryable = answer.status >= 500 or answer.status in RETRYABLE_CLIENT_STATUSES
+        retryable = is_retryable_http_status(answer.status)
         raise DeliveryError(
             f"fhir: POST {self.observation_url} for job {item.job_id} answered "
             f"HTTP {answer.status}{detail}",
@@ -253,7 +183,9 @@ class FhirDestination:
             auth = self._authorization()
             if auth:
                 headers["Authorization"] = auth
-            answer = self._send("POST", self.observation_url, body, headers, "FHIR server")
+            answer = self._http.request(
+                "POST", self.observation_url, body, headers, peer="FHIR server"
+            )
             if answer.status != 401 or self._tokens is None:
                 break
             self._tokens.invalidate()  # expired or revoked early: fetch a new one once
@@ -266,70 +198,6 @@ class FhirDestination:
         if self.settings.bearer_token is not None:
             return f"Bearer {self.settings.bearer_token.get_secret_value()}"
         return None
-
-    def _build_ssl_context(self) -> ssl.SSLContext | None:
-        s = self.settings
-        if not s.base_url.startswith("https://") and not (
-            s.oauth2 and s.oauth2.token_url.startswith("https://")
-        ):
-            return None
-        try:
-            context = ssl.create_default_context(
-                cafile=str(s.ca_file) if s.ca_file is not None else None
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise DeliveryError(
-                f"fhir: cannot load ca_file {s.ca_file} ({exc})", retryable=False
-            ) from exc
-        if not s.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
-    def _send(
-        self, method: str, url: str, body: bytes, headers: dict[str, str], peer: str
-    ) -> HttpAnswer:
-        request = urllib.request.Request(url, data=body, method=method)
-        for key, value in headers.items():
-            request.add_header(key, value)
-        request.add_header("User-Agent", _USER_AGENT)
-        try:
-            with urllib.request.urlopen(
-                request, timeout=self.settings.timeout_s, context=self._ssl_context
-            ) as response:
-                return HttpAnswer(response.status, response.headers, response.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                error_body = exc.read()
-            except OSError:
-                error_body = b""
-            return HttpAnswer(exc.code, exc.headers, error_body)
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, ssl.SSLCertVerificationError):
-                raise DeliveryError(
-                    f"fhir: {peer} {_origin(url)}: TLS certificate not trusted ({reason})",
-                    retryable=False,
-                ) from exc
-            raise DeliveryError(
-                f"fhir: cannot reach {peer} {_origin(url)}: {reason}", retryable=True
-            ) from exc
-        except TimeoutError as exc:
-            raise DeliveryError(
-                f"fhir: {peer} {_origin(url)} did not answer within "
-                f"{self.settings.timeout_s:g} s",
-                retryable=True,
-            ) from exc
-        except (ConnectionError, OSError) as exc:
-            raise DeliveryError(
-                f"fhir: connection to {peer} {_origin(url)} failed: {exc}", retryable=True
-            ) from exc
-
-
-def _origin(url: str) -> str:
-    """Scheme, host and port of `url` (no path or query, which might carry identifiers)."""
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _created_reference(answer: HttpAnswer) -> str:

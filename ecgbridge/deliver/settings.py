@@ -176,6 +176,46 @@ class OAuth2ClientCredentials(_Settings):
         return value
 
 
+class SmartBackendServices(_Settings):
+    """SMART Backend Services authorization: client credentials with a signed JWT."""
+
+    client_id: str = Field(
+        description="Client identifier registered at the FHIR server's authorization server."
+    )
+    private_key_file: Path = Field(
+        description=(
+            "Unencrypted PEM private key whose public key is registered for client_id "
+            "(RSA for RS384, EC P-384 for ES384)."
+        )
+    )
+    key_id: str = Field(
+        description="Key identifier (kid) of that key in the registered JWK Set."
+    )
+    algorithm: Literal["RS384", "ES384"] = Field(
+        default="RS384", description="JWT signing algorithm: RS384 or ES384."
+    )
+    scope: str = Field(
+        default="system/Observation.write",
+        description=(
+            "Scopes to request: system/Observation.write (SMART v1) or "
+            "system/Observation.c (SMART v2)."
+        ),
+    )
+    token_url: str | None = Field(
+        default=None,
+        description=(
+            "Token endpoint; empty reads it from <base_url>/.well-known/smart-configuration."
+        ),
+    )
+
+    @field_validator("token_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"fhir.smart.token_url {value!r} must start with http:// or https://")
+        return value
+
+
 class FhirDestinationSettings(_Settings):
     """A FHIR server receiving each ECG as an Observation (POST /Observation)."""
 
@@ -194,6 +234,10 @@ class FhirDestinationSettings(_Settings):
     oauth2: OAuth2ClientCredentials | None = Field(
         default=None,
         description="Fetch bearer tokens with the OAuth2 client-credentials grant instead.",
+    )
+    smart: SmartBackendServices | None = Field(
+        default=None,
+        description="Fetch bearer tokens with SMART Backend Services (signed JWT) instead.",
     )
     timeout_s: float = Field(
         default=30.0, gt=0, description="Seconds to wait for connecting and for each response."
@@ -215,6 +259,10 @@ class FhirDestinationSettings(_Settings):
 
     @model_validator(mode="after")
     def _one_auth(self) -> FhirDestinationSettings:
-        if self.bearer_token is not None and self.oauth2 is not None:
-            raise ValueError("fhir: give either bearer_token or oauth2, not both")
+        given = [name for name in ("bearer_token", "oauth2", "smart")
+                 if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(
+                f"fhir: give only one of bearer_token, oauth2 or smart (got {', '.join(given)})"
+            )
         return self
