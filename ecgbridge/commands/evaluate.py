@@ -22,7 +22,8 @@ def register(sub: Any) -> None:
             "records (scored where the prediction is defined) or a set folder with a "
             "manifest.json (only the visible windows are scored; records looked up with "
             "--records). Writes metrics.csv, metrics_leads.csv, metrics.json, figures and "
-            "index.html into --out. Exit code 1 if any pair could not be scored."
+            "index.html into --out. Exit code 1 if a partner was missing or unreadable, or the "
+            "figures could not be drawn; the other records are still scored."
         ),
     )
     p.add_argument("prediction", type=Path, metavar="PRED", help="digitized record(s)")
