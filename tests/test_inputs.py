@@ -21,8 +21,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     ExplicitVRLittleEndian,
+    JPEG2000Lossless,
     JPEGBaseline8Bit,
-    JPEGLSLossless,
+    RLELossless,
     generate_uid,
 )
 from test_vector_pdf_maker import PageSpec, Strip, make_pdf
@@ -38,6 +39,7 @@ from ecgbridge.inputs.load import load_input
 
 SCHILLER = Path(__file__).parent / "data" / "vector_pdf" / "schiller_6x1_2pages.pdf"
 TWELVE_LEAD_ECG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.9.1.1"
+MPEG2_MAIN_PROFILE = "1.2.840.10008.1.2.4.100"
 
 
 def _gradient(h: int = 60, w: int = 80) -> np.ndarray:
@@ -430,6 +432,41 @@ def test_jpeg_baseline_compressed_vl_photograph_is_decoded() -> None:
     assert np.abs(image.astype(int) - picture.astype(int)).mean() < 3.0
 
 
+def test_rle_lossless_is_decoded_exactly() -> None:
+    picture = _gradient(40, 50)
+    ds = pydicom.dcmread(io.BytesIO(_dicom(picture)))
+    ds.compress(RLELossless, picture)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    assert np.array_equal(load_input(buffer.getvalue()).pages[0].image, picture)
+
+
+def test_jpeg_2000_lossless_grey_is_decoded_exactly() -> None:
+    grey = (np.add.outer(np.arange(40), np.arange(50)) * 2).astype(np.uint8)
+    j2k = _encode(Image.fromarray(grey, "L"), "JPEG2000", irreversible=False, no_jp2=True)
+    data = _dicom(grey, photometric="MONOCHROME2", syntax=JPEG2000Lossless,
+                  compressed=encapsulate([j2k]))
+    assert np.array_equal(load_input(data).pages[0].image[:, :, 0], grey)
+
+
+def test_jpeg_lossless_from_dcmtk_is_decoded_exactly(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    pytest.importorskip("libjpeg", reason="pylibjpeg-libjpeg decodes JPEG Lossless")
+    dcmcjpeg = shutil.which("dcmcjpeg")
+    if dcmcjpeg is None:
+        pytest.skip("dcmtk's dcmcjpeg is not installed")
+    grey = (np.add.outer(np.arange(40), np.arange(50)) * 2).astype(np.uint8)
+    plain, packed = tmp_path / "plain.dcm", tmp_path / "lossless.dcm"
+    plain.write_bytes(_dicom(grey, photometric="MONOCHROME2"))
+    subprocess.run([dcmcjpeg, "+e1", str(plain), str(packed)], check=True, timeout=60,
+                   capture_output=True)
+    ds = pydicom.dcmread(packed)
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+    assert np.array_equal(load_input(packed).pages[0].image[:, :, 0], grey)
+
+
 def test_encapsulated_pdf_goes_through_the_pdf_reader() -> None:
     pdf = SCHILLER.read_bytes()
     ds_bytes = _dicom(None, sop_class=ENCAPSULATED_PDF)
@@ -452,7 +489,7 @@ def test_unsupported_sop_class_is_named() -> None:
         load_input(data, name="wave.dcm")
 
 
-@pytest.mark.parametrize("syntax", [JPEGLSLossless, "1.2.3.4.5.6"])
+@pytest.mark.parametrize("syntax", [MPEG2_MAIN_PROFILE, "1.2.3.4.5.6"])
 def test_undecodable_transfer_syntax_is_named(syntax: str) -> None:
     picture = _gradient()
     data = _dicom(picture, syntax=syntax, compressed=encapsulate([b"\xff\xd8\xff\xd9"]))

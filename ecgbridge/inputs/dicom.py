@@ -155,7 +155,8 @@ def _image_pages(ds: Dataset, name: str, max_pixels: int) -> list[Page]:
         raise
     except Exception as exc:
         raise InputError(
-            f"{name}: the DICOM pixel data cannot be decoded ({syntax.name}): {exc}"
+            f"{name}: the DICOM pixel data cannot be decoded (transfer syntax {syntax}, "
+            f"{syntax.name}): {exc}"
         ) from exc
     frames = _split_frames(np.asarray(arr), n_frames, ds)
     return [
