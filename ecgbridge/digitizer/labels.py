@@ -79,13 +79,29 @@ def _normalised(arr: np.ndarray, width: int) -> np.ndarray:
     return img / norm if norm > 0 else img
 
 
-def recognise_word(word: np.ndarray) -> tuple[str, float, str]:
+def _masked_correlation(word: np.ndarray, tpl: np.ndarray, width: int,
+                        weight: np.ndarray) -> float:
+    """Normalised correlation of word and template over the valid pixels only."""
+    a = cv2.GaussianBlur(cv2.resize(word.astype(np.float32), (width, _CMP_HEIGHT),
+                                    interpolation=cv2.INTER_AREA), (0, 0), 1.0)[weight]
+    b = cv2.GaussianBlur(cv2.resize(tpl.astype(np.float32), (width, _CMP_HEIGHT),
+                                    interpolation=cv2.INTER_AREA), (0, 0), 1.0)[weight]
+    a = a - a.mean()
+    b = b - b.mean()
+    d = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / d if d > 0 else 0.0
+
+
+def recognise_word(word: np.ndarray, valid: np.ndarray | None = None) -> tuple[str, float, str]:
     """Match a binary word image (ink = nonzero) against the lead-name templates.
 
     Parameters
     ----------
     word : numpy.ndarray
         2-D array cropped to the word's ink.
+    valid : numpy.ndarray, optional
+        Same shape; False where the pixels are unknown (e.g. a trace crossing the
+        label was erased there): those pixels are ignored in the comparison.
 
     Returns
     -------
@@ -99,6 +115,12 @@ def recognise_word(word: np.ndarray) -> tuple[str, float, str]:
     width = max(4, int(round(_CMP_HEIGHT * aspect)))
     if width > 6 * _CMP_HEIGHT:
         return "", 0.0, ""
+    weight = None
+    if valid is not None and not valid.all():
+        weight = cv2.resize(valid.astype(np.float32), (width, _CMP_HEIGHT),
+                            interpolation=cv2.INTER_AREA) > 0.75
+        if weight.mean() < 0.5:
+            return "", 0.0, ""
     target = _normalised(word > 0, width)
     best: dict[str, float] = {}
     for lead, tpl in _templates():
@@ -106,7 +128,10 @@ def recognise_word(word: np.ndarray) -> tuple[str, float, str]:
         ratio = aspect / t_aspect
         if not 0.6 <= ratio <= 1.65:
             continue
-        score = float((target * _normalised(tpl, width)).sum())
+        if weight is None:
+            score = float((target * _normalised(tpl, width)).sum())
+        else:
+            score = _masked_correlation(word > 0, tpl, width, weight)
         score *= min(ratio, 1.0 / ratio) ** 0.5
         if score > best.get(lead, -1.0):
             best[lead] = score
@@ -185,3 +210,62 @@ def find_label_words(
                                  by1 + max(y0, 0)), score, runner)
             )
     return sorted(found, key=lambda w: w.box[0])
+
+
+def read_label_at(
+    mask: np.ndarray,
+    valid: np.ndarray,
+    x_left: int,
+    y_top: int,
+    height: float,
+    allowed: set[str],
+) -> tuple[str, float]:
+    """Read a label whose top-left corner and cap height are (about) known.
+
+    Each allowed lead name is compared with the page pixels in a box of the
+    template's aspect ratio at that place (searching +-2 px), ignoring pixels
+    marked invalid (erased trace crossings).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        Ink mask of the page (traces' pen lines erased).
+    valid : numpy.ndarray
+        Boolean, False where pixels were erased.
+    x_left, y_top : int
+        Expected top-left corner of the word.
+    height : float
+        Expected cap height in pixels.
+    allowed : set of str
+        Lead names that may be there.
+
+    Returns
+    -------
+    tuple
+        ``(lead, score)``; ``("", 0.0)`` when nothing matches.
+    """
+    h_img, w_img = mask.shape
+    hgt = int(round(height))
+    if hgt < 4:
+        return "", 0.0
+    best_lead, best_score = "", 0.0
+    for lead, tpl in _templates():
+        if lead not in allowed:
+            continue
+        width = max(2, int(round(hgt * tpl.shape[1] / tpl.shape[0])))
+        for dy in (-2, -1, 0, 1, 2):
+            for dx in (-2, -1, 0, 1, 2):
+                y0, x0 = y_top + dy, x_left + dx
+                if y0 < 0 or x0 < 0 or y0 + hgt > h_img or x0 + width > w_img:
+                    continue
+                word = mask[y0: y0 + hgt, x0: x0 + width]
+                ok = valid[y0: y0 + hgt, x0: x0 + width]
+                cmp_w = max(4, int(round(_CMP_HEIGHT * width / hgt)))
+                weight = cv2.resize(ok.astype(np.float32), (cmp_w, _CMP_HEIGHT),
+                                    interpolation=cv2.INTER_AREA) > 0.75
+                if weight.mean() < 0.5:
+                    continue
+                score = _masked_correlation(word > 0, tpl, cmp_w, weight)
+                if score > best_score:
+                    best_lead, best_score = lead, score
+    return best_lead, best_score

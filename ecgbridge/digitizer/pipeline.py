@@ -20,7 +20,7 @@ from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.geometry import rotation_homography, warp_image
 from ecgbridge.digitizer.grid import measure_grid
 from ecgbridge.digitizer.inkmask import choose_threshold, trace_mask
-from ecgbridge.digitizer.labels import LabelWord, find_label_words, recognise_word
+from ecgbridge.digitizer.labels import LabelWord, find_label_words, read_label_at
 from ecgbridge.digitizer.layout import (
     PanelSlot,
     assign_panels,
@@ -298,11 +298,12 @@ def digitize_raster_page(
     col_w = label_spacing(all_labels, ppm_x)
     row_length = float(max(e - o for o, e in spans))
     for labels, (x_origin, x_end) in zip(all_labels, spans, strict=True):
-        length = row_length if (x_end - x_origin) > 0.7 * row_length else float(x_end - x_origin)
+        length = row_length
         slots = assign_panels(labels, x_origin, length, col_w, ppm_x) if any_label else []
         row_slots.append(slots)
     if any_label:
-        row_slots = _reread_missing_labels(row_slots, rows, all_labels, thin_erased, ppm_x)
+        row_slots = _reread_missing_labels(row_slots, rows, all_labels, thin_erased,
+                                           mask & (1 - thin_erased), ppm_x)
         row_slots = fill_missing_leads(row_slots)
     if not any_label:
         std_rows = [i for i, row in enumerate(rows) if row.coverage > 0.5]
@@ -440,7 +441,7 @@ def _erase_thin(mask: np.ndarray, path: TracePath) -> None:
 
 def _reread_missing_labels(
     row_slots: list[list[PanelSlot]], rows: list[TraceRow], all_labels: list[list[LabelWord]],
-    mask: np.ndarray, ppm: float,
+    mask: np.ndarray, erased_by_trace: np.ndarray, ppm: float,
 ) -> list[list[PanelSlot]]:
     """Read the label of unnamed panels where the page's other labels say it must be.
 
@@ -472,17 +473,23 @@ def _reread_missing_labels(
             crop = mask[y0:y1, x0:x1]
             if crop.size == 0:
                 continue
-            word = _word_in_crop(crop, hh)
-            if word is None:
+            found = _word_in_crop(crop, hh)
+            if found is None:
                 continue
-            lead, score, _ = recognise_word(word)
+            _word, (_wy0, _wy1, wx0, _wx1) = found
+            allowed = {lead for lead in LEADS if lead not in named}
+            valid = erased_by_trace == 0
+            lead, score = read_label_at(mask, valid, x0 + wx0, int(round(row.baseline + dy)), hh,
+                                        allowed)
             if lead and lead not in named and score >= 0.5:
                 slots[j] = PanelSlot(lead, s.column, s.columns, s.x0, s.x1, score)
                 named.add(lead)
     return out
 
 
-def _word_in_crop(crop: np.ndarray, height: float) -> np.ndarray | None:
+def _word_in_crop(
+    crop: np.ndarray, height: float
+) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
     """The label-sized glyphs of a crop, cropped to their joint box."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
     keep = np.zeros(n, dtype=bool)
@@ -502,7 +509,8 @@ def _word_in_crop(crop: np.ndarray, height: float) -> np.ndarray | None:
     ys, xs = np.nonzero(sel)
     if ys.size == 0:
         return None
-    return sel[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1].astype(np.uint8)
+    box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
+    return sel[box[0]: box[1], box[2]: box[3]].astype(np.uint8), box
 
 
 def _erase_path(mask: np.ndarray, path: TracePath, pad: int) -> None:

@@ -94,7 +94,8 @@ def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
             tops = float(np.median(top_level))
             if np.abs(top_level - tops).max() > max(2.0, 0.3 * px_per_mm_y):
                 continue
-            foot = float(np.nanmax(path.bottom[f0:f1 + 1])) - 0.5 * path.line_width
+            # The foot is the level before the rise (the fall may run straight into a QRS).
+            foot = float(np.nanmedian(path.bottom[r0:r1 + 1])) - 0.5 * (path.line_width - 1)
             height = foot - tops
             if not _MIN_HEIGHT_MM <= height / px_per_mm_y <= _MAX_HEIGHT_MM:
                 continue
@@ -103,5 +104,7 @@ def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
                 if abs(gain / std - 1.0) <= 0.12:
                     gain = std
                     break
-            return CalibrationPulse(path.x0 + r0, path.x0 + 0.5 * (f0 + f1), height, foot, gain)
+            edge = min(f1 - f0 + 1, int(round(path.line_width)) + 1)
+            x_fall = path.x0 + f0 + 0.5 * (edge - 1)
+            return CalibrationPulse(path.x0 + r0, x_fall, height, foot, gain)
     return None

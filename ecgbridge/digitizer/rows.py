@@ -51,12 +51,15 @@ class TraceRow:
 
 
 def column_medians(mask: np.ndarray, px_per_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column median ink row of every long component.
+    """Centres of the short vertical ink runs of long components (flat trace pieces).
+
+    Flat pieces of a trace are short runs in their column; counting them (not all ink
+    pixels) makes baselines stand out even when tall waves of neighbouring rows touch.
 
     Returns
     -------
     tuple of numpy.ndarray
-        ``(xs, ys)``: one point per (component, column).
+        ``(xs, ys)``: column and centre row of every short run.
     """
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     long_ids = np.nonzero(stats[:, cv2.CC_STAT_WIDTH] >= MIN_TRACE_COMPONENT_MM * px_per_mm)[0]
@@ -65,18 +68,16 @@ def column_medians(mask: np.ndarray, px_per_mm: float) -> tuple[np.ndarray, np.n
         return np.empty(0), np.empty(0)
     keep = np.zeros(n, dtype=bool)
     keep[long_ids] = True
-    ys, xs = np.nonzero(keep[labels])
-    lab = labels[ys, xs]
-    # Group by (label, x): mean of min and max is a robust-enough centre; use median via sort.
-    key = lab.astype(np.int64) * (mask.shape[1] + 1) + xs
-    order = np.argsort(key, kind="stable")
-    key, ys_sorted, xs_sorted = key[order], ys[order], xs[order]
-    starts = np.r_[0, np.nonzero(np.diff(key))[0] + 1]
-    ends = np.r_[starts[1:], key.size]
-    mid = (starts + ends - 1) // 2
-    # ys within a (label, x) group are sorted ascending because nonzero is row-major
-    # and the sort is stable -> the middle element is the median.
-    return xs_sorted[starts].astype(np.float64), ys_sorted[mid].astype(np.float64)
+    long_mask = keep[labels]
+    h, w = long_mask.shape
+    padded = np.zeros((w, h + 2), dtype=np.int8)
+    padded[:, 1:-1] = long_mask.T
+    d = np.diff(padded, axis=1)
+    sc, sr = np.nonzero(d == 1)
+    _ec, er = np.nonzero(d == -1)
+    length = er - sr
+    short = length <= max(3.0, 0.8 * px_per_mm)
+    return sc[short].astype(np.float64), (0.5 * (sr + er - 1))[short].astype(np.float64)
 
 
 def find_rows(mask: np.ndarray, px_per_mm_x: float, px_per_mm_y: float) -> list[TraceRow]:
