@@ -247,7 +247,8 @@ def test_mae_bar_chart_has_one_bar_per_lead() -> None:
     fig = mae_bar_figure(values)
     (ax,) = fig.axes
     assert len(ax.patches) == 12
-    assert [p.get_height() for p in ax.patches][:3] == pytest.approx([0.01, 0.02, 0.03])
+    heights = [p.get_height() for p in ax.patches]  # type: ignore[attr-defined]
+    assert heights[:3] == pytest.approx([0.01, 0.02, 0.03])
     assert figure_text(fig)["xticks"] == list(LEADS)
     assert [t.get_text() for t in ax.texts][-1] == "n/a"
 
@@ -265,7 +266,9 @@ def test_heatmap_and_histogram_content() -> None:
     text = figure_text(fig)
     assert text["xticks"][:12] == list(LEADS)
     assert text["yticks"][:3] == ["a", "b", "c"]
-    assert fig.axes[0].images[0].get_array().shape == (3, 12)
+    shown = fig.axes[0].images[0].get_array()
+    assert shown is not None and shown.shape == (3, 12)
+    assert bool(np.ma.getmaskarray(shown)[1, 4])  # the NaN cell is masked (drawn grey)
     with pytest.raises(ValueError, match=r"\(2, 12\)"):
         correlation_heatmap_figure(["a", "b"], r)
     h = ErrorHistogram()

@@ -64,6 +64,18 @@ def _dark_fraction(rectified: np.ndarray, points: np.ndarray, radius: int = 2) -
     return float(dark[xy[:, 1], xy[:, 0]].mean())
 
 
+def _imread_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path))
+    assert image is not None, f"{path} is not a readable image"
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _imread_grey(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    assert image is not None, f"{path} is not a readable image"
+    return image
+
+
 def _is_trace_colour(pixels: np.ndarray) -> np.ndarray:
     target = np.array(TRACE_RGB, dtype=float)
     return np.abs(pixels.astype(float) - target).sum(axis=-1) < 60
@@ -79,7 +91,7 @@ def test_overlay_traces_lie_on_the_printed_traces(rotated_page: Any, tmp_path: P
     loaded = LoadedInput(pages=(Page(image=rotated_page.image),))
     written = write_outputs(ecg, tmp_path, "page", ["overlay"], WriteContext(loaded=loaded))
     assert written == [tmp_path / "page.overlay.png"]
-    overlay = cv2.cvtColor(cv2.imread(str(written[0])), cv2.COLOR_BGR2RGB)
+    overlay = _imread_rgb(written[0])
     rectified = rectified_page(rotated_page.image, ecg.calibration)
     banner = overlay.shape[0] - rectified.shape[0]
     assert banner > 0 and overlay.shape[1] == rectified.shape[1]
@@ -132,7 +144,7 @@ def test_one_overlay_per_page(rendered_page, tmp_path: Path) -> None:  # type: i
     assert [p.name for p in written] == ["scan.overlay.png", "scan.p2.overlay.png"]
     assert overlay_file_name("x", 2) == "x.p3.overlay.png"
     for path in written:
-        img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        img = _imread_rgb(path)
         assert _is_trace_colour(img).sum() > 1000
 
 
@@ -164,12 +176,12 @@ def test_debug_images_and_pipeline_figure(rotated_page: Any, tmp_path: Path) -> 
     names = [p.name for p in written]
     assert names == ["01_input.png", "02_ink-mask.png", "03_darkness.png", "05_score-map.png",
                      PIPELINE_FILE]
-    mask = cv2.imread(str(tmp_path / "dbg" / "02_ink-mask.png"), cv2.IMREAD_GRAYSCALE)
+    mask = _imread_grey(tmp_path / "dbg" / "02_ink-mask.png")
     assert mask.shape == grey.shape
     assert set(np.unique(mask)) == {0, 255}
-    assert (mask == 0).sum() == (grey < 100).sum()  # ink drawn black
-    assert np.array_equal(cv2.cvtColor(cv2.imread(str(written[0])), cv2.COLOR_BGR2RGB), image)
-    pipeline = cv2.imread(str(tmp_path / "dbg" / PIPELINE_FILE))
+    assert int((mask == 0).sum()) == int((grey < 100).sum())  # ink drawn black
+    assert np.array_equal(_imread_rgb(written[0]), image)
+    pipeline = _imread_rgb(tmp_path / "dbg" / PIPELINE_FILE)
     assert pipeline.shape[1] > 3 * 360  # four stages side by side
     assert float(pipeline.std()) > 10.0
 
