@@ -68,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
     set_mode = args.reference.is_dir() and (args.reference / MANIFEST_NAME).is_file()
     if set_mode:
         pairs = pairs_from_manifest(args.prediction, args.reference, args.records)
+        if pairs and all(p.reference is None for p in pairs):
+            where = ", ".join(str(d) for d in args.records) or str(args.reference / "records")
+            print(f"ecgbridge: error: none of the manifest's reference records is in {where}; "
+                  "give their folder with --records DIR", file=sys.stderr)
+            return 2
     else:
         if args.records:
             print(f"ecgbridge: note: --records is only used with a set folder holding "
