@@ -52,6 +52,15 @@ SCU_AE_TITLE = "ECGBRIDGE"
 _CLONE_NEWNET = 0x40000000
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the test process dies (no leaked peers)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -99,6 +108,7 @@ class NetworkNamespace:
     def __init__(self) -> None:
         self._holder = subprocess.Popen(
             ["unshare", "--net", "sleep", "infinity"],
+            preexec_fn=_die_with_parent,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -114,8 +124,10 @@ class NetworkNamespace:
                        check=True, timeout=10)
 
     def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        """Start a program inside the namespace."""
-        return subprocess.Popen(["nsenter", f"--net={self.path}", *argv], **kwargs)
+        """Start a program inside the namespace (it ends if the test process dies)."""
+        return subprocess.Popen(
+            ["nsenter", f"--net={self.path}", *argv], preexec_fn=_die_with_parent, **kwargs
+        )
 
     def call(self, fn: Callable[[], T], timeout_s: float = 60.0) -> T:
         """Run `fn` on a thread inside the namespace; return its result or raise its error."""
@@ -353,6 +365,7 @@ def running_fhir_server(*extra_args: str, env: dict[str, str] | None = None
     process = subprocess.Popen(
         ["node", str(FHIR_SERVER_DIR / "server.js"), str(port), *extra_args],
         cwd=FHIR_SERVER_DIR,
+        preexec_fn=_die_with_parent,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -3,6 +3,7 @@ namespace) and pynetdicom storage SCPs on 127.0.0.1 (statuses, TLS)."""
 
 from __future__ import annotations
 
+import logging
 import ssl
 import threading
 import time
@@ -225,6 +226,29 @@ def test_failure_statuses_say_which_peer_and_status(
     assert caught.value.retryable is retryable
     assert f"{SCP_AE_TITLE}@127.0.0.1:{scp.port}" in str(caught.value)
     assert f"0x{status:04X}" in str(caught.value)
+
+
+def test_no_patient_data_in_logs_or_errors(
+    scp_factory: Callable[..., StorageScp], item: DeliveryItem, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ds = dcmread(item.files["dicom"])
+    ds.PatientName = "Doe^Jane"
+    ds.PatientID = "PID-98765"
+    identified = tmp_path / "identified.dcm"
+    ds.save_as(identified)
+    identified_item = DeliveryItem("job-identified", {"dicom": identified})
+    caplog.set_level(logging.DEBUG)  # pynetdicom's PDU dumps included
+
+    DicomStoreDestination(scp_factory().settings()).deliver(identified_item)
+    with pytest.raises(DeliveryError) as caught:
+        DicomStoreDestination(scp_factory(status=0xA900).settings()).deliver(identified_item)
+
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "job-identified" in logged
+    for secret in ("Doe", "98765"):
+        assert secret not in logged
+        assert secret not in str(caught.value)
 
 
 def test_status_classification_helpers() -> None:

@@ -135,4 +135,4 @@ const handler = (req, res) => {
 };
 const server = tlsOptions ? https.createServer(tlsOptions, handler) : http.createServer(handler);
 server.listen(port, '127.0.0.1', () => console.log('ready'));
-process.on('SIGTERM', () => server.close(() => process.exit(0)));
+process.on('SIGTERM', () => { server.close(() => process.exit(0)); server.closeAllConnections(); });
