@@ -202,6 +202,19 @@ def test_gain_from_pulse_then_printed_then_default_then_user(record) -> None:  #
     assert 0.45 < ratio < 0.55
 
 
+def test_boxes_and_header_rectangles_are_not_calibration_pulses(record) -> None:  # type: ignore[no-untyped-def]
+    signals, fs = record
+    page = _six_by_one(signals, ("I", "II", "III"), 2500, pulse="none",
+                       texts=(("25 mm/s 20 mm/mV", 20.0, 200.0),))
+    box = np.array([[5.0, 40.0], [15.0, 40.0], [15.0, 50.0], [5.0, 50.0], [5.0, 40.0]])
+    header_step = np.array([[30.0, 16.0], [30.0, 6.0], [40.0, 6.0], [40.0, 16.0]])
+    spec = PageSpec(strips=page.strips, texts=page.texts, pulse="none",
+                    extra_lines=(box, header_step))
+    ecg = _digitize(make_pdf([spec], fs=fs, gain=20.0))
+    assert ecg is not None
+    assert (ecg.calibration.gain_source, ecg.calibration.mm_per_mv) == ("printed", 20.0)
+
+
 def test_pages_without_vector_traces_give_none() -> None:
     blank = np.full((100, 100, 3), 255, np.uint8)
     assert digitize_vector_pages([Page(image=blank)], DigitizeOptions()) is None

@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import pairwise
 
 import numpy as np
@@ -49,6 +50,8 @@ JOIN_TOLERANCE_MM: float = 0.05
 PULSE_HEIGHT_MM: tuple[float, float] = (2.0, 45.0)
 PULSE_WIDTH_MM: tuple[float, float] = (1.5, 30.0)
 PULSE_EDGE_TOLERANCE_MM: float = 0.3
+#: A pulse's foot lies within this distance of the traces' levels (above or below).
+PULSE_BAND_MM: float = 15.0
 #: A pulse foot closer than this to a trace's isoelectric level is its 0 mV line.
 PULSE_FOOT_TOLERANCE_MM: float = 3.0
 #: Labels farther than this from a trace's start cannot name it.
@@ -78,7 +81,7 @@ class _Trace:
     def x1(self) -> float:
         return float(self.points[-1, 0])
 
-    @property
+    @cached_property
     def level(self) -> float:
         """Isoelectric level: the most frequent height of the trace."""
         return _mode(self.points[:, 1])
@@ -242,7 +245,13 @@ def _find_traces_and_pulses(page: Page) -> tuple[list[_Trace], list[_Pulse]]:
             traces.append(_Trace(page=page.index, points=pts))
         else:
             others.append(pts)
-    pulses = _find_pulses(page.index, others)
+    # Only pulses level with the traces calibrate them (not boxes in a header).
+    if traces:
+        levels = [t.level for t in traces]
+        low, high = min(levels) - PULSE_BAND_MM, max(levels) + PULSE_BAND_MM
+        pulses = [p for p in _find_pulses(page.index, others) if low <= p.foot <= high]
+    else:
+        pulses = []
     # A pulse drawn as the first part of a trace polyline: cut it off the trace.
     cleaned = []
     for trace in traces:
@@ -304,6 +313,8 @@ def _find_pulses(page: int, strokes: Sequence[np.ndarray]) -> list[_Pulse]:
                 and abs(top_a - top_b) <= PULSE_EDGE_TOLERANCE_MM
                 and abs(bot_a - bot_b) <= PULSE_EDGE_TOLERANCE_MM
                 and _flat_cover(flats, xa, xb, (top_a + top_b) / 2) >= 0.8
+                # a closed box (table cell, frame) is not a pulse: its foot is open
+                and _flat_cover(flats, xa, xb, (bot_a + bot_b) / 2) < 0.5
             ):
                 pulse = _Pulse(page, xa, xb, (top_a + top_b) / 2, (bot_a + bot_b) / 2)
                 if not any(abs(p.x_left - xa) < 0.5 and abs(p.foot - pulse.foot) < 0.5
