@@ -312,3 +312,16 @@ def test_csv_without_time_column_spans_the_reference(records_dir: Path, tmp_path
     assert any("CSV without time_s" in n for n in result.notes)
     assert result.score.shift_s == 0.0
     assert result.score.means["pearson"] > 0.9  # placed at the right times
+
+
+def test_partial_reference_is_scored_where_both_are_defined(records_dir: Path,
+                                                             tmp_path: Path) -> None:
+    truth = read_wfdb(records_dir / "HR06004")
+    ref_signals = np.array(truth.signals)
+    ref_signals[:, :1000] = np.nan  # the reference lacks the first 2 s
+    write_wfdb(truth.replace(signals=ref_signals), tmp_path / "ref", "HR06004")
+    write_wfdb(truth, tmp_path / "pred", "HR06004")
+    (result,) = evaluate(pair_by_name(tmp_path / "pred", tmp_path / "ref")).results
+    assert result.score is not None and result.score.leads_scored == 12
+    assert result.score.lead("II").n_samples == 4000
+    assert result.score.snr_db == 60.0

@@ -5,7 +5,7 @@ Two ways to say what the reference is:
 * **Pairs by name.** PRED and REF are files or folders of records (WFDB ``.hea``/``.dat``,
   CSV, and DICOM waveform / FHIR Observation when :mod:`ecgbridge.encode.readers` is
   available); records are paired by name and scored over the samples where the prediction
-  is defined.
+  (and the reference) are defined.
 * **A set folder.** REF holds a ``manifest.json`` (as ``shared/data/dev``): each entry names an
   image, its reference WFDB record and the visible window(s) per lead. Only those windows are
   scored, a missing prediction counts as 0 mV, exactly as the project's independent scorer.
@@ -313,8 +313,9 @@ def align_pair(pair: RecordPair) -> AlignedPair:
         pred_grid = resample_to_grid(pred.signals, pred.fs, ref.n_samples, ref.fs)
     if pair.windows is not None:
         windows = windows_from_manifest(pair.windows, ref.n_samples)
-    else:
-        windows = windows_where_defined(pred_grid)
+    else:  # where both are defined (a reference may itself be partial)
+        both = np.where(np.isfinite(ref.signals), pred_grid, np.nan)
+        windows = windows_where_defined(both)
     return AlignedPair(np.array(ref.signals), pred_grid, ref.fs, windows, notes)
 
 
