@@ -8,6 +8,7 @@ from ecgbridge.deliver.settings import (
     FhirDestinationSettings,
     OAuth2ClientCredentials,
     OutboxSettings,
+    SmartBackendServices,
 )
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "FhirDestinationSettings",
     "OAuth2ClientCredentials",
     "OutboxSettings",
+    "SmartBackendServices",
     "build_destinations",
 ]

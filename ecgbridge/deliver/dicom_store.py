@@ -144,7 +144,8 @@ class DicomStoreDestination:
         Returns
         -------
         DeliveryReceipt
-            Detail ``"C-STORE status 0x0000 (success) from AE@host:port"``; warnings
+            Detail ``"C-STORE status 0x0000 (success) from AE@host:port for
+            SOPInstanceUID <uid>"``; warnings
             (0xB000, 0xB006, 0xB007) count as delivered and are named in the detail.
 
         Raises
