@@ -524,6 +524,14 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
         load_input(_png_header_only(3000, 2000), name="big.png", max_pixels=1_000_000)
 
 
+def test_our_pixel_limit_replaces_pillows_warning_threshold(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # warns above 1000, fails above 2000
+    data = _encode(Image.fromarray(_gradient(40, 40)), "PNG")  # 1600 pixels
+    assert load_input(data, max_pixels=5000).pages[0].image.shape == (40, 40, 3)
+    with pytest.raises(ImageTooLargeError, match="1600 pixels"):
+        load_input(data, name="small-limit.png", max_pixels=1500)
+
+
 def test_dicom_frame_size_is_checked_before_decoding() -> None:
     data = _dicom(_gradient(8, 8))
     ds = pydicom.dcmread(io.BytesIO(data))

@@ -6,16 +6,13 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from ecgbridge.errors import ImageTooLargeError, InputError
 from ecgbridge.inputs.page import Page
 
 #: Frames beyond this in a multi-page TIFF are refused.
 MAX_FRAMES: int = 64
-
-# Truncated files must fail loudly, never decode into half-grey pages.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 def check_pixel_count(width: int, height: int, max_pixels: int, name: str, what: str = "image"
@@ -56,13 +53,13 @@ def load_raster(data: bytes, *, name: str, max_pixels: int) -> list[Page]:
     ImageTooLargeError
         Image larger than `max_pixels`.
     """
+    # Our own limit (`max_pixels`, checked on every frame header below) replaces
+    # Pillow's global MAX_IMAGE_PIXELS warning; its hard error still applies.
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{name}: {exc}") from exc
-    except Image.DecompressionBombWarning as exc:
         raise ImageTooLargeError(f"{name}: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name}: not a readable image ({exc})") from exc
@@ -81,10 +78,10 @@ def load_raster(data: bytes, *, name: str, max_pixels: int) -> list[Page]:
                               what=f"page {index + 1}" if n_frames > 1 else "image")
             try:
                 with warnings.catch_warnings():
-                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                     frame.load()
                     rgb = to_rgb_array(ImageOps.exif_transpose(frame) or frame)
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            except Image.DecompressionBombError as exc:
                 raise ImageTooLargeError(f"{name}: {exc}") from exc
             except (OSError, SyntaxError, ValueError) as exc:
                 raise InputError(
