@@ -67,6 +67,7 @@ def pair_folders(tmp_path: Path, records_dir: Path) -> tuple[Path, Path]:
     return pred, ref
 
 
+@pytest.mark.usefixtures("matplotlib_installed")
 def test_evaluate_pairs_by_name_and_reports_mismatches(
     pair_folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -130,6 +131,7 @@ def test_evaluate_one_pair_of_files(records_dir: Path, tmp_path: Path) -> None:
     assert (out / "index.html").exists()
 
 
+@pytest.mark.usefixtures("matplotlib_installed")
 def test_set_manifest_scores_only_visible_windows(records_dir: Path, tmp_path: Path) -> None:
     set_dir, records, pred = tmp_path / "set", tmp_path / "records", tmp_path / "pred"
     set_dir.mkdir()
@@ -176,6 +178,7 @@ def test_set_manifest_scores_only_visible_windows(records_dir: Path, tmp_path: P
     assert "record page_b" in (out / "index.html").read_text()
 
 
+@pytest.mark.usefixtures("matplotlib_installed")
 def test_unknown_overlay_record_is_reported(pair_folders: tuple[Path, Path], tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     pred, ref = pair_folders
@@ -223,9 +226,12 @@ def test_pairing_and_evaluate_api(pair_folders: tuple[Path, Path]) -> None:
 
 
 # --------------------------------------------------------------------------- figure content
-mpl = pytest.importorskip("matplotlib")
+@pytest.fixture()
+def matplotlib_installed() -> None:
+    pytest.importorskip("matplotlib")
 
 
+@pytest.mark.usefixtures("matplotlib_installed")
 def test_overlay_figure_has_all_leads(record_signals) -> None:  # type: ignore[no-untyped-def]
     from ecgbridge.report.figures import figure_text, overlay_figure
 
@@ -239,6 +245,7 @@ def test_overlay_figure_has_all_leads(record_signals) -> None:  # type: ignore[n
     assert len(ax.lines) == 3 and np.isfinite(ax.lines[2].get_ydata()).sum() == signals.shape[1]
 
 
+@pytest.mark.usefixtures("matplotlib_installed")
 def test_mae_bar_chart_has_one_bar_per_lead() -> None:
     from ecgbridge.report.figures import figure_text, mae_bar_figure
 
@@ -253,6 +260,7 @@ def test_mae_bar_chart_has_one_bar_per_lead() -> None:
     assert [t.get_text() for t in ax.texts][-1] == "n/a"
 
 
+@pytest.mark.usefixtures("matplotlib_installed")
 def test_heatmap_and_histogram_content() -> None:
     from ecgbridge.report.figures import (
         correlation_heatmap_figure,
