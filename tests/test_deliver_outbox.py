@@ -106,3 +106,26 @@ def test_outbox_names() -> None:
     assert outbox_name("j1", "fhir-r5", Path("x.json")) == "j1.fhir-r5.json"
     assert outbox_name("j1", "csv", Path("x.csv")) == "j1.csv"
     assert outbox_name("j1", "overlay", Path("x_overlay.png")) == "j1.overlay.png"
+
+
+def test_multi_page_overlays_are_all_copied(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    pages = {
+        "scan-7.overlay.png": b"page one",
+        "scan-7.p2.overlay.png": b"page two",
+        "scan-7.p3.overlay.png": b"page three",
+        "scan-70.p2.overlay.png": b"another job",  # same prefix, other stem
+    }
+    for name, data in pages.items():
+        (work / name).write_bytes(data)
+    item = DeliveryItem(job_id="job-9", files={"overlay": work / "scan-7.overlay.png"})
+    outbox = tmp_path / "outbox"
+
+    OutboxDestination(OutboxSettings(path=outbox, formats=["overlay"])).deliver(item)
+
+    assert {p.name: p.read_bytes() for p in outbox.iterdir()} == {
+        "job-9.overlay.png": b"page one",
+        "job-9.p2.overlay.png": b"page two",
+        "job-9.p3.overlay.png": b"page three",
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from glob import escape as glob_escape
 from pathlib import Path
 
 from ecgbridge.deliver.base import DeliveryItem, DeliveryReceipt
@@ -20,6 +21,9 @@ OUTBOX_SUFFIXES: dict[str, str] = {
     "wfdb": ".hea",
     "csv": ".csv",
 }
+
+#: Overlay images: ``<stem>.overlay.png`` (page 1), ``<stem>.p<N>.overlay.png`` (page N).
+OVERLAY_SUFFIX = ".overlay.png"
 
 _SAFE_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
@@ -133,7 +137,26 @@ class OutboxDestination:
             hea = write_bytes_atomic(folder / f"{item.job_id}.hea", header.encode("utf-8"))
             return [dat, hea]
         target = folder / outbox_name(item.job_id, fmt, source)
-        return [write_bytes_atomic(target, source.read_bytes())]
+        written = [write_bytes_atomic(target, source.read_bytes())]
+        if fmt == "overlay":
+            for page_number, page_file in _further_overlay_pages(source):
+                name = f"{item.job_id}.p{page_number}{OVERLAY_SUFFIX}"
+                written.append(write_bytes_atomic(folder / name, page_file.read_bytes()))
+        return written
+
+
+def _further_overlay_pages(first_page: Path) -> list[tuple[int, Path]]:
+    """The overlay images of pages 2, 3 ... written beside the first page's one."""
+    if not first_page.name.endswith(OVERLAY_SUFFIX):
+        return []
+    stem = first_page.name[: -len(OVERLAY_SUFFIX)]
+    pattern = re.compile(re.escape(stem) + r"\.p(\d+)" + re.escape(OVERLAY_SUFFIX) + "$")
+    pages = []
+    for candidate in first_page.parent.glob(f"{glob_escape(stem)}.p*{OVERLAY_SUFFIX}"):
+        match = pattern.match(candidate.name)
+        if match:
+            pages.append((int(match.group(1)), candidate))
+    return sorted(pages)
 
 
 def _fsync_dir(folder: Path) -> None:
