@@ -202,6 +202,22 @@ def test_gain_from_pulse_then_printed_then_default_then_user(record) -> None:  #
     assert 0.45 < ratio < 0.55
 
 
+def test_trace_split_into_two_strokes_is_rejoined(record) -> None:  # type: ignore[no-untyped-def]
+    signals, fs = record
+    ii = signals[LEADS.index("II"), :2500]
+    first = Strip("II", ii[:1000], 20.0, 60.0)
+    t = np.arange(1000, 2500) / fs
+    # Second stroke of the same trace: starts one sample later, not at the first's end.
+    rest = np.column_stack([20.0 + t * 25.0, 60.0 - ii[1000:] * 10.0])
+    spec = PageSpec(strips=[first], texts=(("25 mm/s 10 mm/mV", 20.0, 195.0),),
+                    extra_lines=(rest,))
+    ecg = _digitize(make_pdf([spec], fs=fs))
+    assert ecg is not None
+    assert not any("without a lead label" in w for w in ecg.calibration.warnings)
+    deviation, shown = _max_deviation(ecg.lead("II"), ii)
+    assert shown >= 2495 and deviation < EXACT_MV
+
+
 def test_boxes_and_header_rectangles_are_not_calibration_pulses(record) -> None:  # type: ignore[no-untyped-def]
     signals, fs = record
     page = _six_by_one(signals, ("I", "II", "III"), 2500, pulse="none",

@@ -56,6 +56,8 @@ PULSE_BAND_MM: float = 15.0
 PULSE_FOOT_TOLERANCE_MM: float = 3.0
 #: Labels farther than this from a trace's start cannot name it.
 MAX_LABEL_DISTANCE_MM: float = 30.0
+#: A stroke split by the PDF writer leaves gaps of at most this size.
+PIECE_GAP_MM: float = 1.0
 #: Labels of one row of panels are printed in line within this height.
 LABEL_ROW_TOLERANCE_MM: float = 3.0
 #: Traces whose isoelectric levels differ by less than this share a row.
@@ -463,6 +465,45 @@ def _assign_labels(traces: Sequence[_Trace], labels: Sequence[TextItem]) -> list
     return result
 
 
+def _rejoin_pieces(
+    traces: Sequence[_Trace], assigned: Sequence[int | None]
+) -> tuple[list[_Trace], list[int | None]]:
+    """Append unlabelled traces that continue a labelled one (a stroke split by the writer).
+
+    A piece continues a trace when it starts at most :data:`PIECE_GAP_MM` to the
+    right of the trace's end, no higher or lower than the trace's own steepest
+    step allows. Labelled traces are never joined to each other (adjacent 3x4
+    panels also touch).
+    """
+    pieces = sorted(
+        (i for i, j in enumerate(assigned) if j is None), key=lambda i: traces[i].x0
+    )
+    merged = {i: traces[i].points for i, j in enumerate(assigned) if j is not None}
+    leftover: list[int] = []
+    for i in pieces:
+        start = traces[i].points[0]
+        host = next(
+            (k for k, pts in merged.items()
+             if 0.0 <= start[0] - pts[-1, 0] <= PIECE_GAP_MM
+             and abs(start[1] - pts[-1, 1]) <= max(PIECE_GAP_MM, 2.0 * _steepest_step(pts))),
+            None,
+        )
+        if host is None:
+            leftover.append(i)
+        else:
+            merged[host] = np.vstack([merged[host], traces[i].points])
+    out_traces = [_Trace(page=traces[k].page, points=pts) for k, pts in merged.items()]
+    out_assigned: list[int | None] = [assigned[k] for k in merged]
+    out_traces.extend(traces[i] for i in leftover)
+    out_assigned.extend(None for _ in leftover)
+    return out_traces, out_assigned
+
+
+def _steepest_step(points: np.ndarray) -> float:
+    """Largest height change between consecutive points of a polyline (mm)."""
+    return float(np.max(np.abs(np.diff(points[:, 1])))) if points.shape[0] > 1 else 0.0
+
+
 def _split_continuous_rows(
     traces: Sequence[_Trace], labels: Sequence[TextItem], assigned: Sequence[int | None]
 ) -> list[tuple[_Trace, TextItem | None]]:
@@ -523,7 +564,8 @@ def _place_page(
     page: Page, traces: Sequence[_Trace], pulses: Sequence[_Pulse], speed: float
 ) -> tuple[list[_Placed], int, set[str]]:
     labels = [t for t in page.texts if _LEAD_LABEL.match(t.text.strip())]
-    named = _split_continuous_rows(traces, labels, _assign_labels(traces, labels))
+    traces, assigned = _rejoin_pieces(traces, _assign_labels(traces, labels))
+    named = _split_continuous_rows(traces, labels, assigned)
     origin = min(t.x0 for t, _ in named)
     widths = np.array([t.x1 - t.x0 for t, _ in named])
     longest = float(widths.max())
