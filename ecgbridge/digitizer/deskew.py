@@ -38,7 +38,10 @@ def estimate_rotation(ink: np.ndarray) -> float:
     """
     h, w = ink.shape
     scale = min(1.0, _ANALYSIS_SIZE_PX / max(h, w))
-    img = cv2.resize(ink, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else ink
+    if scale < 1:
+        img = cv2.resize(ink, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    else:
+        img = ink
     img = img.astype(np.float32)
     gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3)

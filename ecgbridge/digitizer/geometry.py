@@ -69,7 +69,8 @@ def rectify_image(image: np.ndarray, calibration: Calibration) -> np.ndarray:
         return np.array(image, copy=True)
     if len(calibration.transform) != 9:
         raise ValueError(
-            f"calibration transform must have 9 values (3x3 homography), got {len(calibration.transform)}"
+            "calibration transform must have 9 values (3x3 homography), "
+            f"got {len(calibration.transform)}"
         )
     hom = np.asarray(calibration.transform, dtype=np.float64).reshape(3, 3)
     h, w = image.shape[:2]

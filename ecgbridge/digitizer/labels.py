@@ -204,6 +204,19 @@ def find_label_words(
         if bx1 - bx0 > 12.0 * px_per_mm:
             continue
         lead, score, runner = recognise_word(sub[by0:by1, bx0:bx1])
+        if len(wd) >= 2:
+            # A lead-change tick or a grid remnant may have joined the word at either end.
+            for part in (wd[1:], wd[:-1]):
+                px0 = min(b[0] for b in part)
+                px1 = max(b[2] for b in part)
+                py0 = min(b[1] for b in part)
+                py1 = max(b[3] for b in part)
+                if not min_h <= py1 - py0:
+                    continue
+                alt = recognise_word(sub[py0:py1, px0:px1])
+                if alt[1] > score + 0.1:
+                    lead, score, runner = alt
+                    bx0, bx1, by0, by1 = px0, px1, py0, py1
         if lead and score >= MIN_LABEL_SCORE:
             found.append(
                 LabelWord(lead, (bx0 + max(x0, 0), by0 + max(y0, 0), bx1 + max(x0, 0),

@@ -40,27 +40,40 @@ class PanelSlot:
     label_score: float
 
 
-def label_spacing(all_labels: list[list[LabelWord]], px_per_mm_x: float) -> float | None:
-    """Typical horizontal distance between consecutive labels of a row (the column width).
+#: Column counts of known layouts (3x4: 4, 6x2: 2, 12x1 / rhythm strips: 1; 3 for 4x3 carts).
+COLUMN_COUNTS: tuple[int, ...] = (1, 2, 3, 4)
 
-    Returns None when no row has two labels at least 15 mm apart.
+
+def _near_column_start(x: float, x_origin: float, col_w: float, ppm: float) -> bool:
+    """True if column `x` is within a few mm of a panel start."""
+    k = round((x - x_origin) / col_w)
+    return k >= 0 and abs((x - x_origin) - k * col_w) <= max(6.0 * ppm, 0.12 * col_w)
+
+
+def choose_columns(
+    all_labels: list[list[LabelWord]], origins: list[float], row_length: float, ppm: float
+) -> int:
+    """Number of panels per multi-panel row that best explains where labels sit.
+
+    Each candidate count is scored by how many labels (in rows with two or more
+    labels) sit at a column start; ties go to the smaller count.
     """
-    gaps: list[float] = []
-    for row in all_labels:
-        xs = sorted(lw.box[0] for lw in row)
-        for a, b in zip(xs, xs[1:], strict=False):
-            if b - a >= 15.0 * px_per_mm_x:
-                gaps.append(b - a)
-    if not gaps:
-        return None
-    g = np.asarray(gaps)
-    smallest = g.min()
-    # Gaps may span two columns when a label was missed: keep the ones near the smallest.
-    return float(np.median(g[g < 1.5 * smallest]))
+    best_n, best_score = 1, -1
+    for n in COLUMN_COUNTS:
+        col_w = row_length / n
+        score = 0
+        for labels, x0 in zip(all_labels, origins, strict=True):
+            if len(labels) < 2:
+                continue
+            near = sum(_near_column_start(lw.box[0], x0, col_w, ppm) for lw in labels)
+            score += 2 * near - len(labels)
+        if score > best_score:
+            best_n, best_score = n, score
+    return best_n
 
 
 def assign_panels(
-    labels: list[LabelWord], x_origin: float, row_length: float, column_width: float | None,
+    labels: list[LabelWord], x_origin: float, row_length: float, n_columns: int,
     px_per_mm_x: float,
 ) -> list[PanelSlot]:
     """Turn the labels read in one row into panels.
@@ -69,12 +82,12 @@ def assign_panels(
     ----------
     labels : list of LabelWord
         Labels found in the row band, left to right.
-    x_origin : int
+    x_origin : float
         Column where the row's signal starts (after the pulse).
     row_length : float
         Length of the row's signal area in pixels.
-    column_width : float or None
-        Page-wide label spacing (:func:`label_spacing`); None = one panel per label.
+    n_columns : int
+        Panels per multi-panel row on this page (:func:`choose_columns`).
     px_per_mm_x : float
         Horizontal scale (labels may sit a few mm left of their panel start).
 
@@ -82,33 +95,33 @@ def assign_panels(
     -------
     list of PanelSlot
         One per column of the row; columns without a readable label get lead "".
+        Labels that do not sit at a column start are ignored.
     """
     slack = 6.0 * px_per_mm_x
     x_end = x_origin + row_length
     inside = [lw for lw in labels if x_origin - slack <= lw.box[0] < x_end - slack]
     if not inside:
         return []
-    if len(inside) == 1 and inside[0].box[0] < x_origin + 0.1 * row_length:
-        n = 1  # a single label at the row start: a rhythm strip (or a 12x1 row)
-    elif column_width is not None and column_width > 0:
-        n = max(1, int(round(row_length / column_width)))
-    else:
-        n = len(inside)
-    if len(inside) > n:
-        n = len(inside)
+    # A single label at the row start: a rhythm strip (or a 12x1 row).
+    single = len(inside) == 1 and inside[0].box[0] < x_origin + 0.1 * row_length
+    n = 1 if single else n_columns
     col_w = row_length / n
     by_col: dict[int, LabelWord] = {}
     for lw in inside:
-        centre = 0.5 * (lw.box[0] + lw.box[2])
-        k = int(np.clip(np.floor((centre - x_origin + 0.2 * col_w) / col_w), 0, n - 1))
+        if n > 1 and not _near_column_start(lw.box[0], x_origin, col_w, px_per_mm_x):
+            continue
+        k = int(np.clip(round((lw.box[0] - x_origin) / col_w), 0, n - 1))
         if k not in by_col or lw.score > by_col[k].score:
             by_col[k] = lw
+    if not by_col:
+        return []
     slots: list[PanelSlot] = []
     for k in range(n):
-        lw = by_col.get(k)
+        found = by_col.get(k)
         x0 = int(round(x_origin + k * col_w))
         x1 = int(round(x_origin + (k + 1) * col_w))
-        slots.append(PanelSlot(lw.lead if lw else "", k, n, x0, x1, lw.score if lw else 0.0))
+        slots.append(PanelSlot(found.lead if found else "", k, n, x0, x1,
+                               found.score if found else 0.0))
     return slots
 
 
@@ -167,8 +180,8 @@ def standard_panels(
     n = len(leads)
     col_w = (x_end - x_origin) / n
     return [
-        PanelSlot(lead, k, n, int(round(x_origin + k * col_w)), int(round(x_origin + (k + 1) * col_w)),
-                  0.0)
+        PanelSlot(lead, k, n, int(round(x_origin + k * col_w)),
+                  int(round(x_origin + (k + 1) * col_w)), 0.0)
         for k, lead in enumerate(leads)
     ]
 
@@ -181,7 +194,7 @@ def layout_name(rows: list[list[PanelSlot]]) -> str:
         cols = max(r[0].columns for r in multi)
         name = f"{len(multi)}x{cols}"
         if single:
-            name += "+" + ",".join(r[0].lead for r in single) if len(single) == 1 else f"+{len(single)}"
+            name += f"+{single[0][0].lead}" if len(single) == 1 else f"+{len(single)}"
         return name
     if single:
         return f"{len(single)}x1"

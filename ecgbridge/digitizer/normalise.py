@@ -70,8 +70,10 @@ def _relative_darkness(channel: np.ndarray) -> np.ndarray:
     paper = cv2.GaussianBlur(paper, (0, 0), k / 2.0)
     paper = np.maximum(paper.astype(np.float32), 24.0)
     paper = cv2.resize(paper, (w, h), interpolation=cv2.INTER_LINEAR)
-    ratio = cv2.divide(channel.astype(np.float32), paper)
-    return cv2.max(cv2.subtract(1.0, ratio), 0.0)
+    ratio = np.asarray(cv2.divide(channel.astype(np.float32), paper))
+    np.subtract(1.0, ratio, out=ratio)
+    np.maximum(ratio, 0.0, out=ratio)
+    return ratio
 
 
 def ink_maps(rgb: np.ndarray) -> InkMaps:

@@ -24,8 +24,8 @@ from ecgbridge.digitizer.labels import LabelWord, find_label_words, read_label_a
 from ecgbridge.digitizer.layout import (
     PanelSlot,
     assign_panels,
+    choose_columns,
     fill_missing_leads,
-    label_spacing,
     layout_name,
     standard_panels,
 )
@@ -49,6 +49,8 @@ STANDARD_DURATION_S = 10.0
 MIN_PAGE_SIDE_PX = 150
 #: Page darkness below this (99.9th percentile of the ink map) means a blank page.
 _BLANK_INK_LEVEL = 0.15
+#: Minimum match score of a label read at its expected place.
+_REREAD_MIN_SCORE = 0.65
 #: Half-width (mm) of the strip blanked around internal panel boundaries (lead markers).
 _BOUNDARY_BLANK_MM = 0.6
 
@@ -270,7 +272,7 @@ def digitize_raster_page(
         common = float(np.median(falls))
         for i, p in enumerate(pulses):
             x_origin, x_end = spans[i]
-            if p is None and x_origin < common + 5.0 * ppm_x:
+            if p is None and x_origin > common - 5.0 * ppm_x:
                 spans[i] = (common, x_end)
     if not rows:
         raise DigitizationError(f"page {page_index + 1}: only straight lines found, no traces")
@@ -289,19 +291,19 @@ def digitize_raster_page(
 
     # Labels.
     all_labels: list[list[LabelWord]] = []
-    for row, (x_origin, x_end) in zip(rows, spans, strict=True):
+    for row, (_x_origin, x_end) in zip(rows, spans, strict=True):
         region = (int(row.x_start - 15 * ppm_x), row.top, int(x_end), row.bottom)
         all_labels.append(find_label_words(erased, region, ppm_y))
     all_labels = _consistent_labels(all_labels)
     row_slots: list[list[PanelSlot]] = []
     any_label = any(all_labels)
-    col_w = label_spacing(all_labels, ppm_x)
     row_length = float(max(e - o for o, e in spans))
-    for labels, (x_origin, x_end) in zip(all_labels, spans, strict=True):
-        length = row_length
-        slots = assign_panels(labels, x_origin, length, col_w, ppm_x) if any_label else []
+    n_columns = choose_columns(all_labels, [o for o, _e in spans], row_length, ppm_x)
+    for labels, (x_origin, _x_end) in zip(all_labels, spans, strict=True):
+        slots = assign_panels(labels, x_origin, row_length, n_columns, ppm_x) if any_label else []
         row_slots.append(slots)
     if any_label:
+        row_slots = _unlabelled_rows(row_slots, spans, row_length)
         row_slots = _reread_missing_labels(row_slots, rows, all_labels, thin_erased,
                                            mask & (1 - thin_erased), ppm_x)
         row_slots = fill_missing_leads(row_slots)
@@ -370,6 +372,36 @@ def digitize_raster_page(
         debug.update(postprocess.debug_images(rgb, homography if angle else None, rows, row_slots,
                                               paths, all_labels))
     return result
+
+
+def _unlabelled_rows(
+    row_slots: list[list[PanelSlot]], spans: list[tuple[float, float]], row_length: float
+) -> list[list[PanelSlot]]:
+    """Give rows where no label was read the page's usual number of (unnamed) panels.
+
+    Only rows between labelled multi-panel rows (or above them) get panels: a last
+    unlabelled row under a 3x4 grid is more likely a rhythm strip, whose lead cannot
+    be inferred.
+    """
+    counts = [len(r) for r in row_slots if len(r) > 1]
+    if not counts:
+        return row_slots
+    n = max(set(counts), key=counts.count)
+    last_multi = max(i for i, r in enumerate(row_slots) if len(r) > 1)
+    out = [list(r) for r in row_slots]
+    for i, r in enumerate(out):
+        if r or i > last_multi:
+            continue
+        x_origin, x_end = spans[i]
+        if x_end - x_origin < 0.5 * row_length:
+            continue
+        col_w = row_length / n
+        out[i] = [
+            PanelSlot("", k, n, int(round(x_origin + k * col_w)),
+                      int(round(x_origin + (k + 1) * col_w)), 0.0)
+            for k in range(n)
+        ]
+    return out
 
 
 def _is_straight_line(path: TracePath, ppm_y: float) -> bool:
@@ -481,7 +513,7 @@ def _reread_missing_labels(
             valid = erased_by_trace == 0
             lead, score = read_label_at(mask, valid, x0 + wx0, int(round(row.baseline + dy)), hh,
                                         allowed)
-            if lead and lead not in named and score >= 0.5:
+            if lead and lead not in named and score >= _REREAD_MIN_SCORE:
                 slots[j] = PanelSlot(lead, s.column, s.columns, s.x0, s.x1, score)
                 named.add(lead)
     return out

@@ -113,7 +113,9 @@ def follow_trace(
             back.append(np.full(s.size, -1))
             cost = node
         else:
-            gap = np.maximum(0, np.maximum(s[None, :] - prev_b[:, None], prev_t[:, None] - e[None, :]))
+            below = s[None, :] - prev_b[:, None]
+            above = prev_t[:, None] - e[None, :]
+            gap = np.maximum(0, np.maximum(below, above))
             total = cost[:, None] + gap
             idx = np.argmin(total, axis=0)
             back.append(idx)

@@ -58,6 +58,8 @@ PULSE_FOOT_TOLERANCE_MM: float = 3.0
 MAX_LABEL_DISTANCE_MM: float = 30.0
 #: A stroke split by the PDF writer leaves gaps of at most this size.
 PIECE_GAP_MM: float = 1.0
+#: Characters of one word set one by one are at most this far apart.
+GLYPH_GAP_MM: float = 0.8
 #: Labels of one row of panels are printed in line within this height.
 LABEL_ROW_TOLERANCE_MM: float = 3.0
 #: Traces whose isoelectric levels differ by less than this share a row.
@@ -437,6 +439,35 @@ def _speed(
 # ------------------------------------------------------------- labels and placement
 
 
+def _lead_labels(texts: Sequence[TextItem]) -> list[TextItem]:
+    """Text items that read as a lead name, including names set glyph by glyph.
+
+    Some writers place every character separately ("a", "V", "R"); characters on
+    one line with gaps under :data:`GLYPH_GAP_MM` are read as one word.
+    """
+    words = [t for t in texts if _LEAD_LABEL.match(t.text.strip())]
+    ordered = sorted(texts, key=lambda t: (round(_label_centre(t)[1]), t.box_mm[0]))
+    run: list[TextItem] = []
+    for item in [*ordered, None]:
+        if item is not None and run and _continues(run[-1], item):
+            run.append(item)
+            continue
+        if len(run) > 1:
+            text = "".join(t.text.strip() for t in run)
+            if _LEAD_LABEL.match(text):
+                box = (min(t.box_mm[0] for t in run), min(t.box_mm[1] for t in run),
+                       max(t.box_mm[2] for t in run), max(t.box_mm[3] for t in run))
+                words.append(TextItem(text=text, box_mm=box))
+        run = [item] if item is not None else []
+    return words
+
+
+def _continues(left: TextItem, right: TextItem) -> bool:
+    gap = right.box_mm[0] - left.box_mm[2]
+    return (-0.2 <= gap <= GLYPH_GAP_MM
+            and abs(_label_centre(left)[1] - _label_centre(right)[1]) <= GLYPH_GAP_MM)
+
+
 def _label_centre(item: TextItem) -> tuple[float, float]:
     x0, y0, x1, y1 = item.box_mm
     return (x0 + x1) / 2, (y0 + y1) / 2
@@ -563,7 +594,7 @@ def _snap_to_equal_panels(cuts: Sequence[float], x0: float, x1: float) -> list[f
 def _place_page(
     page: Page, traces: Sequence[_Trace], pulses: Sequence[_Pulse], speed: float
 ) -> tuple[list[_Placed], int, set[str]]:
-    labels = [t for t in page.texts if _LEAD_LABEL.match(t.text.strip())]
+    labels = _lead_labels(page.texts)
     traces, assigned = _rejoin_pieces(traces, _assign_labels(traces, labels))
     named = _split_continuous_rows(traces, labels, assigned)
     origin = min(t.x0 for t, _ in named)
