@@ -218,6 +218,25 @@ def test_trace_split_into_two_strokes_is_rejoined(record) -> None:  # type: igno
     assert shown >= 2495 and deviation < EXACT_MV
 
 
+def test_labels_set_glyph_by_glyph_are_read(record) -> None:  # type: ignore[no-untyped-def]
+    signals, fs = record
+    strips = [Strip("", signals[LEADS.index(lead), :2500], 20.0, 40.0 + 30.0 * i)
+              for i, lead in enumerate(("aVR", "V1", "III"))]
+    glyphs = []
+    advance = {"I": 0.8, "1": 1.3}  # mm, as a 7 pt font would space them; others 1.6
+    for i, word in enumerate(("aVR", "V1", "III")):
+        x = 21.0
+        for char in word:  # one text object per character
+            glyphs.append((char, x, 40.0 + 30.0 * i + 5.0))
+            x += advance.get(char, 1.6)
+    spec = PageSpec(strips=strips, texts=(*glyphs, ("25 mm/s 10 mm/mV", 20.0, 195.0)))
+    ecg = _digitize(make_pdf([spec], fs=fs))
+    assert ecg is not None
+    assert ecg.present_leads() == ("III", "aVR", "V1")
+    for lead in ecg.present_leads():
+        assert _max_deviation(ecg.lead(lead), signals[LEADS.index(lead), :2500])[0] < EXACT_MV
+
+
 def test_boxes_and_header_rectangles_are_not_calibration_pulses(record) -> None:  # type: ignore[no-untyped-def]
     signals, fs = record
     page = _six_by_one(signals, ("I", "II", "III"), 2500, pulse="none",

@@ -442,23 +442,39 @@ def _speed(
 def _lead_labels(texts: Sequence[TextItem]) -> list[TextItem]:
     """Text items that read as a lead name, including names set glyph by glyph.
 
-    Some writers place every character separately ("a", "V", "R"); characters on
-    one line with gaps under :data:`GLYPH_GAP_MM` are read as one word.
+    Some writers place every character separately ("a", "V", "R"); items on one
+    line with gaps under :data:`GLYPH_GAP_MM` are read as one word, and only whole
+    words count (the "I"s of a "III" are not three labels).
     """
-    words = [t for t in texts if _LEAD_LABEL.match(t.text.strip())]
-    ordered = sorted(texts, key=lambda t: (round(_label_centre(t)[1]), t.box_mm[0]))
-    run: list[TextItem] = []
-    for item in [*ordered, None]:
-        if item is not None and run and _continues(run[-1], item):
-            run.append(item)
+    finished: list[list[TextItem]] = []
+    active: list[list[TextItem]] = []
+    for item in sorted(texts, key=lambda t: t.box_mm[0]):
+        still_open = []
+        for run in active:
+            if run[-1].box_mm[2] < item.box_mm[0] - GLYPH_GAP_MM:
+                finished.append(run)
+            else:
+                still_open.append(run)
+        active = still_open
+        host = next((run for run in active if _continues(run[-1], item)), None)
+        if host is None:
+            active.append([item])
+        else:
+            host.append(item)
+    finished.extend(active)
+
+    words = []
+    for run in finished:
+        text = "".join(t.text.strip() for t in run)
+        if not _LEAD_LABEL.match(text):
             continue
-        if len(run) > 1:
-            text = "".join(t.text.strip() for t in run)
-            if _LEAD_LABEL.match(text):
-                box = (min(t.box_mm[0] for t in run), min(t.box_mm[1] for t in run),
-                       max(t.box_mm[2] for t in run), max(t.box_mm[3] for t in run))
-                words.append(TextItem(text=text, box_mm=box))
-        run = [item] if item is not None else []
+        if len(run) == 1:
+            words.append(run[0])
+        else:
+            words.append(TextItem(text=text, box_mm=(
+                min(t.box_mm[0] for t in run), min(t.box_mm[1] for t in run),
+                max(t.box_mm[2] for t in run), max(t.box_mm[3] for t in run),
+            )))
     return words
 
 
