@@ -254,6 +254,22 @@ def test_bezier_curves_are_flattened_onto_the_curve() -> None:
     assert path.points[:, 1].min() < 41.0
 
 
+def test_scanned_pdf_is_rendered_at_the_scan_resolution() -> None:
+    scan = Image.fromarray(np.tile(_gradient(), (5, 5, 1)))  # 400 x 300 px
+    buffer = io.BytesIO()
+    scan.save(buffer, format="PDF", resolution=50.0)  # 8 x 6 inch page
+    (page,) = load_input(buffer.getvalue()).pages
+    assert page.paths == ()
+    assert page.dpi == pytest.approx(200.0)  # never below the default
+    buffer = io.BytesIO()
+    scan.save(buffer, format="PDF", resolution=300.0)  # 1.33 x 1 inch page
+    (page,) = load_input(buffer.getvalue()).pages
+    assert page.dpi == pytest.approx(300.0)
+    assert page.image.shape == (300, 400, 3)
+    # Pillow stores RGB pages as JPEG: pixel for pixel, up to compression noise.
+    assert np.abs(page.image.astype(int) - np.asarray(scan).astype(int)).mean() < 4.0
+
+
 def test_huge_pdf_page_is_rendered_at_a_lower_resolution_or_refused() -> None:
     big = PageSpec(strips=[Strip("I", np.zeros(100), 20.0, 50.0)], grid=False,
                    size_mm=(500.0, 500.0))

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
 
 from ecgbridge.errors import ImageTooLargeError, InputError, UnsupportedInputError
 from ecgbridge.inputs.page import Page
@@ -14,6 +15,8 @@ from ecgbridge.inputs.pdf_vector import extract_vector_content, page_frame
 
 #: Resolution pages are rendered at, unless that would exceed the pixel cap.
 DEFAULT_RENDER_DPI: float = 200.0
+#: Highest resolution a scanned (image-only) page is rendered at to keep its detail.
+MAX_SCAN_RENDER_DPI: float = 600.0
 #: Lowest resolution accepted when a huge page is scaled down to fit the pixel cap.
 MIN_RENDER_DPI: float = 50.0
 #: Upper bound on pixels of one rendered page, whatever ``max_pixels`` says.
@@ -118,12 +121,15 @@ def _load_page(pdf_page: pdfium.PdfPage, index: int, name: str, max_pixels: int,
                dpi: float) -> Page:
     frame = page_frame(pdf_page)
     width_mm, height_mm = frame.size_mm
-    render_dpi = _render_dpi(width_mm, height_mm, max_pixels, dpi, name, index)
     try:
+        paths, texts = extract_vector_content(pdf_page)
+        if not paths:
+            # A scan wrapped in a PDF: keep the scan's own resolution (within limits).
+            dpi = min(max(dpi, _scan_dpi(pdf_page, width_mm * height_mm)), MAX_SCAN_RENDER_DPI)
+        render_dpi = _render_dpi(width_mm, height_mm, max_pixels, dpi, name, index)
         bitmap = pdf_page.render(scale=render_dpi / 72.0, fill_color=(255, 255, 255, 255))
         pil = bitmap.to_pil().convert("RGB")
         bitmap.close()
-        paths, texts = extract_vector_content(pdf_page)
     except pdfium.PdfiumError as exc:
         raise InputError(f"{name}: page {index + 1} cannot be rendered ({exc})") from exc
     image = np.ascontiguousarray(np.asarray(pil, dtype=np.uint8))
@@ -136,3 +142,18 @@ def _load_page(pdf_page: pdfium.PdfPage, index: int, name: str, max_pixels: int,
         width_mm=float(width_mm),
         height_mm=float(height_mm),
     )
+
+
+def _scan_dpi(pdf_page: pdfium.PdfPage, page_area_mm2: float) -> float:
+    """Resolution of the largest image covering at least a quarter of the page, else 0."""
+    best = 0.0
+    for image in pdf_page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=4):
+        try:
+            left, bottom, right, top = image.get_bounds()
+            metadata = image.get_metadata()
+        except pdfium.PdfiumError:
+            continue
+        area_mm2 = abs(right - left) * abs(top - bottom) * (25.4 / 72.0) ** 2
+        if area_mm2 >= 0.25 * page_area_mm2:
+            best = max(best, float(metadata.horizontal_dpi), float(metadata.vertical_dpi))
+    return best
