@@ -90,6 +90,35 @@ def test_rotation_does_not_change_the_result(record) -> None:  # type: ignore[no
         assert np.allclose(a.box, b.box, atol=1.5)
 
 
+def test_page_scaled_on_the_way_is_corrected_from_its_grid(record) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    import pypdfium2 as pdfium
+
+    signals, fs = record
+    source = pdfium.PdfDocument(make_pdf([layout_3x4_plus_ii(signals, fs)], fs=fs))
+    target = pdfium.PdfDocument.new()
+    form = source.page_as_xobject(0, target).as_pageobject()
+    form.transform(pdfium.PdfMatrix().scale(0.95, 0.95).translate(20, 15))  # "fit to page"
+    page = target.new_page(842, 595)
+    page.insert_obj(form)
+    page.gen_content()
+    buffer = io.BytesIO()
+    target.save(buffer)
+
+    loaded = load_input(buffer.getvalue())
+    ecg = digitize_vector_pages(loaded.pages, DigitizeOptions())
+    assert ecg is not None
+    cal = ecg.calibration
+    assert any("95.0% x 95.0%" in w for w in cal.warnings)
+    assert (cal.layout, cal.mm_per_mv, cal.mm_per_s) == ("3x4+II", 10.0, 25.0)
+    assert cal.px_per_mm_x == pytest.approx(0.95 * loaded.pages[0].dpi / 25.4, rel=1e-3)
+    for i, lead in enumerate(LEADS):
+        deviation, shown = _max_deviation(ecg.signals[i], signals[i])
+        assert shown >= 1245 and deviation < 5 * EXACT_MV, lead
+    assert _trace_pixels_are_ink(ecg, loaded.pages) > 0.97
+
+
 def test_lead_order_comes_from_the_printed_labels(record) -> None:  # type: ignore[no-untyped-def]
     signals, fs = record
     order = (("V4", "aVR", "II"), ("V1", "I", "V6"), ("aVF", "V2", "III"), ("V5", "aVL", "V3"))

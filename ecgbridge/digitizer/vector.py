@@ -16,7 +16,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from itertools import pairwise
 
@@ -58,6 +58,11 @@ PULSE_FOOT_TOLERANCE_MM: float = 3.0
 MAX_LABEL_DISTANCE_MM: float = 30.0
 #: A stroke split by the PDF writer leaves gaps of at most this size.
 PIECE_GAP_MM: float = 1.0
+#: Grid lines are straight strokes at least this long; a pitch estimate needs
+#: this many distinct lines; pitches within this tolerance of 1 / 5 mm are exact.
+MIN_GRID_LINE_MM: float = 20.0
+MIN_GRID_LINES: int = 10
+GRID_SCALE_TOLERANCE: float = 0.005
 #: Characters of one word set one by one are at most this far apart.
 GLYPH_GAP_MM: float = 0.8
 #: Labels of one row of panels are printed in line within this height.
@@ -146,14 +151,26 @@ def digitize_vector_pages(
     warnings: list[str] = []
     traces: list[_Trace] = []
     pulses: list[_Pulse] = []
+    scales: dict[int, tuple[float, float]] = {}
+    paper_pages: list[Page] = []
     for page in pages:
         if not page.paths:
             continue
+        scale = _grid_scale(page)
+        if scale != (1.0, 1.0):
+            warnings.append(
+                f"page {page.index + 1} is drawn at {100 * scale[0]:.1f}% x "
+                f"{100 * scale[1]:.1f}% of paper size (from its grid); corrected"
+            )
+            page = _to_paper_mm(page, scale)
+        scales[page.index] = scale
+        paper_pages.append(page)
         page_traces, page_pulses = _find_traces_and_pulses(page)
         traces.extend(page_traces)
         pulses.extend(page_pulses)
     if not traces:
         return None
+    pages = paper_pages
 
     texts = [t for page in pages for t in page.texts]
     gain, gain_source = _gain(options, pulses, texts, warnings)
@@ -187,12 +204,13 @@ def digitize_vector_pages(
 
     first = next(p for p in pages if p.index == placed[0].trace.page)
     px_per_mm = (first.dpi or 72.0) / 25.4
+    first_scale = scales[first.index]
     return _assemble(
-        placed, pages, options.fs, gain, speed,
+        placed, pages, scales, options.fs, gain, speed,
         Calibration(
             layout=layouts[0] if len(set(layouts)) == 1 else "/".join(layouts),
-            px_per_mm_x=px_per_mm,
-            px_per_mm_y=px_per_mm,
+            px_per_mm_x=px_per_mm * first_scale[0],
+            px_per_mm_y=px_per_mm * first_scale[1],
             mm_per_mv=gain,
             mm_per_s=speed,
             gain_source=gain_source,
@@ -202,6 +220,68 @@ def digitize_vector_pages(
         ),
         source or SourceInfo(),
     )
+
+
+# ----------------------------------------------------------------------------- grid
+
+
+def _grid_scale(page: Page) -> tuple[float, float]:
+    """Page millimetres per paper millimetre, horizontally and vertically, from grid lines.
+
+    PDF units are exact, so a cart export's grid is 1 mm / 5 mm to the micrometre;
+    a page that was scaled on the way (printed "fit to page", re-distilled) shows
+    it as a different pitch. Without a line grid (dots, font glyphs) or when the
+    pitch is within :data:`GRID_SCALE_TOLERANCE` of 1 mm / 5 mm, ``(1, 1)``.
+    """
+    vertical, horizontal = [], []
+    for path in page.paths:
+        pts = path.points
+        if pts.shape[0] != 2:
+            continue
+        dx, dy = abs(pts[1, 0] - pts[0, 0]), abs(pts[1, 1] - pts[0, 1])
+        if dx < 1e-3 and dy >= MIN_GRID_LINE_MM:
+            vertical.append(float(pts[0, 0]))
+        elif dy < 1e-3 and dx >= MIN_GRID_LINE_MM:
+            horizontal.append(float(pts[0, 1]))
+    sx, sy = _lattice_scale(vertical), _lattice_scale(horizontal)
+    if sx is None and sy is None:
+        return (1.0, 1.0)
+    sx = sx if sx is not None else sy
+    sy = sy if sy is not None else sx
+    assert sx is not None and sy is not None
+    if abs(sx - 1.0) <= GRID_SCALE_TOLERANCE and abs(sy - 1.0) <= GRID_SCALE_TOLERANCE:
+        return (1.0, 1.0)
+    return (sx, sy)
+
+
+def _lattice_scale(positions: Sequence[float]) -> float | None:
+    """Pitch of evenly spaced line positions relative to 1 mm or 5 mm, or None."""
+    unique = np.unique(np.round(np.asarray(positions), 3))
+    if unique.size < MIN_GRID_LINES:
+        return None
+    steps = np.diff(unique)
+    steps = steps[steps > 0.2]
+    if steps.size == 0:
+        return None
+    typical = float(np.median(steps))
+    for nominal in (1.0, 5.0):
+        if 0.85 <= typical / nominal <= 1.15:
+            close = steps[np.abs(steps - typical) <= 0.05 * typical]
+            return float(np.mean(close)) / nominal
+    return None
+
+
+def _to_paper_mm(page: Page, scale: tuple[float, float]) -> Page:
+    """The page's paths and texts in paper millimetres (divided by `scale`)."""
+    sx, sy = scale
+    factor = np.array([1.0 / sx, 1.0 / sy])
+    paths = tuple(replace(p, points=p.points * factor) for p in page.paths)
+    texts = tuple(
+        TextItem(text=t.text, box_mm=(t.box_mm[0] / sx, t.box_mm[1] / sy,
+                                      t.box_mm[2] / sx, t.box_mm[3] / sy))
+        for t in page.texts
+    )
+    return replace(page, paths=paths, texts=texts)
 
 
 # --------------------------------------------------------------------------- traces
@@ -694,6 +774,7 @@ def _sample(trace: _Trace, start_s: float, baseline: float, gain: float, speed: 
 def _assemble(
     placed: Sequence[_Placed],
     pages: Sequence[Page],
+    scales: dict[int, tuple[float, float]],
     fs: float,
     gain: float,
     speed: float,
@@ -710,15 +791,18 @@ def _assemble(
         samples = _sample(item.trace, item.start_s, item.baseline, gain, speed, fs, n)
         missing = np.isnan(signals[row])
         signals[row, missing] = samples[missing]
-        scale = dpi_by_page[item.trace.page] / 25.4
+        # Paper millimetres back to rendered pixels.
+        sx, sy = scales[item.trace.page]
+        px_x = dpi_by_page[item.trace.page] / 25.4 * sx
+        px_y = dpi_by_page[item.trace.page] / 25.4 * sy
         ys = item.trace.points[:, 1]
         panels.append(
             PanelInfo(
                 lead=item.lead,
                 page=item.trace.page,
-                box=(item.trace.x0 * scale, float(ys.min()) * scale,
-                     item.trace.x1 * scale, float(ys.max()) * scale),
-                baseline_px=item.baseline * scale,
+                box=(item.trace.x0 * px_x, float(ys.min()) * px_y,
+                     item.trace.x1 * px_x, float(ys.max()) * px_y),
+                baseline_px=item.baseline * px_y,
                 start_s=item.start_s,
                 duration_s=(item.trace.x1 - item.trace.x0) / speed,
                 rhythm_strip=item.rhythm,
