@@ -242,6 +242,9 @@ def test_nan_samples_are_not_drawn(sample_record):
         ({"lead_order": ("I", "I")}, "exactly once"),
         ({"jpeg_quality": 0}, "JPEG quality"),
         ({"perspective": 0.5}, "perspective"),
+        ({"label_font": "comic"}, "label font"),
+        ({"label_height_mm": 10}, "label height"),
+        ({"pulse_gap_mm": -1}, "pulse gap"),
     ],
 )
 def test_bad_arguments_are_refused(sample_record, kwargs, message):
@@ -269,3 +272,24 @@ def test_grayscale_and_shading(sample_record):
     assert ratio[paper].min() == pytest.approx(0.6, abs=0.02)
     assert ratio[paper].max() == pytest.approx(1.0, abs=0.01)
     assert shaded.distortions["shading"]["strength"] == 0.4
+
+
+@pytest.mark.parametrize("gap_mm", [0.0, 4.0])
+def test_calibration_pulse_is_one_millivolt_before_the_trace(sample_record, gap_mm):
+    signals, fs = sample_record
+    page = render_page(signals, fs, layout="3x4", dpi=200, grid_color="none", labels=False,
+                       pulse_gap_mm=gap_mm, separators=False)
+    ppm = page.px_per_mm
+    grey = _grey(page.image)
+    p = _panel(page, "I")
+    fall_x = int(round((TRACE_X0_MM - gap_mm) * ppm))
+    top_y = int(round(p.baseline_px - 10.0 * ppm))  # 1 mV at 10 mm/mV
+    column = grey[:, fall_x - 1:fall_x + 2].min(axis=1)
+    inked = np.flatnonzero(column[top_y - 20:int(p.baseline_px) + 3] < 128) + top_y - 20
+    assert inked.min() == pytest.approx(top_y, abs=1)
+    assert inked.max() >= int(p.baseline_px) - 1
+    rise_x = int(round((TRACE_X0_MM - gap_mm - 5.0) * ppm))  # 0.2 s at 25 mm/s
+    assert grey[top_y, rise_x:fall_x].max() < 128, "the pulse top is not 0.2 s long"
+    gap = grey[int(p.baseline_px) - 3:int(p.baseline_px) + 4,
+               fall_x + 3:int(round(TRACE_X0_MM * ppm)) - 3]
+    assert gap.size == 0 or gap.min() > 200, "ink between the pulse and the trace"

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from ecgbridge.ecg import LEADS, normalise_lead_name
-from ecgbridge.synth.render import GRID_COLORS, NO_GRID, RenderedPage, render_page
+from ecgbridge.synth.render import FONTS, GRID_COLORS, NO_GRID, RenderedPage, render_page
 
 #: Layouts drawn in a "mixed" set and their relative frequencies.
 LAYOUT_WEIGHTS: dict[str, float] = {
@@ -148,6 +148,9 @@ def _mixed_options(rng: np.random.Generator, layout: str) -> dict[str, Any]:
         "label_position": "below" if rng.random() < 0.2 else "above",
         "separators": bool(rng.random() < 0.7),
         "print_scale": bool(rng.random() < 0.8),
+        "pulse_gap_mm": float(rng.choice([0.0, 1.0, 1.5, 2.0, 4.0])),
+        "label_font": str(rng.choice(list(FONTS))),
+        "label_height_mm": round(float(rng.uniform(2.5, 4.0)), 2),
     }
     if rng.random() < 0.15:
         opts["lead_order"] = tuple(str(x) for x in rng.permutation(LEADS))

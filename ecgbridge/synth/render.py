@@ -46,8 +46,15 @@ PULSE_SECONDS: float = 0.2
 #: Grid: 1 mm minor, 5 mm major lines.
 GRID_MINOR_MM: int = 1
 GRID_MAJOR_MM: int = 5
-#: Printed label cap height in mm.
+#: Default printed label cap height in mm.
 LABEL_HEIGHT_MM: float = 3.0
+#: Fonts for printed text: name -> OpenCV Hershey font.
+FONTS: dict[str, int] = {
+    "sans": cv2.FONT_HERSHEY_SIMPLEX,
+    "sans-bold": cv2.FONT_HERSHEY_DUPLEX,
+    "serif": cv2.FONT_HERSHEY_COMPLEX,
+    "serif-bold": cv2.FONT_HERSHEY_TRIPLEX,
+}
 
 #: Named grid colours: (major line RGB, minor line RGB).
 GRID_COLORS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
@@ -261,8 +268,11 @@ def render_page(
     line_width_mm: float = 0.25,
     trace_color: tuple[int, int, int] = (0, 0, 0),
     calibration_pulse: bool = True,
+    pulse_gap_mm: float = 1.5,
     labels: bool = True,
     label_position: str = "above",
+    label_font: str = "sans",
+    label_height_mm: float = LABEL_HEIGHT_MM,
     separators: bool = True,
     print_scale: bool = True,
     header_text: str | None = None,
@@ -306,10 +316,17 @@ def render_page(
         Trace RGB.
     calibration_pulse : bool
         Draw a 1 mV x 0.2 s pulse at the start of every row.
+    pulse_gap_mm : float
+        Gap between the pulse's falling edge and the row's first trace sample, 0-5 mm
+        (0: the trace continues from the pulse).
     labels : bool
         Print lead names at the start of every panel.
     label_position : str
         ``"above"`` or ``"below"`` the trace's start.
+    label_font : str
+        A name from :data:`FONTS` (labels, header and scale text).
+    label_height_mm : float
+        Cap height of the labels, 1.5-6 mm.
     separators : bool
         Draw short vertical ticks where the lead changes within a row.
     print_scale : bool
@@ -346,6 +363,13 @@ def render_page(
     """
     sig = np.asarray(signals, dtype=np.float64)
     _check_arguments(sig, fs, dpi, paper_speed, gain, rotation_deg, label_position, line_width_mm)
+    if label_font not in FONTS:
+        raise ValueError(f"unknown label font {label_font!r}; choose from {', '.join(FONTS)}")
+    if not 1.5 <= label_height_mm <= 6.0:
+        raise ValueError(f"label height must be 1.5-6 mm, got {label_height_mm}")
+    if not 0.0 <= pulse_gap_mm <= 5.0:
+        raise ValueError(f"pulse gap must be 0-5 mm, got {pulse_gap_mm}")
+    font = FONTS[label_font]
     spec = parse_layout(layout, lead_order, rhythm_leads)
     major_rgb, minor_rgb = _grid_colors(grid_color)
     ppm = float(dpi) / 25.4
@@ -388,11 +412,12 @@ def render_page(
                 trace_color, thickness,
             )
         if calibration_pulse and slot.column == 0:
-            _draw_pulse(image, ppm, baseline_mm, paper_speed, gain, trace_color, thickness)
+            _draw_pulse(image, ppm, baseline_mm, paper_speed, gain, pulse_gap_mm, trace_color,
+                        thickness)
         label_box = np.zeros((0, 2))
         if labels:
             label_box = _draw_label(image, slot.lead, ppm, x0_mm, baseline_mm, pitch_mm,
-                                    label_position, trace_color)
+                                    label_position, trace_color, font, label_height_mm)
         label_boxes.append(label_box)
         drawn.append({
             "slot": slot, "s0": s0, "s1": s1, "xy": xy, "start_s": start_s,
@@ -401,10 +426,10 @@ def render_page(
                        (baseline_mm + 0.4 * pitch_mm) * ppm),
         })
     for i, line in enumerate(header_lines):
-        _put_text(image, line, 10.0 * ppm, (8.0 + 5.0 * i) * ppm, 3.0 * ppm, trace_color)
+        _put_text(image, line, 10.0 * ppm, (8.0 + 5.0 * i) * ppm, 3.0 * ppm, trace_color, font)
     if print_scale:
         _put_text(image, f"{paper_speed:g} mm/s   {gain:g} mm/mV", 10.0 * ppm,
-                  (PAGE_HEIGHT_MM - 4.0) * ppm, 2.5 * ppm, trace_color)
+                  (PAGE_HEIGHT_MM - 4.0) * ppm, 2.5 * ppm, trace_color, font)
 
     rng = np.random.default_rng(seed)
     distortions: dict[str, Any] = {
@@ -586,26 +611,25 @@ def _draw_polyline(
 
 def _draw_pulse(
     image: np.ndarray, ppm: float, baseline_mm: float, speed: float, gain: float,
-    color: tuple[int, int, int], thickness: int,
+    gap_mm: float, color: tuple[int, int, int], thickness: int,
 ) -> None:
-    """1 mV x 0.2 s pulse ending 3 mm before the row's first trace."""
+    """1 mV x 0.2 s pulse whose falling edge is `gap_mm` before the row's first trace."""
     width_mm = PULSE_SECONDS * speed
-    end = TRACE_X0_MM - 3.0
-    a = end - width_mm - 2.0
+    fall = TRACE_X0_MM - gap_mm
+    rise = fall - width_mm
     top = baseline_mm - PULSE_MV * gain
     pts = np.array([
-        [a - 2.0, baseline_mm], [a, baseline_mm], [a, top], [a + width_mm, top],
-        [a + width_mm, baseline_mm], [end, baseline_mm],
+        [rise - 2.0, baseline_mm], [rise, baseline_mm], [rise, top], [fall, top],
+        [fall, baseline_mm],
     ]) * ppm
     _draw_polyline(image, pts, color, thickness)
 
 
 def _put_text(
     image: np.ndarray, text: str, x: float, y_bottom: float, cap_px: float,
-    color: tuple[int, int, int],
+    color: tuple[int, int, int], font: int = cv2.FONT_HERSHEY_SIMPLEX,
 ) -> np.ndarray:
     """Print `text` with its baseline at ``y_bottom``; return the text box corners."""
-    font = cv2.FONT_HERSHEY_SIMPLEX
     (_, h_unit), _ = cv2.getTextSize("I", font, 1.0, 1)
     scale = cap_px / h_unit
     thick = max(1, int(round(cap_px / 10)))
@@ -618,14 +642,14 @@ def _put_text(
 
 def _draw_label(
     image: np.ndarray, lead: str, ppm: float, x0_mm: float, baseline_mm: float,
-    pitch_mm: float, position: str, color: tuple[int, int, int],
+    pitch_mm: float, position: str, color: tuple[int, int, int], font: int, height_mm: float,
 ) -> np.ndarray:
     gap_mm = min(6.0, 0.3 * pitch_mm)
     if position == "above":
         y_mm = baseline_mm - gap_mm
     else:
-        y_mm = baseline_mm + min(4.0, 0.2 * pitch_mm) + LABEL_HEIGHT_MM
-    return _put_text(image, lead, (x0_mm + 1.0) * ppm, y_mm * ppm, LABEL_HEIGHT_MM * ppm, color)
+        y_mm = baseline_mm + min(4.0, 0.2 * pitch_mm) + height_mm
+    return _put_text(image, lead, (x0_mm + 1.0) * ppm, y_mm * ppm, height_mm * ppm, color, font)
 
 
 def _visible_range(xy: np.ndarray, s0: int, width: int, height: int) -> tuple[int, int]:
