@@ -192,6 +192,34 @@ def test_pdf_paths_line_up_with_the_rendered_image(rotate: int) -> None:
     assert abs(cx - 200.0) < 3.0 and abs(cy - 150.0) < 3.0
 
 
+@pytest.mark.parametrize("rotate", [0, 90, 180, 270])
+def test_paths_follow_an_offset_crop_box(rotate: int) -> None:
+    import pypdfium2 as pdfium
+
+    stroke = np.array([[60.0, 50.0], [150.0, 120.0], [240.0, 70.0]])
+    spec = PageSpec(strips=[], pulse="none", grid=False, extra_lines=(stroke,))
+    document = pdfium.PdfDocument(make_pdf([spec], fs=500.0, rotate=rotate))
+    page = document[0]
+    left, bottom, right, top = page.get_mediabox()
+    page.set_cropbox(left + 40, bottom + 30, right - 20, top - 50)  # points, stored frame
+    buffer = io.BytesIO()
+    document.save(buffer)
+
+    (loaded,) = load_input(buffer.getvalue()).pages
+    (path,) = loaded.paths
+    mm = 25.4 / 72
+    assert (loaded.width_mm, loaded.height_mm) == pytest.approx(
+        ((297 - 60 * mm, 210 - 80 * mm) if rotate in (0, 180) else (297 - 80 * mm, 210 - 60 * mm)),
+        abs=0.01,
+    )
+    grey = loaded.image.mean(axis=2)
+    scale = loaded.dpi / 25.4
+    for a, b in zip(path.points[:-1], path.points[1:], strict=True):
+        for t in np.linspace(0.0, 1.0, 12):
+            x, y = np.round((a * (1 - t) + b * t) * scale).astype(int)
+            assert grey[y - 1:y + 2, x - 1:x + 2].min() < 100  # a 0.2 mm line, anti-aliased
+
+
 def test_paths_and_text_inside_a_transformed_form_xobject() -> None:
     import pypdfium2 as pdfium
 
