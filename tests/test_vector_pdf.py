@@ -160,6 +160,20 @@ def test_row_drawn_as_one_polyline_is_cut_at_the_printed_labels(record) -> None:
             assert deviation < EXACT_MV, lead
 
 
+def test_inverted_avr_of_a_cabrera_page_is_turned_back(record) -> None:  # type: ignore[no-untyped-def]
+    signals, fs = record
+    avr = signals[LEADS.index("aVR"), :2500]
+    strips = [Strip("aVL", signals[LEADS.index("aVL"), :2500], 20.0, 40.0),
+              Strip("I", signals[0, :2500], 20.0, 70.0),
+              Strip("-aVR", -avr, 20.0, 100.0)]
+    spec = PageSpec(strips=strips, texts=(("25 mm/s 10 mm/mV", 20.0, 195.0),))
+    ecg = _digitize(make_pdf([spec], fs=fs))
+    assert ecg is not None
+    assert ecg.present_leads() == ("I", "aVR", "aVL")
+    assert _max_deviation(ecg.lead("aVR"), avr)[0] < EXACT_MV
+    assert not ecg.calibration.warnings or all("-aVR" not in w for w in ecg.calibration.warnings)
+
+
 def _six_by_one(signals: np.ndarray, leads: tuple[str, ...], n: int, *, pulse: str,
                 texts: tuple[tuple[str, float, float], ...]) -> PageSpec:
     strips = [

@@ -120,6 +120,7 @@ class _Placed:
     baseline: float
     start_s: float
     rhythm: bool
+    polarity: float = 1.0  # -1 for an inverted lead printed as such ("-aVR", Cabrera)
 
 
 def digitize_vector_pages(
@@ -705,8 +706,9 @@ def _place_page(
             unlabelled += 1
             continue
         name = label.text.strip()
+        inverted = name.startswith("-")
         try:
-            lead = normalise_lead_name(name)
+            lead = normalise_lead_name(name.lstrip("-"))
         except ValueError:
             extra.add(name)
             continue
@@ -717,6 +719,7 @@ def _place_page(
                 baseline=_baseline(trace, pulses),
                 start_s=(trace.x0 - origin) / speed,
                 rhythm=has_short and (trace.x1 - trace.x0) >= 0.9 * longest,
+                polarity=-1.0 if inverted else 1.0,
             )
         )
     return placed, unlabelled, extra
@@ -788,7 +791,9 @@ def _assemble(
     # Longest traces first; shorter ones only fill what is still missing.
     for item in sorted(placed, key=lambda p: -(p.trace.x1 - p.trace.x0)):
         row = LEADS.index(item.lead)
-        samples = _sample(item.trace, item.start_s, item.baseline, gain, speed, fs, n)
+        samples = item.polarity * _sample(
+            item.trace, item.start_s, item.baseline, gain, speed, fs, n
+        )
         missing = np.isnan(signals[row])
         signals[row, missing] = samples[missing]
         # Paper millimetres back to rendered pixels.
