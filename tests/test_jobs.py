@@ -137,12 +137,12 @@ def test_orphaned_input_is_recovered(state: StateFolder, journal: Journal, tmp_p
     src.write_bytes(b"orphan")
     ident = identify_file(src)
     state.adopt(src, ident.job_id, "late.png")
-    (state.incoming / "recv-x.part").write_bytes(b"half")
+    (state.inputs / ".recv-x.part").write_bytes(b"half")
     assert journal.get(ident.job_id) is None
     assert recover_orphans(state, journal) == [ident.job_id]
     assert journal.get(ident.job_id).state == RECEIVED  # type: ignore[union-attr]
     assert recover_orphans(state, journal) == []
-    assert state.clean_incoming() == 1
+    assert state.clean_partial() == 1
 
 
 # --------------------------------------------------------------- delivery

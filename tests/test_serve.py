@@ -250,7 +250,7 @@ def test_png_and_secondary_capture_become_waveform_and_observation(
     src = tmp_path / "src"
     src.mkdir()
     png = _page_png(rendered_page, src / "ward3_bed2.png", "E07506")
-    sc_page = rendered_page("JS20005", layout="3x4+II", dpi=200)
+    sc_page = rendered_page("00001_lr", layout="3x4+II", dpi=200)
     sc_uid = secondary_capture(src / "sc.dcm", np.asarray(sc_page.image))
     _drop(daemon.inbox, png)
     sent = storescu(daemon.dicom_port, [src / "sc.dcm"])
@@ -293,11 +293,11 @@ def test_sigkill_while_jobs_are_in_flight_then_resume_exactly_once(
 ) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    records = ("HR06004", "E07506", "JS20005", "A1983")
+    records = ("HR06004", "E07506", "A1983", "00001_lr")
     pngs = [_page_png(rendered_page, src / f"page_{r}.png", r) for r in records]
     sc_uids = []
     for i, r in enumerate(("00001_lr", "HR06004")):
-        page = rendered_page(r, layout="3x4+II", dpi=200, seed=i + 1, noise_sigma=2.0)
+        page = rendered_page(r, layout="3x4+II", dpi=200, seed=1, noise_sigma=2.0 + i)
         sc_uids.append(secondary_capture(src / f"sc_{i}.dcm", np.asarray(page.image)))
     n_inputs = len(pngs) + len(sc_uids)
 
@@ -318,7 +318,7 @@ def test_sigkill_while_jobs_are_in_flight_then_resume_exactly_once(
     assert uids_before
 
     # inputs dropped while the daemon is down are picked up by the start-up rescan
-    late = _page_png(rendered_page, src / "late.png", "A1983", seed=7, noise_sigma=3.0)
+    late = _page_png(rendered_page, src / "late.png", "E07506", seed=1, noise_sigma=2.0)
     _drop(daemon.inbox, late)
     n_inputs += 1
     daemon.start()
@@ -343,5 +343,5 @@ def test_sigkill_while_jobs_are_in_flight_then_resume_exactly_once(
     assert before <= {j["job_id"] for j in jobs}
     assert {f"sop:{u}" for u in sc_uids} <= {j["input_key"] for j in jobs}
     assert not list(daemon.inbox.iterdir())
-    assert not list((daemon.state / "incoming").iterdir())
+    assert not list((daemon.state / "inputs").glob(".*"))  # no half-received file left
     assert daemon.terminate() == 0

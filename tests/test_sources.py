@@ -123,7 +123,8 @@ def test_watcher_feeds_the_journal_and_empties_the_inbox(tmp_path: Path) -> None
         assert journal.count_by_state()[RECEIVED] == 3
         for job in journal.list_jobs():
             stored = state.resolve(job.input_path)
-            assert stored.is_file() and stored.parent.parent == state.job_dir(job.job_id)
+            assert stored.is_file() and stored.parent == state.inputs
+            assert stored.name.startswith(job.job_id + "_")
     finally:
         watcher.stop()
         journal.close()
@@ -187,7 +188,7 @@ def test_echo_and_store_every_accepted_sop_class(scp, tmp_path: Path) -> None:  
         assert str(received.SOPInstanceUID) == uid
         if name == "sc_jpeg":  # stored as received, still JPEG Baseline
             assert received.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
-    assert not any(state.incoming.iterdir())
+    assert not list(state.inputs.glob(".*"))  # no temporary file left
 
     # the same objects again: acknowledged, but no second job
     again = storescu(server.port, [files["sc"], files["pdf"]])

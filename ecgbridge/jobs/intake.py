@@ -85,26 +85,21 @@ class Intake:
             log.info("duplicate DICOM object ignored",
                      extra={"job_id": ident.job_id, "sop_instance_uid": uid})
             return IntakeResult(ident.job_id, False, ident)
-        tmp = self.state.write_incoming(data)
-        try:
-            if uid:
-                ident = InputIdentity(
-                    key=key, sha256=hashlib.sha256(data).hexdigest(), sop_instance_uid=uid
-                )
-            else:
-                ident = identify_file(tmp)
-            with self._lock:
-                if self.journal.has_key(ident.key):
-                    tmp.unlink(missing_ok=True)
-                    return IntakeResult(ident.job_id, False, ident)
-                name = f"{safe_name(uid, 'object')}.dcm" if uid else f"{ident.sha256[:16]}.dcm"
-                stored = self.state.adopt(tmp, ident.job_id, name, move=True)
-                job_id, created = self.journal.add_job(
-                    input_key=ident.key, source=SOURCE_DICOM, input_name=name,
-                    input_path=self.state.relative(stored), sha256=ident.sha256,
-                )
-        finally:
-            tmp.unlink(missing_ok=True)
+        # keyed by the SOP Instance UID of the C-STORE request: the object is neither
+        # parsed nor hashed on the association's thread (its sha256 stays empty)
+        if uid:
+            ident = InputIdentity(key=key, sha256="", sop_instance_uid=uid)
+        else:
+            digest = hashlib.sha256(data).hexdigest()
+            ident = InputIdentity(key=f"sha256:{digest}", sha256=digest)
+        name = f"{safe_name(uid, 'object')}.dcm" if uid else "object.dcm"
+        # no lock: concurrent copies of one object rename onto the same name and the
+        # journal's unique key keeps one job
+        stored = self.state.store_bytes(data, ident.job_id, name)
+        job_id, created = self.journal.add_job(
+            input_key=ident.key, source=SOURCE_DICOM, input_name=name,
+            input_path=self.state.relative(stored), sha256=ident.sha256,
+        )
         self._announce(job_id, created, SOURCE_DICOM, ident)
         return IntakeResult(job_id, created, ident)
 

@@ -4,19 +4,20 @@ Layout::
 
     state/
       journal.sqlite3            job journal (see ecgbridge.jobs.journal)
-      incoming/                  temporary files being received (never journaled)
-      jobs/<job_id>/input/<name> the received input, fsynced before it is journaled
+      inputs/<job_id>_<name>     received inputs, fsynced before they are journaled
+      inputs/.<random>.part      an object being received (never journaled, removed at start)
       jobs/<job_id>/out/         encoded artifacts (same files re-sent after a restart)
       quarantine/<job_id>_<name> inputs that failed, with <job_id>_<name>.reason.txt
 
-An input is first made durable (file and directory fsynced) and only then
-recorded in the journal; a crash between the two is repaired at start-up by
-:func:`recover_orphans`, which journals inputs found without a job.
+An input is first made durable and only then recorded in the journal; a crash
+between the two is repaired at start-up by :func:`recover_orphans`, which
+journals inputs found without a job. Inputs live in one flat folder so that
+receiving an object costs two fsyncs (the file, then the folder after the
+rename) and no directory creation.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -31,11 +32,14 @@ from ecgbridge.jobs.journal import Journal, job_id_for_key
 
 log = logging.getLogger("ecgbridge.jobs.store")
 
-INCOMING_DIR = "incoming"
+INPUTS_DIR = "inputs"
 JOBS_DIR = "jobs"
 QUARANTINE_DIR = "quarantine"
-INPUT_SUBDIR = "input"
 OUTPUT_SUBDIR = "out"
+#: Suffix of files still being received.
+PARTIAL_SUFFIX = ".part"
+#: Length of a job id (hex digits) at the start of stored input names.
+JOB_ID_LENGTH = 16
 #: Suffix of the text file written beside a quarantined input.
 REASON_SUFFIX = ".reason.txt"
 
@@ -117,10 +121,10 @@ class StateFolder:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.incoming = self.root / INCOMING_DIR
+        self.inputs = self.root / INPUTS_DIR
         self.jobs = self.root / JOBS_DIR
         self.quarantine = self.root / QUARANTINE_DIR
-        for folder in (self.root, self.incoming, self.jobs, self.quarantine):
+        for folder in (self.root, self.inputs, self.jobs, self.quarantine):
             folder.mkdir(parents=True, exist_ok=True)
 
     def job_dir(self, job_id: str) -> Path:
@@ -140,29 +144,43 @@ class StateFolder:
         return str(Path(path).relative_to(self.root))
 
     # ------------------------------------------------------------ receiving
-    def write_incoming(self, data: bytes) -> Path:
-        """Write received bytes durably into ``incoming/`` and return the temporary path."""
-        fd, tmp = tempfile.mkstemp(prefix="recv-", suffix=".part", dir=self.incoming)
+    def input_path(self, job_id: str, name: str) -> Path:
+        """Where the input `name` of a job is kept."""
+        return self.inputs / f"{job_id}_{safe_name(name)}"
+
+    def store_bytes(self, data: bytes, job_id: str, name: str) -> Path:
+        """Write received bytes durably as the job's input and return the path.
+
+        The bytes go to a hidden ``.part`` file that is fsynced, renamed to its
+        final name, and the folder is fsynced: when this returns the input
+        survives a crash or power cut.
+        """
+        target = self.input_path(job_id, name)
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=PARTIAL_SUFFIX, dir=self.inputs)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(tmp, target)
         except BaseException:
+            if fd >= 0:
+                os.close(fd)
             Path(tmp).unlink(missing_ok=True)
             raise
-        return Path(tmp)
+        fsync_dir(self.inputs)
+        return target
 
     def adopt(self, src: Path, job_id: str, name: str, *, move: bool = True) -> Path:
-        """Put `src` durably at ``jobs/<job_id>/input/<name>`` and return that path.
+        """Put the file `src` durably in place as the job's input and return that path.
 
         With `move` the source is renamed (or copied then removed when it lies on
         another file system); otherwise it is copied and left in place.
         """
-        folder = self.job_dir(job_id) / INPUT_SUBDIR
-        created = not folder.exists()
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / safe_name(name)
+        target = self.input_path(job_id, name)
         if move:
             try:
                 os.replace(src, target)
@@ -170,20 +188,14 @@ class StateFolder:
                 self._copy_durably(src, target)
                 Path(src).unlink(missing_ok=True)
             else:
-                _fsync_file(target)
+                _fsync_file(target)  # the producer may never have flushed it
         else:
             self._copy_durably(src, target)
-        fsync_dir(folder)
-        if created:
-            fsync_dir(folder.parent)
-            fsync_dir(self.jobs)
-        if move:
-            with contextlib.suppress(OSError):
-                fsync_dir(Path(src).parent)
+        fsync_dir(self.inputs)
         return target
 
     def _copy_durably(self, src: Path, target: Path) -> None:
-        tmp = target.with_name(f".{target.name}.part")
+        tmp = target.with_name(f".{target.name}{PARTIAL_SUFFIX}")
         with open(src, "rb") as fin, open(tmp, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
             fout.flush()
@@ -200,27 +212,29 @@ class StateFolder:
         if input_path.exists():
             os.replace(input_path, target)
             fsync_dir(self.quarantine)
-            fsync_dir(input_path.parent)
         return target
 
     def release_from_quarantine(self, job_id: str, quarantined: Path) -> Path:
         """Move a quarantined input back into its job folder (for ``jobs retry``)."""
-        original = quarantined.name[len(job_id) + 1:] if quarantined.name.startswith(
-            f"{job_id}_"
-        ) else quarantined.name
+        prefix = f"{job_id}_"
+        name = quarantined.name
+        original = name[len(prefix):] if name.startswith(prefix) else name
         target = self.adopt(quarantined, job_id, original, move=True)
         quarantined.with_name(quarantined.name + REASON_SUFFIX).unlink(missing_ok=True)
         return target
 
     def remove_job(self, job_id: str) -> None:
-        """Delete a job's folder (its input and artifacts)."""
+        """Delete a job's input and artifacts."""
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        for folder in (self.inputs, self.quarantine):
+            for path in folder.glob(f"{job_id}_*"):
+                path.unlink(missing_ok=True)
 
     # -------------------------------------------------------------- recovery
-    def clean_incoming(self) -> int:
+    def clean_partial(self) -> int:
         """Delete half-received temporary files (never acknowledged); return how many."""
         removed = 0
-        for leftover in self.incoming.iterdir():
+        for leftover in self.inputs.glob(f".*{PARTIAL_SUFFIX}"):
             leftover.unlink(missing_ok=True)
             removed += 1
         return removed
@@ -243,23 +257,24 @@ def recover_orphans(state: StateFolder, journal: Journal) -> list[str]:
         Ids of the jobs created.
     """
     created: list[str] = []
-    for job_dir in sorted(p for p in state.jobs.iterdir() if p.is_dir()):
-        inputs = sorted(
-            p for p in (job_dir / INPUT_SUBDIR).glob("*")
-            if p.is_file() and not p.name.startswith(".")
-        ) if (job_dir / INPUT_SUBDIR).is_dir() else []
-        if not inputs or journal.get(job_dir.name) is not None:
+    for path in sorted(state.inputs.iterdir()):
+        name = path.name
+        separator = name[JOB_ID_LENGTH:JOB_ID_LENGTH + 1]
+        if name.startswith(".") or separator != "_" or not path.is_file():
             continue
-        ident = identify_file(inputs[0])
-        if ident.job_id != job_dir.name:
-            log.warning("state folder %s does not match its input; left alone", job_dir.name)
+        job_id = name[:JOB_ID_LENGTH]
+        if journal.get(job_id) is not None:
+            continue
+        ident = identify_file(path)
+        if ident.job_id != job_id:
+            log.warning("stored input %s does not match its job id; left alone", job_id)
             continue
         source = "dicom" if ident.key.startswith("sop:") else "inbox"
-        job_id, new = journal.add_job(
-            input_key=ident.key, source=source, input_name=inputs[0].name,
-            input_path=state.relative(inputs[0]), sha256=ident.sha256,
+        new_id, new = journal.add_job(
+            input_key=ident.key, source=source, input_name=name[JOB_ID_LENGTH + 1:],
+            input_path=state.relative(path), sha256=ident.sha256,
         )
         if new:
-            created.append(job_id)
-            log.info("recovered job %s from the state folder", job_id)
+            created.append(new_id)
+            log.info("recovered job %s from the state folder", new_id)
     return created

@@ -185,7 +185,7 @@ class Daemon:
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Recover the state folder and start every component."""
-        leftovers = self.state.clean_incoming()
+        leftovers = self.state.clean_partial()
         if leftovers:
             log.info("removed %d half-received file(s) from the state folder", leftovers)
         recovered = recover_orphans(self.state, self.journal)
