@@ -26,7 +26,7 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
-from test_vector_pdf_maker import PageSpec, Strip, make_pdf
+from vector_pdf_maker import PageSpec, Strip, make_pdf
 
 from ecgbridge.errors import ImageTooLargeError, InputError, UnsupportedInputError
 from ecgbridge.inputs.dicom import (

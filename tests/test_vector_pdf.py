@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_vector_pdf_maker import PageSpec, Strip, layout_3x4_plus_ii, make_pdf
+from vector_pdf_maker import PageSpec, Strip, layout_3x4_plus_ii, make_pdf
 
 from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.digitizer.vector import digitize_vector_pages
