@@ -55,6 +55,11 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 #: Error: cannot understand (no SOP Instance UID).
 STATUS_CANNOT_UNDERSTAND = 0xC000
 
+#: How long pynetdicom's per-association network loop sleeps when idle (its default
+#: is 1 ms, which caps a single association near 400 small objects/s; 0.1 ms
+#: lifts that ceiling at the price of more wake-ups while an association is open).
+DUL_IDLE_SLEEP_SECONDS = 0.0001
+
 
 def build_ssl_context(settings: DicomScpSettings) -> ssl.SSLContext | None:
     """The server TLS context of the SCP, or None when TLS is off (TLS 1.2 minimum)."""
@@ -124,6 +129,7 @@ class StorageScp:
         handlers: list[Any] = [
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_C_ECHO, self.handle_echo),
+            (evt.EVT_CONN_OPEN, self.handle_connection),
         ]
         self._server = ae.start_server(
             (s.host, s.port), block=False, evt_handlers=handlers,
@@ -137,6 +143,12 @@ class StorageScp:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+    def handle_connection(self, event: evt.Event) -> None:
+        """A peer connected: make its association's network loop more responsive."""
+        dul = getattr(event.assoc, "dul", None)
+        if dul is not None and hasattr(dul, "_run_loop_delay"):
+            dul._run_loop_delay = DUL_IDLE_SLEEP_SECONDS
 
     def handle_echo(self, event: evt.Event) -> int:
         """C-ECHO: always Success."""
