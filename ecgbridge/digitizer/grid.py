@@ -22,6 +22,8 @@ MINOR_MM = 1.0
 MAJOR_MM = 5.0
 #: A spectral peak must exceed the median spectrum by this factor to count as a grid.
 _MIN_PEAK_RATIO = 6.0
+#: Smallest oscillation of the mean darkness profile (0-1 scale) that counts as a grid.
+_MIN_AMPLITUDE = 0.001
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ def measure_pitch(profile: np.ndarray) -> GridPitch:
     # Remove slow trends (illumination, trace rows) with a moving average of ~ 1 major period max.
     win = max(3, int(n // 40) | 1)
     trend = np.convolve(np.pad(p, win, mode="edge"), np.ones(win) / win, mode="same")[win:-win]
-    p = (p - trend) * np.hanning(n)
+    detrended = p - trend
+    p = detrended * np.hanning(n)
     nfft = 1 << int(np.ceil(np.log2(n * 4)))
     spec = np.abs(np.fft.rfft(p, nfft))
     freqs = np.fft.rfftfreq(nfft)
@@ -107,27 +110,54 @@ def measure_pitch(profile: np.ndarray) -> GridPitch:
         if strength < _MIN_PEAK_RATIO:
             return NO_GRID
     period = 1.0 / best_f0
-    # Is the fundamental the 5-mm spacing (with 1-mm sub-structure) or the 1-mm spacing?
-    mag = _dtft_mag(p, np.array([best_f0 * k for k in range(1, 6)]))
-    has_sub = mag[4] > 0.5 * max(mag[1], mag[2], mag[3]) and mag[4] > 3 * floor
+    amplitude = 2.0 * float(_dtft_mag(p, np.array([best_f0]))[0]) / (0.5 * n)
+    if amplitude < _MIN_AMPLITUDE or not _periodic_throughout(detrended, best_f0):
+        return NO_GRID
+    # Is the fundamental the 1-mm or the 5-mm spacing?  The page size rules out one
+    # reading in most cases; otherwise major lines every 5th minor line show as a
+    # sub-harmonic at f0/5; without one, the more plausible page width wins.
     px_if_major = period / MAJOR_MM
     px_if_minor = period / MINOR_MM
-    page_mm_if_major = n / px_if_major
-    if has_sub and px_if_major >= MIN_PX_PER_MM:
-        px_per_mm, harmonic_period = px_if_major, period / 5.0
-    elif px_if_minor > MAX_PX_PER_MM or n / px_if_minor < 60.0:
-        # Too few 'millimetres' on the page for a 1-mm reading: it is the 5-mm grid.
-        px_per_mm, harmonic_period = px_if_major, period
-    elif page_mm_if_major > 600.0 or px_if_major < MIN_PX_PER_MM:
-        px_per_mm, harmonic_period = px_if_minor, period
+    has_sub = False
+    if px_if_minor > MAX_PX_PER_MM or n / px_if_minor < 60.0:
+        px_per_mm = px_if_major
+    elif n / px_if_major > 600.0 or px_if_major < MIN_PX_PER_MM:
+        px_per_mm = px_if_minor
+    elif period * 5 < n / 8 and _is_sharp_peak(p, best_f0 / 5.0, floor):
+        px_per_mm, has_sub = px_if_minor, True
     else:
-        # Only one level of lines: dotted/minor-only grids are rare; a page is 100-450 mm.
-        px_per_mm, harmonic_period = (
-            (px_if_minor, period) if 100.0 <= n / px_if_minor <= 450.0 else (px_if_major, period)
-        )
+        px_per_mm = px_if_minor if 100.0 <= n / px_if_minor <= 450.0 else px_if_major
+    # Refine on the 1-mm harmonic when it is visible, else on the 5-mm lines.
+    minor_mag = _dtft_mag(p, np.array([1.0 / px_per_mm]))[0]
+    harmonic_period = px_per_mm if (px_per_mm >= 2.2 and minor_mag > 4.0 * floor) \
+        else MAJOR_MM * px_per_mm
     refined = _refine_period(p, harmonic_period)
     scale = refined / harmonic_period
-    return GridPitch(px_per_mm * scale, strength, bool(has_sub))
+    return GridPitch(px_per_mm * scale, strength, has_sub)
+
+
+def _is_sharp_peak(p: np.ndarray, f: float, floor: float) -> bool:
+    """True if |DTFT| has a clear, narrow peak at `f` (not a slope of low-frequency content)."""
+    mags = _dtft_mag(p, np.array([f * 0.85, f, f * 1.15]))
+    return bool(mags[1] > 6.0 * floor and mags[1] > 2.0 * max(mags[0], mags[2]))
+
+
+def _periodic_throughout(p: np.ndarray, f0: float) -> bool:
+    """A grid is periodic over the whole page: check the peak in 3 of 4 quarters."""
+    n = p.size
+    q = n // 4
+    if q < 4.0 / f0:
+        return True  # too short to split; trust the global spectrum
+    good = 0
+    for k in range(4):
+        seg = p[k * q:(k + 1) * q]
+        seg = seg - seg.mean()
+        spec = np.abs(np.fft.rfft(seg))
+        floor = float(np.median(spec[1:])) + 1e-12
+        peak = _dtft_mag(seg, np.array([f0]))[0]
+        if peak > 3.0 * floor:
+            good += 1
+    return good >= 3
 
 
 def _refine_period(p: np.ndarray, period: float) -> float:

@@ -71,21 +71,32 @@ def _templates() -> tuple[tuple[str, np.ndarray], ...]:
     return tuple(out)
 
 
+#: Blank margin (pixels at comparison scale) around words and templates, so a solid
+#: glyph such as "I" still has a shape to compare.
+_PAD = 3
+
+
 def _normalised(arr: np.ndarray, width: int) -> np.ndarray:
     img = cv2.resize(arr.astype(np.float32), (width, _CMP_HEIGHT), interpolation=cv2.INTER_AREA)
+    img = cv2.copyMakeBorder(img, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_CONSTANT, value=0.0)
     img = cv2.GaussianBlur(img, (0, 0), 1.0)
     img -= img.mean()
     norm = float(np.linalg.norm(img))
     return img / norm if norm > 0 else img
 
 
+def _padded_weight(valid: np.ndarray, width: int) -> np.ndarray:
+    """Validity mask at comparison scale, with the blank margin counted as valid."""
+    w = cv2.resize(valid.astype(np.float32), (width, _CMP_HEIGHT), interpolation=cv2.INTER_AREA)
+    w = cv2.copyMakeBorder(w, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_CONSTANT, value=1.0)
+    return w > 0.75
+
+
 def _masked_correlation(word: np.ndarray, tpl: np.ndarray, width: int,
                         weight: np.ndarray) -> float:
     """Normalised correlation of word and template over the valid pixels only."""
-    a = cv2.GaussianBlur(cv2.resize(word.astype(np.float32), (width, _CMP_HEIGHT),
-                                    interpolation=cv2.INTER_AREA), (0, 0), 1.0)[weight]
-    b = cv2.GaussianBlur(cv2.resize(tpl.astype(np.float32), (width, _CMP_HEIGHT),
-                                    interpolation=cv2.INTER_AREA), (0, 0), 1.0)[weight]
+    a = _normalised(word, width)[weight]
+    b = _normalised(tpl, width)[weight]
     a = a - a.mean()
     b = b - b.mean()
     d = float(np.linalg.norm(a) * np.linalg.norm(b))
@@ -117,8 +128,7 @@ def recognise_word(word: np.ndarray, valid: np.ndarray | None = None) -> tuple[s
         return "", 0.0, ""
     weight = None
     if valid is not None and not valid.all():
-        weight = cv2.resize(valid.astype(np.float32), (width, _CMP_HEIGHT),
-                            interpolation=cv2.INTER_AREA) > 0.75
+        weight = _padded_weight(valid, width)
         if weight.mean() < 0.5:
             return "", 0.0, ""
     target = _normalised(word > 0, width)
@@ -144,7 +154,8 @@ def recognise_word(word: np.ndarray, valid: np.ndarray | None = None) -> tuple[s
 
 
 def find_label_words(
-    mask: np.ndarray, region: tuple[int, int, int, int], px_per_mm: float
+    mask: np.ndarray, region: tuple[int, int, int, int], px_per_mm: float,
+    baseline: float | None = None,
 ) -> list[LabelWord]:
     """Find and read lead-label words inside `region` of a trace-ink mask.
 
@@ -156,6 +167,9 @@ def find_label_words(
         ``(x0, y0, x1, y1)`` to search (e.g. one trace row's band).
     px_per_mm : float
         Scale; glyphs are 1.2-8 mm tall.
+    baseline : float, optional
+        Row of the trace's baseline: words straddling it are lead-change ticks or
+        pieces of the trace, not labels.
 
     Returns
     -------
@@ -202,6 +216,8 @@ def find_label_words(
         if not (min_h <= by1 - by0 <= max_h) or len(wd) > 4:
             continue
         if bx1 - bx0 > 12.0 * px_per_mm:
+            continue
+        if baseline is not None and by0 + max(y0, 0) < baseline - 1 < by1 + max(y0, 0):
             continue
         lead, score, runner = recognise_word(sub[by0:by1, bx0:bx1])
         if len(wd) >= 2:
@@ -274,8 +290,7 @@ def read_label_at(
                 word = mask[y0: y0 + hgt, x0: x0 + width]
                 ok = valid[y0: y0 + hgt, x0: x0 + width]
                 cmp_w = max(4, int(round(_CMP_HEIGHT * width / hgt)))
-                weight = cv2.resize(ok.astype(np.float32), (cmp_w, _CMP_HEIGHT),
-                                    interpolation=cv2.INTER_AREA) > 0.75
+                weight = _padded_weight(ok, cmp_w)
                 if weight.mean() < 0.5:
                     continue
                 score = _masked_correlation(word > 0, tpl, cmp_w, weight)

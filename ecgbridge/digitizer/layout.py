@@ -102,6 +102,11 @@ def assign_panels(
     inside = [lw for lw in labels if x_origin - slack <= lw.box[0] < x_end - slack]
     if not inside:
         return []
+    if n_columns > 1:
+        aligned = [lw for lw in inside
+                   if _near_column_start(lw.box[0], x_origin, row_length / n_columns,
+                                         px_per_mm_x)]
+        inside = aligned or inside
     # A single label at the row start: a rhythm strip (or a 12x1 row).
     single = len(inside) == 1 and inside[0].box[0] < x_origin + 0.1 * row_length
     n = 1 if single else n_columns

@@ -270,9 +270,11 @@ def digitize_raster_page(
     falls = [p.x_fall for p in pulses if p is not None]
     if falls:
         common = float(np.median(falls))
+        rise = float(np.median([p.x_rise for p in pulses if p is not None]))
         for i, p in enumerate(pulses):
             x_origin, x_end = spans[i]
-            if p is None and x_origin > common - 5.0 * ppm_x:
+            # A row starting at the others' pulse (undetected here) or after it.
+            if p is None and (x_origin > common - 5.0 * ppm_x or abs(x_origin - rise) < 3 * ppm_x):
                 spans[i] = (common, x_end)
     if not rows:
         raise DigitizationError(f"page {page_index + 1}: only straight lines found, no traces")
@@ -293,16 +295,17 @@ def digitize_raster_page(
     all_labels: list[list[LabelWord]] = []
     for row, (_x_origin, x_end) in zip(rows, spans, strict=True):
         region = (int(row.x_start - 15 * ppm_x), row.top, int(x_end), row.bottom)
-        all_labels.append(find_label_words(erased, region, ppm_y))
-    all_labels = _consistent_labels(all_labels)
+        all_labels.append(find_label_words(erased, region, ppm_y, baseline=row.baseline))
+    all_labels = _consistent_labels(all_labels, [r.baseline for r in rows], ppm_y)
     row_slots: list[list[PanelSlot]] = []
     any_label = any(all_labels)
-    row_length = float(max(e - o for o, e in spans))
+    row_length = _typical_row_length([e - o for o, e in spans])
     n_columns = choose_columns(all_labels, [o for o, _e in spans], row_length, ppm_x)
     for labels, (x_origin, _x_end) in zip(all_labels, spans, strict=True):
         slots = assign_panels(labels, x_origin, row_length, n_columns, ppm_x) if any_label else []
         row_slots.append(slots)
     if any_label:
+        row_slots = _unique_leads(row_slots)
         row_slots = _unlabelled_rows(row_slots, spans, row_length)
         row_slots = _reread_missing_labels(row_slots, rows, all_labels, thin_erased,
                                            mask & (1 - thin_erased), ppm_x)
@@ -357,7 +360,9 @@ def digitize_raster_page(
             m = min(best.size, other.size)
             fill = ~np.isfinite(best[:m]) & np.isfinite(other[:m])
             best[:m][fill] = other[:m][fill]
-        result.signals[lead] = best[:max(n_total, best.size)]
+        last = max((info.start_s + info.duration_s for _s, _q, info in items), default=0.0)
+        keep = n_total if last <= STANDARD_DURATION_S * 1.05 else best.size
+        result.signals[lead] = best[:keep]
         result.quality[lead] = float(items[0][1])
         result.panels.extend(info for _s, _q, info in items)
     result.calibration = Calibration(
@@ -372,6 +377,35 @@ def digitize_raster_page(
         debug.update(postprocess.debug_images(rgb, homography if angle else None, rows, row_slots,
                                               paths, all_labels))
     return result
+
+
+def _typical_row_length(lengths: list[float]) -> float:
+    """The rows' common length: the longest, unless it alone sticks out by over 3 %."""
+    arr = sorted(lengths, reverse=True)
+    if len(arr) >= 3 and arr[0] > 1.03 * arr[1] and arr[1] <= 1.03 * arr[2]:
+        return float(arr[1])
+    return float(arr[0])
+
+
+def _unique_leads(row_slots: list[list[PanelSlot]]) -> list[list[PanelSlot]]:
+    """A lead is printed once in the multi-panel grid: keep its best-read panel only.
+
+    (Rhythm strips, rows of one panel, may repeat a lead of the grid.)
+    """
+    best: dict[str, tuple[float, int, int]] = {}
+    for i, r in enumerate(row_slots):
+        for j, s in enumerate(r):
+            if s.lead and s.columns > 1 and (s.lead not in best or s.label_score > best[s.lead][0]):
+                best[s.lead] = (s.label_score, i, j)
+    out = []
+    for i, r in enumerate(row_slots):
+        row = []
+        for j, s in enumerate(r):
+            if s.lead and s.columns > 1 and best[s.lead][1:] != (i, j):
+                s = PanelSlot("", s.column, s.columns, s.x0, s.x1, 0.0)
+            row.append(s)
+        out.append(row)
+    return out
 
 
 def _unlabelled_rows(
@@ -414,18 +448,39 @@ def _is_rhythm(row_slots: list[list[PanelSlot]], slot: PanelSlot) -> bool:
     return any(len(r) > 1 for r in row_slots)
 
 
-def _consistent_labels(all_labels: list[list[LabelWord]]) -> list[list[LabelWord]]:
-    """Drop label words whose height is far from the page's typical label height."""
-    flat = [w for row in all_labels for w in row]
-    multi = [w.box[3] - w.box[1] for w in flat if len(w.lead) > 1 and w.score > 0.7]
-    heights = multi or [w.box[3] - w.box[1] for w in flat]
-    if not heights:
+def _consistent_labels(
+    all_labels: list[list[LabelWord]], baselines: list[float], ppm: float
+) -> list[list[LabelWord]]:
+    """Keep label words that look like the page's labels.
+
+    Lead labels of one page share their size and their vertical offset from the
+    trace baseline; the reference is taken from multi-character labels (aVR, V1...),
+    which random ink rarely imitates. Single "I"-like strokes must also score high.
+    """
+    multi = [
+        (w.box[3] - w.box[1], w.box[1] - base)
+        for row, base in zip(all_labels, baselines, strict=True)
+        for w in row if len(w.lead) > 1 and w.score > 0.7
+    ]
+    if not multi:
+        multi = [(w.box[3] - w.box[1], w.box[1] - base)
+                 for row, base in zip(all_labels, baselines, strict=True) for w in row]
+    if not multi:
         return all_labels
-    ref = float(np.median(heights))
+    ref_h = float(np.median([m[0] for m in multi]))
+    ref_dy = float(np.median([m[1] for m in multi]))
+    strict_dy = len(multi) >= 3
     out = []
-    for row in all_labels:
-        keep = [w for w in row if 0.7 <= (w.box[3] - w.box[1]) / ref <= 1.4
-                and (len(w.lead) > 1 or w.score >= 0.7)]
+    for row, base in zip(all_labels, baselines, strict=True):
+        keep = []
+        for w in row:
+            if not 0.7 <= (w.box[3] - w.box[1]) / ref_h <= 1.4:
+                continue
+            if len(w.lead) == 1 and w.score < 0.7:
+                continue
+            if strict_dy and abs((w.box[1] - base) - ref_dy) > max(1.5 * ppm, 0.5 * ref_h):
+                continue
+            keep.append(w)
         out.append(keep)
     return out
 

@@ -13,6 +13,8 @@ from ecgbridge.ecg import PanelInfo
 MAX_BRIDGED_GAP_S = 0.08
 #: A non-geometric start time must beat the geometric one by this correlation margin.
 _ALIGN_MARGIN = 0.3
+#: ... and reach at least this correlation with the rhythm strip's QRS envelope.
+_ALIGN_MIN = 0.5
 
 Candidate = tuple[np.ndarray, float, PanelInfo]
 
@@ -138,7 +140,7 @@ def align_panels_to_rhythm(
                 new_items.append((samples, q, info))
                 continue
             best_s = max(scores, key=lambda s: scores[s])
-            if best_s != geo and scores[best_s] > scores[geo] + _ALIGN_MARGIN:
+            if best_s != geo and scores[best_s] > max(scores[geo] + _ALIGN_MARGIN, _ALIGN_MIN):
                 shift = int(round((best_s - info.start_s) * fs))
                 moved = np.full(samples.size, np.nan)
                 if shift < 0:

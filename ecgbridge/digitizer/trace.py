@@ -139,24 +139,25 @@ def follow_trace(
 
 
 def _run_values(t: np.ndarray, b: np.ndarray, line_width: float) -> np.ndarray:
-    """One value per column: run centre, or the stroke's extreme end at a peak."""
+    """One value per column: run centre, or the stroke's extreme end at a peak.
+
+    A column whose run reaches higher than both neighbours' runs holds a peak (its top
+    is the value); lower than both, a trough. Otherwise the run centre is used.
+    """
     c = 0.5 * (t + b)
     y = c.copy()
-    tall = (b - t) > 2.5 * line_width + 1
-    if not tall.any():
-        return y
     idx = np.nonzero(np.isfinite(c))[0]
     if idx.size < 3:
         return y
-    cf = c[idx]
-    prev = np.r_[cf[0], cf[:-1]]
-    nxt = np.r_[cf[1:], cf[-1]]
     tf, bf = t[idx], b[idx]
-    up = (prev > cf) & (nxt > cf)      # both neighbours lower on the page -> peak on top
-    down = (prev < cf) & (nxt < cf)
-    vals = cf.copy()
-    sel = tall[idx]
-    vals[sel & up] = tf[sel & up] + 0.5 * line_width
-    vals[sel & down] = bf[sel & down] - 0.5 * line_width
+    half = 0.5 * (line_width - 1)
+    t_prev, t_next = np.r_[tf[0], tf[:-1]], np.r_[tf[1:], tf[-1]]
+    b_prev, b_next = np.r_[bf[0], bf[:-1]], np.r_[bf[1:], bf[-1]]
+    tall = (bf - tf) > 2.0 * line_width
+    peak = tall & (tf < t_prev) & (tf <= t_next)
+    trough = tall & (bf > b_prev) & (bf >= b_next) & ~peak
+    vals = 0.5 * (tf + bf)
+    vals[peak] = tf[peak] + half
+    vals[trough] = bf[trough] - half
     y[idx] = vals
     return y

@@ -1,0 +1,224 @@
+"""Unit tests of the raster digitizer's stages on arrays drawn in the test."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from ecgbridge.digitizer.deskew import estimate_rotation
+from ecgbridge.digitizer.grid import measure_grid
+from ecgbridge.digitizer.labels import LabelWord, _font_path, recognise_word
+from ecgbridge.digitizer.layout import (
+    PanelSlot,
+    assign_panels,
+    choose_columns,
+    fill_missing_leads,
+)
+from ecgbridge.digitizer.normalise import ink_maps
+from ecgbridge.digitizer.pulse import find_pulse
+from ecgbridge.digitizer.trace import follow_trace
+
+
+def draw_grid(h: int, w: int, px_per_mm: float, *, dotted: bool = False,
+              colour: tuple[int, int, int] = (255, 120, 120)) -> np.ndarray:
+    """White page with 1-mm minor and 5-mm major lines at a non-integer pitch."""
+    img = np.full((h, w, 3), 255, np.uint8)
+    minor = tuple(int(255 - 0.35 * (255 - c)) for c in colour)
+    for k in range(int(max(h, w) / px_per_mm) + 1):
+        pos = int(round(k * px_per_mm))
+        col = colour if k % 5 == 0 else minor
+        if dotted and k % 5:
+            continue
+        if pos < w:
+            img[:, pos] = col
+        if pos < h:
+            img[pos, :] = col
+    return img
+
+
+@pytest.mark.parametrize("ppm", [4.7244, 7.3, 11.81])
+def test_grid_pitch_is_measured_to_a_tenth_of_a_percent(ppm: float) -> None:
+    page = draw_grid(1200, 1600, ppm)
+    gx, gy = measure_grid(ink_maps(page).any_ink)
+    assert gx.px_per_mm == pytest.approx(ppm, rel=1e-3)
+    assert gy.px_per_mm == pytest.approx(ppm, rel=1e-3)
+
+
+def test_grid_with_only_major_lines_still_gives_millimetres() -> None:
+    page = draw_grid(1000, 1500, 6.0, dotted=True, colour=(40, 40, 40))
+    gx, gy = measure_grid(ink_maps(page).any_ink)
+    assert gx.px_per_mm == pytest.approx(6.0, rel=2e-3)
+    assert gy.px_per_mm == pytest.approx(6.0, rel=2e-3)
+
+
+def test_no_grid_on_a_plain_page() -> None:
+    page = np.full((600, 900, 3), 250, np.uint8)
+    xs = np.arange(50, 850)
+    pts = np.stack([xs, 300 + 40 * np.sin(xs / 60.0)], axis=1).astype(np.int32)
+    cv2.polylines(page, [pts.reshape(-1, 1, 2)], False, (0, 0, 0), 2)
+    gx, gy = measure_grid(ink_maps(page).any_ink)
+    assert np.isnan(gx.px_per_mm) and np.isnan(gy.px_per_mm)
+
+
+@pytest.mark.parametrize("angle", [-8.0, -2.5, 3.0, 6.0])
+def test_deskew_recovers_the_rotation(angle: float) -> None:
+    page = draw_grid(1100, 1500, 7.874)
+    h, w = page.shape[:2]
+    rot = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)  # counter-clockwise positive
+    rotated = cv2.warpAffine(page, rot, (w, h), borderValue=(255, 255, 255))
+    found = estimate_rotation(ink_maps(rotated).any_ink)
+    assert found == pytest.approx(angle, abs=0.1)
+
+
+def test_straight_page_is_not_rotated() -> None:
+    assert estimate_rotation(ink_maps(draw_grid(800, 1000, 5.0)).any_ink) == 0.0
+
+
+def _trace_with_pulse(ppm: float, gain: float, height: int = 400, width: int = 900):
+    """Binary mask with a 1-mV pulse (0.2 s at 25 mm/s) then a sine trace."""
+    mask = np.zeros((height, width), np.uint8)
+    base = 250
+    x_rise = 40
+    x_fall = x_rise + int(round(5 * ppm))
+    top = int(round(base - gain * ppm))
+    cv2.line(mask, (10, base), (x_rise, base), 1, 2)
+    cv2.line(mask, (x_rise, base), (x_rise, top), 1, 2)
+    cv2.line(mask, (x_rise, top), (x_fall, top), 1, 2)
+    cv2.line(mask, (x_fall, top), (x_fall, base), 1, 2)
+    xs = np.arange(x_fall, width - 10)
+    ys = base - 3 * ppm * np.sin((xs - x_fall) / 25.0)
+    pts = np.stack([xs, ys], axis=1).round().astype(np.int32)
+    cv2.polylines(mask, [pts.reshape(-1, 1, 2)], False, 1, 2)
+    return mask, base, x_fall, xs, ys
+
+
+@pytest.mark.parametrize("gain", [5.0, 10.0, 20.0])
+def test_calibration_pulse_gives_gain_foot_and_time_origin(gain: float) -> None:
+    ppm = 7.874
+    mask, base, x_fall, _, _ = _trace_with_pulse(ppm, gain, height=600)
+    path = follow_trace(mask, 5, mask.shape[1], 0, mask.shape[0], base, ppm)
+    pulse = find_pulse(path, ppm, ppm)
+    assert pulse is not None
+    assert pulse.mm_per_mv == gain
+    assert pulse.foot_y == pytest.approx(base, abs=1.0)
+    assert pulse.x_fall == pytest.approx(x_fall, abs=1.0)
+
+
+def test_no_pulse_on_a_plain_trace() -> None:
+    mask = np.zeros((300, 800), np.uint8)
+    xs = np.arange(10, 790)
+    pts = np.stack([xs, 150 + 20 * np.sin(xs / 30.0)], axis=1).astype(np.int32)
+    cv2.polylines(mask, [pts.reshape(-1, 1, 2)], False, 1, 2)
+    path = follow_trace(mask, 0, 800, 0, 300, 150.0, 7.874)
+    assert find_pulse(path, 7.874, 7.874) is None
+
+
+def test_trace_following_ignores_a_neighbour_and_text() -> None:
+    ppm = 7.874
+    mask = np.zeros((500, 1000), np.uint8)
+    xs = np.arange(0, 1000)
+    ys = 250 + 25 * np.sin(xs / 40.0)
+    pts = np.stack([xs, ys], axis=1).round().astype(np.int32)
+    cv2.polylines(mask, [pts.reshape(-1, 1, 2)], False, 1, 2)
+    # A neighbouring trace's tall QRS reaching into the band, and a label.
+    cv2.line(mask, (500, 120), (505, 330), 1, 2)
+    cv2.line(mask, (505, 330), (510, 120), 1, 2)
+    cv2.putText(mask, "V1", (300, 320), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1, 2)
+    path = follow_trace(mask, 0, 1000, 100, 400, 250.0, ppm)
+    assert path.found_fraction > 0.98
+    err = np.abs(path.y - ys)
+    assert np.nanmedian(err) < 1.0
+    assert np.nanpercentile(err, 97) < 3.0
+
+
+def test_trace_following_keeps_qrs_peaks() -> None:
+    mask = np.zeros((400, 300), np.uint8)
+    pts = np.array([[0, 300], [100, 300], [105, 60], [110, 330], [120, 300], [299, 300]],
+                   np.int32)
+    cv2.polylines(mask, [pts.reshape(-1, 1, 2)], False, 1, 2)
+    path = follow_trace(mask, 0, 300, 0, 400, 300.0, 7.874)
+    assert np.nanmin(path.y) < 65  # the R peak at row 60 is kept
+    assert np.nanmax(path.y) > 325  # and the S trough at row 330
+
+
+def _render_text(text: str, height: int, font_file: str = "DejaVuSans.ttf") -> np.ndarray:
+    font = ImageFont.truetype(_font_path(font_file), height * 2)
+    img = Image.new("L", (height * 12, height * 4), 0)
+    ImageDraw.Draw(img).text((5, 5), text, fill=255, font=font)
+    arr = np.asarray(img) > 127
+    ys, xs = np.nonzero(arr)
+    return arr[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1].astype(np.uint8)
+
+
+@pytest.mark.parametrize("lead", ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V4", "V6"])
+def test_lead_names_are_read(lead: str) -> None:
+    word = _render_text(lead, 14)
+    found, score, _ = recognise_word(word)
+    assert found == lead
+    assert score > 0.7
+
+
+def test_lead_name_in_another_font_and_size_is_read() -> None:
+    mask = np.zeros((60, 200), np.uint8)
+    cv2.putText(mask, "aVL", (5, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1, 2)
+    ys, xs = np.nonzero(mask)
+    found, _, _ = recognise_word(mask[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1])
+    assert found == "aVL"
+
+
+def test_random_blob_is_not_a_lead_name() -> None:
+    rng = np.random.default_rng(1)
+    blob = (rng.random((20, 30)) > 0.5).astype(np.uint8)
+    _, score, _ = recognise_word(blob)
+    assert score < 0.55
+
+
+def _label(lead: str, x: int) -> LabelWord:
+    return LabelWord(lead, (x, 100, x + 20, 115), 0.9)
+
+
+def test_layout_columns_and_rhythm_strip_from_label_positions() -> None:
+    ppm = 7.874
+    origin, length = 100.0, 250 * ppm
+    col = length / 4
+    rows = [
+        [_label(lead, int(origin + k * col + 3)) for k, lead in enumerate(group)]
+        for group in (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"),
+                      ("III", "aVF", "V3", "V6"))
+    ] + [[_label("II", int(origin + 3))]]
+    n = choose_columns(rows, [origin] * 4, length, ppm)
+    assert n == 4
+    slots = [assign_panels(r, origin, length, n, ppm) for r in rows]
+    assert [s.lead for s in slots[0]] == ["I", "aVR", "V1", "V4"]
+    assert len(slots[3]) == 1 and slots[3][0].columns == 1
+    assert slots[1][2].x0 == int(round(origin + 2 * col))
+
+
+def test_layout_6x2_labels_give_two_columns() -> None:
+    ppm = 7.874
+    origin, length = 100.0, 250 * ppm
+    rows = [[_label(a, int(origin + 2)), _label(b, int(origin + length / 2 + 2))]
+            for a, b in (("V1", "V4"), ("I", "aVR"), ("V2", "V5"))]
+    assert choose_columns(rows, [origin] * 3, length, ppm) == 2
+
+
+def test_unread_labels_are_inferred_from_their_column_group() -> None:
+    def slot(lead: str, k: int) -> PanelSlot:
+        return PanelSlot(lead, k, 4, k * 100, (k + 1) * 100, 0.9)
+
+    rows = [
+        [slot("", 0), slot("", 1), slot("V1", 2), slot("V4", 3)],
+        [slot("II", 0), slot("aVL", 1), slot("V2", 2), slot("V5", 3)],
+        [slot("III", 0), slot("aVF", 1), slot("V3", 2), slot("V6", 3)],
+    ]
+    named = fill_missing_leads(rows)
+    assert [s.lead for s in named[0]] == ["I", "aVR", "V1", "V4"]
+
+
+def test_ambiguous_unread_labels_are_dropped() -> None:
+    rows = [[PanelSlot("", 0, 2, 0, 100, 0.0), PanelSlot("", 1, 2, 100, 200, 0.0)],
+            [PanelSlot("", 0, 2, 0, 100, 0.0), PanelSlot("V5", 1, 2, 100, 200, 0.9)]]
+    named = fill_missing_leads(rows)
+    assert [s.lead for r in named for s in r] == ["V5"]
