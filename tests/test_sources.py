@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -254,3 +255,34 @@ def test_dicom_tls(tmp_path: Path) -> None:
     finally:
         server.stop()
         journal.close()
+
+
+@needs_dcmtk
+@pytest.mark.network
+@pytest.mark.parametrize("allowed", [False, True])
+def test_patient_ids_are_logged_only_when_allowed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, allowed: bool
+) -> None:
+    import logging
+
+    from ecgbridge.service.logs import JsonFormatter
+
+    state = StateFolder(tmp_path / "state")
+    journal = Journal.in_state_folder(state.root)
+    server = StorageScp(DicomScpSettings(port=free_port()), Intake(state, journal),
+                        log_patient_ids=allowed)
+    server.start()
+    try:
+        uid = secondary_capture(tmp_path / "sc.dcm", pattern_image())
+        with caplog.at_level(logging.INFO, logger="ecgbridge"):
+            assert storescu(server.port, [tmp_path / "sc.dcm"]).returncode == 0
+    finally:
+        server.stop()
+        journal.close()
+    formatter = JsonFormatter(include_patient_ids=allowed)
+    lines = [formatter.format(r) for r in caplog.records if r.name.startswith("ecgbridge")]
+    stored = [json.loads(line) for line in lines if "C-STORE stored" in line]
+    assert len(stored) == 1
+    assert stored[0]["sop_instance_uid"] == uid and stored[0]["calling_aet"] == "STORESCU"
+    assert ("TEST-0001" in "\n".join(lines)) is allowed
+    assert "Test^Daemon" not in "\n".join(lines)

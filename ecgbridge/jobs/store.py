@@ -205,7 +205,8 @@ class StateFolder:
     # ------------------------------------------------------------ quarantine
     def quarantine_input(self, job_id: str, input_path: Path, reason: str) -> Path:
         """Move a failed job's input into ``quarantine/`` with a ``.reason.txt`` beside it."""
-        target = self.quarantine / f"{job_id}_{safe_name(input_path.name)}"
+        name = safe_name(input_path.name)
+        target = self.quarantine / (name if name.startswith(f"{job_id}_") else f"{job_id}_{name}")
         write_text_atomic(
             target.with_name(target.name + REASON_SUFFIX), f"job {job_id}: {reason.strip()}\n"
         )

@@ -100,7 +100,10 @@ class Daemon:
         self.intake = Intake(self.state, self.journal, on_new_job=self._on_new_job)
         self.scp: StorageScp | None = None
         if settings.dicom.enabled:
-            self.scp = StorageScp(settings.dicom, self.intake, on_store=self._on_store)
+            self.scp = StorageScp(
+                settings.dicom, self.intake, on_store=self._on_store,
+                log_patient_ids=settings.logging.include_patient_ids,
+            )
         self.watcher: FolderWatcher | None = None
         if settings.inbox.enabled:
             self.watcher = FolderWatcher(

@@ -86,6 +86,9 @@ class StorageScp:
         Stores each object durably and journals it.
     on_store : callable, optional
         Called with the status of every C-STORE (metrics).
+    log_patient_ids : bool
+        Also log the Patient ID of each received object (off by default: logs then
+        carry only the job id and SOP Instance UID).
     """
 
     def __init__(
@@ -93,10 +96,13 @@ class StorageScp:
         settings: DicomScpSettings,
         intake: Intake,
         on_store: Callable[[int], None] | None = None,
+        *,
+        log_patient_ids: bool = False,
     ) -> None:
         self.settings = settings
         self.intake = intake
         self.on_store = on_store
+        self.log_patient_ids = log_patient_ids
         self._server: ThreadedAssociationServer | None = None
 
     @property
@@ -165,13 +171,21 @@ class StorageScp:
             return self._answer(STATUS_CANNOT_UNDERSTAND)
         try:
             data = event.encoded_dataset(include_meta=True)
-            self.intake.take_dicom_bytes(data, uid)
+            result = self.intake.take_dicom_bytes(data, uid)
         except OSError as exc:
             log.error("cannot store a received object: %s", exc)
             return self._answer(STATUS_OUT_OF_RESOURCES)
         except Exception:
             log.exception("unexpected error while storing a received object")
             return self._answer(STATUS_OUT_OF_RESOURCES)
+        context = {"job_id": result.job_id, "sop_instance_uid": uid,
+                   "calling_aet": str(event.assoc.requestor.ae_title)}
+        if self.log_patient_ids:
+            try:
+                context["patient_id"] = str(event.dataset.get("PatientID", ""))
+            except Exception:  # undecodable dataset: the digitizer will report it
+                context["patient_id"] = ""
+        log.info("C-STORE stored" if result.created else "C-STORE duplicate", extra=context)
         return self._answer(STATUS_SUCCESS)
 
     def _answer(self, status: int) -> int:
