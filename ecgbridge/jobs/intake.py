@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ecgbridge.jobs.journal import Journal
-from ecgbridge.jobs.store import InputIdentity, StateFolder, identify_file, safe_name
+from ecgbridge.jobs.store import Buffer, InputIdentity, StateFolder, identify_file, safe_name
 
 log = logging.getLogger("ecgbridge.jobs.intake")
 
@@ -76,8 +76,14 @@ class Intake:
         self._announce(job_id, created, source, ident)
         return IntakeResult(job_id, created, ident)
 
-    def take_dicom_bytes(self, data: bytes, sop_instance_uid: str) -> IntakeResult:
-        """Durably store a received DICOM object (file meta + dataset bytes) and journal it."""
+    def take_dicom_bytes(
+        self, data: Buffer | Sequence[Buffer], sop_instance_uid: str
+    ) -> IntakeResult:
+        """Durably store a received DICOM object and journal it.
+
+        `data` is the object in the DICOM file format (preamble, file meta, dataset),
+        as one buffer or as consecutive parts.
+        """
         uid = sop_instance_uid.strip()
         key = f"sop:{uid}" if uid else ""
         if key and self.journal.has_key(key):
@@ -90,7 +96,10 @@ class Intake:
         if uid:
             ident = InputIdentity(key=key, sha256="", sop_instance_uid=uid)
         else:
-            digest = hashlib.sha256(data).hexdigest()
+            hasher = hashlib.sha256()
+            for part in [data] if isinstance(data, bytes | bytearray | memoryview) else data:
+                hasher.update(part)
+            digest = hasher.hexdigest()
             ident = InputIdentity(key=f"sha256:{digest}", sha256=digest)
         name = f"{safe_name(uid, 'object')}.dcm" if uid else "object.dcm"
         # no lock: concurrent copies of one object rename onto the same name and the

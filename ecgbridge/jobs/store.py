@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,9 @@ PARTIAL_SUFFIX = ".part"
 JOB_ID_LENGTH = 16
 #: Suffix of the text file written beside a quarantined input.
 REASON_SUFFIX = ".reason.txt"
+
+#: A bytes-like object written without copying.
+Buffer = bytes | bytearray | memoryview
 
 _DICOM_MAGIC_OFFSET = 128
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -148,20 +152,23 @@ class StateFolder:
         """Where the input `name` of a job is kept."""
         return self.inputs / f"{job_id}_{safe_name(name)}"
 
-    def store_bytes(self, data: bytes, job_id: str, name: str) -> Path:
+    def store_bytes(self, data: Buffer | Sequence[Buffer], job_id: str, name: str) -> Path:
         """Write received bytes durably as the job's input and return the path.
 
-        The bytes go to a hidden ``.part`` file that is fsynced, renamed to its
-        final name, and the folder is fsynced: when this returns the input
-        survives a crash or power cut.
+        `data` is one buffer or several written one after the other (e.g. file meta
+        then the dataset, without joining them in memory). They go to a hidden
+        ``.part`` file that is fsynced, renamed to its final name, and the folder is
+        fsynced: when this returns the input survives a crash or power cut.
         """
         target = self.input_path(job_id, name)
+        parts = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
         fd, tmp = tempfile.mkstemp(prefix=".", suffix=PARTIAL_SUFFIX, dir=self.inputs)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            for part in parts:
+                view = memoryview(part).cast("B")
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
             os.fsync(fd)
             os.close(fd)
             fd = -1

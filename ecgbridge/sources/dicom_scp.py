@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -59,6 +60,20 @@ STATUS_CANNOT_UNDERSTAND = 0xC000
 #: is 1 ms, which caps a single association near 400 small objects/s; 0.1 ms
 #: lifts that ceiling at the price of more wake-ups while an association is open).
 DUL_IDLE_SLEEP_SECONDS = 0.0001
+
+
+def encoded_parts(event: evt.Event) -> list[Any]:
+    """The received object in the DICOM file format, as (header, dataset) buffers.
+
+    The dataset is a view of pynetdicom's receive buffer: nothing is decoded and the
+    (possibly large) pixel data is not copied on its way to the file.
+    """
+    try:
+        body = event.request.DataSet.getbuffer()  # type: ignore[union-attr]
+        header = b"\x00" * 128 + b"DICM" + encode_file_meta(event.file_meta)
+    except (AttributeError, TypeError):
+        return [event.encoded_dataset(include_meta=True)]
+    return [header, body]
 
 
 def build_ssl_context(settings: DicomScpSettings) -> ssl.SSLContext | None:
@@ -170,8 +185,7 @@ class StorageScp:
         if not uid:
             return self._answer(STATUS_CANNOT_UNDERSTAND)
         try:
-            data = event.encoded_dataset(include_meta=True)
-            result = self.intake.take_dicom_bytes(data, uid)
+            result = self.intake.take_dicom_bytes(encoded_parts(event), uid)
         except OSError as exc:
             log.error("cannot store a received object: %s", exc)
             return self._answer(STATUS_OUT_OF_RESOURCES)
