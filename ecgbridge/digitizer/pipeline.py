@@ -49,6 +49,10 @@ STANDARD_DURATION_S = 10.0
 MIN_PAGE_SIDE_PX = 150
 #: Page darkness below this (99.9th percentile of the ink map) means a blank page.
 _BLANK_INK_LEVEL = 0.15
+#: Rows within this many seconds of 10 s get their time origin from their end.
+_ROW_END_SNAP_S = 0.25
+#: Time of the last sample of a 10 s recording (at 500 Hz).
+_LAST_SAMPLE_S = 0.002
 #: Minimum match score of a label read at its expected place.
 _REREAD_MIN_SCORE = 0.65
 #: Half-width (mm) of the strip blanked around internal panel boundaries (lead markers).
@@ -278,6 +282,7 @@ def digitize_raster_page(
                 spans[i] = (common, x_end)
     if not rows:
         raise DigitizationError(f"page {page_index + 1}: only straight lines found, no traces")
+    spans = _origins_from_row_ends(spans, paths, ppm_x * speed, ppm_x)
 
     # Gain.
     pulse_gains = [p.mm_per_mv for p in pulses if p is not None]
@@ -377,6 +382,35 @@ def digitize_raster_page(
         debug.update(postprocess.debug_images(rgb, homography if angle else None, rows, row_slots,
                                               paths, all_labels))
     return result
+
+
+def _origins_from_row_ends(
+    spans: list[tuple[float, float]], paths: list[TracePath], px_per_s: float, ppm: float
+) -> list[tuple[float, float]]:
+    """Correct the rows' time origin from where full 10 s rows end.
+
+    Printers leave a device-specific gap (0 to a few mm) between the calibration
+    pulse and the signal, but a 10 s row ends exactly 10 s after its start. For
+    every row whose extent is within 0.25 s of 10 s the implied origin is computed;
+    when most rows agree on a shift of 0.75-3 mm, every row is shifted by it.
+    """
+    deltas = []
+    for (x_origin, x_end), path in zip(spans, paths, strict=True):
+        x_last = x_end - 0.5 - 0.5 * path.line_width
+        total = (x_last - x_origin) / px_per_s
+        if abs(total - STANDARD_DURATION_S) <= _ROW_END_SNAP_S:
+            deltas.append(x_last - (STANDARD_DURATION_S - _LAST_SAMPLE_S) * px_per_s - x_origin)
+    if len(deltas) < 2:
+        return spans
+    arr = np.asarray(deltas)
+    shift = float(np.median(arr))
+    agree = np.abs(arr - shift) <= 0.5 * ppm
+    if agree.sum() < max(2, int(np.ceil(2 * arr.size / 3))):
+        return spans
+    shift = float(np.median(arr[agree]))
+    if not 0.75 * ppm < abs(shift) <= 3.0 * ppm:
+        return spans
+    return [(o + shift, e) for o, e in spans]
 
 
 def _typical_row_length(lengths: list[float]) -> float:

@@ -12,9 +12,9 @@ from ecgbridge.ecg import PanelInfo
 #: Gaps up to this long (seconds) inside a panel are bridged by linear interpolation.
 MAX_BRIDGED_GAP_S = 0.08
 #: A non-geometric start time must beat the geometric one by this correlation margin.
-_ALIGN_MARGIN = 0.3
+_ALIGN_MARGIN = 0.35
 #: ... and reach at least this correlation with the rhythm strip's QRS envelope.
-_ALIGN_MIN = 0.5
+_ALIGN_MIN = 0.6
 
 Candidate = tuple[np.ndarray, float, PanelInfo]
 
