@@ -281,6 +281,15 @@ def test_png_and_secondary_capture_become_waveform_and_observation(
     status, metrics = daemon.http("/metrics")
     assert 'ecgbridge_delivered_total{destination="outbox"} 2' in metrics
     assert "ecgbridge_end_to_end_seconds_count 2" in metrics
+    # the admin command reads the journal while the daemon runs
+    listed = subprocess.run(
+        [sys.executable, "-m", "ecgbridge", "jobs", "list", "--state", str(daemon.state)],
+        capture_output=True, text=True, timeout=60, check=False,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert all(j["job_id"] in listed.stdout for j in jobs)
+    assert "2 delivered" in listed.stdout
     # no patient data in the logs
     log = daemon.log.read_text()
     assert "TEST-0001" not in log and "Test^Daemon" not in log
@@ -344,4 +353,70 @@ def test_sigkill_while_jobs_are_in_flight_then_resume_exactly_once(
     assert {f"sop:{u}" for u in sc_uids} <= {j["input_key"] for j in jobs}
     assert not list(daemon.inbox.iterdir())
     assert not list((daemon.state / "inputs").glob(".*"))  # no half-received file left
+    assert daemon.terminate() == 0
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is `pid` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_worker_killed_by_the_os_does_not_stop_the_daemon(
+    daemon: DaemonProcess, tmp_path: Path, rendered_page: Callable[..., Any]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    first = _page_png(rendered_page, src / "first.png", "HR06004")
+    second = _page_png(rendered_page, src / "second.png", "A1983")
+    daemon.start()
+    _drop(daemon.inbox, first)
+    daemon.wait_jobs(lambda js: len(js) == 1 and js[0]["state"] == "delivered", timeout=120)
+    assert daemon.proc is not None
+    cmdlines = {p: Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+                for p in _children(daemon.proc.pid)}
+    workers = [p for p, cmd in cmdlines.items()
+               if "spawn_main" in cmd and "resource_tracker" not in cmd]
+    assert workers
+    for pid in workers:  # what the OOM killer does
+        os.kill(pid, signal.SIGKILL)
+    _drop(daemon.inbox, second)
+    jobs = daemon.wait_jobs(lambda js: len(js) == 2 and all(
+        j["state"] in ("delivered", "failed") for j in js), timeout=180)
+    assert [j["state"] for j in jobs] == ["delivered", "delivered"]
+    assert len(_outbox_uids(daemon.outbox)) == 2
+    assert daemon.alive()
+    assert daemon.terminate() == 0
+
+
+@pytest.mark.slow
+def test_sigterm_while_digitizing_stops_cleanly_and_resumes(
+    daemon: DaemonProcess, tmp_path: Path, rendered_page: Callable[..., Any]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    pages = [_page_png(rendered_page, src / f"p{i}.png", r)
+             for i, r in enumerate(("HR06004", "E07506", "A1983"))]
+    daemon.start()
+    for page in pages:
+        _drop(daemon.inbox, page)
+    daemon.wait_jobs(lambda js: len(js) == 3, timeout=60)
+    started = time.monotonic()
+    assert daemon.terminate(timeout=60) == 0
+    assert time.monotonic() - started < 30  # within shutdown.grace_seconds (10) + margin
+    assert not list(daemon.inbox.iterdir())  # accepted inputs were not left behind
+    daemon.start()
+    jobs = daemon.wait_jobs(lambda js: all(j["state"] == "delivered" for j in js), timeout=180)
+    assert len(jobs) == 3
+    uids = _outbox_uids(daemon.outbox)
+    assert len(uids) == len(set(uids)) == 3
     assert daemon.terminate() == 0
