@@ -420,3 +420,22 @@ def test_sigterm_while_digitizing_stops_cleanly_and_resumes(
     uids = _outbox_uids(daemon.outbox)
     assert len(uids) == len(set(uids)) == 3
     assert daemon.terminate() == 0
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for flag, key in (("--dicom-port", "dicom.port"), ("--http-port", "http.port")):
+            other = "--http-port" if flag == "--dicom-port" else "--dicom-port"
+            done = subprocess.run(
+                [sys.executable, "-m", "ecgbridge", "serve", "--state", str(tmp_path / "st"),
+                 "--inbox", str(tmp_path / "in"), flag, str(port), other, "0"],
+                capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                env=dict(os.environ, PYTHONPATH=str(REPO)),
+            )
+            assert done.returncode == 1
+            assert f"{key}: cannot listen on 127.0.0.1:{port}" in done.stderr

@@ -19,6 +19,7 @@ from typing import Any
 
 from ecgbridge.config import Settings
 from ecgbridge.deliver.base import Destination
+from ecgbridge.errors import ConfigError
 from ecgbridge.jobs.intake import Intake
 from ecgbridge.jobs.journal import DEAD_LETTER, FAILED, RECEIVED, Job, Journal
 from ecgbridge.jobs.pipeline import DigitizeRequest
@@ -114,9 +115,16 @@ class Daemon:
             )
         self.http: HealthServer | None = None
         if settings.http.enabled:
-            self.http = HealthServer(
-                settings.http.host, settings.http.port, self.metrics, self.health
-            )
+            try:
+                self.http = HealthServer(
+                    settings.http.host, settings.http.port, self.metrics, self.health
+                )
+            except OSError as exc:
+                self.journal.close()
+                raise ConfigError(
+                    f"http.port: cannot listen on {settings.http.host}:{settings.http.port}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
         self._register_gauges()
         self._stop_requested = threading.Event()
         self._started = False
@@ -195,14 +203,24 @@ class Daemon:
         counts = self.journal.count_by_state()
         log.info("journal: %s; %d recovered", counts, len(recovered))
         self.scheduler.start()
-        for worker in self.delivery_workers:
-            worker.start()
-        if self.http is not None:
-            self.http.start()
-        if self.scp is not None:
-            self.scp.start()
-        if self.watcher is not None:
-            self.watcher.start()
+        try:
+            for worker in self.delivery_workers:
+                worker.start()
+            if self.http is not None:
+                self.http.start()
+            if self.scp is not None:
+                try:
+                    self.scp.start()
+                except OSError as exc:
+                    s = self.settings.dicom
+                    raise ConfigError(
+                        f"dicom.port: cannot listen on {s.host}:{s.port}: {exc.strerror or exc}"
+                    ) from exc
+            if self.watcher is not None:
+                self.watcher.start()
+        except BaseException:
+            self.stop_components()
+            raise
         self._started = True
         log.info(
             "ecgbridge ready: dicom=%s http=%s inbox=%s destinations=%s",
@@ -216,10 +234,22 @@ class Daemon:
         """Ask :meth:`run` to stop (signal-safe)."""
         self._stop_requested.set()
 
+    def stop_components(self) -> None:
+        """Stop what :meth:`start` started so far (start-up failed half-way)."""
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.scp is not None:
+            self.scp.stop()
+        self.scheduler.stop(0.0)
+        for worker in self.delivery_workers:
+            worker.stop()
+        if self.http is not None:
+            self.http.stop()
+        self.journal.close()
+
     def stop(self) -> None:
         """Close the doors, let running jobs finish within the grace period, stop."""
         if not self._started:
-            self.journal.close()
             return
         self._started = False
         log.info("stopping: no new inputs accepted")
