@@ -25,6 +25,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from ecgbridge.jobs.pipeline import DigitizeOutcome, DigitizeRequest
+
 #: The dcmtk binaries (pynetdicom installs Python scripts with the same names earlier on PATH).
 DCMTK_BIN = Path("/usr/bin")
 ECHOSCU = str(DCMTK_BIN / "echoscu")
@@ -214,3 +216,11 @@ def read_uid(path: Path) -> str:
 def have_openssl() -> bool:
     """True when the openssl command is available (TLS tests make their certificates)."""
     return shutil.which("openssl") is not None
+
+
+def crash_on_poison(request: DigitizeRequest) -> DigitizeOutcome:
+    """A worker function whose process dies on inputs named ``*poison*`` (like an
+    out-of-memory kill) and succeeds, producing no files, on any other input."""
+    if "poison" in Path(request.input_path).name:
+        os._exit(3)
+    return DigitizeOutcome(job_id=request.job_id, ok=True)

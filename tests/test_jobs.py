@@ -318,3 +318,31 @@ def test_completed_artifacts_are_reused_after_a_restart(tmp_path: Path) -> None:
     # an incomplete folder (file missing) is not trusted
     os.remove(out / "j.json")
     assert read_manifest(out) is None
+
+
+def test_an_input_that_kills_its_worker_fails_alone(state: StateFolder, journal: Journal) -> None:
+    from daemon_support import crash_on_poison
+
+    ids = [_received_job(state, journal, f"page {i}".encode(), f"page{i}.png") for i in range(3)]
+    poison = _received_job(state, journal, b"kills the worker", "poison.png")
+    ids += [_received_job(state, journal, f"later {i}".encode(), f"later{i}.png")
+            for i in range(2)]
+    scheduler = DigitizationScheduler(
+        journal, state,
+        lambda job: DigitizeRequest(job.job_id, str(state.resolve(job.input_path)),
+                                    str(state.output_dir(job.job_id)), ("json",)),
+        [], processes=2, queue_size=4, poll_seconds=0.05, digitize=crash_on_poison,
+    )
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 120
+        while journal.count_by_state()[RECEIVED] and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        scheduler.stop(grace_seconds=5)
+    failed = journal.get(poison)
+    assert failed is not None and failed.state == FAILED
+    assert "died 2 times" in failed.reason
+    assert (state.quarantine / Path(failed.input_path).name).is_file()
+    # every other input, even those in the pool when it died, was digitized
+    assert [journal.get(i).state for i in ids] == [DELIVERED] * len(ids)  # type: ignore[union-attr]

@@ -70,6 +70,10 @@ class DigitizationScheduler:
         Counters to update.
     on_digitized : callable, optional
         Called after a job was digitized (to wake delivery workers).
+    poll_seconds : float
+        Longest pause between two looks at the journal.
+    digitize : callable
+        The function run in the worker processes (a picklable top-level function).
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class DigitizationScheduler:
         metrics: Metrics | None = None,
         on_digitized: Callable[[], None] | None = None,
         poll_seconds: float = 0.5,
+        digitize: Callable[[DigitizeRequest], DigitizeOutcome] = run_digitization,
     ) -> None:
         self.journal = journal
         self.state = state
@@ -96,6 +101,7 @@ class DigitizationScheduler:
         self.metrics = metrics or Metrics()
         self.on_digitized = on_digitized
         self.poll_seconds = poll_seconds
+        self.digitize = digitize
         self._pool: cf.ProcessPoolExecutor | None = None
         self._running: dict[str, tuple[cf.Future[DigitizeOutcome], float]] = {}
         self._wake = threading.Event()
@@ -103,6 +109,7 @@ class DigitizationScheduler:
         self._thread: threading.Thread | None = None
         self._accepting = True
         self._crashes: dict[str, int] = {}
+        self._suspects: set[str] = set()
 
     @property
     def in_flight(self) -> int:
@@ -160,21 +167,39 @@ class DigitizationScheduler:
             self._wake.clear()
 
     def _submit(self) -> None:
+        if self._pool is None or any(j in self._suspects for j in self._running):
+            return  # a suspect runs alone
         free = self.queue_size - len(self._running)
-        if free <= 0 or self._pool is None:
+        if free <= 0:
             return
-        for job in self.journal.jobs_to_digitize(exclude=list(self._running), limit=free):
-            try:
-                request = self.make_request(job)
-                future = self._pool.submit(run_digitization, request)
-            except cf.BrokenExecutor:
-                self._restart_pool("the process pool broke")
+        candidates = self.journal.jobs_to_digitize(
+            exclude=list(self._running), limit=free + len(self._suspects)
+        )
+        suspects = [job for job in candidates if job.job_id in self._suspects]
+        if suspects:
+            # drain the pool, then digitize the oldest suspect on its own
+            if not self._running:
+                self._start(suspects[0])
+            return
+        for job in candidates[:free]:
+            if not self._start(job):
                 return
-            except Exception as exc:
-                self._fail(job.job_id, f"cannot start digitization: {exc}")
-                continue
-            self._running[job.job_id] = (future, time.monotonic())
-            future.add_done_callback(lambda _f: self._wake.set())
+
+    def _start(self, job: Job) -> bool:
+        """Hand one job to the pool; False if the pool is broken (it is restarted)."""
+        assert self._pool is not None
+        try:
+            request = self.make_request(job)
+            future = self._pool.submit(self.digitize, request)
+        except cf.BrokenExecutor:
+            self._restart_pool("the process pool broke")
+            return False
+        except Exception as exc:
+            self._fail(job.job_id, f"cannot start digitization: {exc}")
+            return True
+        self._running[job.job_id] = (future, time.monotonic())
+        future.add_done_callback(lambda _f: self._wake.set())
+        return True
 
     def _collect(self) -> None:
         for job_id, (future, _) in list(self._running.items()):
@@ -194,15 +219,25 @@ class DigitizationScheduler:
             self._record(outcome)
 
     def _worker_died(self, job_id: str) -> None:
-        """A worker process died (out of memory, killed): blame a job after two deaths."""
+        """A worker process died (out of memory, killed by the OS...).
+
+        Every job that was in the pool becomes a suspect and is re-queued; suspects
+        are then digitized one at a time, so a job is blamed only for deaths while
+        it ran alone, and fails after :data:`MAX_WORKER_DEATHS` of them.
+        """
         suspects = [job_id, *self._running]
-        for suspect in suspects:
-            self._crashes[suspect] = self._crashes.get(suspect, 0) + 1
+        alone = len(suspects) == 1
         self._running.clear()
         for suspect in suspects:
-            if self._crashes[suspect] >= MAX_WORKER_DEATHS:
-                self._fail(suspect, "the worker process digitizing this input died "
-                                    f"{MAX_WORKER_DEATHS} times (out of memory or killed)")
+            self._suspects.add(suspect)
+            if alone:
+                deaths = self._crashes.get(suspect, 0) + 1
+                self._crashes[suspect] = deaths
+                if deaths >= MAX_WORKER_DEATHS:
+                    self._suspects.discard(suspect)
+                    self._crashes.pop(suspect, None)
+                    self._fail(suspect, "the worker process digitizing this input died "
+                                        f"{deaths} times (out of memory or killed)")
         self._restart_pool("a worker process died")
 
     def _check_timeouts(self) -> None:
@@ -225,6 +260,8 @@ class DigitizationScheduler:
             log.info("re-queued %d job(s) after the pool restart", len(survivors))
 
     def _record(self, outcome: DigitizeOutcome) -> None:
+        self._suspects.discard(outcome.job_id)
+        self._crashes.pop(outcome.job_id, None)
         job = self.journal.get(outcome.job_id)
         if job is None:
             return
@@ -246,6 +283,8 @@ class DigitizationScheduler:
             self._fail(outcome.job_id, outcome.reason)
 
     def _fail(self, job_id: str, reason: str) -> None:
+        self._suspects.discard(job_id)
+        self._crashes.pop(job_id, None)
         job = self.journal.get(job_id)
         if job is None:
             return
