@@ -23,7 +23,7 @@ FONT_FILES: tuple[str, ...] = ("DejaVuSans.ttf", "DejaVuSerif.ttf")
 #: Size templates and words are compared at (height in pixels).
 _CMP_HEIGHT = 24
 #: Minimum match score to accept a word as a lead label.
-MIN_LABEL_SCORE = 0.55
+MIN_LABEL_SCORE = 0.68
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,15 @@ def _templates() -> tuple[tuple[str, np.ndarray], ...]:
             ys, xs = np.nonzero(arr)
             crop = arr[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1].astype(np.float32)
             out.append((lead, crop))
+    # OpenCV's Hershey stroke fonts (plain, duplex and serif styles), as other printers use.
+    for face, thick in ((cv2.FONT_HERSHEY_SIMPLEX, 4), (cv2.FONT_HERSHEY_DUPLEX, 5),
+                        (cv2.FONT_HERSHEY_COMPLEX, 4)):
+        for lead in LEADS:
+            canvas = np.zeros((140, 420), np.uint8)
+            cv2.putText(canvas, lead, (10, 100), face, 2.5, 255, thick, cv2.LINE_AA)
+            ys, xs = np.nonzero(canvas > 127)
+            crop = (canvas[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1] > 127)
+            out.append((lead, crop.astype(np.float32)))
     return tuple(out)
 
 

@@ -54,7 +54,7 @@ _ROW_END_SNAP_S = 0.25
 #: Time of the last sample of a 10 s recording (at 500 Hz).
 _LAST_SAMPLE_S = 0.002
 #: Minimum match score of a label read at its expected place.
-_REREAD_MIN_SCORE = 0.65
+_REREAD_MIN_SCORE = 0.7
 #: Half-width (mm) of the strip blanked around internal panel boundaries (lead markers).
 _BOUNDARY_BLANK_MM = 0.6
 

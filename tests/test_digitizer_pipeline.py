@@ -1,0 +1,178 @@
+"""End-to-end tests of the raster digitizer on generated pages and on bad input."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from ecgbridge.digitizer.geometry import rectify_image
+from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.digitizer.pipeline import digitize_pages
+from ecgbridge.ecg import LEADS
+from ecgbridge.errors import DigitizationError, NotAnEcgError
+from ecgbridge.inputs.page import Page
+from ecgbridge.synth.render import render_page
+
+FS = 500.0
+
+
+def synthetic_record(seed: int = 0, seconds: float = 10.0) -> np.ndarray:
+    """A plausible 12-lead record (mV): beats of P-QRS-T with lead-specific shapes.
+
+    The limb leads obey Einthoven (III = II - I) and Goldberger relations.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(seconds * FS)
+    t = np.arange(n) / FS
+    rr = 60.0 / rng.uniform(60, 90)
+
+    def wave(centre: float, width: float) -> np.ndarray:
+        phase = np.mod(t - centre, rr)
+        phase = np.minimum(phase, rr - phase)
+        return np.exp(-0.5 * (phase / width) ** 2)
+
+    p, q, r, s, tw = (wave(0.10, 0.025), wave(0.18, 0.008), wave(0.20, 0.010),
+                      wave(0.22, 0.009), wave(0.45, 0.050))
+    lead_i = 0.10 * p - 0.05 * q + 0.9 * r - 0.15 * s + 0.25 * tw
+    lead_ii = 0.15 * p - 0.10 * q + 1.2 * r - 0.25 * s + 0.30 * tw
+    lead_iii = lead_ii - lead_i
+    avr = -(lead_i + lead_ii) / 2
+    avl = lead_i - lead_ii / 2
+    avf = lead_ii - lead_i / 2
+    chest = [a * r + b * s + c * tw + 0.05 * p
+             for a, b, c in ((0.3, -1.2, -0.1), (0.6, -1.5, 0.2), (0.9, -1.0, 0.3),
+                             (1.4, -0.6, 0.4), (1.3, -0.3, 0.35), (1.0, -0.2, 0.3))]
+    sig = np.vstack([lead_i, lead_ii, lead_iii, avr, avl, avf, *chest])
+    return sig + 0.01 * rng.standard_normal(sig.shape)
+
+
+def _pearson(truth: np.ndarray, pred: np.ndarray) -> float:
+    ok = np.isfinite(truth) & np.isfinite(pred)
+    if ok.sum() < 100:
+        return 0.0
+    return float(np.corrcoef(truth[ok], pred[ok])[0, 1])
+
+
+def _snr(truth: np.ndarray, pred: np.ndarray) -> float:
+    ok = np.isfinite(truth)
+    g, p = truth[ok], np.nan_to_num(pred[ok])
+    return float(10 * np.log10(np.sum(g**2) / max(np.sum((g - p) ** 2), 1e-12)))
+
+
+@pytest.fixture(scope="module")
+def record() -> np.ndarray:
+    return synthetic_record(3)
+
+
+def _digitize(image: np.ndarray, **debug_kw: object):
+    return digitize_pages([Page(image=image)], DigitizeOptions(), **debug_kw)  # type: ignore[arg-type]
+
+
+def test_standard_page_gives_12_leads_at_their_true_times(record: np.ndarray) -> None:
+    page = render_page(record, FS, layout="3x4+II", dpi=200, seed=1)
+    debug: dict[str, np.ndarray] = {}
+    ecg = _digitize(page.image, debug=debug)
+    assert ecg.fs == FS and ecg.n_samples == 5000
+    assert ecg.present_leads() == LEADS
+    cal = ecg.calibration
+    assert cal.layout == "3x4+II"
+    assert cal.px_per_mm_x == pytest.approx(200 / 25.4, rel=2e-3)
+    assert cal.mm_per_mv == 10.0 and cal.gain_source == "pulse"
+    starts = {p.lead: p.start_s for p in ecg.panels if not p.rhythm_strip}
+    assert starts["I"] == pytest.approx(0.0, abs=0.02)
+    assert starts["aVR"] == pytest.approx(2.5, abs=0.02)
+    assert starts["V6"] == pytest.approx(7.5, abs=0.02)
+    # V1 is shown from 5 to 7.5 s only: NaN elsewhere.
+    v1 = ecg.lead("V1")
+    assert np.isnan(v1[:2400]).all() and np.isnan(v1[3800:]).all()
+    truth = page.truth_signals
+    for i, lead in enumerate(LEADS):
+        assert _pearson(truth[i], ecg.signals[i]) > 0.85, lead
+    assert np.mean([_snr(truth[i], ecg.signals[i]) for i in range(12)]) > 5.0
+    assert all(q > 0.5 for q in ecg.quality)
+    assert {"1_normalised", "2_grid_removed", "3_layout", "4_traces"} <= set(debug)
+    assert all(v.dtype == np.uint8 for v in debug.values())
+
+
+def test_labels_are_read_not_assumed(record: np.ndarray) -> None:
+    order = ["V4", "V1", "aVR", "I", "V5", "V2", "aVL", "II", "V6", "V3", "aVF", "III"]
+    page = render_page(record, FS, layout="3x4", lead_order=order, dpi=200, seed=2)
+    ecg = _digitize(page.image)
+    truth = page.truth_signals
+    for i, lead in enumerate(LEADS):
+        # A wrongly named panel would correlate near 0 with the truth of that lead.
+        assert _pearson(truth[i], ecg.signals[i]) > 0.85, lead
+
+
+def test_rotated_jpeg_page(record: np.ndarray) -> None:
+    page = render_page(record, FS, layout="3x4+II", dpi=150, rotation_deg=5.0,
+                       jpeg_quality=85, seed=3)
+    ecg = _digitize(page.image)
+    assert ecg.calibration.rotation_deg == pytest.approx(5.0, abs=0.2)
+    assert len(ecg.calibration.transform) == 9
+    r = [_pearson(page.truth_signals[i], ecg.signals[i]) for i in range(12)]
+    assert min(r) > 0.7
+    # The overlay helper reproduces the rectified frame: the grid is straight again.
+    rect = rectify_image(page.image, ecg.calibration)
+    assert rect.shape == page.image.shape
+
+
+def test_6x2_page(record: np.ndarray) -> None:
+    page = render_page(record, FS, layout="6x2+II", dpi=200, seed=4)
+    ecg = _digitize(page.image)
+    assert "x2" in ecg.calibration.layout
+    r = [_pearson(page.truth_signals[i], ecg.signals[i]) for i in range(12)]
+    assert sum(v > 0.85 for v in r) >= 11
+
+
+def test_user_gain_overrides_the_pulse(record: np.ndarray) -> None:
+    page = render_page(record, FS, layout="3x4+II", dpi=150, seed=5)
+    ecg = digitize_pages([Page(image=page.image)], DigitizeOptions(gain=20.0))
+    assert ecg.calibration.mm_per_mv == 20.0 and ecg.calibration.gain_source == "user"
+
+
+def test_blank_page_is_refused() -> None:
+    with pytest.raises(NotAnEcgError, match="blank"):
+        _digitize(np.full((1000, 1300, 3), 250, np.uint8))
+
+
+def test_random_noise_is_refused() -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (900, 1200, 3), dtype=np.uint8)
+    with pytest.raises(DigitizationError):
+        _digitize(noise)
+
+
+def test_photo_without_ecg_is_refused() -> None:
+    rng = np.random.default_rng(1)
+    img = np.zeros((800, 1100, 3), np.uint8)
+    img[:] = np.linspace(60, 220, 1100)[None, :, None].astype(np.uint8)
+    for _ in range(25):
+        centre = (int(rng.integers(0, 1100)), int(rng.integers(0, 800)))
+        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+        cv2.circle(img, centre, int(rng.integers(10, 120)), colour, -1)
+    img = cv2.GaussianBlur(img, (0, 0), 3)
+    with pytest.raises(DigitizationError):
+        _digitize(img)
+
+
+def test_tiny_image_is_refused() -> None:
+    with pytest.raises(DigitizationError, match="px"):
+        _digitize(np.full((80, 100, 3), 255, np.uint8))
+
+
+def test_blank_second_page_is_skipped_and_all_blank_fails(record: np.ndarray) -> None:
+    page = render_page(record, FS, layout="3x4+II", dpi=120, seed=6)
+    blank = np.full_like(page.image, 250)
+    ecg = digitize_pages([Page(image=page.image, index=0), Page(image=blank, index=1)],
+                         DigitizeOptions())
+    assert len(ecg.present_leads()) == 12
+    assert any("page 2" in w for w in ecg.calibration.warnings)
+    with pytest.raises(DigitizationError):
+        digitize_pages([Page(image=blank, index=0), Page(image=blank, index=1)],
+                       DigitizeOptions())
+
+
+def test_no_pages_is_an_error() -> None:
+    with pytest.raises(DigitizationError):
+        digitize_pages([], DigitizeOptions())
