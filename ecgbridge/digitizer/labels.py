@@ -75,8 +75,8 @@ def _templates() -> tuple[tuple[str, np.ndarray], ...]:
             canvas = np.zeros((140, 420), np.uint8)
             cv2.putText(canvas, lead, (10, 100), face, 2.5, 255, thick, cv2.LINE_AA)
             ys, xs = np.nonzero(canvas > 127)
-            crop = (canvas[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1] > 127)
-            out.append((lead, crop.astype(np.float32)))
+            glyphs = canvas[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1] > 127
+            out.append((lead, glyphs.astype(np.float32)))
     return tuple(out)
 
 
