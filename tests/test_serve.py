@@ -58,8 +58,9 @@ class DaemonProcess:
         self.http_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, extra_env: dict[str, str] | None = None) -> None:
         env = dict(os.environ)
+        env.update(extra_env or {})
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env["ECGBRIDGE_INBOX__STABLE_SECONDS"] = "0.3"
         env["ECGBRIDGE_RETRY__BASE_SECONDS"] = "0.5"
@@ -439,3 +440,50 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
             )
             assert done.returncode == 1
             assert f"{key}: cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+@pytest.mark.slow
+def test_failing_fhir_server_does_not_block_the_outbox_and_is_retried(
+    daemon: DaemonProcess, tmp_path: Path, rendered_page: Callable[..., Any]
+) -> None:
+    from peers import fhir_server_unavailable, running_fhir_server
+
+    reason = fhir_server_unavailable()
+    if reason:
+        pytest.skip(reason)
+    page = _page_png(rendered_page, tmp_path / "page.png", "HR06004")
+    with running_fhir_server() as fhir:
+        fhir.control(fail=503)
+        daemon.start({
+            "ECGBRIDGE_DELIVER__FHIR__ENABLED": "true",
+            "ECGBRIDGE_DELIVER__FHIR__BASE_URL": fhir.base_url,
+            "ECGBRIDGE_RETRY__BASE_SECONDS": "0.3",
+            "ECGBRIDGE_RETRY__MAX_SECONDS": "1",
+            "ECGBRIDGE_RETRY__MAX_ATTEMPTS": "1000",
+        })
+        _drop(daemon.inbox, page)
+
+        def outbox_done_fhir_retrying(js: list[dict[str, Any]]) -> bool:
+            rows = {d["destination"]: d for d in daemon.deliveries()}
+            return (len(js) == 1 and rows.get("outbox", {}).get("state") == "delivered"
+                    and rows.get("fhir", {}).get("attempts", 0) >= 2)
+
+        jobs = daemon.wait_jobs(outbox_done_fhir_retrying, timeout=180)
+        job_id = jobs[0]["job_id"]
+        assert jobs[0]["state"] == "digitized"  # not finished while FHIR is pending
+        assert (daemon.outbox / f"{job_id}.dcm").is_file()
+        fhir_row = next(d for d in daemon.deliveries() if d["destination"] == "fhir")
+        assert fhir_row["state"] == "pending" and "503" in fhir_row["last_error"]
+        shown = subprocess.run(
+            [sys.executable, "-m", "ecgbridge", "jobs", "show", job_id, "--state",
+             str(daemon.state)], capture_output=True, text=True, timeout=60, check=False,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        ).stdout
+        assert "delivery fhir: pending" in shown and "503" in shown
+        assert "delivery outbox: delivered, 1 attempt(s)" in shown
+
+        fhir.control(fail=0)  # the server is back
+        jobs = daemon.wait_jobs(lambda js: js[0]["state"] == "delivered", timeout=60)
+        found = fhir.get("Observation?_summary=count")
+        assert found["total"] == 1
+        assert daemon.terminate() == 0
