@@ -194,10 +194,11 @@ def test_bad_inputs_through_both_doors_are_quarantined(daemon: DaemonProcess,
     src = tmp_path / "src"
     src.mkdir()
     # inbox: a corrupt PNG, a non-ECG picture, a "decompression bomb" header
-    (src / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(300))
+    # (file names can carry patient names: they must not reach the logs)
+    (src / "Doe_Jane_19700101.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(300))
     Image.fromarray(pattern_image(400, 600)).save(src / "holiday.png")
     _huge_png(src / "huge.png", 60000, 60000)
-    for name in ("corrupt.png", "holiday.png", "huge.png"):
+    for name in ("Doe_Jane_19700101.png", "holiday.png", "huge.png"):
         _drop(daemon.inbox, src / name)
     # DICOM: a non-ECG Secondary Capture, and one whose pixel data is truncated
     secondary_capture(src / "noecg.dcm", pattern_image(400, 600))
@@ -227,6 +228,8 @@ def test_bad_inputs_through_both_doors_are_quarantined(daemon: DaemonProcess,
     status, metrics = daemon.http("/metrics")
     assert "ecgbridge_failed_total 5" in metrics
     assert daemon.terminate() == 0
+    log = daemon.log.read_text()
+    assert "Doe_Jane" not in log and "TEST-0001" not in log
 
 
 def _huge_png(path: Path, width: int, height: int) -> None:

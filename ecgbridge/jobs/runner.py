@@ -39,6 +39,14 @@ log = logging.getLogger("ecgbridge.jobs.runner")
 MAX_WORKER_DEATHS = 2
 
 
+def redact(text: str, *names: str) -> str:
+    """`text` with file names (which may carry patient names) replaced by ``<input>``."""
+    for name in names:
+        if name:
+            text = text.replace(name, "<input>")
+    return text
+
+
 def make_process_pool(processes: int) -> cf.ProcessPoolExecutor:
     """A pool of `processes` spawned workers (no fork of a multi-threaded daemon)."""
     return cf.ProcessPoolExecutor(
@@ -298,8 +306,8 @@ class DigitizationScheduler:
             log.error("cannot quarantine the input of job %s: %s", job_id, exc)
         self.journal.mark_failed(job_id, reason, quarantined)
         self.metrics.inc("ecgbridge_failed_total")
-        log.warning("job failed", extra={"job_id": job_id, "reason": reason,
-                                         "sha256": job.sha256})
+        log.warning("job failed", extra={"job_id": job_id, "sha256": job.sha256,
+                                         "reason": redact(reason, job.input_name)})
 
 
 class DeliveryWorker:

@@ -171,8 +171,10 @@ class FolderWatcher:
             except Exception as exc:
                 count = self._failures.get(path, 0) + 1
                 self._failures[path] = count
-                log.error("cannot take inbox file (attempt %d): %s: %s",
-                          count, type(exc).__name__, exc)
+                # the message of an OSError holds the file name: log only its reason
+                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                log.error("cannot take an inbox file (attempt %d): %s: %s",
+                          count, type(exc).__name__, detail)
         return taken
 
     def _loop(self) -> None:
