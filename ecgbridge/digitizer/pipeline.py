@@ -49,6 +49,8 @@ STANDARD_DURATION_S = 10.0
 MIN_PAGE_SIDE_PX = 150
 #: Page darkness below this (99.9th percentile of the ink map) means a blank page.
 _BLANK_INK_LEVEL = 0.15
+#: A pulse foot further than this (mm) from the row's most frequent level is distrusted.
+_MAX_FOOT_TO_MODE_MM = 2.0
 #: Rows within this many seconds of 10 s get their time origin from their end.
 _ROW_END_SNAP_S = 0.25
 #: Time of the last sample of a 10 s recording (at 500 Hz).
@@ -328,6 +330,8 @@ def digitize_raster_page(
         warnings.append("no lead labels readable: standard lead order assumed")
 
     # Signals.
+    heights = [p.height_px for p in pulses if p is not None]
+    median_pulse_h = float(np.median(heights)) if heights else 1.0
     result = PageResult()
     fs = options.fs
     n_total = int(round(STANDARD_DURATION_S * fs))
@@ -336,7 +340,12 @@ def digitize_raster_page(
     for row, path, pulse, (x_origin, _x_end), slots in zip(
         rows, paths, pulses, spans, row_slots, strict=True
     ):
-        baseline = pulse.foot_y if pulse is not None else _row_baseline(path, row)
+        baseline = _row_baseline(path, row)
+        if pulse is not None and (
+            abs(pulse.foot_y - baseline) <= _MAX_FOOT_TO_MODE_MM * ppm_y
+            and abs(pulse.height_px / median_pulse_h - 1.0) <= 0.15
+        ):
+            baseline = pulse.foot_y
         for slot in slots:
             start_s = (slot.x0 - x_origin) / px_per_s
             duration_s = (slot.x1 - slot.x0) / px_per_s
