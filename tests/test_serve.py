@@ -169,7 +169,10 @@ def test_echo_health_metrics_refusal_and_graceful_stop(daemon: DaemonProcess,
     daemon.start()
     assert echoscu(daemon.dicom_port).returncode == 0
     status, body = daemon.http("/healthz")
-    assert status == 200 and json.loads(body)["status"] == "ok"
+    health = json.loads(body)
+    assert status == 200 and health["status"] == "ok"
+    assert health["components"] == {"scheduler": True, "dicom_scp": True, "inbox": True,
+                                    "deliver:outbox": True}
 
     ct_image(tmp_path / "ct.dcm")
     refused = storescu(daemon.dicom_port, [tmp_path / "ct.dcm"])

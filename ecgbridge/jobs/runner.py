@@ -124,6 +124,11 @@ class DigitizationScheduler:
         """Jobs currently in the pool."""
         return len(self._running)
 
+    @property
+    def alive(self) -> bool:
+        """True while the scheduling thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
     def wake(self) -> None:
         """Look for new jobs now (called by the sources)."""
         self._wake.set()
@@ -347,6 +352,11 @@ class DeliveryWorker:
     def wake(self) -> None:
         """Look for due deliveries now."""
         self._wake.set()
+
+    @property
+    def alive(self) -> bool:
+        """True while the delivery thread runs."""
+        return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
         """Start the delivery thread."""

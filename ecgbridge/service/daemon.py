@@ -179,18 +179,24 @@ class Daemon:
         )
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Liveness of the daemon for ``/healthz``."""
+        """Liveness of the daemon for ``/healthz``: every component running, journal readable."""
         try:
             counts = self.journal.count_by_state()
         except Exception as exc:
             return False, {"error": f"journal unavailable: {exc}"}
-        scheduler_alive = self.scheduler._thread is not None and self.scheduler._thread.is_alive()
-        return scheduler_alive, {
+        components: dict[str, bool] = {"scheduler": self.scheduler.alive}
+        if self.scp is not None:
+            components["dicom_scp"] = self.scp.alive
+        if self.watcher is not None:
+            components["inbox"] = self.watcher.alive
+        for worker in self.delivery_workers:
+            components[f"deliver:{worker.destination.name}"] = worker.alive
+        return all(components.values()), {
+            "components": components,
             "jobs": counts,
             "in_flight": self.scheduler.in_flight,
             "failed": counts[FAILED],
             "dead_letter": counts[DEAD_LETTER],
-            "destinations": [d.name for d in self.destinations],
         }
 
     # ------------------------------------------------------------ lifecycle

@@ -127,6 +127,13 @@ class StorageScp:
             return self.settings.port
         return int(self._server.server_address[1])
 
+    @property
+    def alive(self) -> bool:
+        """True while the listener accepts associations."""
+        server = self._server
+        sock = server.socket if server is not None else None
+        return sock is not None and sock.fileno() >= 0
+
     def build_ae(self) -> AE:
         """The application entity with the accepted presentation contexts."""
         s = self.settings

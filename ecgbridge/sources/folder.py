@@ -108,6 +108,14 @@ class FolderWatcher:
         self._thread.start()
         log.info("watching inbox %s", self.folder)
 
+    @property
+    def alive(self) -> bool:
+        """True while both the file-system observer and the polling thread run."""
+        return bool(
+            self._observer is not None and self._observer.is_alive()
+            and self._thread is not None and self._thread.is_alive()
+        )
+
     def stop(self) -> None:
         """Stop watching (files not yet taken stay in the folder for the next start)."""
         self._stop.set()
