@@ -128,11 +128,11 @@ def find_rows(mask: np.ndarray, px_per_mm_x: float, px_per_mm_y: float) -> list[
         # Limit the outer rows' bands to a plausible trace height.
         top = max(top, int(p - 25 * px_per_mm_y))
         bottom = min(bottom, int(p + 25 * px_per_mm_y))
-        near = np.abs(ys - p) <= max(2.0, 3.0 * px_per_mm_y)
+        near = np.abs(ys - p) <= max(2.0, 6.0 * px_per_mm_y)
         if near.sum() < min_len * 0.3:
             continue
         cols = np.unique(xs[near].astype(np.int64))
-        x_start, x_end = _longest_extent(cols, gap=int(8 * px_per_mm_x))
+        x_start, x_end = _longest_extent(cols, gap=int(15 * px_per_mm_x))
         if x_end - x_start < min_len:
             continue
         inside = cols[(cols >= x_start) & (cols < x_end)]
