@@ -51,6 +51,8 @@ MIN_PAGE_SIDE_PX = 150
 _BLANK_INK_LEVEL = 0.15
 #: A pulse foot further than this (mm) from the row's most frequent level is distrusted.
 _MAX_FOOT_TO_MODE_MM = 2.0
+#: Quality given to a lead computed from other leads instead of read from the page.
+_DERIVED_QUALITY = 0.3
 #: Rows within this many seconds of 10 s get their time origin from their end.
 _ROW_END_SNAP_S = 0.25
 #: Time of the last sample of a 10 s recording (at 500 Hz).
@@ -158,7 +160,17 @@ def _merge_pages(
                 row = signals[i]
                 fill = np.isfinite(sig) & ~np.isfinite(row[: sig.size])
                 row[: sig.size][fill] = sig[fill]
+    present = {lead: signals[i] for i, lead in enumerate(LEADS) if np.isfinite(signals[i]).any()}
+    derived = postprocess.derive_missing_limb_leads(present)
+    derived_warnings = []
+    for lead, sig in derived.items():
+        signals[LEADS.index(lead)] = sig
+        quality[LEADS.index(lead)] = _DERIVED_QUALITY
+        derived_warnings.append(f"lead {lead} not read from the page; derived from the other limb leads")
     calib = results[0].calibration
+    if derived_warnings:
+        calib = Calibration(**{**calib.__dict__,
+                               "warnings": tuple(calib.warnings) + tuple(derived_warnings)})
     if len(results) > 1 or errors:
         warnings = list(calib.warnings) + [f"skipped {e}" for e in errors]
         layouts = "/".join(r.calibration.layout for r in results)

@@ -176,3 +176,58 @@ def debug_images(rgb, homography, rows, row_slots, paths, labels) -> dict[str, n
         if pts.size:
             cv2.polylines(tr, [pts.reshape(-1, 1, 2)], False, (0, 0, 255), 1)
     return {"3_layout": lay, "4_traces": tr}
+
+
+#: Limb leads as combinations of (I, II): Einthoven (III = II - I) and Goldberger.
+LIMB_BASIS: dict[str, tuple[float, float]] = {
+    "I": (1.0, 0.0),
+    "II": (0.0, 1.0),
+    "III": (-1.0, 1.0),
+    "aVR": (-0.5, -0.5),
+    "aVL": (1.0, -0.5),
+    "aVF": (-0.5, 1.0),
+}
+
+
+def derive_missing_limb_leads(signals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Compute absent limb leads from two others recorded at the same time.
+
+    The six limb leads depend on two (Einthoven's and Goldberger's relations), so
+    wherever two different limb leads were digitized at the same samples, any missing
+    one follows. Only leads absent from `signals` are returned (NaN where no pair of
+    leads overlaps).
+
+    Parameters
+    ----------
+    signals : dict
+        Lead name -> samples (equal lengths), NaN where not shown.
+
+    Returns
+    -------
+    dict
+        Derived lead name -> samples, for leads with at least one derived sample.
+    """
+    known = [lead for lead in LIMB_BASIS if lead in signals]
+    missing = [lead for lead in LIMB_BASIS if lead not in signals]
+    if len(known) < 2 or not missing:
+        return {}
+    n = min(signals[lead].size for lead in known)
+    basis_i = np.full(n, np.nan)
+    basis_ii = np.full(n, np.nan)
+    for a_idx, a in enumerate(known):
+        for b in known[a_idx + 1:]:
+            m = np.array([LIMB_BASIS[a], LIMB_BASIS[b]])
+            if abs(np.linalg.det(m)) < 1e-9:
+                continue
+            inv = np.linalg.inv(m)
+            va, vb = signals[a][:n], signals[b][:n]
+            ok = np.isfinite(va) & np.isfinite(vb) & ~np.isfinite(basis_i)
+            basis_i[ok] = inv[0, 0] * va[ok] + inv[0, 1] * vb[ok]
+            basis_ii[ok] = inv[1, 0] * va[ok] + inv[1, 1] * vb[ok]
+    out: dict[str, np.ndarray] = {}
+    for lead in missing:
+        ci, cii = LIMB_BASIS[lead]
+        derived = ci * basis_i + cii * basis_ii
+        if np.isfinite(derived).any():
+            out[lead] = derived
+    return out
