@@ -166,7 +166,9 @@ def _merge_pages(
     for lead, sig in derived.items():
         signals[LEADS.index(lead)] = sig
         quality[LEADS.index(lead)] = _DERIVED_QUALITY
-        derived_warnings.append(f"lead {lead} not read from the page; derived from the other limb leads")
+        derived_warnings.append(
+            f"lead {lead} not read from the page; derived from the other limb leads"
+        )
     calib = results[0].calibration
     if derived_warnings:
         calib = Calibration(**{**calib.__dict__,
