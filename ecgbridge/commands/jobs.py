@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-_DEFAULT_STATE = Path("./state")
-
 
 def register(sub: Any) -> None:
     """Add the ``jobs`` sub-command and its actions."""
@@ -24,7 +22,8 @@ def register(sub: Any) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state", type=Path, default=None,
-                        help="state folder (default: state.path of --config, else ./state)")
+                        help="state folder (default: state.path of the configuration, "
+                             "else ./state)")
     common.add_argument("--config", "-c", type=Path, default=None, help="YAML configuration")
 
     lp = actions.add_parser("list", parents=[common], help="one line per job")
@@ -57,13 +56,13 @@ def register(sub: Any) -> None:
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
+    """--state, else state.path of the configuration the daemon would use
+    (--config / $ECGBRIDGE_CONFIG / ECGBRIDGE_STATE__PATH), else ./state."""
     if args.state is not None:
         return Path(args.state)
-    if args.config is not None:
-        from ecgbridge.config import load_settings
+    from ecgbridge.config import load_settings
 
-        return load_settings(args.config).state.path
-    return _DEFAULT_STATE
+    return load_settings(args.config).state.path
 
 
 def _open(args: argparse.Namespace) -> Any:
