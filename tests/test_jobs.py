@@ -139,10 +139,37 @@ def test_orphaned_input_is_recovered(state: StateFolder, journal: Journal, tmp_p
     state.adopt(src, ident.job_id, "late.png")
     (state.inputs / ".recv-x.part").write_bytes(b"half")
     assert journal.get(ident.job_id) is None
-    assert recover_orphans(state, journal) == [ident.job_id]
+    # an object stored by the SCP whose dataset UID differs from its C-STORE request's
+    sender_uid = "1.2.826.0.1.3680043.8.498.1"
+    scp_job = job_id_for_key(f"sop:{sender_uid}")
+    state.store_bytes([_dicom_bytes("1.2.826.0.1.3680043.8.498.2")], scp_job,
+                      f"{sender_uid}.dcm")
+    assert sorted(recover_orphans(state, journal)) == sorted([ident.job_id, scp_job])
     assert journal.get(ident.job_id).state == RECEIVED  # type: ignore[union-attr]
+    recovered = journal.get(scp_job)
+    assert recovered is not None and recovered.input_key == f"sop:{sender_uid}"
+    assert recovered.source == "dicom"
     assert recover_orphans(state, journal) == []
     assert state.clean_partial() == 1
+
+
+def _dicom_bytes(uid: str) -> bytes:
+    import io
+
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = uid
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------- delivery

@@ -72,6 +72,7 @@ class Intake:
             job_id, created = self.journal.add_job(
                 input_key=ident.key, source=source, input_name=safe_name(path.name),
                 input_path=self.state.relative(stored), sha256=ident.sha256,
+                sync=False,  # the stored file is durable; its row is rebuilt from it
             )
         self._announce(job_id, created, source, ident)
         return IntakeResult(job_id, created, ident)
@@ -108,6 +109,7 @@ class Intake:
         job_id, created = self.journal.add_job(
             input_key=ident.key, source=SOURCE_DICOM, input_name=name,
             input_path=self.state.relative(stored), sha256=ident.sha256,
+            sync=False,  # the stored file is durable; its row is rebuilt from it
         )
         self._announce(job_id, created, SOURCE_DICOM, ident)
         return IntakeResult(job_id, created, ident)

@@ -13,7 +13,12 @@ input's identity (``sop:<SOPInstanceUID>`` for DICOM objects, ``sha256:<hex>``
 otherwise): the same input received twice is one job and one delivery.
 
 The database runs in WAL mode with ``synchronous=FULL``: a state change that
-returned is on disk and survives SIGKILL or a power cut.
+returned is on disk and survives SIGKILL or a power cut. The one exception is
+the row recording a newly received input (``add_job(..., sync=False)``): the
+input file itself was made durable just before, so that row is written without
+its own fsync (it survives SIGKILL, and after a power cut it is rebuilt from the
+file by :func:`ecgbridge.jobs.store.recover_orphans`). Any later durable commit
+also makes every earlier row durable, since the WAL is written in order.
 """
 
 from __future__ import annotations
@@ -143,6 +148,13 @@ class Journal:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(_SCHEMA)
+        # second connection for rows whose durability the state folder already provides
+        self._fast = sqlite3.connect(
+            str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._fast.row_factory = sqlite3.Row
+        self._fast.execute("PRAGMA synchronous=NORMAL")
+        self._fast.execute("PRAGMA busy_timeout=30000")
 
     @classmethod
     def in_state_folder(cls, state_dir: Path) -> Journal:
@@ -150,20 +162,22 @@ class Journal:
         return cls(Path(state_dir) / JOURNAL_FILE)
 
     def close(self) -> None:
-        """Close the database connection."""
+        """Close the database connections."""
         with self._lock:
+            self._fast.close()
             self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, sync: bool = True) -> Iterator[sqlite3.Connection]:
+        db = self._db if sync else self._fast
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
 
     # ------------------------------------------------------------------ jobs
     def add_job(
@@ -175,8 +189,12 @@ class Journal:
         input_path: str,
         sha256: str = "",
         received_at: float | None = None,
+        sync: bool = True,
     ) -> tuple[str, bool]:
         """Record a received input.
+
+        With ``sync=False`` the commit is not fsynced: only for inputs already made
+        durable in the state folder, whose row :func:`recover_orphans` can rebuild.
 
         Returns
         -------
@@ -186,7 +204,7 @@ class Journal:
         """
         job_id = job_id_for_key(input_key)
         now = time.time() if received_at is None else received_at
-        with self._transaction() as db:
+        with self._transaction(sync) as db:
             row = db.execute(
                 "SELECT job_id FROM jobs WHERE input_key = ?", (input_key,)
             ).fetchone()

@@ -275,8 +275,15 @@ def recover_orphans(state: StateFolder, journal: Journal) -> list[str]:
             continue
         ident = identify_file(path)
         if ident.job_id != job_id:
-            log.warning("stored input %s does not match its job id; left alone", job_id)
-            continue
+            # received by the SCP: keyed by the C-STORE request's SOP Instance UID,
+            # which is also in the file name (<job_id>_<uid>.dcm)
+            uid = name[JOB_ID_LENGTH + 1:].removesuffix(".dcm")
+            if job_id_for_key(f"sop:{uid}") == job_id:
+                ident = InputIdentity(key=f"sop:{uid}", sha256=ident.sha256,
+                                      sop_instance_uid=uid)
+            else:
+                log.warning("stored input %s does not match its job id; left alone", job_id)
+                continue
         source = "dicom" if ident.key.startswith("sop:") else "inbox"
         new_id, new = journal.add_job(
             input_key=ident.key, source=source, input_name=name[JOB_ID_LENGTH + 1:],
