@@ -111,3 +111,4 @@ def trace_mask(dark_ink: np.ndarray, threshold: float, px_per_mm: float) -> np.n
         keep[0] = False
         mask = keep[labels].astype(np.uint8)
     return mask
+

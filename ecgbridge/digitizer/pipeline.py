@@ -51,6 +51,8 @@ MIN_PAGE_SIDE_PX = 150
 _BLANK_INK_LEVEL = 0.15
 #: A pulse foot further than this (mm) from the row's most frequent level is distrusted.
 _MAX_FOOT_TO_MODE_MM = 2.0
+#: A page must yield at least this many distinct, labelled leads.
+_MIN_LEADS_PER_PAGE = 3
 #: Quality given to a lead computed from other leads instead of read from the page.
 _DERIVED_QUALITY = 0.3
 #: Rows within this many seconds of 10 s get their time origin from their end.
@@ -343,6 +345,13 @@ def digitize_raster_page(
             )
         warnings.append("no lead labels readable: standard lead order assumed")
 
+    named = {s.lead for r in row_slots for s in r if s.lead}
+    if len(named) < _MIN_LEADS_PER_PAGE:
+        raise DigitizationError(
+            f"page {page_index + 1}: lead labels could be read for only {len(named)} lead(s) "
+            f"({', '.join(sorted(named)) or 'none'}); the layout cannot be trusted"
+        )
+
     # Signals.
     heights = [p.height_px for p in pulses if p is not None]
     median_pulse_h = float(np.median(heights)) if heights else 1.0
@@ -520,13 +529,14 @@ def _consistent_labels(
         for w in row if len(w.lead) > 1 and w.score > 0.7
     ]
     if not multi:
-        multi = [(w.box[3] - w.box[1], w.box[1] - base)
-                 for row, base in zip(all_labels, baselines, strict=True) for w in row]
-    if not multi:
-        return all_labels
+        # Lone "I"-like strokes (pulse edges, ticks) without any real label: no labels.
+        return [[] for _ in all_labels]
     ref_h = float(np.median([m[0] for m in multi]))
     ref_dy = float(np.median([m[1] for m in multi]))
     strict_dy = len(multi) >= 3
+    if not strict_dy:
+        # Too few real labels to vouch for lone vertical strokes read as "I".
+        all_labels = [[w for w in row if w.lead != "I"] for row in all_labels]
     out = []
     for row, base in zip(all_labels, baselines, strict=True):
         keep = []
