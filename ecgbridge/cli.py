@@ -17,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every available sub-command."""
     parser = argparse.ArgumentParser(
         prog="ecgbridge",
-        description="Digitize paper ECGs and deliver them as DICOM waveforms and FHIR Observations.",
+        description=(
+            "Digitize paper ECGs and deliver them as DICOM waveforms and FHIR Observations."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"ecgbridge {__version__}")
     parser.add_argument(

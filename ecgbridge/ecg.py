@@ -282,7 +282,8 @@ class ECG:
             Other :class:`ECG` attributes.
         """
         arrays = {normalise_lead_name(k): np.asarray(v, dtype=np.float64) for k, v in leads.items()}
-        n = n_samples if n_samples is not None else max((a.size for a in arrays.values()), default=0)
+        longest = max((a.size for a in arrays.values()), default=0)
+        n = n_samples if n_samples is not None else longest
         sig = np.full((len(LEADS), n), np.nan)
         for name, arr in arrays.items():
             m = min(n, arr.size)
