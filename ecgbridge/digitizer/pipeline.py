@@ -51,6 +51,8 @@ MIN_PAGE_SIDE_PX = 150
 _BLANK_INK_LEVEL = 0.15
 #: A pulse foot further than this (mm) from the row's most frequent level is distrusted.
 _MAX_FOOT_TO_MODE_MM = 2.0
+#: Without readable labels, rows must be at least this long (mm) to assume a standard layout.
+_MIN_UNLABELLED_ROW_MM = 120.0
 #: A page must yield at least this many distinct, labelled leads.
 _MIN_LEADS_PER_PAGE = 3
 #: Quality given to a lead computed from other leads instead of read from the page.
@@ -334,6 +336,16 @@ def digitize_raster_page(
                                            mask & (1 - thin_erased), ppm_x)
         row_slots = fill_missing_leads(row_slots)
     if not any_label:
+        if not has_grid:
+            raise NotAnEcgError(
+                f"page {page_index + 1}: no ECG grid and no lead labels found; "
+                "this does not look like an ECG printout"
+            )
+        if row_length / ppm_x < _MIN_UNLABELLED_ROW_MM:
+            raise NotAnEcgError(
+                f"page {page_index + 1}: no lead labels found and the longest trace row is only "
+                f"{row_length / ppm_x:.0f} mm long; this does not look like an ECG printout"
+            )
         std_rows = [i for i, row in enumerate(rows) if row.coverage > 0.5]
         for k, i in enumerate(std_rows):
             x_origin, x_end = spans[i]
