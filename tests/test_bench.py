@@ -116,12 +116,14 @@ def test_bench_command_times_scores_and_counts_failures(small_set, tmp_path, cap
                  "--no-memory", "--pred-out", str(tmp_path / "pred")])
     text = capsys.readouterr().out
     assert code == 0
-    assert "zz_broken.png" in text and "FAILED" in text
-    assert "SUMMARY pages=4 failed=1 " in text
+    failed_lines = [line for line in text.splitlines() if " FAILED " in line]
+    assert any(line.startswith("zz_broken.png ") for line in failed_lines)
+    assert f"SUMMARY pages=4 failed={len(failed_lines)} " in text
     doc = json.loads(report_path.read_text())
     assert len(doc["pages"]) == 4
     assert doc["scores"]["summary"]["images"] == 3
     ok = [p for p in doc["pages"] if p["ok"]]
+    assert len(ok) == 4 - len(failed_lines) and doc["failed"] == len(failed_lines)
     assert all(p["seconds"] > 0 for p in ok)
     assert doc["max_rss_mb"] > 0
     written = sorted(p.name for p in (tmp_path / "pred").glob("*.hea"))
