@@ -557,7 +557,10 @@ def _consistent_labels(
                 continue
             if len(w.lead) == 1 and w.score < 0.7:
                 continue
-            if strict_dy and abs((w.box[1] - base) - ref_dy) > max(1.5 * ppm, 0.5 * ref_h):
+            # Rows' resting levels differ from where printers put labels by up to several
+            # mm, so only lone strokes ("I") are held to the page's label offset.
+            if (len(w.lead) == 1 and strict_dy
+                    and abs((w.box[1] - base) - ref_dy) > max(1.5 * ppm, 0.5 * ref_h)):
                 continue
             keep.append(w)
         out.append(keep)
