@@ -223,3 +223,25 @@ def test_ambiguous_unread_labels_are_dropped() -> None:
             [PanelSlot("", 0, 2, 0, 100, 0.0), PanelSlot("V5", 1, 2, 100, 200, 0.9)]]
     named = fill_missing_leads(rows)
     assert [s.lead for r in named for s in r] == ["V5"]
+
+
+def test_missing_limb_leads_are_derived_where_two_others_overlap() -> None:
+    from ecgbridge.digitizer.postprocess import derive_missing_limb_leads
+
+    t = np.linspace(0, 2, 1000)
+    lead_i = np.sin(2 * np.pi * t)
+    lead_ii = 0.5 * np.cos(2 * np.pi * 3 * t)
+    avl = lead_i - lead_ii / 2
+    shown_avl = avl.copy()
+    shown_avl[500:] = np.nan  # aVL printed for the first second only
+    derived = derive_missing_limb_leads({"II": lead_ii, "aVL": shown_avl})
+    assert set(derived) == {"I", "III", "aVR", "aVF"}
+    np.testing.assert_allclose(derived["I"][:500], lead_i[:500], atol=1e-9)
+    np.testing.assert_allclose(derived["III"][:500], (lead_ii - lead_i)[:500], atol=1e-9)
+    assert np.isnan(derived["aVR"][500:]).all()
+
+
+def test_no_limb_leads_are_derived_from_a_single_lead() -> None:
+    from ecgbridge.digitizer.postprocess import derive_missing_limb_leads
+
+    assert derive_missing_limb_leads({"II": np.zeros(10), "V1": np.zeros(10)}) == {}

@@ -103,15 +103,15 @@ def _refine_by_projection(img: np.ndarray, angle: float) -> float:
     ys, xs = np.nonzero(img > thr)
     if ys.size < 200:
         return angle
-    if ys.size > 300_000:
-        keep = np.random.default_rng(0).choice(ys.size, 300_000, replace=False)
+    if ys.size > 100_000:
+        keep = np.random.default_rng(0).choice(ys.size, 100_000, replace=False)
         ys, xs = ys[keep], xs[keep]
     weights = img[ys, xs].astype(np.float64)
     yc, xc = ys.astype(np.float64) - img.shape[0] / 2, xs.astype(np.float64) - img.shape[1] / 2
     # Compare the gradient estimate with a coarse projection search: the gradients of
     # thin stair-stepped lines are biased toward the axes by up to a couple of degrees.
     coarse = np.arange(-MAX_ROTATION_DEG, MAX_ROTATION_DEG + 0.01, 0.5)
-    step_pts = max(1, yc.size // 60_000)
+    step_pts = max(1, yc.size // 30_000)
     ys_c, xs_c, w_c = yc[::step_pts], xc[::step_pts], weights[::step_pts]
     sharp = [_profile_sharpness(ys_c, xs_c, w_c, a, bin_px=2.0) for a in coarse]
     cand_proj = float(coarse[int(np.argmax(sharp))])
