@@ -300,6 +300,9 @@ def digitize_raster_page(
             # A row starting at the others' pulse (undetected here) or after it.
             if p is None and (x_origin > common - 5.0 * ppm_x or abs(x_origin - rise) < 3 * ppm_x):
                 spans[i] = (common, x_end)
+            elif p is not None and abs(p.x_fall - common) <= 1.0 * ppm_x:
+                # Rows of one page share their time origin: average out edge noise.
+                spans[i] = (common, x_end)
     if not rows:
         raise DigitizationError(f"page {page_index + 1}: only straight lines found, no traces")
     spans = _origins_from_row_ends(spans, paths, ppm_x * speed, ppm_x)
