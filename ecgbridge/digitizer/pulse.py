@@ -104,7 +104,9 @@ def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
                 if abs(gain / std - 1.0) <= 0.12:
                     gain = std
                     break
-            edge = min(f1 - f0 + 1, int(round(path.line_width)) + 1)
+            # The fall may run straight into a QRS (a longer group of tall columns): its
+            # width is taken from the clean rising edge.
+            edge = min(f1 - f0 + 1, r1 - r0 + 1)
             x_fall = path.x0 + f0 + 0.5 * (edge - 1)
             return CalibrationPulse(path.x0 + r0, x_fall, height, foot, gain)
     return None
