@@ -208,20 +208,42 @@ def measure_grid(ink: np.ndarray) -> tuple[GridPitch, GridPitch]:
         gy = _remeasure(py, gx.px_per_mm, gy.strength)
     elif gx.strength == 0 or gy.px_per_mm > _SQUARE_TOLERANCE * gx.px_per_mm:
         gx = _remeasure(px, gy.px_per_mm, gx.strength)
+    if gx.strength == 0 or gy.strength == 0 or not np.isfinite(gx.px_per_mm + gy.px_per_mm):
+        return NO_GRID, NO_GRID
+    # An ECG page is at least ~10 cm on its long side; a finer "grid" is something else
+    # periodic (heart beats, rows of traces).
+    if max(px.size / gx.px_per_mm, py.size / gy.px_per_mm) < _MIN_PAGE_MM:
+        return NO_GRID, NO_GRID
     return gx, gy
 
 
+#: The other axis must show at least this peak-to-floor ratio near the expected pitch.
+_REMEASURE_MIN_RATIO = 4.0
+#: Smallest long side (mm) of an ECG page.
+_MIN_PAGE_MM = 100.0
 #: Grid cells are square; a larger x/y disagreement than this is a mis-read of one axis.
 _SQUARE_TOLERANCE = 1.4
 
 
 def _remeasure(profile: np.ndarray, px_per_mm_guess: float, strength: float) -> GridPitch:
-    """Re-measure one axis near the pitch read on the other axis (grid cells are square)."""
+    """Re-measure one axis near the pitch read on the other axis (grid cells are square).
+
+    Returns :data:`NO_GRID` when this axis shows no line comb near that pitch at all:
+    then the other axis' "grid" was something else periodic (heart beats, text).
+    """
     p = np.asarray(profile, dtype=np.float64)
     n = p.size
     win = max(3, int(n // 40) | 1)
     trend = np.convolve(np.pad(p, win, mode="edge"), np.ones(win) / win, mode="same")[win:-win]
     p = (p - trend) * np.hanning(n)
+    spec = np.abs(np.fft.rfft(p, 1 << int(np.ceil(np.log2(n * 4)))))
+    floor = float(np.median(spec[1:])) + 1e-12
+    f_major = 1.0 / (MAJOR_MM * px_per_mm_guess)
+    near = np.concatenate([f_major * np.linspace(0.9, 1.1, 9), 5 * f_major * np.linspace(0.9, 1.1, 9)])
+    ratio = float(_dtft_mag(p, near[near < 0.5]).max()) / floor
+    if ratio < _REMEASURE_MIN_RATIO:
+        return NO_GRID
+    strength = max(strength, ratio)
     period = _refine_period(p, MAJOR_MM * px_per_mm_guess)
     # Accept the re-measurement only if it stays close to the guess (photos: +-15 %).
     est = period / MAJOR_MM
