@@ -239,7 +239,8 @@ def _remeasure(profile: np.ndarray, px_per_mm_guess: float, strength: float) -> 
     spec = np.abs(np.fft.rfft(p, 1 << int(np.ceil(np.log2(n * 4)))))
     floor = float(np.median(spec[1:])) + 1e-12
     f_major = 1.0 / (MAJOR_MM * px_per_mm_guess)
-    near = np.concatenate([f_major * np.linspace(0.9, 1.1, 9), 5 * f_major * np.linspace(0.9, 1.1, 9)])
+    steps = np.linspace(0.9, 1.1, 9)
+    near = np.concatenate([f_major * steps, 5 * f_major * steps])
     ratio = float(_dtft_mag(p, near[near < 0.5]).max()) / floor
     if ratio < _REMEASURE_MIN_RATIO:
         return NO_GRID

@@ -265,6 +265,7 @@ def digitize_raster_page(
     spans: list[tuple[float, float]] = []
     erased = mask.copy()
     thin_erased = mask.copy()
+    start_pulses: list[CalibrationPulse | None] = []
     kept_rows: list[TraceRow] = []
     page_x_end = max(r.x_end for r in rows)
     for row in rows:
@@ -282,6 +283,7 @@ def digitize_raster_page(
         kept_rows.append(row)
         paths.append(path)
         pulses.append(pulse)
+        start_pulses.append(pulse if pulse is not None and pulse is not end_pulse else None)
         spans.append((x_origin, x_end))
         _erase_path(erased, path, pad=max(1, int(round(0.15 * ppm_y))))
         _erase_thin(thin_erased, path)
@@ -291,11 +293,11 @@ def digitize_raster_page(
             _erase_columns(erased, path, x0p, x1p, pad=2)
 
     rows = kept_rows
-    falls = [p.x_fall for p in pulses if p is not None]
+    falls = [p.x_fall for p in start_pulses if p is not None]
     if falls:
         common = float(np.median(falls))
-        rise = float(np.median([p.x_rise for p in pulses if p is not None]))
-        for i, p in enumerate(pulses):
+        rise = float(np.median([p.x_rise for p in start_pulses if p is not None]))
+        for i, p in enumerate(start_pulses):
             x_origin, x_end = spans[i]
             # A row starting at the others' pulse (undetected here) or after it.
             if p is None and (x_origin > common - 5.0 * ppm_x or abs(x_origin - rise) < 3 * ppm_x):
