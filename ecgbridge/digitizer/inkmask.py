@@ -76,7 +76,33 @@ def choose_threshold(dark_ink: np.ndarray, px_per_mm_x: float, px_per_mm_y: floa
     long_runs = [r for r in runs if r[1] > r[0]] or runs
     if long_runs:
         return cands[long_runs[-1][0]]
-    if np.isfinite(px_per_mm_x) and np.isfinite(px_per_mm_y):
+    return _periodic_choice(sub, cands, px_per_mm_x, px_per_mm_y)
+
+
+def threshold_candidates(dark_ink: np.ndarray, px_per_mm_x: float, px_per_mm_y: float
+                         ) -> list[float]:
+    """Thresholds to try, best first: the chosen one, then lower plateau starts.
+
+    Thin, light traces break apart at the darkest plateau; the caller falls back to
+    the next lower candidate when the mask yields no usable trace rows.
+    """
+    best = choose_threshold(dark_ink, px_per_mm_x, px_per_mm_y)
+    sub = dark_ink[::2, ::2]
+    top = float(np.percentile(sub, 99.7))
+    floor = max(float(_THRESHOLDS[0]), _MIN_RELATIVE_TO_TOP * top)
+    lower = [float(t) for t in _THRESHOLDS if floor <= t < best - 1e-9]
+    # Every other step downward is enough.
+    return [best, *lower[::-2][:_MAX_RETRIES]]
+
+
+#: How many lower thresholds are tried when the first yields no trace rows.
+_MAX_RETRIES = 4
+
+
+def _periodic_choice(sub: np.ndarray, cands: list[float], px_per_mm_x: float,
+                     px_per_mm_y: float) -> float:
+    """Lowest threshold at which the mask is no more periodic than at its least."""
+    if np.isfinite(px_per_mm_x) and np.isfinite(px_per_mm_y) and cands:
         fracs = []
         for t in cands:
             mask = (sub > t).astype(np.float32)

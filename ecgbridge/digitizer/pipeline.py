@@ -19,7 +19,7 @@ from ecgbridge.digitizer import postprocess
 from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.geometry import rotation_homography, warp_image
 from ecgbridge.digitizer.grid import measure_grid
-from ecgbridge.digitizer.inkmask import choose_threshold, trace_mask
+from ecgbridge.digitizer.inkmask import threshold_candidates, trace_mask
 from ecgbridge.digitizer.labels import LabelWord, find_label_words, read_label_at
 from ecgbridge.digitizer.layout import (
     PanelSlot,
@@ -53,6 +53,10 @@ _BLANK_INK_LEVEL = 0.15
 _MAX_FOOT_TO_MODE_MM = 2.0
 #: Without readable labels, rows must be at least this long (mm) to assume a standard layout.
 _MIN_UNLABELLED_ROW_MM = 120.0
+#: More trace rows than this on one page: not an ECG (or grid lines taken for traces).
+_MAX_ROWS = 20
+#: Median fraction of a row's columns with trace ink for the ink threshold to be accepted.
+_MIN_ROW_COVERAGE = 0.6
 #: A page must yield at least this many distinct, labelled leads.
 _MIN_LEADS_PER_PAGE = 3
 #: Quality given to a lead computed from other leads instead of read from the page.
@@ -239,19 +243,28 @@ def digitize_raster_page(
         # No grid (pure black/white print): assume a landscape page ~280 mm wide.
         ppm_x = ppm_y = w / 280.0
         warnings.append("no grid found: scale assumed from the page width (280 mm)")
-    threshold = choose_threshold(dark_ink, ppm_x if has_grid else np.nan,
-                                 ppm_y if has_grid else np.nan)
-    mask = trace_mask(dark_ink, threshold, ppm_x)
+    candidates = threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
+                                      ppm_y if has_grid else np.nan)
+    for threshold in candidates:
+        mask = trace_mask(dark_ink, threshold, ppm_x)
+        rows = find_rows(mask, ppm_x, ppm_y)
+        if rows and len(rows) <= _MAX_ROWS and float(
+            np.median([r.coverage for r in rows])
+        ) >= _MIN_ROW_COVERAGE:
+            break
+    else:
+        # None was convincing: keep the first choice (its failure is reported below).
+        mask = trace_mask(dark_ink, candidates[0], ppm_x)
+        rows = find_rows(mask, ppm_x, ppm_y)
     if debug is not None:
         debug["2_grid_removed"] = (255 - 255 * mask).astype(np.uint8)
-    rows = find_rows(mask, ppm_x, ppm_y)
     if not rows:
         if not has_grid:
             raise NotAnEcgError(
                 f"page {page_index + 1} does not look like an ECG: no grid and no trace rows found"
             )
         raise DigitizationError(f"page {page_index + 1}: grid found but no trace rows")
-    if len(rows) > 20:
+    if len(rows) > _MAX_ROWS:
         raise NotAnEcgError(
             f"page {page_index + 1} does not look like an ECG: {len(rows)} line-like rows found"
         )
