@@ -243,9 +243,9 @@ def digitize_raster_page(
         # No grid (pure black/white print): assume a landscape page ~280 mm wide.
         ppm_x = ppm_y = w / 280.0
         warnings.append("no grid found: scale assumed from the page width (280 mm)")
-    candidates = threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
+    thresholds = threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
                                       ppm_y if has_grid else np.nan)
-    for threshold in candidates:
+    for threshold in thresholds:
         mask = trace_mask(dark_ink, threshold, ppm_x)
         rows = find_rows(mask, ppm_x, ppm_y)
         if rows and len(rows) <= _MAX_ROWS and float(
@@ -254,7 +254,7 @@ def digitize_raster_page(
             break
     else:
         # None was convincing: keep the first choice (its failure is reported below).
-        mask = trace_mask(dark_ink, candidates[0], ppm_x)
+        mask = trace_mask(dark_ink, thresholds[0], ppm_x)
         rows = find_rows(mask, ppm_x, ppm_y)
     if debug is not None:
         debug["2_grid_removed"] = (255 - 255 * mask).astype(np.uint8)
