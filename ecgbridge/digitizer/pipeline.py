@@ -57,6 +57,8 @@ _MIN_UNLABELLED_ROW_MM = 120.0
 _MAX_ROWS = 20
 #: Median fraction of a row's columns with trace ink for the ink threshold to be accepted.
 _MIN_ROW_COVERAGE = 0.6
+#: Rows of the standard layouts a layout hint names (used only when no label is readable).
+_HINT_ROWS: dict[str, int] = {"3x4": 3, "3x4+II": 4, "6x2": 6, "6x2+II": 7, "12x1": 12}
 #: A page must yield at least this many distinct, labelled leads.
 _MIN_LEADS_PER_PAGE = 3
 #: Quality given to a lead computed from other leads instead of read from the page.
@@ -365,6 +367,11 @@ def digitize_raster_page(
                 f"{row_length / ppm_x:.0f} mm long; this does not look like an ECG printout"
             )
         std_rows = [i for i, row in enumerate(rows) if row.coverage > 0.5]
+        hinted_rows = _HINT_ROWS.get(options.layout)
+        if hinted_rows is not None and len(std_rows) > hinted_rows:
+            # The user's layout hint: keep the longest-covered rows, top to bottom.
+            best = sorted(std_rows, key=lambda i: -rows[i].coverage)[:hinted_rows]
+            std_rows = sorted(best)
         for k, i in enumerate(std_rows):
             x_origin, x_end = spans[i]
             row_slots[i] = standard_panels(k, len(std_rows), x_origin, x_end)
