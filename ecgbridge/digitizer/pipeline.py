@@ -429,14 +429,14 @@ def digitize_raster_page(
     candidates = postprocess.align_panels_to_rhythm(candidates, fs)
     for lead, items in candidates.items():
         items.sort(key=lambda it: -it[1])
-        best = items[0][0].copy()
+        merged = items[0][0].copy()
         for other, _q, _info in items[1:]:
-            m = min(best.size, other.size)
-            fill = ~np.isfinite(best[:m]) & np.isfinite(other[:m])
-            best[:m][fill] = other[:m][fill]
+            m = min(merged.size, other.size)
+            fill = ~np.isfinite(merged[:m]) & np.isfinite(other[:m])
+            merged[:m][fill] = other[:m][fill]
         last = max((info.start_s + info.duration_s for _s, _q, info in items), default=0.0)
-        keep = n_total if last <= STANDARD_DURATION_S * 1.05 else best.size
-        result.signals[lead] = best[:keep]
+        keep = n_total if last <= STANDARD_DURATION_S * 1.05 else merged.size
+        result.signals[lead] = merged[:keep]
         result.quality[lead] = float(items[0][1])
         result.panels.extend(info for _s, _q, info in items)
     result.calibration = Calibration(
