@@ -59,6 +59,8 @@ _MAX_ROWS = 20
 _MIN_ROW_COVERAGE = 0.6
 #: Rows of the standard layouts a layout hint names (used only when no label is readable).
 _HINT_ROWS: dict[str, int] = {"3x4": 3, "3x4+II": 4, "6x2": 6, "6x2+II": 7, "12x1": 12}
+#: Page width assumed for a gridless raster page without a known resolution (US letter).
+_ASSUMED_PAGE_WIDTH_MM = 280.0
 #: A page must yield at least this many distinct, labelled leads.
 _MIN_LEADS_PER_PAGE = 3
 #: Quality given to a lead computed from other leads instead of read from the page.
@@ -133,7 +135,8 @@ def digitize_pages(
         try:
             results.append(
                 digitize_raster_page(page.image, options, page_index=page.index,
-                                     debug=debug if len(results) == 0 else None)
+                                     debug=debug if len(results) == 0 else None,
+                                     dpi=page.dpi)
             )
         except (DigitizationError, NotAnEcgError) as exc:
             if len(pages) == 1:
@@ -199,6 +202,7 @@ def digitize_raster_page(
     *,
     page_index: int = 0,
     debug: dict[str, np.ndarray] | None = None,
+    dpi: float | None = None,
 ) -> PageResult:
     """Digitize one raster page.
 
@@ -212,6 +216,9 @@ def digitize_raster_page(
         0-based page number (for :class:`PanelInfo`).
     debug : dict, optional
         Receives intermediate images.
+    dpi : float, optional
+        Rendering resolution of the page (PDF pages); used for the scale only when
+        the page has no grid to measure.
 
     Raises
     ------
@@ -242,9 +249,15 @@ def digitize_raster_page(
     if has_grid:
         ppm_x, ppm_y = float(gx.px_per_mm), float(gy.px_per_mm)
     else:
-        # No grid (pure black/white print): assume a landscape page ~280 mm wide.
-        ppm_x = ppm_y = w / 280.0
-        warnings.append("no grid found: scale assumed from the page width (280 mm)")
+        if dpi:
+            ppm_x = ppm_y = float(dpi) / 25.4
+            warnings.append(
+                f"no grid found: scale taken from the rendering resolution ({dpi:g} dpi)"
+            )
+        else:
+            # No grid (pure black/white print): assume a landscape page ~280 mm wide.
+            ppm_x = ppm_y = w / _ASSUMED_PAGE_WIDTH_MM
+            warnings.append("no grid found: scale assumed from the page width (280 mm)")
     thresholds = threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
                                       ppm_y if has_grid else np.nan)
     for threshold in thresholds:
