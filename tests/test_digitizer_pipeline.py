@@ -176,3 +176,21 @@ def test_blank_second_page_is_skipped_and_all_blank_fails(record: np.ndarray) ->
 def test_no_pages_is_an_error() -> None:
     with pytest.raises(DigitizationError):
         digitize_pages([], DigitizeOptions())
+
+
+def test_gridless_black_and_white_page(record: np.ndarray) -> None:
+    page = render_page(record, FS, layout="3x4+II", dpi=200, grid_color="none", seed=7)
+    ecg = _digitize(page.image)
+    assert any("no grid" in w for w in ecg.calibration.warnings)
+    r = [_pearson(page.truth_signals[i], ecg.signals[i]) for i in range(12)]
+    # The scale is only assumed (page width), so small limb leads suffer most.
+    assert sum(v > 0.55 for v in r) >= 11
+
+
+def test_gridless_page_uses_the_known_rendering_dpi(record: np.ndarray) -> None:
+    page = render_page(record, FS, layout="3x4+II", dpi=200, grid_color="none", seed=7)
+    ecg = digitize_pages([Page(image=page.image, dpi=200.0)], DigitizeOptions())
+    assert ecg.calibration.px_per_mm_x == pytest.approx(200 / 25.4)
+    assert any("200 dpi" in w for w in ecg.calibration.warnings)
+    r = [_pearson(page.truth_signals[i], ecg.signals[i]) for i in range(12)]
+    assert sum(v > 0.8 for v in r) >= 10
