@@ -7,8 +7,8 @@ below are what a good classical digitizer reaches on such pages:
 
 * strict SNR (no alignment; NaN counts as 0 mV, as in the shared scorer),
   median over the 12 leads, on each lead's visible window;
-* lead identities: each output lead matches its own truth better than any other
-  lead's truth at the same times (catches swapped or mislabelled rows);
+* lead identities: no output lead is clearly closer to another lead's truth than to
+  its own at the same times (catches swapped or mislabelled rows);
 * grid scale within 1 % and time placement: few samples outside what the page shows.
 """
 
@@ -107,6 +107,12 @@ def test_median_lead_snr(digitized, request):
 
 @pytest.mark.parametrize("digitized", list(CASES), indirect=True)
 def test_lead_identities(digitized, record_signals, request):
+    """No output lead is clearly closer to another lead's truth than to its own.
+
+    Closeness is the RMS difference after removing the mean, over the lead's visible
+    window; "clearly" means by more than 25 %, so near-identical leads of a record
+    (II and aVF, V4 and V5) are not held against the digitizer.
+    """
     page, ecg = digitized
     case = CASES[request.node.callspec.params["digitized"]]
     record, _ = record_signals(case.record)
@@ -117,10 +123,13 @@ def test_lead_identities(digitized, record_signals, request):
         if idx.size < 0.5 * np.isfinite(page.truth_signals[j]).sum():
             wrong.append(f"{lead}: only {idx.size} samples predicted")
             continue
-        r = [np.corrcoef(pred[j, idx], record[m, idx])[0, 1] for m in range(len(LEADS))]
-        best = int(np.nanargmax(r))
-        if best != j or r[j] < 0.8:
-            wrong.append(f"{lead}: r_own={r[j]:.2f}, best match {LEADS[best]} r={r[best]:.2f}")
+        guess = pred[j, idx] - pred[j, idx].mean()
+        rms = [float(np.sqrt(np.mean((guess - record[m, idx] + record[m, idx].mean()) ** 2)))
+               for m in range(len(LEADS))]
+        best = int(np.argmin(rms))
+        if rms[best] < 0.75 * rms[j]:
+            wrong.append(f"{lead} looks like {LEADS[best]} (RMS {rms[best]:.3f} mV vs "
+                         f"{rms[j]:.3f} mV to its own truth)")
     assert len(wrong) <= 1, "; ".join(wrong)
 
 
