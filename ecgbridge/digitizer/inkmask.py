@@ -91,8 +91,10 @@ def threshold_candidates(dark_ink: np.ndarray, px_per_mm_x: float, px_per_mm_y: 
     top = float(np.percentile(sub, 99.7))
     floor = max(float(_THRESHOLDS[0]), _MIN_RELATIVE_TO_TOP * top)
     lower = [float(t) for t in _THRESHOLDS if floor <= t < best - 1e-9]
-    # Every other step downward is enough.
-    return [best, *lower[::-2][:_MAX_RETRIES]]
+    higher = [float(t) for t in _THRESHOLDS if best + 1e-9 < t < 0.95 * top]
+    # Grids as dark as the trace need a higher threshold, thin light traces a lower
+    # one; every other step is enough.
+    return [best, *higher[1::2][:2 * _MAX_RETRIES], *lower[::-2][:_MAX_RETRIES]]
 
 
 #: How many lower thresholds are tried when the first yields no trace rows.

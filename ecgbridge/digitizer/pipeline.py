@@ -55,6 +55,8 @@ _MAX_FOOT_TO_MODE_MM = 2.0
 _MIN_UNLABELLED_ROW_MM = 120.0
 #: More trace rows than this on one page: not an ECG (or grid lines taken for traces).
 _MAX_ROWS = 20
+#: Most rows a known layout has (12x1 plus 3 rhythm strips); more: grid lines kept.
+_MAX_PLAUSIBLE_ROWS = 15
 #: Median fraction of a row's columns with trace ink for the ink threshold to be accepted.
 _MIN_ROW_COVERAGE = 0.6
 #: Rows of the standard layouts a layout hint names (used only when no label is readable).
@@ -263,7 +265,7 @@ def digitize_raster_page(
     for threshold in thresholds:
         mask = trace_mask(dark_ink, threshold, ppm_x)
         rows = find_rows(mask, ppm_x, ppm_y)
-        if rows and len(rows) <= _MAX_ROWS and float(
+        if rows and len(rows) <= _MAX_PLAUSIBLE_ROWS and float(
             np.median([r.coverage for r in rows])
         ) >= _MIN_ROW_COVERAGE:
             break
