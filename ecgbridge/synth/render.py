@@ -644,7 +644,7 @@ def _draw_label(
     image: np.ndarray, lead: str, ppm: float, x0_mm: float, baseline_mm: float,
     pitch_mm: float, position: str, color: tuple[int, int, int], font: int, height_mm: float,
 ) -> np.ndarray:
-    gap_mm = min(6.0, 0.3 * pitch_mm)
+    gap_mm = min(8.0, 0.3 * pitch_mm)
     if position == "above":
         y_mm = baseline_mm - gap_mm
     else:
