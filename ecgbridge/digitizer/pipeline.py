@@ -476,7 +476,7 @@ def _origins_from_row_ends(
     Printers leave a device-specific gap (0 to a few mm) between the calibration
     pulse and the signal, but a 10 s row ends exactly 10 s after its start. For
     every row whose extent is within 0.25 s of 10 s the implied origin is computed;
-    when most rows agree on a shift of 0.75-3 mm, every row is shifted by it.
+    the largest shift (0.75-3 mm) two rows agree on is applied to every row.
     """
     deltas = []
     for (x_origin, x_end), path in zip(spans, paths, strict=True):
@@ -486,12 +486,16 @@ def _origins_from_row_ends(
             deltas.append(x_last - (STANDARD_DURATION_S - _LAST_SAMPLE_S) * px_per_s - x_origin)
     if len(deltas) < 2:
         return spans
-    arr = np.asarray(deltas)
-    shift = float(np.median(arr))
-    agree = np.abs(arr - shift) <= 0.5 * ppm
-    if agree.sum() < max(2, int(np.ceil(2 * arr.size / 3))):
+    arr = np.sort(np.asarray(deltas))[::-1]
+    # Rows are only ever cut short (page edges, faded ink), never longer: the largest
+    # shift on which at least two rows agree is the one to trust.
+    for v in arr:
+        agree = np.abs(arr - v) <= 0.5 * ppm
+        if agree.sum() >= 2:
+            shift = float(np.median(arr[agree]))
+            break
+    else:
         return spans
-    shift = float(np.median(arr[agree]))
     if not 0.75 * ppm < abs(shift) <= 3.0 * ppm:
         return spans
     return [(o + shift, e) for o, e in spans]
