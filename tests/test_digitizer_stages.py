@@ -245,3 +245,27 @@ def test_no_limb_leads_are_derived_from_a_single_lead() -> None:
     from ecgbridge.digitizer.postprocess import derive_missing_limb_leads
 
     assert derive_missing_limb_leads({"II": np.zeros(10), "V1": np.zeros(10)}) == {}
+
+
+def test_misread_rhythm_strip_label_is_corrected_from_the_grid() -> None:
+    from ecgbridge.digitizer.postprocess import relabel_rhythm_strips
+    from ecgbridge.ecg import PanelInfo
+
+    rng = np.random.default_rng(0)
+    lead_ii = np.cumsum(rng.standard_normal(5000)) * 0.01
+    lead_i = np.cumsum(rng.standard_normal(5000)) * 0.01
+    panel_ii = np.full(5000, np.nan)
+    panel_ii[:1250] = lead_ii[:1250]
+    panel_i = np.full(5000, np.nan)
+    panel_i[1250:2500] = lead_i[1250:2500]  # some other place: no overlap with the strip's II
+
+    def info(lead: str, strip: bool) -> PanelInfo:
+        return PanelInfo(lead, 0, (0.0, 0.0, 1.0, 1.0), 0.0, 0.0, 10.0 if strip else 2.5, strip)
+
+    cands = {
+        "II": [(panel_ii, 0.9, info("II", False))],
+        "I": [(panel_i, 0.9, info("I", False)), (lead_ii.copy(), 0.8, info("I", True))],
+    }
+    fixed = relabel_rhythm_strips(cands)
+    assert [c[2].rhythm_strip for c in fixed["II"]] == [False, True]
+    assert [c[2].rhythm_strip for c in fixed["I"]] == [False]

@@ -441,6 +441,7 @@ def digitize_raster_page(
             candidates.setdefault(slot.lead, []).append((samples, q, info))
     if not candidates:
         raise DigitizationError(f"page {page_index + 1}: no lead panels found")
+    candidates = postprocess.relabel_rhythm_strips(candidates)
     candidates = postprocess.align_panels_to_rhythm(candidates, fs)
     for lead, items in candidates.items():
         items.sort(key=lambda it: -it[1])

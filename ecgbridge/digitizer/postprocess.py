@@ -231,3 +231,48 @@ def derive_missing_limb_leads(signals: dict[str, np.ndarray]) -> dict[str, np.nd
         if np.isfinite(derived).any():
             out[lead] = derived
     return out
+
+
+#: A rhythm strip matching a grid panel this well (Pearson r) over their common time is
+#: the same lead.
+_SAME_LEAD_R = 0.9
+
+
+def relabel_rhythm_strips(candidates: dict[str, list[Candidate]]) -> dict[str, list[Candidate]]:
+    """Check each rhythm strip's lead against the short panels it overlaps in time.
+
+    A rhythm strip repeats one lead of the grid over the full recording; where that
+    lead's grid panel is shown, the two traces are the same. A strip whose label was
+    misread (e.g. "I" for "II") is renamed after the panel it matches (r >= 0.9) when
+    it does not match its own label's panel.
+
+    Parameters
+    ----------
+    candidates : dict
+        lead -> list of ``(samples, quality, PanelInfo)``.
+    """
+    panels = [(lead, c) for lead, items in candidates.items() for c in items
+              if not c[2].rhythm_strip]
+    out: dict[str, list[Candidate]] = {k: [c for c in v if not c[2].rhythm_strip]
+                                       for k, v in candidates.items()}
+    for lead, items in candidates.items():
+        for strip in (c for c in items if c[2].rhythm_strip):
+            scores: dict[str, float] = {}
+            for other_lead, (samples, _q, _info) in panels:
+                ok = np.isfinite(samples) & np.isfinite(strip[0][: samples.size])
+                if ok.sum() < 100:
+                    continue
+                a, b = samples[ok], strip[0][: samples.size][ok]
+                if a.std() == 0 or b.std() == 0:
+                    continue
+                r = float(np.corrcoef(a, b)[0, 1])
+                scores[other_lead] = max(scores.get(other_lead, -1.0), r)
+            new_lead = lead
+            if scores:
+                best = max(scores, key=lambda k: scores[k])
+                own = scores.get(lead, -1.0)
+                if best != lead and scores[best] >= _SAME_LEAD_R and own < 0.7:
+                    new_lead = best
+            info = strip[2] if new_lead == lead else dataclasses.replace(strip[2], lead=new_lead)
+            out.setdefault(new_lead, []).append((strip[0], strip[1], info))
+    return {k: v for k, v in out.items() if v}
