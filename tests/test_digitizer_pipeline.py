@@ -194,3 +194,13 @@ def test_gridless_page_uses_the_known_rendering_dpi(record: np.ndarray) -> None:
     assert any("200 dpi" in w for w in ecg.calibration.warnings)
     r = [_pearson(page.truth_signals[i], ecg.signals[i]) for i in range(12)]
     assert sum(v > 0.8 for v in r) >= 10
+
+
+def test_paper_speed_is_read_from_the_pulse_width(record: np.ndarray) -> None:
+    page = render_page(record, FS, layout="3x4+II", dpi=200, paper_speed=50.0, seed=9)
+    ecg = _digitize(page.image)
+    assert ecg.calibration.mm_per_s == 50.0 and ecg.calibration.speed_source == "pulse"
+    # 250 mm of trace at 50 mm/s: 5 s per row, 1.25 s per panel.
+    durations = sorted({round(p.duration_s, 1) for p in ecg.panels})
+    assert durations == [1.3, 5.0]
+    assert np.isnan(ecg.lead("V1")[2600:]).all()

@@ -63,6 +63,10 @@ _MIN_ROW_COVERAGE = 0.6
 _HINT_ROWS: dict[str, int] = {"3x4": 3, "3x4+II": 4, "6x2": 6, "6x2+II": 7, "12x1": 12}
 #: Page width assumed for a gridless raster page without a known resolution (US letter).
 _ASSUMED_PAGE_WIDTH_MM = 280.0
+#: Length of a full trace row on standard printouts (10 s at 25 mm/s).
+_STANDARD_TRACE_MM = 250.0
+#: Width of the calibration pulse in seconds (IEC 60601-2-25 style printouts).
+_PULSE_SECONDS = 0.2
 #: A page must yield at least this many distinct, labelled leads.
 _MIN_LEADS_PER_PAGE = 3
 #: Quality given to a lead computed from other leads instead of read from the page.
@@ -337,7 +341,12 @@ def digitize_raster_page(
                 spans[i] = (common, x_end)
     if not rows:
         raise DigitizationError(f"page {page_index + 1}: only straight lines found, no traces")
-    spans = _origins_from_row_ends(spans, paths, ppm_x * speed, ppm_x)
+    if speed_source == "default":
+        pulse_speed = _speed_from_pulses([p for p in start_pulses if p is not None], ppm_x)
+        if pulse_speed is not None:
+            speed, speed_source = pulse_speed, "pulse"
+    spans = _origins_from_row_ends(spans, paths, ppm_x * speed, ppm_x,
+                                   expected_s=_STANDARD_TRACE_MM / speed)
 
     # Gain.
     pulse_gains = [p.mm_per_mv for p in pulses if p is not None]
@@ -470,21 +479,23 @@ def digitize_raster_page(
 
 
 def _origins_from_row_ends(
-    spans: list[tuple[float, float]], paths: list[TracePath], px_per_s: float, ppm: float
+    spans: list[tuple[float, float]], paths: list[TracePath], px_per_s: float, ppm: float,
+    expected_s: float = STANDARD_DURATION_S,
 ) -> list[tuple[float, float]]:
     """Correct the rows' time origin from where full 10 s rows end.
 
     Printers leave a device-specific gap (0 to a few mm) between the calibration
-    pulse and the signal, but a 10 s row ends exactly 10 s after its start. For
-    every row whose extent is within 0.25 s of 10 s the implied origin is computed;
+    pulse and the signal, but a full row (250 mm: 10 s at 25 mm/s, 5 s at 50 mm/s)
+    ends exactly `expected_s` after its start. For every row whose extent is within
+    2.5 % of that the implied origin is computed;
     the largest shift (0.75-3 mm) two rows agree on is applied to every row.
     """
     deltas = []
     for (x_origin, x_end), path in zip(spans, paths, strict=True):
         x_last = x_end - 0.5 - 0.5 * path.line_width
         total = (x_last - x_origin) / px_per_s
-        if abs(total - STANDARD_DURATION_S) <= _ROW_END_SNAP_S:
-            deltas.append(x_last - (STANDARD_DURATION_S - _LAST_SAMPLE_S) * px_per_s - x_origin)
+        if abs(total - expected_s) <= _ROW_END_SNAP_S * expected_s / STANDARD_DURATION_S:
+            deltas.append(x_last - (expected_s - _LAST_SAMPLE_S) * px_per_s - x_origin)
     if len(deltas) < 2:
         return spans
     arr = np.sort(np.asarray(deltas))[::-1]
@@ -500,6 +511,21 @@ def _origins_from_row_ends(
     if not 0.75 * ppm < abs(shift) <= 3.0 * ppm:
         return spans
     return [(o + shift, e) for o, e in spans]
+
+
+def _speed_from_pulses(pulses: list[CalibrationPulse], ppm_x: float) -> float | None:
+    """Paper speed from the calibration pulses' width (0.2 s: 5 mm at 25, 10 mm at 50 mm/s).
+
+    Returns None when no pulse was found or their width matches neither speed.
+    """
+    if not pulses:
+        return None
+    width_mm = float(np.median([(p.x_fall - p.x_rise) / ppm_x for p in pulses]))
+    for speed in (25.0, 50.0):
+        nominal = _PULSE_SECONDS * speed
+        if 0.75 * nominal <= width_mm <= 1.3 * nominal:
+            return speed
+    return None
 
 
 def _typical_row_length(lengths: list[float]) -> float:
