@@ -204,3 +204,32 @@ def test_paper_speed_is_read_from_the_pulse_width(record: np.ndarray) -> None:
     durations = sorted({round(p.duration_s, 1) for p in ecg.panels})
     assert durations == [1.3, 5.0]
     assert np.isnan(ecg.lead("V1")[2600:]).all()
+
+
+def test_photo_perspective_is_corrected_from_the_grid(record: np.ndarray) -> None:
+    from ecgbridge.digitizer.deskew import estimate_rotation
+    from ecgbridge.digitizer.normalise import ink_maps
+    from ecgbridge.digitizer.perspective import estimate_perspective
+
+    page = render_page(record, FS, layout="3x4+II", dpi=200, perspective=0.06, seed=4)
+    ink = ink_maps(page.image).any_ink
+    keystone = estimate_perspective(ink, estimate_rotation(ink))
+    assert keystone is not None and np.abs(keystone[2, :2]).max() > 1e-6
+    ecg = _digitize(page.image)
+    assert any("perspective" in w for w in ecg.calibration.warnings)
+    # In the rectified frame the grid lines are parallel again.
+    rect = rectify_image(page.image, ecg.calibration)
+    rect_ink = ink_maps(rect).any_ink
+    assert estimate_perspective(rect_ink, estimate_rotation(rect_ink)) is None
+
+
+def test_square_on_pages_get_no_perspective_correction(record: np.ndarray) -> None:
+    from ecgbridge.digitizer.deskew import estimate_rotation
+    from ecgbridge.digitizer.normalise import ink_maps
+    from ecgbridge.digitizer.perspective import estimate_perspective
+
+    for kw in ({"seed": 1}, {"rotation_deg": -6.0, "seed": 2},
+               {"grid_color": "blue", "dotted_minor": True, "seed": 3}):
+        page = render_page(record, FS, layout="3x4+II", dpi=150, **kw)  # type: ignore[arg-type]
+        ink = ink_maps(page.image).any_ink
+        assert estimate_perspective(ink, estimate_rotation(ink)) is None, kw

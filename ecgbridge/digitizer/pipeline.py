@@ -31,6 +31,7 @@ from ecgbridge.digitizer.layout import (
 )
 from ecgbridge.digitizer.normalise import ink_maps, to_rgb
 from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.digitizer.perspective import estimate_perspective
 from ecgbridge.digitizer.pulse import CalibrationPulse, find_pulse
 from ecgbridge.digitizer.rows import TraceRow, find_rows
 from ecgbridge.digitizer.trace import TracePath, follow_trace
@@ -242,8 +243,16 @@ def digitize_raster_page(
     if float(np.percentile(ink.any_ink[::4, ::4], 99.9)) < _BLANK_INK_LEVEL:
         raise NotAnEcgError(f"page {page_index + 1} is blank (no ink found)")
     angle = estimate_rotation(ink.any_ink)
-    homography = rotation_homography(rgb.shape, angle)
-    if angle:
+    keystone = estimate_perspective(ink.any_ink, angle)
+    if keystone is not None:
+        # Photographed at an angle: make the grid lines parallel, then deskew.
+        angle = estimate_rotation(warp_image(ink.any_ink, keystone, (w, h), fill=0.0))
+        homography = rotation_homography(rgb.shape, angle) @ keystone
+        warnings.append("perspective corrected from the grid lines")
+    else:
+        homography = rotation_homography(rgb.shape, angle)
+    rectified = bool(angle) or keystone is not None
+    if rectified:
         any_ink = warp_image(ink.any_ink, homography, (w, h), fill=0.0)
         dark_ink = warp_image(ink.dark_ink, homography, (w, h), fill=0.0)
     else:
@@ -469,11 +478,12 @@ def digitize_raster_page(
         px_per_mm_x=ppm_x, px_per_mm_y=ppm_y, mm_per_mv=gain, mm_per_s=speed,
         rotation_deg=float(angle), gain_source=gain_source, speed_source=speed_source,
         method="raster",
-        transform=tuple(float(v) for v in homography.ravel()) if angle else (),
+        transform=tuple(float(v) for v in homography.ravel()) if rectified else (),
         warnings=tuple(warnings),
     )
     if debug is not None:
-        debug.update(postprocess.debug_images(rgb, homography if angle else None, rows, row_slots,
+        debug.update(postprocess.debug_images(rgb, homography if rectified else None, rows,
+                                              row_slots,
                                               paths, all_labels))
     return result
 

@@ -7,6 +7,7 @@ import dataclasses
 import cv2
 import numpy as np
 
+from ecgbridge.digitizer.geometry import warp_image
 from ecgbridge.ecg import PanelInfo
 
 #: Gaps up to this long (seconds) inside a panel are bridged by linear interpolation.
@@ -157,8 +158,7 @@ def align_panels_to_rhythm(
 def debug_images(rgb, homography, rows, row_slots, paths, labels) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
     """Drawings of the layout and the followed traces over the rectified page."""
     h, w = rgb.shape[:2]
-    page = rgb if homography is None else cv2.warpAffine(
-        rgb, homography[:2], (w, h), borderValue=(255, 255, 255))
+    page = rgb if homography is None else warp_image(rgb, homography, (w, h))
     lay = (0.6 * page + 0.4 * 255).astype(np.uint8)
     for row, slots in zip(rows, row_slots, strict=True):
         cv2.line(lay, (0, int(row.baseline)), (w - 1, int(row.baseline)), (0, 160, 0), 1)
