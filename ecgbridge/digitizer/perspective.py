@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Tiles per side.
+#: Tiles per side, and ink points sampled per tile.
 _TILES = 3
+_POINTS_PER_TILE = 6_000
 #: Direction search around the page's rotation, degrees (either side), and steps.
-_SEARCH_DEG = 4.0
-_COARSE_STEP = 0.2
+_SEARCH_DEG = 3.0
+_COARSE_STEP = 0.25
 _FINE_STEP = 0.02
 #: Below this spread of directions (degrees) across the page there is no perspective.
 _MIN_SPREAD_DEG = 0.4
@@ -92,8 +93,8 @@ def estimate_perspective(ink: np.ndarray, rotation_deg: float) -> np.ndarray | N
             ys, xs = np.nonzero(ink[y0:y1, x0:x1] > thr)
             if ys.size < 500:
                 continue
-            if ys.size > 20_000:
-                keep = rng.choice(ys.size, 20_000, replace=False)
+            if ys.size > _POINTS_PER_TILE:
+                keep = rng.choice(ys.size, _POINTS_PER_TILE, replace=False)
                 ys, xs = ys[keep], xs[keep]
             wts = ink[y0:y1, x0:x1][ys, xs].astype(np.float64)
             yc = ys - (y1 - y0) / 2.0
