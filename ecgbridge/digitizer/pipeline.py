@@ -547,20 +547,22 @@ def _typical_row_length(lengths: list[float]) -> float:
 
 
 def _unique_leads(row_slots: list[list[PanelSlot]]) -> list[list[PanelSlot]]:
-    """A lead is printed once in the multi-panel grid: keep its best-read panel only.
+    """A lead is printed once in the multi-panel grid: a name read twice is doubtful.
 
-    (Rhythm strips, rows of one panel, may repeat a lead of the grid.)
+    Every copy loses its name; the labels are then read again where they stand
+    (:func:`_reread_missing_labels`) or inferred from their column group. (Rhythm
+    strips, rows of one panel, may repeat a lead of the grid.)
     """
-    best: dict[str, tuple[float, int, int]] = {}
-    for i, r in enumerate(row_slots):
-        for j, s in enumerate(r):
-            if s.lead and s.columns > 1 and (s.lead not in best or s.label_score > best[s.lead][0]):
-                best[s.lead] = (s.label_score, i, j)
+    seen: dict[str, int] = {}
+    for r in row_slots:
+        for s in r:
+            if s.lead and s.columns > 1:
+                seen[s.lead] = seen.get(s.lead, 0) + 1
     out = []
-    for i, r in enumerate(row_slots):
+    for r in row_slots:
         row = []
-        for j, s in enumerate(r):
-            if s.lead and s.columns > 1 and best[s.lead][1:] != (i, j):
+        for s in r:
+            if s.lead and s.columns > 1 and seen[s.lead] > 1:
                 s = PanelSlot("", s.column, s.columns, s.x0, s.x1, 0.0)
             row.append(s)
         out.append(row)
