@@ -17,6 +17,8 @@ _THRESHOLDS = np.round(np.arange(0.22, 0.92, 0.04), 2)
 _MIN_RELATIVE_TO_TOP = 0.4
 #: Ink blobs smaller than this (mm^2) are specks: grid dots, dotted-line crossings, noise.
 _MIN_BLOB_MM2 = 0.45
+#: Components at least this long (mm) are strokes, kept whatever their area.
+_MIN_STROKE_MM = 1.5
 #: Plateau test: the mask may shrink by at most this ratio over this threshold span.
 _PLATEAU_RATIO = 1.3
 _PLATEAU_SPAN = 0.12
@@ -135,7 +137,9 @@ def trace_mask(dark_ink: np.ndarray, threshold: float, px_per_mm: float) -> np.n
     min_area = max(3, int(round(_MIN_BLOB_MM2 * px_per_mm * px_per_mm)))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n > 1:
-        keep = stats[:, cv2.CC_STAT_AREA] >= min_area
+        # Specks are small every way; thin strokes (the "I" of a label) are long.
+        long_side = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+        keep = (stats[:, cv2.CC_STAT_AREA] >= min_area) | (long_side >= _MIN_STROKE_MM * px_per_mm)
         keep[0] = False
         mask = keep[labels].astype(np.uint8)
     return mask

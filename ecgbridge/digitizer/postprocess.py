@@ -105,7 +105,8 @@ def align_panels_to_rhythm(
     for lead, items in candidates.items():
         new_items: list[Candidate] = []
         for samples, q, info in items:
-            if info.rhythm_strip or info.duration_s <= 0.5:
+            # A row's first panel starts the recording: only later panels may move.
+            if info.rhythm_strip or info.duration_s <= 0.5 or info.start_s < 0.05:
                 new_items.append((samples, q, info))
                 continue
             finite = np.nonzero(np.isfinite(samples))[0]
