@@ -459,6 +459,7 @@ def digitize_raster_page(
             candidates.setdefault(slot.lead, []).append((samples, q, info))
     if not candidates:
         raise DigitizationError(f"page {page_index + 1}: no lead panels found")
+    candidates = postprocess.check_einthoven(candidates)
     candidates = postprocess.relabel_rhythm_strips(candidates)
     candidates = postprocess.align_panels_to_rhythm(candidates, fs)
     for lead, items in candidates.items():
@@ -497,8 +498,8 @@ def _origins_from_row_ends(
     Printers leave a device-specific gap (0 to a few mm) between the calibration
     pulse and the signal, but a full row (250 mm: 10 s at 25 mm/s, 5 s at 50 mm/s)
     ends exactly `expected_s` after its start. For every row whose extent is within
-    2.5 % of that the implied origin is computed;
-    the largest shift (0.75-3 mm) two rows agree on is applied to every row.
+    2.5 % of that the implied origin is computed; the largest (from the longest row,
+    0.75-3 mm) is applied to every row, as rows can only be cut short.
     """
     deltas = []
     for (x_origin, x_end), path in zip(spans, paths, strict=True):
@@ -509,15 +510,11 @@ def _origins_from_row_ends(
     if len(deltas) < 2:
         return spans
     arr = np.sort(np.asarray(deltas))[::-1]
-    # Rows are only ever cut short (page edges, faded ink), never longer: the largest
-    # shift on which at least two rows agree is the one to trust.
-    for v in arr:
-        agree = np.abs(arr - v) <= 0.5 * ppm
-        if agree.sum() >= 2:
-            shift = float(np.median(arr[agree]))
-            break
-    else:
-        return spans
+    # Rows are only ever cut short (page edges, faded ink, a last wave lost in the
+    # next panel's marker), never longer: the longest full row is the one to trust;
+    # rows agreeing with it (within 0.5 mm) refine the estimate.
+    agree = np.abs(arr - arr[0]) <= 0.5 * ppm
+    shift = float(np.median(arr[agree]))
     if not 0.75 * ppm < abs(shift) <= 3.0 * ppm:
         return spans
     return [(o + shift, e) for o, e in spans]

@@ -277,3 +277,53 @@ def relabel_rhythm_strips(candidates: dict[str, list[Candidate]]) -> dict[str, l
             info = strip[2] if new_lead == lead else dataclasses.replace(strip[2], lead=new_lead)
             out.setdefault(new_lead, []).append((strip[0], strip[1], info))
     return {k: v for k, v in out.items() if v}
+
+
+#: A relabelling by Einthoven's law must cut the residual |II - (I + III)| by this factor.
+_EINTHOVEN_GAIN = 0.5
+
+
+def check_einthoven(candidates: dict[str, list[Candidate]]) -> dict[str, list[Candidate]]:
+    """Swap limb-lead names when Einthoven's law (II = I + III) says "II" is another panel.
+
+    Where I, II and III were printed side by side in time (one column of a 3x4 page),
+    the panel that equals the sum of the other two is lead II. A misread "I"/"II"
+    label (the strokes of "II" are easily cut by a crossing trace) is corrected when
+    the other choice explains the three traces clearly better. I and III cannot be
+    told apart this way (the law is symmetric in them) and keep their labels.
+
+    Parameters
+    ----------
+    candidates : dict
+        lead -> list of ``(samples, quality, PanelInfo)``.
+    """
+    limb = {}
+    for lead in ("I", "II", "III"):
+        items = [c for c in candidates.get(lead, []) if not c[2].rhythm_strip]
+        if len(items) != 1:
+            return candidates
+        limb[lead] = items[0]
+    starts = {round(c[2].start_s, 2) for c in limb.values()}
+    if len(starts) != 1:
+        return candidates
+    sig = {k: v[0] for k, v in limb.items()}
+    ok = np.isfinite(sig["I"]) & np.isfinite(sig["II"]) & np.isfinite(sig["III"])
+    if ok.sum() < 200:
+        return candidates
+    x = {k: v[ok] - np.mean(v[ok]) for k, v in sig.items()}
+
+    def residual(total: str) -> float:
+        a, b = (k for k in x if k != total)
+        return float(np.linalg.norm(x[total] - x[a] - x[b]))
+
+    current = residual("II")
+    best = min(("I", "III"), key=residual)
+    if residual(best) >= _EINTHOVEN_GAIN * current:
+        return candidates
+    # The panel labelled `best` is really II, and the "II" panel takes its name.
+    moved = (limb[best], limb["II"])
+    out = {k: [c for c in v if not any(c is m for m in moved)] for k, v in candidates.items()}
+    for old, new in ((best, "II"), ("II", best)):
+        samples, q, info = limb[old]
+        out.setdefault(new, []).append((samples, q, dataclasses.replace(info, lead=new)))
+    return {k: v for k, v in out.items() if v}
