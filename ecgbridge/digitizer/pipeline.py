@@ -354,8 +354,11 @@ def digitize_raster_page(
         pulse_speed = _speed_from_pulses([p for p in start_pulses if p is not None], ppm_x)
         if pulse_speed is not None:
             speed, speed_source = pulse_speed, "pulse"
+    # The pen's horizontal width is best seen on the pulse's vertical edges.
+    edges = [p.edge_px for p in start_pulses if p is not None]
+    pen_px = float(np.median(edges)) if edges else None
     spans = _origins_from_row_ends(spans, paths, ppm_x * speed, ppm_x,
-                                   expected_s=_STANDARD_TRACE_MM / speed)
+                                   expected_s=_STANDARD_TRACE_MM / speed, pen_px=pen_px)
 
     # Gain.
     pulse_gains = [p.mm_per_mv for p in pulses if p is not None]
@@ -453,8 +456,7 @@ def digitize_raster_page(
                 lead=slot.lead, page=page_index,
                 box=(float(slot.x0), float(row.top), float(slot.x1), float(row.bottom)),
                 baseline_px=float(baseline), start_s=float(start_s), duration_s=float(duration_s),
-                rhythm_strip=slot.columns == 1 and len(rows) > 1 and duration_s > 6.0
-                and _is_rhythm(row_slots, slot),
+                rhythm_strip=slot.columns == 1 and len(rows) > 1 and _is_rhythm(row_slots, slot),
             )
             candidates.setdefault(slot.lead, []).append((samples, q, info))
     if not candidates:
@@ -491,7 +493,7 @@ def digitize_raster_page(
 
 def _origins_from_row_ends(
     spans: list[tuple[float, float]], paths: list[TracePath], px_per_s: float, ppm: float,
-    expected_s: float = STANDARD_DURATION_S,
+    expected_s: float = STANDARD_DURATION_S, pen_px: float | None = None,
 ) -> list[tuple[float, float]]:
     """Correct the rows' time origin from where full 10 s rows end.
 
@@ -503,7 +505,8 @@ def _origins_from_row_ends(
     """
     deltas = []
     for (x_origin, x_end), path in zip(spans, paths, strict=True):
-        x_last = x_end - 0.5 - 0.5 * path.line_width
+        pen = pen_px if pen_px is not None else path.line_width
+        x_last = x_end - 0.5 - 0.5 * pen
         total = (x_last - x_origin) / px_per_s
         if abs(total - expected_s) <= _ROW_END_SNAP_S * expected_s / STANDARD_DURATION_S:
             deltas.append(x_last - (expected_s - _LAST_SAMPLE_S) * px_per_s - x_origin)

@@ -239,13 +239,19 @@ def derive_missing_limb_leads(signals: dict[str, np.ndarray]) -> dict[str, np.nd
 _SAME_LEAD_R = 0.9
 
 
+#: Lead names that look alike in print (a misread label stays within its family).
+_CONFUSABLE: tuple[tuple[str, ...], ...] = (
+    ("I", "II", "III"), ("aVR", "aVL", "aVF"), ("V1", "V2", "V3", "V4", "V5", "V6"),
+)
+
+
 def relabel_rhythm_strips(candidates: dict[str, list[Candidate]]) -> dict[str, list[Candidate]]:
     """Check each rhythm strip's lead against the short panels it overlaps in time.
 
     A rhythm strip repeats one lead of the grid over the full recording; where that
     lead's grid panel is shown, the two traces are the same. A strip whose label was
-    misread (e.g. "I" for "II") is renamed after the panel it matches (r >= 0.9) when
-    it does not match its own label's panel.
+    misread (e.g. "I" for "II") is renamed after the look-alike lead whose panel it
+    matches (r >= 0.9) when it matches its own label's panel clearly worse.
 
     Parameters
     ----------
@@ -259,6 +265,7 @@ def relabel_rhythm_strips(candidates: dict[str, list[Candidate]]) -> dict[str, l
     for lead, items in candidates.items():
         for strip in (c for c in items if c[2].rhythm_strip):
             scores: dict[str, float] = {}
+            misfit: dict[str, float] = {}
             for other_lead, (samples, _q, _info) in panels:
                 ok = np.isfinite(samples) & np.isfinite(strip[0][: samples.size])
                 if ok.sum() < 100:
@@ -267,12 +274,18 @@ def relabel_rhythm_strips(candidates: dict[str, list[Candidate]]) -> dict[str, l
                 if a.std() == 0 or b.std() == 0:
                     continue
                 r = float(np.corrcoef(a, b)[0, 1])
-                scores[other_lead] = max(scores.get(other_lead, -1.0), r)
+                rms = float(np.sqrt(np.mean(((a - a.mean()) - (b - b.mean())) ** 2)))
+                if r > scores.get(other_lead, -1.0):
+                    scores[other_lead], misfit[other_lead] = r, rms
             new_lead = lead
-            if scores:
-                best = max(scores, key=lambda k: scores[k])
-                own = scores.get(lead, -1.0)
-                if best != lead and scores[best] >= _SAME_LEAD_R and own < 0.7:
+            # Only names a label reader confuses with the one read are candidates; the
+            # same lead printed twice differs by extraction noise only (smallest RMS).
+            family = next((f for f in _CONFUSABLE if lead in f), (lead,))
+            close = {k: misfit[k] for k in scores if k in family and scores[k] >= _SAME_LEAD_R}
+            if close:
+                best = min(close, key=lambda k: close[k])
+                own = misfit.get(lead, np.inf)
+                if best != lead and own > 1.5 * close[best]:
                     new_lead = best
             info = strip[2] if new_lead == lead else dataclasses.replace(strip[2], lead=new_lead)
             out.setdefault(new_lead, []).append((strip[0], strip[1], info))

@@ -38,6 +38,8 @@ class CalibrationPulse:
         Row of the pulse foot (0 mV).
     mm_per_mv : float
         Gain implied by the pulse (snapped to a standard value when close).
+    edge_px : float
+        Width of the rising edge in columns: the pen's horizontal width.
     """
 
     x_rise: int
@@ -45,6 +47,7 @@ class CalibrationPulse:
     height_px: float
     foot_y: float
     mm_per_mv: float
+    edge_px: float = 1.0
 
 
 def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
@@ -108,5 +111,5 @@ def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
             # width is taken from the clean rising edge.
             edge = min(f1 - f0 + 1, r1 - r0 + 1)
             x_fall = path.x0 + f0 + 0.5 * (edge - 1)
-            return CalibrationPulse(path.x0 + r0, x_fall, height, foot, gain)
+            return CalibrationPulse(path.x0 + r0, x_fall, height, foot, gain, float(r1 - r0 + 1))
     return None
