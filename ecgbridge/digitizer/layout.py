@@ -204,3 +204,211 @@ def layout_name(rows: list[list[PanelSlot]]) -> str:
     if single:
         return f"{len(single)}x1"
     return "unknown"
+
+
+#: Standard arrangements a page may be completed to, by name (rows top to bottom).
+STANDARD_ARRANGEMENTS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "3x4": STANDARD_ROWS[3],
+    "6x2": STANDARD_ROWS[6],
+    "12x1": STANDARD_ROWS[12],
+}
+#: Lead names that look alike in print; a read label of the same family as the
+#: arrangement's lead is a misread, not a contradiction.
+LOOK_ALIKE_FAMILIES: tuple[frozenset[str], ...] = (
+    frozenset({"I", "II", "III"}),
+    frozenset({"aVR", "aVL", "aVF"}),
+    frozenset({"V1", "V2", "V3", "V4", "V5", "V6"}),
+)
+#: A lone vertical stroke: what grid remnants and lead-change ticks look like.
+_STROKE_LEAD = "I"
+#: Fewest read labels that must agree with an arrangement before it is used.
+MIN_AGREEING_LABELS = 2
+#: Read labels that must agree per tolerated look-alike misread.
+_AGREEING_PER_MISREAD = 3
+#: Rows of the grid must be at least this fraction of the page's typical row length.
+_MIN_GRID_ROW_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class LabelEvidence:
+    """A lead name read on the page: in which row, starting at which column (px)."""
+
+    row: int
+    x: float
+    lead: str
+    score: float
+
+
+@dataclass(frozen=True)
+class LayoutCompletion:
+    """A standard arrangement the page's read labels agree with.
+
+    Attributes
+    ----------
+    arrangement : str
+        Name in :data:`STANDARD_ARRANGEMENTS`.
+    first_row : int
+        Index of the trace row holding the arrangement's first row.
+    rows : list of list of PanelSlot
+        Panels of every trace row (rhythm strips after the grid keep what was read;
+        rows above the grid get none).
+    agreeing : int
+        Read labels at the place the arrangement puts them.
+    misreads : tuple of tuple of str
+        ``(read, arrangement)`` pairs of look-alike names that disagreed.
+    inferred : tuple of str
+        Leads named from the arrangement, their labels unread.
+    """
+
+    arrangement: str
+    first_row: int
+    rows: list[list[PanelSlot]]
+    agreeing: int
+    misreads: tuple[tuple[str, str], ...]
+    inferred: tuple[str, ...]
+
+
+def _family(lead: str) -> frozenset[str] | None:
+    return next((f for f in LOOK_ALIKE_FAMILIES if lead in f), None)
+
+
+def _label_shift(
+    evidence: list[LabelEvidence], first_row: int, last_row: int, origins: list[float],
+    col_w: float,
+) -> float:
+    """Common offset of the labels from their column starts (px), at most 15 % of a column.
+
+    Labels sit at one device-specific place relative to their panel start, and a
+    row start taken at an undetected calibration pulse moves every column start
+    alike; the median offset of the multi-character labels measures both.
+    """
+    offsets = []
+    for ev in evidence:
+        if first_row <= ev.row < last_row and ev.lead != _STROKE_LEAD:
+            rel = ev.x - origins[ev.row]
+            offsets.append(rel - round(rel / col_w) * col_w)
+    if not offsets:
+        return 0.0
+    return float(np.clip(np.median(offsets), -0.15 * col_w, 0.15 * col_w))
+
+
+def _judge_arrangement(
+    table: tuple[tuple[str, ...], ...], first_row: int, evidence: list[LabelEvidence],
+    origins: list[float], row_length: float, ppm: float,
+) -> tuple[dict[tuple[int, int], float], list[tuple[str, str]]] | None:
+    """Agreeing cells (with their scores) and misreads, or None on a contradiction."""
+    n_cols = len(table[0])
+    col_w = row_length / n_cols
+    agree: dict[tuple[int, int], float] = {}
+    misread: dict[tuple[int, int], tuple[str, str]] = {}
+    last_row = first_row + len(table)
+    shift = _label_shift(evidence, first_row, last_row, origins, col_w)
+    for ev in evidence:
+        if ev.row < first_row:
+            # A label above the grid is unexplained by this arrangement.
+            if ev.lead != _STROKE_LEAD:
+                return None
+            continue
+        if ev.row >= last_row:
+            continue  # rhythm strips may repeat any lead
+        x_origin = origins[ev.row] + shift
+        if not _near_column_start(ev.x, x_origin, col_w, ppm):
+            continue
+        col = round((ev.x - x_origin) / col_w)
+        if col >= n_cols:
+            continue
+        expected = table[ev.row - first_row][col]
+        if ev.lead == expected:
+            cell = (ev.row, col)
+            agree[cell] = max(agree.get(cell, 0.0), ev.score)
+        elif ev.lead == _STROKE_LEAD:
+            continue  # a grid remnant or tick, not a label
+        elif _family(ev.lead) is not None and _family(ev.lead) == _family(expected):
+            misread[(ev.row, col)] = (ev.lead, expected)
+        else:
+            return None
+    misreads = [m for cell, m in misread.items() if cell not in agree]
+    return agree, misreads
+
+
+def complete_standard_layout(
+    evidence: list[LabelEvidence],
+    spans: list[tuple[float, float]],
+    current: list[list[PanelSlot]],
+    row_length: float,
+    px_per_mm_x: float,
+) -> LayoutCompletion | None:
+    """Name unread panels from the one standard arrangement the read labels agree with.
+
+    Every arrangement of :data:`STANDARD_ARRANGEMENTS` is placed on every run of
+    consecutive full-length trace rows. It is accepted when at least
+    :data:`MIN_AGREEING_LABELS` read labels sit where it puts them, no read label
+    contradicts it (a lone "I" stroke contradicting it is taken for a grid remnant;
+    a look-alike name such as aVF for aVL is tolerated once per three agreeing
+    labels) and no other placement explains the labels equally well.
+
+    Parameters
+    ----------
+    evidence : list of LabelEvidence
+        Labels read on the page (rows indexed as `spans`).
+    spans : list of tuple of float
+        ``(x_origin, x_end)`` of every trace row, top to bottom.
+    current : list of list of PanelSlot
+        Panels found from the labels alone; rhythm strips below the grid keep them.
+    row_length : float
+        Typical length of a full row in pixels.
+    px_per_mm_x : float
+        Horizontal scale.
+
+    Returns
+    -------
+    LayoutCompletion or None
+        None when no arrangement fits, or two fit equally well.
+    """
+    origins = [o for o, _e in spans]
+    full = [(e - o) >= _MIN_GRID_ROW_FRACTION * row_length for o, e in spans]
+    fits: list[tuple[int, int, str, int, dict[tuple[int, int], float],
+                     list[tuple[str, str]]]] = []
+    for name, table in STANDARD_ARRANGEMENTS.items():
+        for first in range(len(spans) - len(table) + 1):
+            if not all(full[first: first + len(table)]):
+                continue
+            judged = _judge_arrangement(table, first, evidence, origins, row_length,
+                                        px_per_mm_x)
+            if judged is None:
+                continue
+            agree, misreads = judged
+            if len(agree) < MIN_AGREEING_LABELS:
+                continue
+            if len(misreads) * _AGREEING_PER_MISREAD > len(agree):
+                continue
+            fits.append((len(agree), -len(misreads), name, first, agree, misreads))
+    if not fits:
+        return None
+    fits.sort(key=lambda f: (f[0], f[1]), reverse=True)
+    if len(fits) > 1 and fits[1][:2] == fits[0][:2]:
+        return None  # two placements explain the labels equally well
+    _n, _m, name, first, agree, misreads = fits[0]
+    table = STANDARD_ARRANGEMENTS[name]
+    rows: list[list[PanelSlot]] = []
+    inferred: list[str] = []
+    for i, (x_origin, _x_end) in enumerate(spans):
+        if i < first:
+            rows.append([])
+        elif i < first + len(table):
+            leads = table[i - first]
+            col_w = row_length / len(leads)
+            slots = []
+            for k, lead in enumerate(leads):
+                score = agree.get((i, k), 0.0)
+                if (i, k) not in agree:
+                    inferred.append(lead)
+                slots.append(PanelSlot(lead, k, len(leads), int(round(x_origin + k * col_w)),
+                                       int(round(x_origin + (k + 1) * col_w)), score))
+            rows.append(slots)
+        else:
+            # A rhythm strip named after a lone stroke ("I") is more likely unread.
+            strips = [s for s in current[i]
+                      if s.lead and s.columns == 1 and s.lead != _STROKE_LEAD]
+            rows.append(strips)
+    return LayoutCompletion(name, first, rows, len(agree), tuple(misreads), tuple(inferred))

@@ -22,9 +22,11 @@ from ecgbridge.digitizer.grid import measure_grid
 from ecgbridge.digitizer.inkmask import threshold_candidates, trace_mask
 from ecgbridge.digitizer.labels import LabelWord, find_label_words, read_label_at
 from ecgbridge.digitizer.layout import (
+    LabelEvidence,
     PanelSlot,
     assign_panels,
     choose_columns,
+    complete_standard_layout,
     fill_missing_leads,
     layout_name,
     standard_panels,
@@ -391,6 +393,8 @@ def digitize_raster_page(
         row_slots = _reread_missing_labels(row_slots, rows, all_labels, thin_erased,
                                            mask & (1 - thin_erased), ppm_x)
         row_slots = fill_missing_leads(row_slots)
+        row_slots = _complete_standard_layout(row_slots, all_labels, spans, row_length, ppm_x,
+                                              warnings)
     if not any_label:
         if not has_grid:
             raise NotAnEcgError(
@@ -567,6 +571,45 @@ def _unique_leads(row_slots: list[list[PanelSlot]]) -> list[list[PanelSlot]]:
             row.append(s)
         out.append(row)
     return out
+
+
+def _complete_standard_layout(
+    row_slots: list[list[PanelSlot]], all_labels: list[list[LabelWord]],
+    spans: list[tuple[float, float]], row_length: float, ppm_x: float, warnings: list[str],
+) -> list[list[PanelSlot]]:
+    """Name the panels whose labels were unreadable from the standard layout the read ones fit.
+
+    Only used when the labels leave leads unnamed; the read labels (words found in
+    the rows and labels re-read at panel starts) must all agree with one standard
+    arrangement (:func:`ecgbridge.digitizer.layout.complete_standard_layout`).
+    Named-from-layout panels keep a label score of 0 (lower quality) and are listed
+    in a warning.
+    """
+    named = {s.lead for r in row_slots for s in r if s.lead}
+    if len(named) >= len(LEADS):
+        return row_slots
+    evidence = [LabelEvidence(i, float(w.box[0]), w.lead, w.score)
+                for i, words in enumerate(all_labels) for w in words]
+    # Labels re-read at a panel start (not among the words found in the row).
+    evidence += [LabelEvidence(i, float(s.x0), s.lead, s.label_score)
+                 for i, r in enumerate(row_slots) for s in r
+                 if s.lead and s.label_score > 0 and all(w.lead != s.lead for w in all_labels[i])]
+    completion = complete_standard_layout(evidence, spans, row_slots, row_length, ppm_x)
+    if completion is None:
+        return row_slots
+    if completion.inferred:
+        warnings.append(
+            f"leads {', '.join(completion.inferred)} named from the standard "
+            f"{completion.arrangement} layout; their labels were unreadable"
+        )
+    for read, expected in completion.misreads:
+        warnings.append(
+            f"a label read as {read} was taken as {expected} (standard "
+            f"{completion.arrangement} layout)"
+        )
+    log.debug("layout completed to %s from %d agreeing labels", completion.arrangement,
+              completion.agreeing)
+    return completion.rows
 
 
 def _unlabelled_rows(

@@ -267,10 +267,11 @@ def relabel_rhythm_strips(candidates: dict[str, list[Candidate]]) -> dict[str, l
             scores: dict[str, float] = {}
             misfit: dict[str, float] = {}
             for other_lead, (samples, _q, _info) in panels:
-                ok = np.isfinite(samples) & np.isfinite(strip[0][: samples.size])
+                m = min(samples.size, strip[0].size)
+                ok = np.isfinite(samples[:m]) & np.isfinite(strip[0][:m])
                 if ok.sum() < 100:
                     continue
-                a, b = samples[ok], strip[0][: samples.size][ok]
+                a, b = samples[:m][ok], strip[0][:m][ok]
                 if a.std() == 0 or b.std() == 0:
                     continue
                 r = float(np.corrcoef(a, b)[0, 1])

@@ -1,0 +1,127 @@
+"""Layout completion: panels whose labels are unreadable are named from the standard
+arrangement that the labels that were read agree with, and never against them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from ecgbridge.digitizer.layout import LabelEvidence, PanelSlot, complete_standard_layout
+from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.digitizer.pipeline import digitize_pages
+from ecgbridge.ecg import ECG, LEADS
+from ecgbridge.inputs.page import Page
+
+STANDARD_3X4 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+def _blank_labels(page: Any, keep: Sequence[str]) -> np.ndarray:
+    """The page image with every grid-panel label except `keep` painted over in white."""
+    image = page.image.copy()
+    for panel in page.panels:
+        if panel.rhythm_strip or panel.lead in keep or not panel.label_box_xy.size:
+            continue
+        x0, y0 = np.floor(panel.label_box_xy.min(axis=0)).astype(int) - 3
+        x1, y1 = np.ceil(panel.label_box_xy.max(axis=0)).astype(int) + 3
+        cv2.rectangle(image, (int(x0), int(y0)), (int(x1), int(y1)), (255, 255, 255), -1)
+    return image
+
+
+def _lead_at(ecg: ECG, x: float, y: float) -> str | None:
+    """Name of the digitized grid panel whose box holds page point (x, y)."""
+    for p in ecg.panels:
+        bx0, by0, bx1, by1 = p.box
+        if not p.rhythm_strip and bx0 <= x < bx1 and by0 <= y <= by1:
+            return p.lead
+    return None
+
+
+def _digitize(image: np.ndarray) -> ECG:
+    return digitize_pages([Page(image=image)], DigitizeOptions())
+
+
+def test_unreadable_labels_are_named_from_the_standard_layout(
+    rendered_page: Callable[..., Any],
+) -> None:
+    page = rendered_page(layout="3x4+II", dpi=150, seed=11)
+    # Three labels in three columns stay; the fourth column (V4-V6) keeps none.
+    ecg = _digitize(_blank_labels(page, keep=("I", "aVL", "V3")))
+    assert ecg.present_leads() == LEADS
+    for panel in page.panels:
+        if panel.rhythm_strip:
+            continue
+        # Every panel carries the name of the lead drawn there.
+        assert _lead_at(ecg, panel.x0_px + 20, panel.baseline_px) == panel.lead
+    warning = next(w for w in ecg.calibration.warnings if "standard 3x4 layout" in w)
+    assert "V4" in warning and "their labels were unreadable" in warning
+    # Named from the layout, not read: lower quality than a lead whose label was read.
+    quality = dict(zip(LEADS, ecg.quality, strict=True))
+    assert quality["V5"] <= 0.5 < quality["aVL"]
+
+
+def test_labels_contradicting_the_standard_layout_are_not_overruled(
+    rendered_page: Callable[..., Any],
+) -> None:
+    order = ("V4", "V1", "aVR", "I", "V5", "V2", "aVL", "II", "V6", "V3", "aVF", "III")
+    page = rendered_page(layout="3x4", lead_order=order, dpi=150, seed=12)
+    kept = ("V4", "I", "V1", "V5", "aVR", "V2")  # the first two columns
+    ecg = _digitize(_blank_labels(page, keep=kept))
+    assert not any("standard" in w for w in ecg.calibration.warnings)
+    # Chest leads whose labels were blanked cannot be named: they are left out.
+    for lead in ("V3", "V6"):
+        assert np.isnan(ecg.lead(lead)).all(), lead
+    for panel in page.panels:
+        if panel.lead in kept:
+            assert _lead_at(ecg, panel.x0_px + 20, panel.baseline_px) == panel.lead
+
+
+SPANS = [(100.0, 1100.0)] * 4
+ROW_LENGTH = 1000.0
+PPM = 4.0
+
+
+def _evidence(*items: tuple[int, int, str]) -> list[LabelEvidence]:
+    """``(row, column, lead)`` -> labels read at those column starts (4 columns)."""
+    return [LabelEvidence(row, SPANS[row][0] + col * ROW_LENGTH / 4 + 5, lead, 0.8)
+            for row, col, lead in items]
+
+
+def _no_panels() -> list[list[PanelSlot]]:
+    return [[] for _ in SPANS]
+
+
+def test_completion_names_every_grid_panel_and_keeps_read_scores() -> None:
+    done = complete_standard_layout(_evidence((0, 1, "aVR"), (1, 2, "V2")), SPANS,
+                                    _no_panels(), ROW_LENGTH, PPM)
+    assert done is not None and done.arrangement == "3x4" and done.first_row == 0
+    assert [[s.lead for s in r] for r in done.rows[:3]] == [
+        ["I", "aVR", "V1", "V4"], ["II", "aVL", "V2", "V5"], ["III", "aVF", "V3", "V6"]]
+    assert done.rows[3] == []  # an unread rhythm strip is not invented
+    assert done.rows[0][1].label_score == pytest.approx(0.8)
+    assert done.rows[0][0].label_score == 0.0
+    assert set(done.inferred) == set(STANDARD_3X4) - {"aVR", "V2"}
+
+
+def test_a_contradicting_label_rejects_the_arrangement() -> None:
+    # V1 where the 3x4 layout prints aVL: another lead family, not a misread.
+    ev = _evidence((0, 1, "aVR"), (1, 2, "V2"), (2, 3, "V6"), (1, 1, "V1"))
+    assert complete_standard_layout(ev, SPANS, _no_panels(), ROW_LENGTH, PPM) is None
+
+
+def test_one_look_alike_misread_is_tolerated_per_three_agreeing_labels() -> None:
+    agreeing = [(0, 1, "aVR"), (1, 2, "V2"), (2, 3, "V6")]
+    done = complete_standard_layout(_evidence(*agreeing, (1, 1, "aVF")), SPANS, _no_panels(),
+                                    ROW_LENGTH, PPM)
+    assert done is not None and done.misreads == (("aVF", "aVL"),)
+    assert done.rows[1][1].lead == "aVL"
+    two_misreads = _evidence(*agreeing, (1, 1, "aVF"), (2, 1, "aVR"))
+    assert complete_standard_layout(two_misreads, SPANS, _no_panels(), ROW_LENGTH, PPM) is None
+
+
+def test_a_single_read_label_is_not_enough() -> None:
+    assert complete_standard_layout(_evidence((1, 2, "V2")), SPANS, _no_panels(), ROW_LENGTH,
+                                    PPM) is None
