@@ -14,6 +14,7 @@ from ecgbridge.digitizer.layout import LabelEvidence, PanelSlot, complete_standa
 from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.digitizer.pipeline import digitize_pages
 from ecgbridge.ecg import ECG, LEADS
+from ecgbridge.errors import DigitizationError
 from ecgbridge.inputs.page import Page
 
 STANDARD_3X4 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -125,3 +126,27 @@ def test_one_look_alike_misread_is_tolerated_per_three_agreeing_labels() -> None
 def test_a_single_read_label_is_not_enough() -> None:
     assert complete_standard_layout(_evidence((1, 2, "V2")), SPANS, _no_panels(), ROW_LENGTH,
                                     PPM) is None
+
+
+def test_one_readable_label_agreeing_with_the_standard_layout(
+    rendered_page: Callable[..., Any],
+) -> None:
+    page = rendered_page(layout="3x4+II", dpi=150, seed=13)
+    ecg = _digitize(_blank_labels(page, keep=("aVF",)))
+    # The rhythm strip's label (II) stays readable too.
+    assert any("label(s) readable (II, aVF), consistent with the standard layout" in w
+               for w in ecg.calibration.warnings)
+    for panel in page.panels:
+        if not panel.rhythm_strip:
+            assert _lead_at(ecg, panel.x0_px + 20, panel.baseline_px) == panel.lead
+    assert max(ecg.quality) <= 0.3  # an assumed layout, as on a page without labels
+
+
+def test_one_readable_label_contradicting_the_standard_layout_is_refused(
+    rendered_page: Callable[..., Any],
+) -> None:
+    # aVF printed where the standard 3x4 layout has V2.
+    order = ("I", "II", "III", "aVR", "aVL", "V2", "V1", "aVF", "V3", "V4", "V5", "V6")
+    page = rendered_page(layout="3x4", lead_order=order, dpi=150, seed=14)
+    with pytest.raises(DigitizationError, match="only 1 lead"):
+        _digitize(_blank_labels(page, keep=("aVF",)))

@@ -396,31 +396,15 @@ def digitize_raster_page(
         row_slots = _complete_standard_layout(row_slots, all_labels, spans, row_length, ppm_x,
                                               warnings)
     if not any_label:
-        if not has_grid:
-            raise NotAnEcgError(
-                f"page {page_index + 1}: no ECG grid and no lead labels found; "
-                "this does not look like an ECG printout"
-            )
-        if row_length / ppm_x < _MIN_UNLABELLED_ROW_MM:
-            raise NotAnEcgError(
-                f"page {page_index + 1}: no lead labels found and the longest trace row is only "
-                f"{row_length / ppm_x:.0f} mm long; this does not look like an ECG printout"
-            )
-        std_rows = [i for i, row in enumerate(rows) if row.coverage > 0.5]
-        hinted_rows = _HINT_ROWS.get(options.layout)
-        if hinted_rows is not None and len(std_rows) > hinted_rows:
-            # The user's layout hint: keep the longest-covered rows, top to bottom.
-            best = sorted(std_rows, key=lambda i: -rows[i].coverage)[:hinted_rows]
-            std_rows = sorted(best)
-        for k, i in enumerate(std_rows):
-            x_origin, x_end = spans[i]
-            row_slots[i] = standard_panels(k, len(std_rows), x_origin, x_end)
-        if not any(row_slots):
-            raise DigitizationError(
-                f"page {page_index + 1}: no lead labels could be read and the {len(rows)} trace "
-                "rows match no standard layout"
-            )
+        row_slots = _standard_layout_rows(rows, spans, options, has_grid, row_length, ppm_x,
+                                          page_index)
         warnings.append("no lead labels readable: standard lead order assumed")
+    elif len({s.lead for r in row_slots for s in r if s.lead}) < _MIN_LEADS_PER_PAGE:
+        n_warnings = len(warnings)
+        row_slots = _few_labels_standard_rows(row_slots, all_labels, rows, spans, options,
+                                              has_grid, row_length, ppm_x, page_index, warnings)
+        # Named from the layout, not from labels: the quality of an unlabelled page.
+        any_label = len(warnings) == n_warnings
 
     named = {s.lead for r in row_slots for s in r if s.lead}
     if len(named) < _MIN_LEADS_PER_PAGE:
@@ -610,6 +594,82 @@ def _complete_standard_layout(
     log.debug("layout completed to %s from %d agreeing labels", completion.arrangement,
               completion.agreeing)
     return completion.rows
+
+
+def _standard_layout_rows(
+    rows: list[TraceRow], spans: list[tuple[float, float]], options: DigitizeOptions,
+    has_grid: bool, row_length: float, ppm_x: float, page_index: int,
+) -> list[list[PanelSlot]]:
+    """Panels of the standard layout for the page's number of full rows (labels unread).
+
+    Raises
+    ------
+    NotAnEcgError
+        No grid, or rows too short for an ECG printout.
+    DigitizationError
+        The number of rows matches no standard layout.
+    """
+    if not has_grid:
+        raise NotAnEcgError(
+            f"page {page_index + 1}: no ECG grid and no lead labels found; "
+            "this does not look like an ECG printout"
+        )
+    if row_length / ppm_x < _MIN_UNLABELLED_ROW_MM:
+        raise NotAnEcgError(
+            f"page {page_index + 1}: no lead labels found and the longest trace row is only "
+            f"{row_length / ppm_x:.0f} mm long; this does not look like an ECG printout"
+        )
+    row_slots: list[list[PanelSlot]] = [[] for _ in rows]
+    std_rows = [i for i, row in enumerate(rows) if row.coverage > 0.5]
+    hinted_rows = _HINT_ROWS.get(options.layout)
+    if hinted_rows is not None and len(std_rows) > hinted_rows:
+        # The user's layout hint: keep the longest-covered rows, top to bottom.
+        best = sorted(std_rows, key=lambda i: -rows[i].coverage)[:hinted_rows]
+        std_rows = sorted(best)
+    for k, i in enumerate(std_rows):
+        x_origin, x_end = spans[i]
+        row_slots[i] = standard_panels(k, len(std_rows), x_origin, x_end)
+    if not any(row_slots):
+        raise DigitizationError(
+            f"page {page_index + 1}: no lead labels could be read and the {len(rows)} trace "
+            "rows match no standard layout"
+        )
+    return row_slots
+
+
+def _few_labels_standard_rows(
+    row_slots: list[list[PanelSlot]], all_labels: list[list[LabelWord]], rows: list[TraceRow],
+    spans: list[tuple[float, float]], options: DigitizeOptions, has_grid: bool,
+    row_length: float, ppm_x: float, page_index: int, warnings: list[str],
+) -> list[list[PanelSlot]]:
+    """Too few labels to name the page: the standard layout if it agrees with all of them.
+
+    Each label read (other than a lone "I" stroke, which grid remnants imitate) must
+    sit at the start of a standard panel of its own name; otherwise, or when no
+    standard layout fits the rows, the labelled panels are returned unchanged (and
+    the page is refused for too few leads).
+    """
+    try:
+        standard = _standard_layout_rows(rows, spans, options, has_grid, row_length, ppm_x,
+                                         page_index)
+    except (NotAnEcgError, DigitizationError):
+        return row_slots
+    read = sorted({w.lead for words in all_labels for w in words if w.lead != "I"})
+    if not read:
+        return row_slots
+    for words, slots in zip(all_labels, standard, strict=True):
+        for w in words:
+            if w.lead == "I":
+                continue
+            near = [s for s in slots if abs(w.box[0] - s.x0) <= max(
+                6.0 * ppm_x, 0.12 * (s.x1 - s.x0))]
+            if not near or near[0].lead != w.lead:
+                return row_slots
+    warnings.append(
+        f"only {len(read)} lead label(s) readable ({', '.join(read)}), consistent with the "
+        "standard layout: standard lead order assumed"
+    )
+    return standard
 
 
 def _unlabelled_rows(
