@@ -13,18 +13,22 @@ import pytest
 from ecgbridge.digitizer.layout import LabelEvidence, PanelSlot, complete_standard_layout
 from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.digitizer.pipeline import digitize_pages
-from ecgbridge.ecg import ECG, LEADS
+from ecgbridge.digitizer.postprocess import name_unlabelled_strips
+from ecgbridge.ecg import ECG, LEADS, PanelInfo
 from ecgbridge.errors import DigitizationError
 from ecgbridge.inputs.page import Page
 
 STANDARD_3X4 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
-def _blank_labels(page: Any, keep: Sequence[str]) -> np.ndarray:
-    """The page image with every grid-panel label except `keep` painted over in white."""
+def _blank_labels(page: Any, keep: Sequence[str], strips: bool = False) -> np.ndarray:
+    """The page image with every grid-panel label except `keep` painted over in white
+    (and the rhythm strips' labels too if `strips`)."""
     image = page.image.copy()
     for panel in page.panels:
-        if panel.rhythm_strip or panel.lead in keep or not panel.label_box_xy.size:
+        if panel.rhythm_strip and not strips:
+            continue
+        if (panel.lead in keep and not panel.rhythm_strip) or not panel.label_box_xy.size:
             continue
         x0, y0 = np.floor(panel.label_box_xy.min(axis=0)).astype(int) - 3
         x1, y1 = np.ceil(panel.label_box_xy.max(axis=0)).astype(int) + 3
@@ -48,10 +52,14 @@ def _digitize(image: np.ndarray) -> ECG:
 def test_unreadable_labels_are_named_from_the_standard_layout(
     rendered_page: Callable[..., Any],
 ) -> None:
-    page = rendered_page(layout="3x4+II", dpi=150, seed=11)
-    # Three labels in three columns stay; the fourth column (V4-V6) keeps none.
-    ecg = _digitize(_blank_labels(page, keep=("I", "aVL", "V3")))
+    page = rendered_page(layout="3x4+V1", dpi=150, seed=11)
+    # Three labels in three columns stay; the fourth column (V4-V6) and the rhythm
+    # strip keep none.
+    ecg = _digitize(_blank_labels(page, keep=("I", "aVL", "V3"), strips=True))
     assert ecg.present_leads() == LEADS
+    # The unlabelled rhythm strip is named after the grid panel it repeats.
+    assert ecg.calibration.layout == "3x4+V1"
+    assert [p.lead for p in ecg.panels if p.rhythm_strip] == ["V1"]
     for panel in page.panels:
         if panel.rhythm_strip:
             continue
@@ -101,7 +109,8 @@ def test_completion_names_every_grid_panel_and_keeps_read_scores() -> None:
     assert done is not None and done.arrangement == "3x4" and done.first_row == 0
     assert [[s.lead for s in r] for r in done.rows[:3]] == [
         ["I", "aVR", "V1", "V4"], ["II", "aVL", "V2", "V5"], ["III", "aVF", "V3", "V6"]]
-    assert done.rows[3] == []  # an unread rhythm strip is not invented
+    # An unread rhythm strip is left unnamed (named later from the panel it repeats).
+    assert [(s.lead, s.columns) for s in done.rows[3]] == [("", 1)]
     assert done.rows[0][1].label_score == pytest.approx(0.8)
     assert done.rows[0][0].label_score == 0.0
     assert set(done.inferred) == set(STANDARD_3X4) - {"aVR", "V2"}
@@ -150,3 +159,30 @@ def test_one_readable_label_contradicting_the_standard_layout_is_refused(
     page = rendered_page(layout="3x4", lead_order=order, dpi=150, seed=14)
     with pytest.raises(DigitizationError, match="only 1 lead"):
         _digitize(_blank_labels(page, keep=("aVF",)))
+
+
+def _candidate(signal: np.ndarray, start: int, stop: int, lead: str,
+               strip: bool) -> tuple[np.ndarray, float, PanelInfo]:
+    shown = np.full(signal.size, np.nan)
+    shown[start:stop] = signal[start:stop]
+    info = PanelInfo(lead=lead, page=0, box=(float(start), 0.0, float(stop), 10.0),
+                     baseline_px=5.0, start_s=start / 500, duration_s=(stop - start) / 500,
+                     rhythm_strip=strip)
+    return shown, 0.5, info
+
+
+def test_an_unlabelled_strip_is_named_only_when_one_panel_clearly_matches(
+    sample_record: tuple[np.ndarray, float],
+) -> None:
+    signals, fs = sample_record
+    v1, v2 = signals[LEADS.index("V1")], signals[LEADS.index("V2")]
+    strip = _candidate(v2, 0, 5000, "", True)
+    named = name_unlabelled_strips({"V1": [_candidate(v1, 0, 1250, "V1", False)],
+                                    "V2": [_candidate(v2, 1250, 2500, "V2", False)],
+                                    "": [strip]}, fs)
+    assert [c[2].lead for c in named["V2"]] == ["V2", "V2"] and "" not in named
+    # Two panels showing the same trace: which lead the strip repeats is unknown.
+    twins = name_unlabelled_strips({"V1": [_candidate(v2, 0, 1250, "V1", False)],
+                                    "V2": [_candidate(v2, 1250, 2500, "V2", False)],
+                                    "": [strip]}, fs)
+    assert sum(len(v) for v in twins.values()) == 2

@@ -250,8 +250,8 @@ class LayoutCompletion:
     first_row : int
         Index of the trace row holding the arrangement's first row.
     rows : list of list of PanelSlot
-        Panels of every trace row (rhythm strips after the grid keep what was read;
-        rows above the grid get none).
+        Panels of every trace row (rhythm strips after the grid keep what was read,
+        unread ones get lead ""; rows above the grid get none).
     agreeing : int
         Read labels at the place the arrangement puts them.
     misreads : tuple of tuple of str
@@ -410,5 +410,9 @@ def complete_standard_layout(
             # A rhythm strip named after a lone stroke ("I") is more likely unread.
             strips = [s for s in current[i]
                       if s.lead and s.columns == 1 and s.lead != _STROKE_LEAD]
+            if not strips and spans[i][1] - x_origin >= _MIN_GRID_ROW_FRACTION * row_length:
+                # An unread rhythm strip: named later from the grid panel it repeats.
+                strips = [PanelSlot("", 0, 1, int(round(x_origin)),
+                                    int(round(x_origin + row_length)), 0.0)]
             rows.append(strips)
     return LayoutCompletion(name, first, rows, len(agree), tuple(misreads), tuple(inferred))

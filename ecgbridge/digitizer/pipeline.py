@@ -449,6 +449,9 @@ def digitize_raster_page(
             candidates.setdefault(slot.lead, []).append((samples, q, info))
     if not candidates:
         raise DigitizationError(f"page {page_index + 1}: no lead panels found")
+    if "" in candidates:
+        candidates = postprocess.name_unlabelled_strips(candidates, fs)
+        row_slots = _strip_names_from_panels(row_slots, candidates, rows)
     candidates = postprocess.check_einthoven(candidates)
     candidates = postprocess.relabel_rhythm_strips(candidates)
     candidates = postprocess.align_panels_to_rhythm(candidates, fs)
@@ -635,6 +638,28 @@ def _standard_layout_rows(
             "rows match no standard layout"
         )
     return row_slots
+
+
+def _strip_names_from_panels(
+    row_slots: list[list[PanelSlot]], candidates: dict[str, list[tuple[np.ndarray, float,
+                                                                   PanelInfo]]],
+    rows: list[TraceRow],
+) -> list[list[PanelSlot]]:
+    """Give unread rhythm-strip slots the name their trace was identified as (or drop them)."""
+    names = {(int(info.box[0]), int(info.box[1])): lead
+             for lead, items in candidates.items() for _s, _q, info in items}
+    out = []
+    for row, slots in zip(rows, row_slots, strict=True):
+        kept = []
+        for s in slots:
+            if not s.lead:
+                lead = names.get((s.x0, int(row.top)))
+                if lead is None:
+                    continue
+                s = PanelSlot(lead, s.column, s.columns, s.x0, s.x1, s.label_score)
+            kept.append(s)
+        out.append(kept)
+    return out
 
 
 def _few_labels_standard_rows(

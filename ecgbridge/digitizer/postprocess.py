@@ -245,6 +245,82 @@ _CONFUSABLE: tuple[tuple[str, ...], ...] = (
 )
 
 
+#: An unlabelled rhythm strip's best-matching panel must fit this much better (RMS ratio)
+#: than the panel of any other lead.
+_STRIP_NAME_MARGIN = 0.67
+
+
+#: Largest time offset (s) searched between an unlabelled strip and a grid panel.
+_STRIP_MAX_LAG_S = 0.2
+
+
+def _best_lagged_fit(panel: np.ndarray, strip: np.ndarray, max_lag: int) -> tuple[float, float]:
+    """Smallest RMS misfit (offsets removed) of `strip` against `panel` over time shifts.
+
+    Returns ``(rms, r)`` at the best shift, ``(inf, 0)`` when they barely overlap.
+    """
+    best = (np.inf, 0.0)
+    m = min(panel.size, strip.size)
+    for lag in range(-max_lag, max_lag + 1, 2):
+        a = panel[max(0, -lag): m - max(0, lag)]
+        b = strip[max(0, lag): m - max(0, -lag)]
+        ok = np.isfinite(a) & np.isfinite(b)
+        if ok.sum() < 100:
+            continue
+        a, b = a[ok], b[ok]
+        if a.std() == 0 or b.std() == 0:
+            continue
+        rms = float(np.sqrt(np.mean(((a - a.mean()) - (b - b.mean())) ** 2)))
+        if rms < best[0]:
+            best = (rms, float(np.corrcoef(a, b)[0, 1]))
+    return best
+
+
+def name_unlabelled_strips(
+    candidates: dict[str, list[Candidate]], fs: float
+) -> dict[str, list[Candidate]]:
+    """Name rhythm strips whose label was unreadable (key ``""``) after the panel they repeat.
+
+    A rhythm strip shows one lead of the grid over the whole recording; where that
+    lead's short panel is shown, the two traces coincide. The strip takes the name
+    of the panel it matches (r >= 0.9, at a time shift of up to 0.2 s: photographed
+    rows are not exactly aligned) when that panel fits clearly better (RMS) than
+    every other lead's; otherwise it is left out.
+
+    Parameters
+    ----------
+    candidates : dict
+        lead -> list of ``(samples, quality, PanelInfo)``; unnamed strips under ``""``.
+    fs : float
+        Sampling rate of the samples.
+
+    Returns
+    -------
+    dict
+        The same without the ``""`` key; identified strips under their lead.
+    """
+    out = {k: list(v) for k, v in candidates.items() if k}
+    panels = [(lead, c) for lead, items in out.items() for c in items if not c[2].rhythm_strip]
+    for strip in candidates.get("", []):
+        misfit: dict[str, float] = {}
+        corr: dict[str, float] = {}
+        max_lag = int(round(_STRIP_MAX_LAG_S * fs))
+        for other_lead, (samples, _q, _info) in panels:
+            rms, r = _best_lagged_fit(samples, strip[0], max_lag)
+            if rms < misfit.get(other_lead, np.inf):
+                corr[other_lead] = r
+                misfit[other_lead] = rms
+        if not misfit:
+            continue
+        ranked = sorted(misfit, key=lambda k: misfit[k])
+        best = ranked[0]
+        clear = len(ranked) == 1 or misfit[best] < _STRIP_NAME_MARGIN * misfit[ranked[1]]
+        if corr[best] >= _SAME_LEAD_R and clear:
+            info = dataclasses.replace(strip[2], lead=best)
+            out.setdefault(best, []).append((strip[0], strip[1], info))
+    return out
+
+
 def relabel_rhythm_strips(candidates: dict[str, list[Candidate]]) -> dict[str, list[Candidate]]:
     """Check each rhythm strip's lead against the short panels it overlaps in time.
 
