@@ -22,6 +22,12 @@ from ecgbridge.ecg import LEADS
 FONT_FILES: tuple[str, ...] = ("DejaVuSans.ttf", "DejaVuSerif.ttf")
 #: Size templates and words are compared at (height in pixels).
 _CMP_HEIGHT = 24
+#: Width of condensed print relative to the regular fonts' glyphs.
+_CONDENSED_WIDTH = 0.72
+#: Score weight of the condensed bold variants (less common print, easier to imitate).
+_CONDENSED_WEIGHT = 0.96
+#: Horizontal growth of each stroke side for bold print, as a fraction of the cap height.
+_BOLD_GROWTH = 0.03
 #: Minimum match score to accept a word as a lead label.
 MIN_LABEL_SCORE = 0.68
 
@@ -77,6 +83,28 @@ def _templates() -> tuple[tuple[str, np.ndarray], ...]:
             ys, xs = np.nonzero(canvas > 127)
             glyphs = canvas[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1] > 127
             out.append((lead, glyphs.astype(np.float32)))
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _word_templates() -> tuple[tuple[str, np.ndarray, float], ...]:
+    """:func:`_templates` (weight 1) plus condensed bold variants of the DejaVu ones.
+
+    Narrow heavy print (thermal cart paper) is matched only when a whole word was
+    segmented, and its scores are weighted by :data:`_CONDENSED_WEIGHT` (the extra
+    shapes fit noise more easily); reading at an expected place
+    (:func:`read_label_at`) keeps the regular set.
+    """
+    regular = _templates()
+    out = [(lead, crop, 1.0) for lead, crop in regular]
+    n_dejavu = len(LEADS) * len(FONT_FILES)
+    for lead, crop in regular[:n_dejavu]:
+        h, w = crop.shape
+        narrow = cv2.resize(crop, (max(1, int(round(w * _CONDENSED_WIDTH))), h),
+                            interpolation=cv2.INTER_AREA)
+        stroke = max(1, int(round(h * _BOLD_GROWTH)))
+        bold = cv2.dilate((narrow > 0.5).astype(np.uint8), np.ones((1, 2 * stroke + 1), np.uint8))
+        out.append((lead, bold.astype(np.float32), _CONDENSED_WEIGHT))
     return tuple(out)
 
 
@@ -142,7 +170,7 @@ def recognise_word(word: np.ndarray, valid: np.ndarray | None = None) -> tuple[s
             return "", 0.0, ""
     target = _normalised(word > 0, width)
     best: dict[str, float] = {}
-    for lead, tpl in _templates():
+    for lead, tpl, prior in _word_templates():
         t_aspect = tpl.shape[1] / tpl.shape[0]
         ratio = aspect / t_aspect
         if not 0.6 <= ratio <= 1.65:
@@ -151,7 +179,7 @@ def recognise_word(word: np.ndarray, valid: np.ndarray | None = None) -> tuple[s
             score = float((target * _normalised(tpl, width)).sum())
         else:
             score = _masked_correlation(word > 0, tpl, width, weight)
-        score *= min(ratio, 1.0 / ratio) ** 0.5
+        score *= prior * min(ratio, 1.0 / ratio) ** 0.5
         if score > best.get(lead, -1.0):
             best[lead] = score
     if not best:
@@ -160,6 +188,28 @@ def recognise_word(word: np.ndarray, valid: np.ndarray | None = None) -> tuple[s
     lead, score = ranked[0]
     runner = ranked[1][0] if len(ranked) > 1 else ""
     return lead, max(0.0, score), runner
+
+
+#: Lead names printed as vertical bars only.
+_STROKE_LEADS = frozenset({"I", "II", "III"})
+#: A bar glyph (or bars joined by their serifs) is at most this wide relative to its height.
+_BAR_MAX_ASPECT = 2.5
+#: Some column of a bar glyph holds ink on at least this fraction of its rows.
+_BAR_MIN_SPINE = 0.85
+
+
+def _bar_like(sub: np.ndarray, box: tuple[int, int, int, int]) -> bool:
+    """True if the glyph in `box` (x0, y0, x1, y1) of `sub` is made of vertical bars.
+
+    A bar ("I", with or without serifs, or "II" joined at the serifs) has a column
+    inked over its whole height; a "V" or "A", whose strokes slant, has none.
+    """
+    x0, y0, x1, y1 = box
+    h, w = y1 - y0, x1 - x0
+    if h <= 0 or w > _BAR_MAX_ASPECT * h:
+        return False
+    glyph = sub[y0:y1, x0:x1] > 0
+    return float(glyph.mean(axis=0).max()) >= _BAR_MIN_SPINE
 
 
 def find_label_words(
@@ -229,6 +279,10 @@ def find_label_words(
         if baseline is not None and by0 + max(y0, 0) < baseline - 1 < by1 + max(y0, 0):
             continue
         lead, score, runner = recognise_word(sub[by0:by1, bx0:bx1])
+        if lead in _STROKE_LEADS and not all(_bar_like(sub, b) for b in wd):
+            # "I", "II", "III" are vertical bars only: another glyph (the V of "|V1"
+            # after a lead-change marker) makes the reading wrong.
+            lead, score, runner = "", 0.0, ""
         if len(wd) >= 2:
             # A lead-change tick or a grid remnant may have joined the word at either end.
             for part in (wd[1:], wd[:-1]):
@@ -239,6 +293,8 @@ def find_label_words(
                 if not min_h <= py1 - py0:
                     continue
                 alt = recognise_word(sub[py0:py1, px0:px1])
+                if alt[0] in _STROKE_LEADS and not all(_bar_like(sub, b) for b in part):
+                    continue
                 if alt[1] > score + 0.1:
                     lead, score, runner = alt
                     bx0, bx1, by0, by1 = px0, px1, py0, py1
@@ -303,6 +359,18 @@ def read_label_at(
                 if weight.mean() < 0.5:
                     continue
                 score = _masked_correlation(word > 0, tpl, cmp_w, weight)
-                if score > best_score:
+                if score > best_score and (lead not in _STROKE_LEADS or _bars_only(word)):
                     best_lead, best_score = lead, score
     return best_lead, best_score
+
+
+def _bars_only(word: np.ndarray) -> bool:
+    """True if every sizeable glyph of a word image is a vertical bar (I, II, III)."""
+    n, _labels, stats, _ = cv2.connectedComponentsWithStats((word > 0).astype(np.uint8),
+                                                            connectivity=8)
+    h = word.shape[0]
+    for k in range(1, n):
+        x, y, w, gh = (int(v) for v in stats[k, :4])
+        if gh >= 0.5 * h and not _bar_like(word, (x, y, x + w, y + gh)):
+            return False
+    return True

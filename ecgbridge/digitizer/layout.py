@@ -221,6 +221,8 @@ LOOK_ALIKE_FAMILIES: tuple[frozenset[str], ...] = (
 )
 #: A lone vertical stroke: what grid remnants and lead-change ticks look like.
 _STROKE_LEAD = "I"
+#: Lead names printed as vertical bars only.
+_BAR_LEADS = frozenset({"I", "II", "III"})
 #: Fewest read labels that must agree with an arrangement before it is used.
 MIN_AGREEING_LABELS = 2
 #: Read labels that must agree per tolerated look-alike misread.
@@ -301,6 +303,7 @@ def _judge_arrangement(
     col_w = row_length / n_cols
     agree: dict[tuple[int, int], float] = {}
     misread: dict[tuple[int, int], tuple[str, str]] = {}
+    bar_conflicts = 0
     last_row = first_row + len(table)
     shift = _label_shift(evidence, first_row, last_row, origins, col_w)
     for ev in evidence:
@@ -325,7 +328,15 @@ def _judge_arrangement(
             continue  # a grid remnant or tick, not a label
         elif _family(ev.lead) is not None and _family(ev.lead) == _family(expected):
             misread[(ev.row, col)] = (ev.lead, expected)
+        elif ev.lead in _BAR_LEADS:
+            bar_conflicts += 1
         else:
+            return None
+    if bar_conflicts:
+        # Bars ("II", "III") are imitated by grid remnants and lead-change markers;
+        # only name-shaped labels that agree (aVR, V1 ...) can outvote them.
+        shaped = sum(1 for (r, c) in agree if table[r - first_row][c] not in _BAR_LEADS)
+        if shaped < MIN_AGREEING_LABELS:
             return None
     misreads = [m for cell, m in misread.items() if cell not in agree]
     return agree, misreads
@@ -343,7 +354,8 @@ def complete_standard_layout(
     Every arrangement of :data:`STANDARD_ARRANGEMENTS` is placed on every run of
     consecutive full-length trace rows. It is accepted when at least
     :data:`MIN_AGREEING_LABELS` read labels sit where it puts them, no read label
-    contradicts it (a lone "I" stroke contradicting it is taken for a grid remnant;
+    contradicts it (a lone "I" stroke contradicting it is taken for a grid remnant,
+    and so are "II"/"III" bars when two name-shaped labels such as aVR or V2 agree;
     a look-alike name such as aVF for aVL is tolerated once per three agreeing
     labels) and no other placement explains the labels equally well.
 

@@ -80,6 +80,8 @@ _ROW_END_SNAP_S = 0.25
 _LAST_SAMPLE_S = 0.002
 #: Minimum match score of a label read at its expected place.
 _REREAD_MIN_SCORE = 0.7
+#: A row starting this many mm after the others (no pulses) is moved to their origin.
+_LATE_START_MM = 4.0
 #: Half-width (mm) of the strip blanked around internal panel boundaries (lead markers).
 _BOUNDARY_BLANK_MM = 0.6
 
@@ -350,6 +352,8 @@ def digitize_raster_page(
             elif p is not None and abs(p.x_fall - common) <= 1.0 * ppm_x:
                 # Rows of one page share their time origin: average out edge noise.
                 spans[i] = (common, x_end)
+    elif rows:
+        spans = _late_starts_to_common_origin(spans, ppm_x)
     if not rows:
         raise DigitizationError(f"page {page_index + 1}: only straight lines found, no traces")
     if speed_source == "default":
@@ -659,6 +663,30 @@ def _strip_names_from_panels(
                 s = PanelSlot(lead, s.column, s.columns, s.x0, s.x1, s.label_score)
             kept.append(s)
         out.append(kept)
+    return out
+
+
+def _late_starts_to_common_origin(
+    spans: list[tuple[float, float]], ppm_x: float
+) -> list[tuple[float, float]]:
+    """Without calibration pulses, move rows that start late to the page's common origin.
+
+    The rows of a printout start at one x; a row found to start well after the
+    others (its first waves faint or lost) but ending with them starts there too.
+    The common origin is the earliest start that two rows share.
+    """
+    tol = _LATE_START_MM * ppm_x
+    starts = sorted(o for o, _e in spans)
+    shared = [a for a, b in zip(starts, starts[1:], strict=False) if b - a <= tol]
+    if not shared:
+        return spans
+    common = shared[0]
+    end = float(np.median([e for _o, e in spans]))
+    out = []
+    for o, e in spans:
+        if o - common > tol and abs(e - end) <= tol and o < common + 0.5 * (end - common):
+            o = common
+        out.append((o, e))
     return out
 
 
