@@ -235,3 +235,21 @@ def test_square_on_pages_get_no_perspective_correction(record: np.ndarray) -> No
         page = render_page(record, FS, layout="3x4+II", dpi=150, **kw)  # type: ignore[arg-type]
         ink = ink_maps(page.image).any_ink
         assert estimate_perspective(ink, estimate_rotation(ink)) is None, kw
+
+
+@pytest.mark.parametrize("gap_mm", [0.0, 1.5])
+def test_calibration_pulse_edge_is_not_read_as_signal(gap_mm: float) -> None:
+    """The pulse's falling edge (a vertical pen stroke) must not leak into the first panel."""
+    truth = synthetic_record(seed=3)
+    page = render_page(truth, FS, layout="3x4+II", dpi=200, pulse_gap_mm=gap_mm, seed=3)
+    ecg = digitize_pages([Page(image=page.image)], DigitizeOptions())
+    for lead in ("I", "II", "III"):
+        row = ecg.signals[LEADS.index(lead)]
+        first = np.nonzero(np.isfinite(row[:250]))[0]
+        assert first.size, f"{lead}: nothing digitized in the first 0.5 s"
+        head = row[first[0]: first[0] + 25]  # 50 ms after the first digitized sample
+        ref = truth[LEADS.index(lead), first[0]: first[0] + 25]
+        head_ok = np.isfinite(head)
+        offset = np.nanmedian(row[:1250] - truth[LEADS.index(lead), :1250])
+        err = np.abs(head[head_ok] - ref[head_ok] - offset)
+        assert err.max() < 0.3, f"{lead}: {err.max():.2f} mV error right after the pulse"

@@ -439,6 +439,8 @@ def digitize_raster_page(
             duration_s = (slot.x1 - slot.x0) / px_per_s
             ys = _panel_values(path, slot, ppm_x, first=slot.column == 0,
                                last=slot.column == slot.columns - 1)
+            if pulse is not None and slot.column == 0:
+                _blank_pulse_fall(ys, path, slot, pulse)
             mv = (baseline - ys) / (ppm_y * gain)
             n_needed = max(n_total, int(np.ceil((start_s + duration_s) * fs)) + 1)
             samples = postprocess.place_samples(mv, slot.x0, x_origin, px_per_s, fs, n_needed)
@@ -831,6 +833,27 @@ def _panel_values(path: TracePath, slot: PanelSlot, ppm_x: float, first: bool,
     if not last and blank:
         ys[-blank:] = np.nan
     return ys
+
+
+def _blank_pulse_fall(ys: np.ndarray, path: TracePath, slot: PanelSlot,
+                      pulse: CalibrationPulse) -> None:
+    """Blank the calibration pulse's falling edge where it reaches into the first panel.
+
+    The pen has a width, so the vertical stroke of the pulse's fall covers a few
+    columns after ``x_fall``; read as signal it would give a 1 mV spike at the start
+    of the row. Columns up to one pen width past the fall, and following columns
+    whose ink run is still a tall vertical stroke, are not signal.
+    """
+    pen = max(pulse.edge_px, path.line_width, 1.0)
+    end = int(np.ceil(pulse.x_fall + pen)) + 1 - slot.x0
+    limit = min(ys.size, end + int(np.ceil(2 * pen)))
+    k = max(0, end)
+    while k < limit:
+        c = slot.x0 + k - path.x0
+        if not 0 <= c < path.y.size or path.bottom[c] - path.top[c] <= 2.5 * path.line_width + 1:
+            break
+        k += 1
+    ys[: max(0, min(k, ys.size))] = np.nan
 
 
 def _erase_thin(mask: np.ndarray, path: TracePath) -> None:
