@@ -63,3 +63,11 @@ def test_parse_formats_names_the_bad_one():
     assert parse_formats("wfdb, CSV") == ["wfdb", "csv"]
     with pytest.raises(EncodingError, match="'xml'"):
         parse_formats("wfdb,xml")
+
+
+@pytest.mark.parametrize(("stem", "record"), [("ecg+1", "ecg_1"), ("scan 2.v1", "scan_2_v1")])
+def test_wfdb_stems_wfdb_cannot_hold_are_made_safe(tmp_path, stem, record):
+    files = write_outputs(_ecg_with_gaps(), tmp_path, stem, ["wfdb"])
+    assert sorted(f.name for f in files) == [f"{record}.dat", f"{record}.hea"]
+    back = read_wfdb(tmp_path / record)
+    assert back.n_samples == 5000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -17,8 +18,20 @@ WFDB_GAIN = 1000.0
 _LIMIT_MV = 32.766
 
 
+def wfdb_record_name(stem: str) -> str:
+    """A WFDB-safe record name for a file stem (letters, digits, ``-`` and ``_`` only).
+
+    WFDB record names cannot hold ``+``, ``.`` or spaces; other characters become ``_``.
+    """
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", stem)
+    return name or "record"
+
+
 def write_wfdb(ecg: ECG, out_dir: Path, stem: str, context: object = None) -> list[Path]:
     """Write ``<stem>.hea`` and ``<stem>.dat`` (12 signals in mV, NaN as WFDB's invalid value).
+
+    A stem with characters WFDB does not allow in record names is written under
+    :func:`wfdb_record_name` (e.g. ``ecg+1`` -> ``ecg_1``).
 
     Raises
     ------
@@ -27,6 +40,7 @@ def write_wfdb(ecg: ECG, out_dir: Path, stem: str, context: object = None) -> li
     """
     import wfdb
 
+    stem = wfdb_record_name(stem)
     finite = ecg.signals[np.isfinite(ecg.signals)]
     if finite.size and float(np.abs(finite).max()) > _LIMIT_MV:
         raise EncodingError(
