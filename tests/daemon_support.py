@@ -12,10 +12,10 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
+import peers
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -55,17 +55,7 @@ def free_port() -> int:
 
 def wait_for_port(port: int, timeout_s: float = 20.0, host: str = "127.0.0.1") -> None:
     """Wait until something accepts TCP connections on `port`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"nothing listens on {host}:{port} after {timeout_s} s"
-                ) from None
-            time.sleep(0.05)
+    peers.wait_for_port(host, port, timeout_s)
 
 
 def _base_dataset(sop_class: str, modality: str = "OT") -> Dataset:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecgbridge.jobs.store import fsync_dir
+
 #: Name of the manifest listing the artifacts of a completed ``out/`` folder.
 MANIFEST_FILE = "manifest.json"
 _PARTIAL_SUFFIX = ".partial"
@@ -155,11 +157,11 @@ def _digitize_and_encode(request: DigitizeRequest, out_dir: Path) -> tuple[dict[
     manifest = {"job_id": request.job_id, "files": relative, "sop_instance_uid": uid}
     (partial / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     for item in partial.iterdir():
-        _fsync_path(item)
-    _fsync_path(partial)
+        fsync_dir(item)
+    fsync_dir(partial)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(partial, out_dir)
-    _fsync_path(out_dir.parent)
+    fsync_dir(out_dir.parent)
     return {k: str(out_dir / v) for k, v in relative.items()}, uid
 
 
@@ -192,9 +194,3 @@ def read_manifest(out_dir: Path) -> dict[str, Any] | None:
     return data  # type: ignore[no-any-return]
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -52,7 +52,7 @@ _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def fsync_dir(folder: Path) -> None:
-    """fsync a directory so the names created in it survive a crash."""
+    """fsync a directory (so the names created in it survive a crash) or a file."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
