@@ -58,16 +58,20 @@ class DaemonProcess:
         self.http_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, extra_env: dict[str, str] | None = None) -> None:
+    def start(self, extra_env: dict[str, str] | None = None,
+              default_folders: bool = False) -> None:
+        """Start the daemon; `default_folders` leaves inbox/outbox/state at their
+        relative defaults (./inbox, ./outbox, ./state under `root`, the working dir)."""
         env = dict(os.environ)
         env.update(extra_env or {})
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env["ECGBRIDGE_INBOX__STABLE_SECONDS"] = "0.3"
         env["ECGBRIDGE_RETRY__BASE_SECONDS"] = "0.5"
         env["ECGBRIDGE_SHUTDOWN__GRACE_SECONDS"] = "10"
-        cmd = [sys.executable, "-m", "ecgbridge", "serve",
-               "--inbox", str(self.inbox), "--outbox", str(self.outbox),
-               "--state", str(self.state), "--dicom-port", str(self.dicom_port),
+        folders = [] if default_folders else [
+            "--inbox", str(self.inbox), "--outbox", str(self.outbox), "--state", str(self.state)]
+        cmd = [sys.executable, "-m", "ecgbridge", "serve", *folders,
+               "--dicom-port", str(self.dicom_port),
                "--http-port", str(self.http_port), "--workers", str(self.workers),
                "--json-logs"]
         with open(self.log, "ab") as log:
@@ -248,6 +252,23 @@ def _huge_png(path: Path, width: int, height: int) -> None:
     idat = zlib.compress(b"\x00" * 1000)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
                      + chunk(b"IEND", b""))
+
+
+def test_default_relative_folders_deliver_a_dropped_png(
+    daemon: DaemonProcess, tmp_path: Path, rendered_page: Callable[..., Any]
+) -> None:
+    """The README's ``ecgbridge serve`` with no folder options: ./inbox -> ./outbox."""
+    daemon.start(default_folders=True)
+    src = tmp_path / "src"
+    src.mkdir()
+    _drop(daemon.inbox, _page_png(rendered_page, src / "page.png", "E07506"))
+    jobs = daemon.wait_jobs(lambda js: len(js) == 1 and js[0]["state"] in (
+        "delivered", "failed", "dead-letter"), timeout=240)
+    assert jobs[0]["state"] == "delivered", jobs
+    job_id = jobs[0]["job_id"]
+    assert (daemon.outbox / f"{job_id}.dcm").is_file()
+    assert (daemon.outbox / f"{job_id}.fhir-r4.json").is_file()
+    assert "scheduler iteration failed" not in daemon.log.read_text()
 
 
 def test_png_and_secondary_capture_become_waveform_and_observation(

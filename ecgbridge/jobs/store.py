@@ -124,7 +124,9 @@ class StateFolder:
     """
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        # Absolute, so paths recorded in the journal and handed to workers do not
+        # depend on the working directory (the defaults are relative: ./state).
+        self.root = Path(root).resolve()
         self.inputs = self.root / INPUTS_DIR
         self.jobs = self.root / JOBS_DIR
         self.quarantine = self.root / QUARANTINE_DIR
