@@ -373,3 +373,35 @@ def test_an_input_that_kills_its_worker_fails_alone(state: StateFolder, journal:
     assert (state.quarantine / Path(failed.input_path).name).is_file()
     # every other input, even those in the pool when it died, was digitized
     assert [journal.get(i).state for i in ids] == [DELIVERED] * len(ids)  # type: ignore[union-attr]
+
+
+def test_an_outcome_that_cannot_be_recorded_fails_the_job_once(
+    state: StateFolder, journal: Journal
+) -> None:
+    """A result the journal cannot take must fail the job, not re-digitize it forever."""
+    job_id = _received_job(state, journal, b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "page.png")
+    scheduler = DigitizationScheduler(
+        journal, state,
+        lambda job: DigitizeRequest(job.job_id, str(state.resolve(job.input_path)),
+                                    str(state.output_dir(job.job_id)), ("dicom", "json")),
+        ["outbox"], processes=1, queue_size=2, poll_seconds=0.05,
+    )
+    recorded: list[str] = []
+
+    def broken_record(outcome: object) -> None:
+        recorded.append("x")
+        raise ValueError("journal refused the outcome")
+
+    scheduler._record = broken_record  # type: ignore[method-assign]
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 60
+        while journal.get(job_id).state == RECEIVED and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.1)
+        time.sleep(0.5)  # time enough for a wrong re-submission
+    finally:
+        scheduler.stop(grace_seconds=5)
+    job = journal.get(job_id)
+    assert job is not None and job.state == FAILED
+    assert "cannot record the result" in (job.reason or "")
+    assert recorded == ["x"]

@@ -229,7 +229,12 @@ class DigitizationScheduler:
             except Exception as exc:
                 self._fail(job_id, f"internal error: {type(exc).__name__}: {exc}")
                 continue
-            self._record(outcome)
+            try:
+                self._record(outcome)
+            except Exception as exc:
+                # Otherwise the job would stay "received" and be digitized again forever.
+                log.exception("cannot record the outcome of job %s", job_id)
+                self._fail(job_id, f"cannot record the result: {type(exc).__name__}: {exc}")
 
     def _worker_died(self, job_id: str) -> None:
         """A worker process died (out of memory, killed by the OS...).
