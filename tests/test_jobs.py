@@ -294,23 +294,35 @@ def test_jobs_command_without_journal_is_an_error(tmp_path: Path,
 # ------------------------------------------------------------ digitization
 
 
-def test_unreadable_input_fails_with_reason_and_is_quarantined(
-    state: StateFolder, journal: Journal
-) -> None:
-    job_id = _received_job(state, journal, b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "broken.png")
-    scheduler = DigitizationScheduler(
+def _one_process_scheduler(state: StateFolder, journal: Journal) -> DigitizationScheduler:
+    """A real scheduler with one worker process, encoding DICOM + JSON for the outbox."""
+    return DigitizationScheduler(
         journal, state,
         lambda job: DigitizeRequest(job.job_id, str(state.resolve(job.input_path)),
                                     str(state.output_dir(job.job_id)), ("dicom", "json")),
         ["outbox"], processes=1, queue_size=2, poll_seconds=0.05,
     )
+
+
+def _run_until_settled(scheduler: DigitizationScheduler, journal: Journal, job_id: str,
+                       linger_s: float = 0.0) -> None:
+    """Run `scheduler` until the job leaves RECEIVED (60 s at most), then `linger_s` more."""
     scheduler.start()
     try:
         deadline = time.monotonic() + 60
         while journal.get(job_id).state == RECEIVED and time.monotonic() < deadline:  # type: ignore[union-attr]
             time.sleep(0.1)
+        time.sleep(linger_s)
     finally:
         scheduler.stop(grace_seconds=5)
+
+
+def test_unreadable_input_fails_with_reason_and_is_quarantined(
+    state: StateFolder, journal: Journal
+) -> None:
+    job_id = _received_job(state, journal, b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "broken.png")
+    scheduler = _one_process_scheduler(state, journal)
+    _run_until_settled(scheduler, journal, job_id)
     job = journal.get(job_id)
     assert job is not None and job.state == FAILED and job.reason
     quarantined = state.resolve(job.input_path)
@@ -380,12 +392,7 @@ def test_an_outcome_that_cannot_be_recorded_fails_the_job_once(
 ) -> None:
     """A result the journal cannot take must fail the job, not re-digitize it forever."""
     job_id = _received_job(state, journal, b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "page.png")
-    scheduler = DigitizationScheduler(
-        journal, state,
-        lambda job: DigitizeRequest(job.job_id, str(state.resolve(job.input_path)),
-                                    str(state.output_dir(job.job_id)), ("dicom", "json")),
-        ["outbox"], processes=1, queue_size=2, poll_seconds=0.05,
-    )
+    scheduler = _one_process_scheduler(state, journal)
     recorded: list[str] = []
 
     def broken_record(outcome: object) -> None:
@@ -393,14 +400,7 @@ def test_an_outcome_that_cannot_be_recorded_fails_the_job_once(
         raise ValueError("journal refused the outcome")
 
     scheduler._record = broken_record  # type: ignore[method-assign]
-    scheduler.start()
-    try:
-        deadline = time.monotonic() + 60
-        while journal.get(job_id).state == RECEIVED and time.monotonic() < deadline:  # type: ignore[union-attr]
-            time.sleep(0.1)
-        time.sleep(0.5)  # time enough for a wrong re-submission
-    finally:
-        scheduler.stop(grace_seconds=5)
+    _run_until_settled(scheduler, journal, job_id, linger_s=0.5)  # room for a wrong re-run
     job = journal.get(job_id)
     assert job is not None and job.state == FAILED
     assert "cannot record the result" in (job.reason or "")
