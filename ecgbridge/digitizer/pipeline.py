@@ -54,6 +54,8 @@ MIN_PAGE_SIDE_PX = 150
 _BLANK_INK_LEVEL = 0.15
 #: A pulse foot further than this (mm) from the row's most frequent level is distrusted.
 _MAX_FOOT_TO_MODE_MM = 2.0
+#: How far before a row's first trace ink a calibration pulse is looked for (mm).
+_PULSE_LEAD_IN_MM = 16.0
 #: Without readable labels, rows must be at least this long (mm) to assume a standard layout.
 _MIN_UNLABELLED_ROW_MM = 120.0
 #: More trace rows than this on one page: not an ECG (or grid lines taken for traces).
@@ -321,6 +323,15 @@ def digitize_raster_page(
         if _is_straight_line(path, ppm_y):
             continue
         pulse = find_pulse(path, ppm_x, ppm_y)
+        pulse_path = path
+        if pulse is None:
+            # Rows are found where ink stays near the baseline; a pulse drawn without a
+            # foot line (a bare rectangle) lies just before that start.
+            pulse_path = _lead_in_path(mask, row, ppm_x, ppm_y)
+            pulse = find_pulse(pulse_path, ppm_x, ppm_y) if pulse_path is not None else None
+            if pulse is not None and pulse.x_fall < row.x_start - 3.0 * ppm_x:
+                pulse = None
+            pulse_path = pulse_path if pulse is not None else path
         x_origin = pulse.x_fall if pulse else float(row.x_start)
         x_end = float(row.x_end)
         end_pulse = find_pulse(path, ppm_x, ppm_y, from_end=True)
@@ -335,9 +346,9 @@ def digitize_raster_page(
         _erase_path(erased, path, pad=max(1, int(round(0.15 * ppm_y))))
         _erase_thin(thin_erased, path)
         if pulse is not None:
-            x0p = pulse.x_rise - path.x0
-            x1p = min(int(pulse.x_fall) - path.x0 + 2, path.y.size)
-            _erase_columns(erased, path, x0p, x1p, pad=2)
+            x0p = pulse.x_rise - pulse_path.x0
+            x1p = min(int(pulse.x_fall) - pulse_path.x0 + 2, pulse_path.y.size)
+            _erase_columns(erased, pulse_path, x0p, x1p, pad=2)
 
     rows = kept_rows
     falls = [p.x_fall for p in start_pulses if p is not None]
@@ -820,7 +831,11 @@ def _row_baseline(path: TracePath, row: TraceRow) -> float:
 
 def _panel_values(path: TracePath, slot: PanelSlot, ppm_x: float, first: bool,
                   last: bool) -> np.ndarray:
-    """Trace rows of a panel's columns, with lead-change markers at inner edges blanked."""
+    """Trace rows of a panel's columns, with lead-change markers at inner edges blanked.
+
+    A marker drawn across the trace makes the columns next to the panel edge tall
+    vertical runs; those (up to ``_BOUNDARY_BLANK_MM`` from the edge) carry no signal.
+    """
     a = slot.x0 - path.x0
     b = slot.x1 - path.x0
     ys = np.full(slot.x1 - slot.x0, np.nan)
@@ -828,10 +843,19 @@ def _panel_values(path: TracePath, slot: PanelSlot, ppm_x: float, first: bool,
     if hi > lo:
         ys[lo - a: hi - a] = path.y[lo:hi]
     blank = int(round(_BOUNDARY_BLANK_MM * ppm_x))
-    if not first and blank:
-        ys[:blank] = np.nan
-    if not last and blank:
-        ys[-blank:] = np.nan
+    if blank:
+        # Only the marker's columns are blanked: tall vertical strokes next to the edge.
+        tall = np.zeros(ys.size, dtype=bool)
+        if hi > lo:
+            tall[lo - a: hi - a] = (path.bottom[lo:hi] - path.top[lo:hi]) > 2.5 * path.line_width + 1
+        if not first:
+            hits = np.nonzero(tall[:blank])[0]
+            if hits.size:
+                ys[: hits[-1] + 2] = np.nan
+        if not last:
+            hits = np.nonzero(tall[ys.size - blank:])[0]
+            if hits.size:
+                ys[ys.size - blank + hits[0] - 1:] = np.nan
     return ys
 
 
@@ -942,6 +966,16 @@ def _word_in_crop(
         return None
     box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
     return sel[box[0]: box[1], box[2]: box[3]].astype(np.uint8), box
+
+
+def _lead_in_path(mask: np.ndarray, row: TraceRow, ppm_x: float,
+                  ppm_y: float) -> TracePath | None:
+    """The trace just before and at a row's start, where a calibration pulse may stand."""
+    x0 = max(0, int(row.x_start - _PULSE_LEAD_IN_MM * ppm_x))
+    x1 = int(row.x_start + 2.0 * ppm_x)
+    if row.x_start - x0 < 2.0 * ppm_x:
+        return None
+    return follow_trace(mask, x0, x1, row.trace_top, row.trace_bottom, row.baseline, ppm_y)
 
 
 def _erase_path(mask: np.ndarray, path: TracePath, pad: int) -> None:

@@ -43,8 +43,8 @@ def place_samples(
     Returns
     -------
     numpy.ndarray
-        Length `n`, NaN outside the panel and in gaps longer than
-        :data:`MAX_BRIDGED_GAP_S`.
+        Length `n`, NaN outside the panel and in gaps (or unseen panel ends) longer
+        than :data:`MAX_BRIDGED_GAP_S`.
     """
     out = np.full(n, np.nan)
     cols = np.arange(values.size)
@@ -65,7 +65,9 @@ def place_samples(
     left = good[np.clip(pos - 1, 0, good.size - 1)]
     right = good[np.clip(pos, 0, good.size - 1)]
     gap_px = MAX_BRIDGED_GAP_S * px_per_s
-    far = (right - left > gap_px) | (xc < good[0] - 1) | (xc > good[-1] + 1)
+    # Inside the panel but before its first (after its last) seen column, e.g. under a
+    # lead-change marker: the edge value is held for up to the same bridged length.
+    far = (right - left > gap_px) | (xc < good[0] - gap_px) | (xc > good[-1] + gap_px)
     out[i0: i1 + 1][far] = np.nan
     return out
 

@@ -106,6 +106,11 @@ def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
             for std in STANDARD_GAINS_MM_PER_MV:
                 if abs(gain / std - 1.0) <= 0.12:
                     gain = std
+                    # The top line's centre is exact, the foot depends on the pen's line
+                    # caps: with a standard gain the foot is one gain below the top.
+                    implied = tops + std * px_per_mm_y
+                    if abs(implied - foot) <= path.line_width + 1.0:
+                        foot, height = implied, implied - tops
                     break
             # The fall may run straight into a QRS (a longer group of tall columns): its
             # width is taken from the clean rising edge.
