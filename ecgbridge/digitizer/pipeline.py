@@ -847,7 +847,8 @@ def _panel_values(path: TracePath, slot: PanelSlot, ppm_x: float, first: bool,
         # Only the marker's columns are blanked: tall vertical strokes next to the edge.
         tall = np.zeros(ys.size, dtype=bool)
         if hi > lo:
-            tall[lo - a: hi - a] = (path.bottom[lo:hi] - path.top[lo:hi]) > 2.5 * path.line_width + 1
+            heights = path.bottom[lo:hi] - path.top[lo:hi]
+            tall[lo - a: hi - a] = heights > 2.5 * path.line_width + 1
         if not first:
             hits = np.nonzero(tall[:blank])[0]
             if hits.size:
