@@ -327,11 +327,12 @@ def digitize_raster_page(
         if pulse is None:
             # Rows are found where ink stays near the baseline; a pulse drawn without a
             # foot line (a bare rectangle) lies just before that start.
-            pulse_path = _lead_in_path(mask, row, ppm_x, ppm_y)
-            pulse = find_pulse(pulse_path, ppm_x, ppm_y) if pulse_path is not None else None
+            lead_in = _lead_in_path(mask, row, ppm_x, ppm_y)
+            pulse = find_pulse(lead_in, ppm_x, ppm_y) if lead_in is not None else None
             if pulse is not None and pulse.x_fall < row.x_start - 3.0 * ppm_x:
                 pulse = None
-            pulse_path = pulse_path if pulse is not None else path
+            if pulse is not None and lead_in is not None:
+                pulse_path = lead_in
         x_origin = pulse.x_fall if pulse else float(row.x_start)
         x_end = float(row.x_end)
         end_pulse = find_pulse(path, ppm_x, ppm_y, from_end=True)
