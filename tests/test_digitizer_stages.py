@@ -18,7 +18,7 @@ from ecgbridge.digitizer.layout import (
 )
 from ecgbridge.digitizer.normalise import ink_maps
 from ecgbridge.digitizer.pulse import find_pulse
-from ecgbridge.digitizer.trace import follow_trace
+from ecgbridge.digitizer.trace import follow_trace, pen_core_kernel, refine_with_core
 
 
 def draw_grid(h: int, w: int, px_per_mm: float, *, dotted: bool = False,
@@ -141,6 +141,34 @@ def test_trace_following_keeps_qrs_peaks() -> None:
     path = follow_trace(mask, 0, 300, 0, 400, 300.0, 7.874)
     assert np.nanmin(path.y) < 65  # the R peak at row 60 is kept
     assert np.nanmax(path.y) > 325  # and the S trough at row 330
+
+
+def test_wide_pen_is_read_from_the_stroke_core() -> None:
+    """A 5-px pen smears a steep QRS sideways; the core gives the centre line back."""
+    ppm = 7.874
+    mask = np.zeros((400, 600), np.uint8)
+    xs = np.arange(0, 600, 0.25)
+    # A 12-px wide QRS (100 px tall) whose knees the run centres round off.
+    ys = 300 - 100 * np.clip(1 - np.abs(xs - 300) / 6.0, 0, None) + 10 * np.sin(xs / 40.0)
+    pts = np.stack([xs * 16, ys * 16], axis=1).round().astype(np.int32)
+    cv2.polylines(mask, [pts.reshape(-1, 1, 2)], False, 1, 5, lineType=cv2.LINE_8, shift=4)
+    path = follow_trace(mask, 0, 600, 100, 400, 300.0, ppm)
+    k = pen_core_kernel(path.line_width)
+    assert k == 3
+    core = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    refined = refine_with_core(path, core)
+    cols = np.arange(600)
+    truth = np.interp(cols, xs, ys)
+    qrs = (cols >= 290) & (cols <= 310)
+    err_ink = np.nanmean(np.abs(path.y - truth)[qrs])
+    err_core = np.nanmean(np.abs(refined.y - truth)[qrs])
+    assert err_core < 0.6 * err_ink
+    # Away from the QRS nothing changes by more than a pixel.
+    assert np.nanmax(np.abs(refined.y - path.y)[~qrs & (cols > 5) & (cols < 595)]) <= 1.0
+
+
+def test_thin_pens_are_not_eroded() -> None:
+    assert pen_core_kernel(2.0) == 1
 
 
 def _render_text(text: str, height: int, font_file: str = "DejaVuSans.ttf") -> np.ndarray:

@@ -36,7 +36,12 @@ from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.digitizer.perspective import estimate_perspective
 from ecgbridge.digitizer.pulse import CalibrationPulse, find_pulse
 from ecgbridge.digitizer.rows import TraceRow, find_rows
-from ecgbridge.digitizer.trace import TracePath, follow_trace
+from ecgbridge.digitizer.trace import (
+    TracePath,
+    follow_trace,
+    pen_core_kernel,
+    refine_with_core,
+)
 from ecgbridge.ecg import ECG, LEADS, Calibration, PanelInfo, SourceInfo
 from ecgbridge.errors import DigitizationError, NotAnEcgError
 from ecgbridge.inputs.page import Page
@@ -317,9 +322,11 @@ def digitize_raster_page(
     start_pulses: list[CalibrationPulse | None] = []
     kept_rows: list[TraceRow] = []
     page_x_end = max(r.x_end for r in rows)
+    cores: dict[int, np.ndarray] = {}
     for row in rows:
         path = follow_trace(mask, row.x_start, page_x_end, row.trace_top, row.trace_bottom,
                             row.baseline, ppm_y)
+        path = refine_with_core(path, _pen_core(mask, path.line_width, cores))
         if _is_straight_line(path, ppm_y):
             continue
         pulse = find_pulse(path, ppm_x, ppm_y)
@@ -968,6 +975,15 @@ def _word_in_crop(
         return None
     box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
     return sel[box[0]: box[1], box[2]: box[3]].astype(np.uint8), box
+
+
+def _pen_core(mask: np.ndarray, line_width: float, cache: dict[int, np.ndarray]) -> np.ndarray:
+    """The ink mask eroded to the pen strokes' cores (cached per kernel size)."""
+    k = pen_core_kernel(line_width)
+    if k not in cache:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        cache[k] = cv2.erode(mask, kernel) if k > 1 else mask
+    return cache[k]
 
 
 def _lead_in_path(mask: np.ndarray, row: TraceRow, ppm_x: float,
