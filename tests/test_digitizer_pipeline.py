@@ -255,3 +255,28 @@ def test_calibration_pulse_edge_is_not_read_as_signal(gap_mm: float) -> None:
         offset = np.nanmedian(row[:1250] - truth[LEADS.index(lead), :1250])
         err = np.abs(head[head_ok] - ref[head_ok] - offset)
         assert err.max() < 0.3, f"{lead}: {err.max():.2f} mV error right after the pulse"
+
+
+def test_rows_without_pulse_share_their_earliest_start() -> None:
+    from ecgbridge.digitizer.pipeline import _first_ink_to_first_sample
+
+    ppm = 200 / 25.4
+    spans = [(80.0, 2000.0), (80.0, 2000.0), (78.0, 2000.0), (78.0, 2000.0), (400.0, 2000.0)]
+    out = _first_ink_to_first_sample(spans, ppm)
+    # The four rows within 4 mm start together; a row starting 40 mm later keeps its start.
+    assert [o for o, _e in out] == [78.0, 78.0, 78.0, 78.0, 400.0]
+    assert [e for _o, e in out] == [e for _o, e in spans]
+
+
+def test_page_without_pulse_places_all_rows_at_one_time_origin(record: np.ndarray) -> None:
+    page = render_page(record, FS, layout="3x4+II", dpi=200, calibration_pulse=False, seed=4)
+    ecg = _digitize(page.image)
+    starts = {round(p.box[0]) for p in ecg.panels if p.start_s == 0.0}
+    assert len(starts) == 1
+    truth = page.truth_signals
+    # The renderer's round pen caps put the first ink half a pen (1.5 px, 4 samples)
+    # before the first sample; the digitizer takes the first ink as time 0, as on
+    # printouts drawn with butt caps. Read 4 samples later, the page is accurate.
+    late = np.roll(ecg.signals, -4, axis=1)
+    assert np.mean([_snr(truth[i], late[i]) for i in range(12)]) > 9.0
+    assert np.mean([_snr(truth[i], ecg.signals[i]) for i in range(12)]) > 4.0

@@ -373,6 +373,7 @@ def digitize_raster_page(
                 spans[i] = (common, x_end)
     elif rows:
         spans = _late_starts_to_common_origin(spans, ppm_x)
+        spans = _first_ink_to_first_sample(spans, ppm_x)
     if not rows:
         raise DigitizationError(f"page {page_index + 1}: only straight lines found, no traces")
     if speed_source == "default":
@@ -709,6 +710,26 @@ def _late_starts_to_common_origin(
             o = common
         out.append((o, e))
     return out
+
+
+def _first_ink_to_first_sample(
+    spans: list[tuple[float, float]], ppm_x: float
+) -> list[tuple[float, float]]:
+    """Without pulses, give the rows that start together the earliest of their starts.
+
+    Rows of a page start at one x, but a row whose first samples are faint or lie on a
+    steep wave is found to start a pixel or two late; rows starting within
+    :data:`_LATE_START_MM` of the median start share the earliest of them.
+    """
+    if not spans:
+        return spans
+    tol = _LATE_START_MM * ppm_x
+    starts = np.array([o for o, _e in spans])
+    together = np.abs(starts - np.median(starts)) <= tol
+    if not together.any():
+        return spans
+    origin = float(starts[together].min())
+    return [(origin if ok else o, e) for ok, (o, e) in zip(together, spans, strict=True)]
 
 
 def _few_labels_standard_rows(
