@@ -269,6 +269,35 @@ def test_missing_limb_leads_are_derived_where_two_others_overlap() -> None:
     assert np.isnan(derived["aVR"][500:]).all()
 
 
+def test_limb_leads_read_together_are_reconciled() -> None:
+    from ecgbridge.digitizer.postprocess import reconcile_limb_leads
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 2.5, 1250)
+    lead_i = np.sin(2 * np.pi * t)
+    lead_ii = 0.5 * np.cos(2 * np.pi * 3 * t)
+    truth = {"I": lead_i, "II": lead_ii, "III": lead_ii - lead_i}
+    read = {k: v + rng.normal(0, 0.02, v.size) for k, v in truth.items()}
+    read["V1"] = np.zeros(t.size)
+    read["III"][600:700] += 1.0  # a misread stretch: left as read
+    out = reconcile_limb_leads(read)
+    good = np.r_[0:600, 700:1250]
+    np.testing.assert_allclose((out["I"] + out["III"] - out["II"])[good], 0, atol=1e-9)
+    for lead in truth:
+        before = np.sqrt(np.mean((read[lead] - truth[lead])[good] ** 2))
+        after = np.sqrt(np.mean((out[lead] - truth[lead])[good] ** 2))
+        assert after < 0.85 * before, lead
+    np.testing.assert_array_equal(out["III"][600:700], read["III"][600:700])
+    assert out["V1"] is read["V1"]
+
+
+def test_fewer_than_three_limb_leads_are_left_alone() -> None:
+    from ecgbridge.digitizer.postprocess import reconcile_limb_leads
+
+    read = {"I": np.ones(5), "II": np.zeros(5)}
+    assert reconcile_limb_leads(read) is read
+
+
 def test_no_limb_leads_are_derived_from_a_single_lead() -> None:
     from ecgbridge.digitizer.postprocess import derive_missing_limb_leads
 

@@ -192,6 +192,9 @@ def _merge_pages(
                 fill = np.isfinite(sig) & ~np.isfinite(row[: sig.size])
                 row[: sig.size][fill] = sig[fill]
     present = {lead: signals[i] for i, lead in enumerate(LEADS) if np.isfinite(signals[i]).any()}
+    present = postprocess.reconcile_limb_leads(present)
+    for lead, sig in present.items():
+        signals[LEADS.index(lead)] = sig
     derived = postprocess.derive_missing_limb_leads(present)
     derived_warnings = []
     for lead, sig in derived.items():

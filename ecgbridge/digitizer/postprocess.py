@@ -192,6 +192,57 @@ LIMB_BASIS: dict[str, tuple[float, float]] = {
 }
 
 
+#: Samples whose limb leads disagree with Einthoven's and Goldberger's relations by more
+#: than this (mV, largest residual) are left as read: one of the leads is wrong there.
+MAX_RECONCILE_RESIDUAL_MV = 0.3
+
+
+def reconcile_limb_leads(signals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Make simultaneously read limb leads obey I + III = II and aVR + aVL + aVF = 0.
+
+    The six limb leads span two dimensions. Wherever three or more of them were read
+    at the same sample, their least-squares projection onto that plane averages out
+    part of each lead's independent reading error (pen smear, pixel rounding). Samples
+    whose residual exceeds :data:`MAX_RECONCILE_RESIDUAL_MV` are left unchanged.
+
+    Parameters
+    ----------
+    signals : dict
+        Lead name -> samples (equal lengths), NaN where not shown.
+
+    Returns
+    -------
+    dict
+        The same leads, limb leads reconciled where possible.
+    """
+    names = [lead for lead in LIMB_BASIS if lead in signals]
+    if len(names) < 3:
+        return signals
+    n = min(signals[lead].size for lead in names)
+    values = np.stack([signals[lead][:n] for lead in names])
+    seen = np.isfinite(values)
+    basis = np.array([LIMB_BASIS[lead] for lead in names])
+    codes = (seen * (1 << np.arange(len(names)))[:, None]).sum(axis=0)
+    out = values.copy()
+    for code in np.unique(codes):
+        rows = np.nonzero((int(code) >> np.arange(len(names))) & 1)[0]
+        if rows.size < 3:
+            continue
+        cols = np.nonzero(codes == code)[0]
+        b = basis[rows]
+        proj = b @ np.linalg.pinv(b)
+        v = values[np.ix_(rows, cols)]
+        fitted = proj @ v
+        ok = np.abs(fitted - v).max(axis=0) <= MAX_RECONCILE_RESIDUAL_MV
+        out[np.ix_(rows, cols[ok])] = fitted[:, ok]
+    result = dict(signals)
+    for k, lead in enumerate(names):
+        sig = signals[lead].copy()
+        sig[:n] = out[k]
+        result[lead] = sig
+    return result
+
+
 def derive_missing_limb_leads(signals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Compute absent limb leads from two others recorded at the same time.
 
