@@ -326,3 +326,26 @@ def test_misread_rhythm_strip_label_is_corrected_from_the_grid() -> None:
     fixed = relabel_rhythm_strips(cands)
     assert [c[2].rhythm_strip for c in fixed["II"]] == [False, True]
     assert [c[2].rhythm_strip for c in fixed["I"]] == [False]
+
+
+def test_qrs_right_after_the_pulse_fall_is_kept() -> None:
+    from ecgbridge.digitizer.layout import PanelSlot
+    from ecgbridge.digitizer.pipeline import _blank_pulse_fall
+
+    ppm = 7.874
+    mask = np.zeros((400, 700), np.uint8)
+    base, top = 300, 300 - int(round(10 * ppm))
+    x_rise, x_fall = 40, 40 + int(round(5 * ppm))
+    pts = np.array([[10, base], [x_rise, base], [x_rise, top], [x_fall, top], [x_fall, base],
+                    [x_fall + 8, base], [x_fall + 12, base - 45], [x_fall + 16, base + 10],
+                    [x_fall + 20, base], [690, base]], np.int32)
+    cv2.polylines(mask, [pts.reshape(-1, 1, 2)], False, 1, 3)
+    path = follow_trace(mask, 5, 700, 0, 400, base, ppm)
+    pulse = find_pulse(path, ppm, ppm)
+    assert pulse is not None
+    slot = PanelSlot("I", 0, 4, int(pulse.x_fall), 690, 1.0)
+    ys = path.y[slot.x0 - path.x0: slot.x1 - path.x0].copy()
+    _blank_pulse_fall(ys, path, slot, pulse)
+    blanked = np.flatnonzero(np.isnan(ys))
+    assert blanked.size and blanked.max() <= 4  # the fall stroke only
+    assert np.nanmin(ys[:20]) < base - 35  # the R wave 12 px after the fall is kept

@@ -898,16 +898,23 @@ def _blank_pulse_fall(ys: np.ndarray, path: TracePath, slot: PanelSlot,
 
     The pen has a width, so the vertical stroke of the pulse's fall covers a few
     columns after ``x_fall``; read as signal it would give a 1 mV spike at the start
-    of the row. Columns up to one pen width past the fall, and following columns
-    whose ink run is still a tall vertical stroke, are not signal.
+    of the row. Columns up to half a pen width (plus one) past the fall, and
+    following columns whose ink still spans the pulse from top to foot (a fall
+    blurred wider than the pen), are not signal; a QRS right after the fall is.
     """
     pen = max(pulse.edge_px, path.line_width, 1.0)
-    end = int(np.ceil(pulse.x_fall + pen)) + 1 - slot.x0
+    end = int(np.ceil(pulse.x_fall + 0.5 * pen)) + 1 - slot.x0
     limit = min(ys.size, end + int(np.ceil(2 * pen)))
+    top = pulse.foot_y - pulse.height_px
+    slack = max(2.0, pen)
     k = max(0, end)
     while k < limit:
         c = slot.x0 + k - path.x0
-        if not 0 <= c < path.y.size or path.bottom[c] - path.top[c] <= 2.5 * path.line_width + 1:
+        if not 0 <= c < path.y.size:
+            break
+        # Still the fall (blurred wider than the pen) only while the ink spans the
+        # pulse from top to foot; a QRS right after it is signal.
+        if abs(path.top[c] - top) > slack or abs(path.bottom[c] - pulse.foot_y) > slack:
             break
         k += 1
     ys[: max(0, min(k, ys.size))] = np.nan
