@@ -74,6 +74,22 @@ def column_runs(sub: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     ]
 
 
+def _column_run_lists(sub: np.ndarray) -> tuple[list[list[int]], list[list[int]], np.ndarray]:
+    """Like :func:`column_runs`, as Python lists, plus every run's height."""
+    h, w = sub.shape
+    padded = np.zeros((w, h + 2), dtype=np.int8)
+    padded[:, 1:-1] = sub.T > 0
+    d = np.diff(padded, axis=1)
+    sc, sr = np.nonzero(d == 1)
+    _ec, er = np.nonzero(d == -1)
+    er = er - 1
+    bounds = np.searchsorted(sc, np.arange(w + 1)).tolist()
+    s_all, e_all = sr.tolist(), er.tolist()
+    starts = [s_all[bounds[c]: bounds[c + 1]] for c in range(w)]
+    ends = [e_all[bounds[c]: bounds[c + 1]] for c in range(w)]
+    return starts, ends, er - sr + 1
+
+
 def follow_trace(
     mask: np.ndarray, x0: int, x1: int, top: int, bottom: int, baseline: float, px_per_mm: float
 ) -> TracePath:
@@ -98,45 +114,49 @@ def follow_trace(
     nan = np.full(w, np.nan)
     if w == 0 or bottom <= top:
         return TracePath(x0, nan, nan.copy(), nan.copy(), 1.0)
-    runs = column_runs(mask[top:bottom, x0:x1])
-    heights = np.concatenate([e - s + 1 for s, e in runs]) if runs else np.empty(0)
+    starts, ends, heights = _column_run_lists(mask[top:bottom, x0:x1])
     line_width = float(np.median(heights)) if heights.size else 1.0
     base = baseline - top
     pull = _BASELINE_PULL_PER_MM / max(px_per_mm, 1e-6)
-    back: list[np.ndarray | None] = []
-    cost = np.zeros(0)
-    prev_t = np.zeros(0)
-    prev_b = np.zeros(0)
-    for s, e in runs:
-        if s.size == 0:
+    # Plain Python lists: columns hold a handful of runs, where numpy's per-call
+    # overhead would dominate.
+    back: list[list[int] | None] = []
+    cost: list[float] = []
+    prev_t: list[int] = []
+    prev_b: list[int] = []
+    for s_list, e_list in zip(starts, ends, strict=True):
+        if not s_list:
             back.append(None)
-            cost = cost + _EMPTY_COLUMN_COST
+            cost = [c + _EMPTY_COLUMN_COST for c in cost]
             continue
-        centre = 0.5 * (s + e)
-        node = pull * np.abs(centre - base)
-        if cost.size == 0:
-            back.append(np.full(s.size, -1))
-            cost = node
+        nodes = [pull * abs(0.5 * (a + b) - base) for a, b in zip(s_list, e_list, strict=True)]
+        if not cost:
+            back.append([-1] * len(s_list))
+            cost = nodes
         else:
-            below = s[None, :] - prev_b[:, None]
-            above = prev_t[:, None] - e[None, :]
-            gap = np.maximum(0, np.maximum(below, above))
-            total = cost[:, None] + gap
-            idx = np.argmin(total, axis=0)
-            back.append(idx)
-            cost = total[idx, np.arange(s.size)] + node
-        prev_t, prev_b = s.astype(np.float64), e.astype(np.float64)
+            new_cost = []
+            choice = []
+            for a, b, node in zip(s_list, e_list, nodes, strict=True):
+                best_i, best = 0, float("inf")
+                for i, (c, pt, pb) in enumerate(zip(cost, prev_t, prev_b, strict=True)):
+                    gap = a - pb if a > pb else (pt - b if pt > b else 0)
+                    if c + gap < best:
+                        best_i, best = i, c + gap
+                choice.append(best_i)
+                new_cost.append(best + node)
+            back.append(choice)
+            cost = new_cost
+        prev_t, prev_b = s_list, e_list
     y_top = nan.copy()
     y_bot = nan.copy()
-    if cost.size:
+    if cost:
         j = int(np.argmin(cost))
         for c in range(w - 1, -1, -1):
             bp = back[c]
             if bp is None:
                 continue
-            s, e = runs[c]
-            y_top[c], y_bot[c] = s[j], e[j]
-            j = int(bp[j])
+            y_top[c], y_bot[c] = starts[c][j], ends[c][j]
+            j = bp[j]
             if j < 0:
                 break
     y = _run_values(y_top, y_bot, line_width)
