@@ -9,6 +9,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.grid import measure_grid
+from ecgbridge.digitizer.inkmask import (
+    is_grid_mask,
+    ruled_lines,
+    threshold_candidates,
+    trace_mask,
+    without_dark_grid,
+)
 from ecgbridge.digitizer.labels import MIN_LABEL_SCORE, LabelWord, _font_path, recognise_word
 from ecgbridge.digitizer.layout import (
     PanelSlot,
@@ -18,6 +25,7 @@ from ecgbridge.digitizer.layout import (
 )
 from ecgbridge.digitizer.normalise import ink_maps
 from ecgbridge.digitizer.pulse import find_pulse
+from ecgbridge.digitizer.rows import find_rows
 from ecgbridge.digitizer.trace import follow_trace
 
 
@@ -269,3 +277,54 @@ def test_misread_rhythm_strip_label_is_corrected_from_the_grid() -> None:
     fixed = relabel_rhythm_strips(cands)
     assert [c[2].rhythm_strip for c in fixed["II"]] == [False, True]
     assert [c[2].rhythm_strip for c in fixed["I"]] == [False]
+
+
+def _black_grid_page(ppm: float = 6.0, shadow: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A page with a black grid (major lines as dark as the trace) and one wavy trace.
+
+    Returns the grey image and the trace's row for every column.
+    """
+    h, w = int(60 * ppm), int(200 * ppm)
+    img = np.full((h, w), 255, np.uint8)
+    for mm in range(0, 201):
+        shade, width = (40, max(1, int(round(0.2 * ppm)))) if mm % 5 == 0 else (150, 1)
+        x = int(round(mm * ppm))
+        cv2.line(img, (x, 0), (x, h - 1), shade, width)
+        if mm <= 60:
+            y = int(round(mm * ppm))
+            cv2.line(img, (0, y), (w - 1, y), shade, width)
+    xs = np.arange(int(10 * ppm), int(190 * ppm))
+    t = (xs - xs[0]) / (25.0 * ppm)
+    # Flat stretches lie on the 30 mm grid line; a QRS-like spike every 0.8 s.
+    ys = 30 * ppm - 12 * ppm * np.exp(-(((t % 0.8) - 0.4) / 0.02) ** 2) \
+        - 2 * ppm * np.exp(-(((t % 0.8) - 0.6) / 0.06) ** 2)
+    pts = np.column_stack([xs, ys]).round().astype(np.int32)
+    cv2.polylines(img, [pts], False, 0, max(1, int(round(0.3 * ppm))), cv2.LINE_AA)
+    if shadow:
+        yy, xx = np.mgrid[0:h, 0:w]
+        # A crease's shadow: sharp-edged, darker than the paper texture allows for.
+        inside = ((xx - 0.4 * w) / (30 * ppm)) ** 2 + ((yy - 0.5 * h) / (15 * ppm)) ** 2 < 1
+        blob = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), ppm)
+        img = (img * (1.0 - 0.5 * blob)).astype(np.uint8)
+    return img, ys
+
+
+@pytest.mark.parametrize("shadow", [False, True])
+def test_black_grid_lines_are_removed_and_the_trace_kept(shadow: bool) -> None:
+    ppm = 6.0
+    img, ys = _black_grid_page(ppm, shadow)
+    dark = ink_maps(np.stack([img] * 3, axis=-1)).dark_ink
+    lines = np.maximum(*ruled_lines(dark, ppm, ppm))
+    assert is_grid_mask(dark, lines, threshold_candidates(dark, ppm, ppm)[0])
+    cleaned = without_dark_grid(dark, ppm, ppm)
+    mask = trace_mask(cleaned, threshold_candidates(cleaned, ppm, ppm)[0], ppm)
+    rows = find_rows(mask, ppm, ppm)
+    assert len(rows) == 1 and abs(rows[0].baseline - 30 * ppm) < 1.0
+    x0 = int(10 * ppm)
+    near = np.zeros_like(mask)
+    pts = np.column_stack([np.arange(x0, x0 + ys.size), ys]).round().astype(np.int32)
+    cv2.polylines(near, [pts], False, 1, int(round(1.5 * ppm)))
+    # Nearly all mask ink is trace, and nearly every trace column has mask ink.
+    assert mask[near == 0].sum() <= 0.03 * mask.sum()
+    covered = (mask * near)[:, x0:x0 + ys.size].any(axis=0)
+    assert covered.mean() >= 0.95
