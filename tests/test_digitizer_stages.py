@@ -8,6 +8,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from ecgbridge.digitizer.deskew import estimate_rotation
+from ecgbridge.digitizer.geometry import rotation_homography, warp_image
 from ecgbridge.digitizer.grid import measure_grid
 from ecgbridge.digitizer.inkmask import (
     is_grid_mask,
@@ -328,3 +329,17 @@ def test_black_grid_lines_are_removed_and_the_trace_kept(shadow: bool) -> None:
     assert mask[near == 0].sum() <= 0.03 * mask.sum()
     covered = (mask * near)[:, x0:x0 + ys.size].any(axis=0)
     assert covered.mean() >= 0.95
+
+
+@pytest.mark.parametrize("record", ["A1983", "JS20005"])
+def test_grid_pitch_of_a_blurred_noisy_100_dpi_scan(rendered_page, record: str) -> None:
+    # Blur leaves little but the 5-mm fundamental: its sub-harmonics must not win.
+    page = rendered_page(record, layout="3x4+3", dpi=100, grid_color="grey", rotation_deg=1.6,
+                         blur_sigma=1.21, noise_sigma=9.58, jpeg_quality=75)
+    ink = ink_maps(np.array(page.image)).any_ink
+    h, w = ink.shape
+    rectified = warp_image(ink, rotation_homography((h, w, 3), estimate_rotation(ink)), (w, h),
+                           fill=0.0)
+    gx, gy = measure_grid(rectified)
+    assert gx.px_per_mm == pytest.approx(page.px_per_mm, rel=0.01)
+    assert gy.px_per_mm == pytest.approx(page.px_per_mm, rel=0.01)
