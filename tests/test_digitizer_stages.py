@@ -11,8 +11,8 @@ from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.geometry import rotation_homography, warp_image
 from ecgbridge.digitizer.grid import measure_grid
 from ecgbridge.digitizer.inkmask import (
+    grid_line_map,
     is_grid_mask,
-    ruled_lines,
     threshold_candidates,
     trace_mask,
     without_dark_grid,
@@ -315,7 +315,7 @@ def test_black_grid_lines_are_removed_and_the_trace_kept(shadow: bool) -> None:
     ppm = 6.0
     img, ys = _black_grid_page(ppm, shadow)
     dark = ink_maps(np.stack([img] * 3, axis=-1)).dark_ink
-    lines = np.maximum(*ruled_lines(dark, ppm, ppm))
+    lines = grid_line_map(dark, ppm, ppm)
     assert is_grid_mask(dark, lines, threshold_candidates(dark, ppm, ppm)[0])
     cleaned = without_dark_grid(dark, ppm, ppm)
     mask = trace_mask(cleaned, threshold_candidates(cleaned, ppm, ppm)[0], ppm)

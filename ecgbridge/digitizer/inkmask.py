@@ -159,21 +159,37 @@ def ruled_lines(dark_ink: np.ndarray, px_per_mm_x: float, px_per_mm_y: float
     ly = max(5, int(round(_RULED_LINE_MM * px_per_mm_y)))
     # Averaging along the line keeps pixel noise, and the darkest pixel across it keeps
     # the sub-pixel phase of a resampled (deskewed) line, from lowering the opening.
-    smooth_x = cv2.dilate(cv2.blur(dark_ink, (_LINE_SMOOTH_PX, 1)), np.ones((3, 1), np.uint8))
-    smooth_y = cv2.dilate(cv2.blur(dark_ink, (1, _LINE_SMOOTH_PX)), np.ones((1, 3), np.uint8))
+    # 8-bit levels: long openings are several times faster than on floats.
+    levels = np.clip(dark_ink * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    smooth_x = cv2.dilate(cv2.blur(levels, (_LINE_SMOOTH_PX, 1)), np.ones((3, 1), np.uint8))
+    smooth_y = cv2.dilate(cv2.blur(levels, (1, _LINE_SMOOTH_PX)), np.ones((1, 3), np.uint8))
     along_x = cv2.morphologyEx(smooth_x, cv2.MORPH_OPEN,
                                cv2.getStructuringElement(cv2.MORPH_RECT, (lx, 1)))
     along_y = cv2.morphologyEx(smooth_y, cv2.MORPH_OPEN,
                                cv2.getStructuringElement(cv2.MORPH_RECT, (1, ly)))
-    return along_x, along_y
+    scale = np.float32(1.0 / 255.0)
+    return along_x.astype(np.float32) * scale, along_y.astype(np.float32) * scale
+
+
+def grid_line_map(dark_ink: np.ndarray, px_per_mm_x: float, px_per_mm_y: float
+                  ) -> np.ndarray:
+    """Darkness of the ruled lines of ``dark_ink[::2, ::2]``, for :func:`is_grid_mask`.
+
+    Computed at half resolution: the test is a fraction of the ink, which every
+    second row and column estimates well, at a quarter of the cost.
+    """
+    return np.maximum(*ruled_lines(dark_ink[::2, ::2], px_per_mm_x / 2, px_per_mm_y / 2))
 
 
 def grid_in_mask(dark_ink: np.ndarray, lines: np.ndarray, threshold: float) -> float:
-    """Fraction of the ink above `threshold` that belongs to ruled lines."""
+    """Fraction of the ink above `threshold` that belongs to ruled lines.
+
+    `lines` is the :func:`grid_line_map` of `dark_ink` (half resolution).
+    """
     ink = dark_ink[::2, ::2] > threshold
     if not ink.any():
         return 0.0
-    return float((lines[::2, ::2][ink] > threshold).mean())
+    return float((lines[ink] > threshold).mean())
 
 
 def remove_ruled_lines(dark_ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
@@ -227,7 +243,10 @@ def trace_mask(dark_ink: np.ndarray, threshold: float, px_per_mm: float) -> np.n
 
 
 def is_grid_mask(dark_ink: np.ndarray, lines: np.ndarray, threshold: float) -> bool:
-    """True when ruled lines make up most of the ink above `threshold` (a dark grid)."""
+    """True when ruled lines make up most of the ink above `threshold` (a dark grid).
+
+    `lines` is the :func:`grid_line_map` of `dark_ink`.
+    """
     return grid_in_mask(dark_ink, lines, threshold) > _MAX_GRID_IN_MASK
 
 

@@ -20,8 +20,8 @@ from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.geometry import rotation_homography, warp_image
 from ecgbridge.digitizer.grid import measure_grid
 from ecgbridge.digitizer.inkmask import (
+    grid_line_map,
     is_grid_mask,
-    ruled_lines,
     threshold_candidates,
     trace_mask,
     without_dark_grid,
@@ -504,7 +504,7 @@ def _trace_mask_and_rows(dark_ink: np.ndarray, ppm_x: float, ppm_y: float, has_g
     passing over those whose mask is mostly grid. When none is convincing, the first
     choice is kept (its failure is reported by the caller).
     """
-    lines = np.maximum(*ruled_lines(dark_ink, ppm_x, ppm_y)) if has_grid else None
+    lines = grid_line_map(dark_ink, ppm_x, ppm_y) if has_grid else None
     thresholds = threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
                                       ppm_y if has_grid else np.nan)
     if lines is not None and is_grid_mask(dark_ink, lines, thresholds[0]):
