@@ -8,7 +8,15 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from ecgbridge.digitizer.deskew import estimate_rotation
+from ecgbridge.digitizer.geometry import rotation_homography, warp_image
 from ecgbridge.digitizer.grid import measure_grid
+from ecgbridge.digitizer.inkmask import (
+    grid_line_map,
+    is_grid_mask,
+    threshold_candidates,
+    trace_mask,
+    without_dark_grid,
+)
 from ecgbridge.digitizer.labels import MIN_LABEL_SCORE, LabelWord, _font_path, recognise_word
 from ecgbridge.digitizer.layout import (
     PanelSlot,
@@ -18,6 +26,7 @@ from ecgbridge.digitizer.layout import (
 )
 from ecgbridge.digitizer.normalise import ink_maps
 from ecgbridge.digitizer.pulse import find_pulse
+from ecgbridge.digitizer.rows import find_rows
 from ecgbridge.digitizer.trace import follow_trace, pen_core_kernel, refine_with_core
 
 
@@ -349,3 +358,68 @@ def test_qrs_right_after_the_pulse_fall_is_kept() -> None:
     blanked = np.flatnonzero(np.isnan(ys))
     assert blanked.size and blanked.max() <= 4  # the fall stroke only
     assert np.nanmin(ys[:20]) < base - 35  # the R wave 12 px after the fall is kept
+
+
+def _black_grid_page(ppm: float = 6.0, shadow: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A page with a black grid (major lines as dark as the trace) and one wavy trace.
+
+    Returns the grey image and the trace's row for every column.
+    """
+    h, w = int(60 * ppm), int(200 * ppm)
+    img = np.full((h, w), 255, np.uint8)
+    for mm in range(0, 201):
+        shade, width = (40, max(1, int(round(0.2 * ppm)))) if mm % 5 == 0 else (150, 1)
+        x = int(round(mm * ppm))
+        cv2.line(img, (x, 0), (x, h - 1), shade, width)
+        if mm <= 60:
+            y = int(round(mm * ppm))
+            cv2.line(img, (0, y), (w - 1, y), shade, width)
+    xs = np.arange(int(10 * ppm), int(190 * ppm))
+    t = (xs - xs[0]) / (25.0 * ppm)
+    # Flat stretches lie on the 30 mm grid line; a QRS-like spike every 0.8 s.
+    ys = 30 * ppm - 12 * ppm * np.exp(-(((t % 0.8) - 0.4) / 0.02) ** 2) \
+        - 2 * ppm * np.exp(-(((t % 0.8) - 0.6) / 0.06) ** 2)
+    pts = np.column_stack([xs, ys]).round().astype(np.int32)
+    cv2.polylines(img, [pts], False, 0, max(1, int(round(0.3 * ppm))), cv2.LINE_AA)
+    if shadow:
+        yy, xx = np.mgrid[0:h, 0:w]
+        # A crease's shadow: sharp-edged, darker than the paper texture allows for.
+        inside = ((xx - 0.4 * w) / (30 * ppm)) ** 2 + ((yy - 0.5 * h) / (15 * ppm)) ** 2 < 1
+        blob = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), ppm)
+        img = (img * (1.0 - 0.5 * blob)).astype(np.uint8)
+    return img, ys
+
+
+@pytest.mark.parametrize("shadow", [False, True])
+def test_black_grid_lines_are_removed_and_the_trace_kept(shadow: bool) -> None:
+    ppm = 6.0
+    img, ys = _black_grid_page(ppm, shadow)
+    dark = ink_maps(np.stack([img] * 3, axis=-1)).dark_ink
+    lines = grid_line_map(dark, ppm, ppm)
+    assert is_grid_mask(dark, lines, threshold_candidates(dark, ppm, ppm)[0])
+    cleaned = without_dark_grid(dark, ppm, ppm)
+    mask = trace_mask(cleaned, threshold_candidates(cleaned, ppm, ppm)[0], ppm)
+    rows = find_rows(mask, ppm, ppm)
+    assert len(rows) == 1 and abs(rows[0].baseline - 30 * ppm) < 1.0
+    x0 = int(10 * ppm)
+    near = np.zeros_like(mask)
+    pts = np.column_stack([np.arange(x0, x0 + ys.size), ys]).round().astype(np.int32)
+    cv2.polylines(near, [pts], False, 1, int(round(1.5 * ppm)))
+    # Nearly all mask ink is trace, and nearly every trace column has mask ink.
+    assert mask[near == 0].sum() <= 0.03 * mask.sum()
+    covered = (mask * near)[:, x0:x0 + ys.size].any(axis=0)
+    assert covered.mean() >= 0.95
+
+
+@pytest.mark.parametrize("record", ["A1983", "JS20005"])
+def test_grid_pitch_of_a_blurred_noisy_100_dpi_scan(rendered_page, record: str) -> None:
+    # Blur leaves little but the 5-mm fundamental: its sub-harmonics must not win.
+    page = rendered_page(record, layout="3x4+3", dpi=100, grid_color="grey", rotation_deg=1.6,
+                         blur_sigma=1.21, noise_sigma=9.58, jpeg_quality=75)
+    ink = ink_maps(np.array(page.image)).any_ink
+    h, w = ink.shape
+    rectified = warp_image(ink, rotation_homography((h, w, 3), estimate_rotation(ink)), (w, h),
+                           fill=0.0)
+    gx, gy = measure_grid(rectified)
+    assert gx.px_per_mm == pytest.approx(page.px_per_mm, rel=0.01)
+    assert gy.px_per_mm == pytest.approx(page.px_per_mm, rel=0.01)

@@ -22,6 +22,8 @@ MINOR_MM = 1.0
 MAJOR_MM = 5.0
 #: A spectral peak must exceed the median spectrum by this factor to count as a grid.
 _MIN_PEAK_RATIO = 6.0
+#: A lower-frequency comb must have a peak this strong (relative to the best comb's).
+_MIN_FUNDAMENTAL_PEAK = 0.5
 #: Smallest oscillation of the mean darkness profile (0-1 scale) that counts as a grid.
 _MIN_AMPLITUDE = 0.001
 
@@ -92,9 +94,13 @@ def measure_pitch(profile: np.ndarray) -> GridPitch:
     for k in range(1, 6):
         idx = np.minimum(cand * k, spec.size - 1)
         scores += np.where(cand * k < spec.size, spec[idx], 0.0)
-    # Prefer the lowest frequency among near-best comb scores (the fundamental).
+    # Prefer the lowest frequency among near-best comb scores (the fundamental), if
+    # its own peak is strong: a sub-harmonic of the best comb scores nearly as well
+    # (its 2nd or 4th harmonic is the best comb's fundamental) when blur has weakened
+    # the higher harmonics, as on 100-dpi scans, but it has no peak of its own.
     top = scores.max()
-    good = cand[scores >= 0.6 * top]
+    best_peak = float(spec[cand[int(np.argmax(scores))]])
+    good = cand[(scores >= 0.6 * top) & (spec[cand] >= _MIN_FUNDAMENTAL_PEAK * best_peak)]
     # Local maxima in the single spectrum among 'good'.
     best_f0 = float(freqs[good[0]])
     for i in good:
@@ -210,7 +216,7 @@ def measure_grid(ink: np.ndarray) -> tuple[GridPitch, GridPitch]:
         gx = _remeasure(px, gy.px_per_mm, gx.strength)
     if gx.strength == 0 or gy.strength == 0 or not np.isfinite(gx.px_per_mm + gy.px_per_mm):
         return NO_GRID, NO_GRID
-    # An ECG page is at least ~10 cm on its long side; a finer "grid" is something else
+    # An ECG page is at least ~12 cm on its long side; a finer "grid" is something else
     # periodic (heart beats, rows of traces).
     if max(px.size / gx.px_per_mm, py.size / gy.px_per_mm) < _MIN_PAGE_MM:
         return NO_GRID, NO_GRID
@@ -219,8 +225,8 @@ def measure_grid(ink: np.ndarray) -> tuple[GridPitch, GridPitch]:
 
 #: The other axis must show at least this peak-to-floor ratio near the expected pitch.
 _REMEASURE_MIN_RATIO = 4.0
-#: Smallest long side (mm) of an ECG page.
-_MIN_PAGE_MM = 100.0
+#: Smallest long side (mm) of an ECG page or crop (10 s at 25 mm/s is 250 mm of trace).
+_MIN_PAGE_MM = 120.0
 #: Grid cells are square; a larger x/y disagreement than this is a mis-read of one axis.
 _SQUARE_TOLERANCE = 1.4
 

@@ -22,6 +22,21 @@ _MIN_STROKE_MM = 1.5
 #: Plateau test: the mask may shrink by at most this ratio over this threshold span.
 _PLATEAU_RATIO = 1.3
 _PLATEAU_SPAN = 0.12
+#: Straight ink runs at least this long (mm) along x or y are ruled lines, not trace.
+_RULED_LINE_MM = 40.0
+#: Ink at least this much darker than the grid line under it is trace ink on the line.
+_DARKER_THAN_LINE = 0.1
+#: Length (px) of the running mean along a line before its darkness is measured.
+_LINE_SMOOTH_PX = 5
+#: Side (mm) of the square within which shading is taken as flat: a bit over a grid cell.
+_SHADING_WINDOW_MM = 1.2
+#: Shading darker than this over more than this fraction of the page is flattened.
+_SHADOW_LEVEL = 0.2
+_MIN_SHADED_FRACTION = 0.05
+#: Darkest local paper level (relative brightness) that shading correction divides by.
+_MIN_PAPER_LEVEL = 0.1
+#: Grid lines are removed when more than this fraction of the thresholded ink is ruled lines.
+_MAX_GRID_IN_MASK = 0.4
 
 
 def _periodic_fraction(profile: np.ndarray, period_px: float) -> float:
@@ -121,6 +136,87 @@ def _periodic_choice(sub: np.ndarray, cands: list[float], px_per_mm_x: float,
     return cands[len(cands) // 2]
 
 
+def ruled_lines(dark_ink: np.ndarray, px_per_mm_x: float, px_per_mm_y: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Darkness of the straight lines (grid lines) of a darkness map.
+
+    A grey opening with a long line element keeps only ink that runs straight along
+    x or y for at least ``_RULED_LINE_MM``: grid lines, never a trace.
+
+    Parameters
+    ----------
+    dark_ink : numpy.ndarray
+        float32 darkness map of the rectified page.
+    px_per_mm_x, px_per_mm_y : float
+        Grid pitch.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Darkness of the lines along x (horizontal) and along y (vertical).
+    """
+    lx = max(5, int(round(_RULED_LINE_MM * px_per_mm_x)))
+    ly = max(5, int(round(_RULED_LINE_MM * px_per_mm_y)))
+    # Averaging along the line keeps pixel noise, and the darkest pixel across it keeps
+    # the sub-pixel phase of a resampled (deskewed) line, from lowering the opening.
+    # 8-bit levels: long openings are several times faster than on floats.
+    levels = np.clip(dark_ink * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    smooth_x = cv2.dilate(cv2.blur(levels, (_LINE_SMOOTH_PX, 1)), np.ones((3, 1), np.uint8))
+    smooth_y = cv2.dilate(cv2.blur(levels, (1, _LINE_SMOOTH_PX)), np.ones((1, 3), np.uint8))
+    along_x = cv2.morphologyEx(smooth_x, cv2.MORPH_OPEN,
+                               cv2.getStructuringElement(cv2.MORPH_RECT, (lx, 1)))
+    along_y = cv2.morphologyEx(smooth_y, cv2.MORPH_OPEN,
+                               cv2.getStructuringElement(cv2.MORPH_RECT, (1, ly)))
+    scale = np.float32(1.0 / 255.0)
+    return along_x.astype(np.float32) * scale, along_y.astype(np.float32) * scale
+
+
+def grid_line_map(dark_ink: np.ndarray, px_per_mm_x: float, px_per_mm_y: float
+                  ) -> np.ndarray:
+    """Darkness of the ruled lines of ``dark_ink[::2, ::2]``, for :func:`is_grid_mask`.
+
+    Computed at half resolution: the test is a fraction of the ink, which every
+    second row and column estimates well, at a quarter of the cost.
+    """
+    return np.maximum(*ruled_lines(dark_ink[::2, ::2], px_per_mm_x / 2, px_per_mm_y / 2))
+
+
+def grid_in_mask(dark_ink: np.ndarray, lines: np.ndarray, threshold: float) -> float:
+    """Fraction of the ink above `threshold` that belongs to ruled lines.
+
+    `lines` is the :func:`grid_line_map` of `dark_ink` (half resolution).
+    """
+    ink = dark_ink[::2, ::2] > threshold
+    if not ink.any():
+        return 0.0
+    return float((lines[ink] > threshold).mean())
+
+
+def remove_ruled_lines(dark_ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """Subtract grid lines that are as dark as the traces from a darkness map.
+
+    Black, grey or dark grids survive in ``dark_ink`` and no threshold separates them
+    from the trace. Subtracting the :func:`ruled_lines` leaves the traces; ink clearly
+    darker than the line under it (a trace crossing or running along it) is kept
+    whole. Where a trace is no darker than the grid the crossing leaves a gap of a
+    line width, which trace following bridges.
+
+    Parameters
+    ----------
+    dark_ink : numpy.ndarray
+        float32 darkness map of the rectified page.
+    lines : numpy.ndarray
+        Darkness of its ruled lines (the larger of the two :func:`ruled_lines` maps).
+
+    Returns
+    -------
+    numpy.ndarray
+        New darkness map without ruled lines.
+    """
+    return np.where(dark_ink > lines + _DARKER_THAN_LINE, dark_ink,
+                    np.maximum(dark_ink - lines, 0.0)).astype(np.float32)
+
+
 def trace_mask(dark_ink: np.ndarray, threshold: float, px_per_mm: float) -> np.ndarray:
     """Binary mask (uint8 0/1) of trace-like ink: thresholded, specks removed.
 
@@ -144,3 +240,48 @@ def trace_mask(dark_ink: np.ndarray, threshold: float, px_per_mm: float) -> np.n
         mask = keep[labels].astype(np.uint8)
     return mask
 
+
+
+def is_grid_mask(dark_ink: np.ndarray, lines: np.ndarray, threshold: float) -> bool:
+    """True when ruled lines make up most of the ink above `threshold` (a dark grid).
+
+    `lines` is the :func:`grid_line_map` of `dark_ink`.
+    """
+    return grid_in_mask(dark_ink, lines, threshold) > _MAX_GRID_IN_MASK
+
+
+def without_dark_grid(dark_ink: np.ndarray, px_per_mm_x: float, px_per_mm_y: float
+                      ) -> np.ndarray:
+    """`dark_ink` with its shading flattened and its grid lines removed.
+
+    For pages whose grid is as dark as the traces (see :func:`is_grid_mask`).
+    """
+    # The line darkness must be the same all along a line: take out shading first.
+    flat = flatten_shading(dark_ink, min(px_per_mm_x, px_per_mm_y))
+    return remove_ruled_lines(flat, np.maximum(*ruled_lines(flat, px_per_mm_x, px_per_mm_y)))
+
+
+def flatten_shading(dark_ink: np.ndarray, px_per_mm: float) -> np.ndarray:
+    """Darkness relative to the paper within about a millimetre (shadows, creases removed).
+
+    The paper level of :mod:`normalise` is smooth over several millimetres; wrinkles
+    and folds cast sharper shadows. A grey opening with a square a little larger than
+    a grid cell keeps only ink that is wide every way (shadows), never lines or
+    traces; darkness is then re-expressed relative to that local level. Pages with
+    hardly any such shading are returned as they are.
+
+    Parameters
+    ----------
+    dark_ink : numpy.ndarray
+        float32 darkness map.
+    px_per_mm : float
+        Scale.
+    """
+    side = max(3, int(round(_SHADING_WINDOW_MM * px_per_mm)))
+    shade = cv2.morphologyEx(dark_ink, cv2.MORPH_OPEN,
+                             cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
+    if float((shade[::2, ::2] > _SHADOW_LEVEL).mean()) < _MIN_SHADED_FRACTION:
+        # Only ink clusters (QRS tips, bold text) fill such squares: nothing to flatten.
+        return dark_ink
+    paper = np.maximum(1.0 - shade, _MIN_PAPER_LEVEL)
+    return (np.maximum(dark_ink - shade, 0.0) / paper).astype(np.float32)

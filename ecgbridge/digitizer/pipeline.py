@@ -19,7 +19,13 @@ from ecgbridge.digitizer import postprocess
 from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.geometry import rotation_homography, warp_image
 from ecgbridge.digitizer.grid import measure_grid
-from ecgbridge.digitizer.inkmask import threshold_candidates, trace_mask
+from ecgbridge.digitizer.inkmask import (
+    grid_line_map,
+    is_grid_mask,
+    threshold_candidates,
+    trace_mask,
+    without_dark_grid,
+)
 from ecgbridge.digitizer.labels import LabelWord, find_label_words, read_label_at
 from ecgbridge.digitizer.layout import (
     LabelEvidence,
@@ -287,19 +293,7 @@ def digitize_raster_page(
             # No grid (pure black/white print): assume a landscape page ~280 mm wide.
             ppm_x = ppm_y = w / _ASSUMED_PAGE_WIDTH_MM
             warnings.append("no grid found: scale assumed from the page width (280 mm)")
-    thresholds = threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
-                                      ppm_y if has_grid else np.nan)
-    for threshold in thresholds:
-        mask = trace_mask(dark_ink, threshold, ppm_x)
-        rows = find_rows(mask, ppm_x, ppm_y)
-        if rows and len(rows) <= _MAX_PLAUSIBLE_ROWS and float(
-            np.median([r.coverage for r in rows])
-        ) >= _MIN_ROW_COVERAGE:
-            break
-    else:
-        # None was convincing: keep the first choice (its failure is reported below).
-        mask = trace_mask(dark_ink, thresholds[0], ppm_x)
-        rows = find_rows(mask, ppm_x, ppm_y)
+    mask, rows = _trace_mask_and_rows(dark_ink, ppm_x, ppm_y, has_grid)
     if debug is not None:
         debug["2_grid_removed"] = (255 - 255 * mask).astype(np.uint8)
     if not rows:
@@ -509,6 +503,53 @@ def digitize_raster_page(
                                               row_slots,
                                               paths, all_labels))
     return result
+
+
+def _trace_mask_and_rows(dark_ink: np.ndarray, ppm_x: float, ppm_y: float, has_grid: bool
+                         ) -> tuple[np.ndarray, list[TraceRow]]:
+    """Trace-ink mask and its trace rows, at the first convincing ink threshold.
+
+    When the ink above the first candidate threshold is mostly grid lines (a grid as
+    dark as the traces), the grid lines are removed from the darkness map first; if
+    that map gives no convincing rows, the thresholds are tried on the original map,
+    passing over those whose mask is mostly grid. When none is convincing, the first
+    choice is kept (its failure is reported by the caller).
+    """
+    lines = grid_line_map(dark_ink, ppm_x, ppm_y) if has_grid else None
+    thresholds = threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
+                                      ppm_y if has_grid else np.nan)
+    if lines is not None and is_grid_mask(dark_ink, lines, thresholds[0]):
+        cleaned = without_dark_grid(dark_ink, ppm_x, ppm_y)
+        found = _first_convincing(cleaned, None, ppm_x, ppm_y, has_grid)
+        if found is None:
+            found = _first_convincing(dark_ink, lines, ppm_x, ppm_y, has_grid)
+        if found is not None:
+            return found
+        dark_ink = cleaned
+        thresholds = threshold_candidates(dark_ink, ppm_x, ppm_y)
+    else:
+        found = _first_convincing(dark_ink, None, ppm_x, ppm_y, has_grid)
+        if found is not None:
+            return found
+    mask = trace_mask(dark_ink, thresholds[0], ppm_x)
+    return mask, find_rows(mask, ppm_x, ppm_y)
+
+
+def _first_convincing(dark_ink: np.ndarray, lines: np.ndarray | None, ppm_x: float,
+                      ppm_y: float, has_grid: bool
+                      ) -> tuple[np.ndarray, list[TraceRow]] | None:
+    """Mask and rows at the first candidate threshold giving plausible trace rows."""
+    for threshold in threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
+                                          ppm_y if has_grid else np.nan):
+        if lines is not None and is_grid_mask(dark_ink, lines, threshold):
+            continue
+        mask = trace_mask(dark_ink, threshold, ppm_x)
+        rows = find_rows(mask, ppm_x, ppm_y)
+        if rows and len(rows) <= _MAX_PLAUSIBLE_ROWS and float(
+            np.median([r.coverage for r in rows])
+        ) >= _MIN_ROW_COVERAGE:
+            return mask, rows
+    return None
 
 
 def _origins_from_row_ends(

@@ -102,7 +102,10 @@ def align_panels_to_rhythm(
     rhythm = [c for items in candidates.values() for c in items if c[2].rhythm_strip]
     if not rhythm:
         return candidates
-    ref = np.nanmax(np.vstack([_envelope(c[0], fs) for c in rhythm]), axis=0)
+    envelopes = [_envelope(c[0], fs) for c in rhythm]
+    # Strips may end a sample apart: compare them over their common length.
+    n_common = min(e.size for e in envelopes)
+    ref = np.nanmax(np.vstack([e[:n_common] for e in envelopes]), axis=0)
     out: dict[str, list[Candidate]] = {}
     for lead, items in candidates.items():
         new_items: list[Candidate] = []
