@@ -84,6 +84,11 @@ _LAST_SAMPLE_S = 0.002
 _REREAD_MIN_SCORE = 0.7
 #: A row starting this many mm after the others (no pulses) is moved to their origin.
 _LATE_START_MM = 4.0
+#: Blank gaps between a calibration pulse and the signal shorter or longer than these
+#: (mm) are not a printer's pulse gap (pen edge noise; a lost start of the signal).
+_MIN_PULSE_GAP_MM, _MAX_PULSE_GAP_MM = 0.5, 6.0
+#: Largest time-origin shift (mm) taken from row ends without a measured pulse gap.
+_MAX_ROW_END_SHIFT_MM = 3.0
 #: Half-width (mm) of the strip blanked around internal panel boundaries (lead markers).
 _BOUNDARY_BLANK_MM = 0.6
 
@@ -281,17 +286,19 @@ def digitize_raster_page(
             warnings.append("no grid found: scale assumed from the page width (280 mm)")
     thresholds = threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
                                       ppm_y if has_grid else np.nan)
+    tried: list[tuple[np.ndarray, list[TraceRow]]] = []
     for threshold in thresholds:
         mask = trace_mask(dark_ink, threshold, ppm_x)
         rows = find_rows(mask, ppm_x, ppm_y)
-        if rows and len(rows) <= _MAX_PLAUSIBLE_ROWS and float(
-            np.median([r.coverage for r in rows])
-        ) >= _MIN_ROW_COVERAGE:
+        tried.append((mask, rows))
+        plausible = bool(rows) and len(rows) <= _MAX_PLAUSIBLE_ROWS
+        if plausible and _median_coverage(rows) >= _MIN_ROW_COVERAGE:
             break
     else:
-        # None was convincing: keep the first choice (its failure is reported below).
-        mask = trace_mask(dark_ink, thresholds[0], ppm_x)
-        rows = find_rows(mask, ppm_x, ppm_y)
+        # None was convincing (noisy traces have few flat pieces): keep the mask whose
+        # rows are covered best, or the first choice (its failure is reported below).
+        usable = [t for t in tried if t[1] and len(t[1]) <= _MAX_PLAUSIBLE_ROWS]
+        mask, rows = max(usable, key=lambda t: _median_coverage(t[1])) if usable else tried[0]
     if debug is not None:
         debug["2_grid_removed"] = (255 - 255 * mask).astype(np.uint8)
     if not rows:
@@ -315,6 +322,7 @@ def digitize_raster_page(
     erased = mask.copy()
     thin_erased = mask.copy()
     start_pulses: list[CalibrationPulse | None] = []
+    signal_gaps: list[float] = []
     kept_rows: list[TraceRow] = []
     page_x_end = max(r.x_end for r in rows)
     for row in rows:
@@ -343,6 +351,10 @@ def digitize_raster_page(
         paths.append(path)
         pulses.append(pulse)
         start_pulses.append(pulse if pulse is not None and pulse is not end_pulse else None)
+        if start_pulses[-1] is not None:
+            row_gap = _gap_after_pulse(pulse_path, start_pulses[-1], ppm_x)
+            if row_gap is not None:
+                signal_gaps.append(row_gap)
         spans.append((x_origin, x_end))
         _erase_path(erased, path, pad=max(1, int(round(0.15 * ppm_y))))
         _erase_thin(thin_erased, path)
@@ -353,6 +365,8 @@ def digitize_raster_page(
 
     rows = kept_rows
     falls = [p.x_fall for p in start_pulses if p is not None]
+    # Rows whose time origin is a pulse's fall (their signal may start after a gap).
+    from_fall = {i for i, p in enumerate(start_pulses) if p is not None}
     if falls:
         common = float(np.median(falls))
         rise = float(np.median([p.x_rise for p in start_pulses if p is not None]))
@@ -361,6 +375,7 @@ def digitize_raster_page(
             # A row starting at the others' pulse (undetected here) or after it.
             if p is None and (x_origin > common - 5.0 * ppm_x or abs(x_origin - rise) < 3 * ppm_x):
                 spans[i] = (common, x_end)
+                from_fall.add(i)
             elif p is not None and abs(p.x_fall - common) <= 1.0 * ppm_x:
                 # Rows of one page share their time origin: average out edge noise.
                 spans[i] = (common, x_end)
@@ -375,8 +390,17 @@ def digitize_raster_page(
     # The pen's horizontal width is best seen on the pulse's vertical edges.
     edges = [p.edge_px for p in start_pulses if p is not None]
     pen_px = float(np.median(edges)) if edges else None
-    spans = _origins_from_row_ends(spans, paths, ppm_x * speed, ppm_x,
-                                   expected_s=_STANDARD_TRACE_MM / speed, pen_px=pen_px)
+    # Most rows' signal starts a printer-specific gap after the pulse's fall.
+    gap = float(np.median(signal_gaps)) if 2 * len(signal_gaps) > len(falls) else 0.0
+    shifted = _origins_from_row_ends(spans, paths, ppm_x * speed, ppm_x,
+                                     expected_s=_STANDARD_TRACE_MM / speed, pen_px=pen_px,
+                                     max_shift_px=max(_MAX_ROW_END_SHIFT_MM * ppm_x,
+                                                      gap + 1.0 * ppm_x))
+    if shifted is None:
+        # Rows not full length (or a gap too small to tell from the row ends).
+        shifted = [(o + gap, e) if i in from_fall else (o, e)
+                   for i, (o, e) in enumerate(spans)]
+    spans = shifted
 
     # Gain.
     pulse_gains = [p.mm_per_mv for p in pulses if p is not None]
@@ -503,15 +527,19 @@ def digitize_raster_page(
 def _origins_from_row_ends(
     spans: list[tuple[float, float]], paths: list[TracePath], px_per_s: float, ppm: float,
     expected_s: float = STANDARD_DURATION_S, pen_px: float | None = None,
-) -> list[tuple[float, float]]:
+    max_shift_px: float | None = None,
+) -> list[tuple[float, float]] | None:
     """Correct the rows' time origin from where full 10 s rows end.
 
     Printers leave a device-specific gap (0 to a few mm) between the calibration
     pulse and the signal, but a full row (250 mm: 10 s at 25 mm/s, 5 s at 50 mm/s)
     ends exactly `expected_s` after its start. For every row whose extent is within
     2.5 % of that the implied origin is computed; the largest (from the longest row,
-    0.75-3 mm) is applied to every row, as rows can only be cut short.
+    0.75 mm to `max_shift_px`, default 3 mm) is applied to every row, as rows can only
+    be cut short. Returns None when no shift is found.
     """
+    if max_shift_px is None:
+        max_shift_px = _MAX_ROW_END_SHIFT_MM * ppm
     deltas = []
     for (x_origin, x_end), path in zip(spans, paths, strict=True):
         pen = pen_px if pen_px is not None else path.line_width
@@ -520,16 +548,43 @@ def _origins_from_row_ends(
         if abs(total - expected_s) <= _ROW_END_SNAP_S * expected_s / STANDARD_DURATION_S:
             deltas.append(x_last - (expected_s - _LAST_SAMPLE_S) * px_per_s - x_origin)
     if len(deltas) < 2:
-        return spans
+        return None
     arr = np.sort(np.asarray(deltas))[::-1]
     # Rows are only ever cut short (page edges, faded ink, a last wave lost in the
     # next panel's marker), never longer: the longest full row is the one to trust;
     # rows agreeing with it (within 0.5 mm) refine the estimate.
     agree = np.abs(arr - arr[0]) <= 0.5 * ppm
     shift = float(np.median(arr[agree]))
-    if not 0.75 * ppm < abs(shift) <= 3.0 * ppm:
-        return spans
+    if not 0.75 * ppm < abs(shift) <= max_shift_px:
+        return None
     return [(o + shift, e) for o, e in spans]
+
+
+def _gap_after_pulse(path: TracePath, pulse: CalibrationPulse, ppm_x: float) -> float | None:
+    """Distance (px) from a pulse's fall to the row's first signal sample, if there is a gap.
+
+    Printers leave a device-specific blank gap (0 to a few mm) between the calibration
+    pulse and the signal; the signal's time origin is where its ink starts again (the
+    centre of the pen's first column). Returns None when the trace runs on from the
+    pulse or when the gap is implausibly short or long.
+    """
+    pen = max(pulse.edge_px, 1.0)
+    c = int(np.ceil(pulse.x_fall + 0.5 * pen)) - path.x0
+    n = path.y.size
+    if not 0 <= c < n:
+        return None
+    empty = ~np.isfinite(path.y[c:])
+    if not empty[: int(np.ceil(pen)) + 1].any():
+        return None  # the trace continues from the pulse's foot
+    first_empty = int(np.argmax(empty))
+    inked = np.nonzero(~empty[first_empty:])[0]
+    if inked.size == 0:
+        return None
+    start = path.x0 + c + first_empty + int(inked[0]) + 0.5 * (pen - 1.0)
+    gap = start - pulse.x_fall
+    if not _MIN_PULSE_GAP_MM * ppm_x <= gap <= _MAX_PULSE_GAP_MM * ppm_x:
+        return None
+    return float(gap)
 
 
 def _speed_from_pulses(pulses: list[CalibrationPulse], ppm_x: float) -> float | None:
@@ -545,6 +600,11 @@ def _speed_from_pulses(pulses: list[CalibrationPulse], ppm_x: float) -> float | 
         if 0.75 * nominal <= width_mm <= 1.3 * nominal:
             return speed
     return None
+
+
+def _median_coverage(rows: list[TraceRow]) -> float:
+    """Median fraction of their columns in which the rows' trace was seen."""
+    return float(np.median([r.coverage for r in rows])) if rows else 0.0
 
 
 def _typical_row_length(lengths: list[float]) -> float:
