@@ -18,6 +18,12 @@ MIN_TRACE_COMPONENT_MM = 6.0
 MIN_ROW_SPACING_MM = 7.0
 #: A row must cover at least this many mm horizontally.
 MIN_ROW_LENGTH_MM = 25.0
+#: Rows needed to measure the row pitch before a row missing from it is looked for.
+_MIN_PEAKS_FOR_PITCH = 4
+#: A gap between rows within this fraction of two pitches may hide a row ...
+_PITCH_GAP_TOLERANCE = 0.12
+#: ... which is looked for within this fraction of a pitch of the gap's middle.
+_MISSING_ROW_SEARCH = 0.25
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,7 @@ def find_rows(mask: np.ndarray, px_per_mm_x: float, px_per_mm_y: float) -> list[
             break
         if all(abs(int(y) - p) >= spacing for p in peaks):
             peaks.append(int(y))
-    peaks.sort()
+    peaks = _fill_pitch_gaps(sorted(peaks), smooth)
     rows: list[TraceRow] = []
     for i, p in enumerate(peaks):
         top = 0 if i == 0 else (peaks[i - 1] + p) // 2
@@ -149,6 +155,28 @@ def find_rows(mask: np.ndarray, px_per_mm_x: float, px_per_mm_y: float) -> list[
         rows.append(TraceRow(float(base), int(top), int(bottom), x_start, x_end, float(coverage),
                              t_top, t_bot))
     return rows
+
+
+def _fill_pitch_gaps(peaks: list[int], smooth: np.ndarray) -> list[int]:
+    """Add the row missing where two neighbouring rows are two row pitches apart.
+
+    Rows of a printout are evenly spaced. A trace that wanders or swings far from
+    its resting level gives only a weak baseline peak, lost next to flat or steady
+    rows; it is looked for at the strongest level near the middle of such a gap
+    (whether it holds a trace is checked like any row's).
+    """
+    if len(peaks) < _MIN_PEAKS_FOR_PITCH:
+        return peaks
+    pitch = float(np.median(np.diff(peaks)))
+    out = list(peaks)
+    for a, b in zip(peaks, peaks[1:], strict=False):
+        if abs((b - a) / pitch - 2.0) > _PITCH_GAP_TOLERANCE:
+            continue
+        lo = int(round(a + (1.0 - _MISSING_ROW_SEARCH) * pitch))
+        hi = int(round(a + (1.0 + _MISSING_ROW_SEARCH) * pitch)) + 1
+        if smooth[lo:hi].size and smooth[lo:hi].max() > 0:
+            out.append(lo + int(np.argmax(smooth[lo:hi])))
+    return sorted(out)
 
 
 def _longest_extent(cols: np.ndarray, gap: int) -> tuple[int, int]:
