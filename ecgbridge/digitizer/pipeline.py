@@ -87,6 +87,11 @@ _LATE_START_MM = 4.0
 #: Blank gaps between a calibration pulse and the signal shorter or longer than these
 #: (mm) are not a printer's pulse gap (pen edge noise; a lost start of the signal).
 _MIN_PULSE_GAP_MM, _MAX_PULSE_GAP_MM = 0.5, 6.0
+_PAGE_WIDTH_SCALE_WARNING = "no grid found: scale assumed from the page width (280 mm)"
+#: Without a grid, rows within this fraction of 250 mm (assumed scale) set the scale ...
+_ROW_LENGTH_SCALE_TOLERANCE = 0.1
+#: ... and off from it by more than this fraction (rows cut short explain less).
+_ROW_LENGTH_SCALE_MIN_MISFIT = 0.03
 #: Largest time-origin shift (mm) taken from row ends without a measured pulse gap.
 _MAX_ROW_END_SHIFT_MM = 3.0
 #: Half-width (mm) of the strip blanked around internal panel boundaries (lead markers).
@@ -283,7 +288,7 @@ def digitize_raster_page(
         else:
             # No grid (pure black/white print): assume a landscape page ~280 mm wide.
             ppm_x = ppm_y = w / _ASSUMED_PAGE_WIDTH_MM
-            warnings.append("no grid found: scale assumed from the page width (280 mm)")
+            warnings.append(_PAGE_WIDTH_SCALE_WARNING)
     thresholds = threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
                                       ppm_y if has_grid else np.nan)
     tried: list[tuple[np.ndarray, list[TraceRow]]] = []
@@ -383,6 +388,15 @@ def digitize_raster_page(
         spans = _late_starts_to_common_origin(spans, ppm_x)
     if not rows:
         raise DigitizationError(f"page {page_index + 1}: only straight lines found, no traces")
+    # Most rows' signal starts a printer-specific gap after the pulse's fall.
+    gap = float(np.median(signal_gaps)) if 2 * len(signal_gaps) > len(falls) else 0.0
+    if not has_grid and not dpi:
+        scale = _scale_from_row_length(spans, from_fall, gap, ppm_x)
+        if scale is not None:
+            ppm_x = ppm_y = scale
+            warnings[warnings.index(_PAGE_WIDTH_SCALE_WARNING)] = (
+                "no grid found: scale taken from the length of the trace rows (250 mm)"
+            )
     if speed_source == "default":
         pulse_speed = _speed_from_pulses([p for p in start_pulses if p is not None], ppm_x)
         if pulse_speed is not None:
@@ -390,8 +404,6 @@ def digitize_raster_page(
     # The pen's horizontal width is best seen on the pulse's vertical edges.
     edges = [p.edge_px for p in start_pulses if p is not None]
     pen_px = float(np.median(edges)) if edges else None
-    # Most rows' signal starts a printer-specific gap after the pulse's fall.
-    gap = float(np.median(signal_gaps)) if 2 * len(signal_gaps) > len(falls) else 0.0
     shifted = _origins_from_row_ends(spans, paths, ppm_x * speed, ppm_x,
                                      expected_s=_STANDARD_TRACE_MM / speed, pen_px=pen_px,
                                      max_shift_px=max(_MAX_ROW_END_SHIFT_MM * ppm_x,
@@ -600,6 +612,28 @@ def _speed_from_pulses(pulses: list[CalibrationPulse], ppm_x: float) -> float | 
         if 0.75 * nominal <= width_mm <= 1.3 * nominal:
             return speed
     return None
+
+
+def _scale_from_row_length(
+    spans: list[tuple[float, float]], from_fall: set[int], gap: float, ppm: float
+) -> float | None:
+    """Horizontal scale (px/mm) from full trace rows, for a page without a grid.
+
+    A full row of a standard printout is 250 mm long (10 s at 25 mm/s, 5 s at
+    50 mm/s). When the typical row, measured with the assumed scale `ppm`, is off
+    from that by more than row ends cut short explain but less than
+    :data:`_ROW_LENGTH_SCALE_TOLERANCE`, it is the better ruler: the page size
+    behind the assumed scale was wrong (A4 rather than letter, a scan's margins).
+    """
+    lengths = [e - (o + gap if i in from_fall else o) for i, (o, e) in enumerate(spans)]
+    if not lengths:
+        return None
+    row_length = _typical_row_length(lengths)
+    misfit = abs(row_length / ppm / _STANDARD_TRACE_MM - 1.0)
+    if not _ROW_LENGTH_SCALE_MIN_MISFIT < misfit <= _ROW_LENGTH_SCALE_TOLERANCE:
+        # Close to the assumed scale: rows cut short (faint ends) would only distort it.
+        return None
+    return float(row_length / _STANDARD_TRACE_MM)
 
 
 def _median_coverage(rows: list[TraceRow]) -> float:
