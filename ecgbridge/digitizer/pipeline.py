@@ -301,9 +301,9 @@ def digitize_raster_page(
             break
     else:
         # None was convincing (noisy traces have few flat pieces): keep the mask whose
-        # rows are covered best, or the first choice (its failure is reported below).
+        # rows show the most trace, or the first choice (its failure is reported below).
         usable = [t for t in tried if t[1] and len(t[1]) <= _MAX_PLAUSIBLE_ROWS]
-        mask, rows = max(usable, key=lambda t: _median_coverage(t[1])) if usable else tried[0]
+        mask, rows = max(usable, key=lambda t: _median_trace_seen(t[1])) if usable else tried[0]
     if debug is not None:
         debug["2_grid_removed"] = (255 - 255 * mask).astype(np.uint8)
     if not rows:
@@ -639,6 +639,11 @@ def _scale_from_row_length(
 def _median_coverage(rows: list[TraceRow]) -> float:
     """Median fraction of their columns in which the rows' trace was seen."""
     return float(np.median([r.coverage for r in rows])) if rows else 0.0
+
+
+def _median_trace_seen(rows: list[TraceRow]) -> float:
+    """Median number of columns in which the rows' trace was seen."""
+    return float(np.median([r.coverage * (r.x_end - r.x_start) for r in rows]))
 
 
 def _typical_row_length(lengths: list[float]) -> float:
