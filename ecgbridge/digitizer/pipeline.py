@@ -291,11 +291,11 @@ def digitize_raster_page(
             warnings.append(_PAGE_WIDTH_SCALE_WARNING)
     thresholds = threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
                                       ppm_y if has_grid else np.nan)
-    tried: list[tuple[np.ndarray, list[TraceRow]]] = []
+    tried: list[tuple[float, list[TraceRow]]] = []
     for threshold in thresholds:
         mask = trace_mask(dark_ink, threshold, ppm_x)
         rows = find_rows(mask, ppm_x, ppm_y)
-        tried.append((mask, rows))
+        tried.append((threshold, rows))
         plausible = bool(rows) and len(rows) <= _MAX_PLAUSIBLE_ROWS
         if plausible and _median_coverage(rows) >= _MIN_ROW_COVERAGE:
             break
@@ -303,7 +303,10 @@ def digitize_raster_page(
         # None was convincing (noisy traces have few flat pieces): keep the mask whose
         # rows show the most trace, or the first choice (its failure is reported below).
         usable = [t for t in tried if t[1] and len(t[1]) <= _MAX_PLAUSIBLE_ROWS]
-        mask, rows = max(usable, key=lambda t: _median_trace_seen(t[1])) if usable else tried[0]
+        threshold, rows = max(usable, key=lambda t: _median_trace_seen(t[1])) if usable \
+            else tried[0]
+        if threshold != tried[-1][0]:
+            mask = trace_mask(dark_ink, threshold, ppm_x)
     if debug is not None:
         debug["2_grid_removed"] = (255 - 255 * mask).astype(np.uint8)
     if not rows:
