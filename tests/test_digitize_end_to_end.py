@@ -44,6 +44,12 @@ CASES: dict[str, Case] = {
     ),
     "6x2_150dpi": Case("E07506", (("layout", "6x2"), ("dpi", 150)), 10.0, "6x2"),
     "12x1_200dpi": Case("00001_lr", (("layout", "12x1"), ("dpi", 200)), 8.0, "12x1"),
+    # Jittery traces: few flat pieces, so no ink threshold looks convincing at first.
+    "6x2_noisy_traces": Case("JS20005", (("layout", "6x2"), ("dpi", 200)), 6.0, "6x2"),
+    # The printer leaves 4 mm between the calibration pulse and the signal.
+    "6x2_pulse_gap_4mm": Case(
+        "E07506", (("layout", "6x2"), ("dpi", 150), ("pulse_gap_mm", 4.0)), 10.0, "6x2"
+    ),
     "3x4+II_rotated5": Case(
         "HR06004", (("layout", "3x4+II"), ("dpi", 150), ("rotation_deg", 5.0)), 8.0
     ),

@@ -198,6 +198,19 @@ def test_gridless_page_uses_the_known_rendering_dpi(record: np.ndarray) -> None:
     assert sum(v > 0.8 for v in r) >= 10
 
 
+def test_gridless_page_wider_than_letter_takes_its_scale_from_the_rows(record: np.ndarray) -> None:
+    page = render_page(record, FS, layout="3x4+II", dpi=200, grid_color="none", seed=7)
+    h, w = page.image.shape[:2]
+    wide = np.full((h, int(w * 1.07), 3), 255, dtype=np.uint8)  # a wider sheet (margin)
+    wide[:, :w] = page.image
+    ecg = _digitize(wide)
+    assert ecg.calibration.px_per_mm_x == pytest.approx(200 / 25.4, rel=0.01)
+    assert any("length of the trace rows" in w for w in ecg.calibration.warnings)
+    # With the page width's scale (7 % off) no lead correlates above 0.8.
+    r = [_pearson(page.truth_signals[i], ecg.signals[i]) for i in range(12)]
+    assert sum(v > 0.8 for v in r) >= 8
+
+
 def test_paper_speed_is_read_from_the_pulse_width(record: np.ndarray) -> None:
     page = render_page(record, FS, layout="3x4+II", dpi=200, paper_speed=50.0, seed=9)
     ecg = _digitize(page.image)

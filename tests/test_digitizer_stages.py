@@ -423,3 +423,21 @@ def test_grid_pitch_of_a_blurred_noisy_100_dpi_scan(rendered_page, record: str) 
     gx, gy = measure_grid(rectified)
     assert gx.px_per_mm == pytest.approx(page.px_per_mm, rel=0.01)
     assert gy.px_per_mm == pytest.approx(page.px_per_mm, rel=0.01)
+
+
+def test_wandering_rows_between_flat_rows_are_found() -> None:
+    """Flat rows pile up one baseline peak each; swinging traces between them still count."""
+    ppm, pitch = 8.0, 120
+    mask = np.zeros((1100, 2100), np.uint8)
+    x = np.arange(100, 2060)
+    bases = [100 + pitch * i for i in range(8)]
+    for i, base in enumerate(bases):
+        y = np.full(x.shape, float(base))
+        if i in (3, 6):
+            y += 45 * np.sin(2 * np.pi * x / 90.0) + 25 * np.sin(2 * np.pi * x / 1500.0)
+        pts = np.column_stack([x, y]).round().astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(mask, [pts], False, 1, 2)
+    rows = find_rows(mask, ppm, ppm)
+    assert len(rows) == len(bases)
+    for row, base in zip(rows, bases, strict=True):
+        assert abs(row.baseline - base) < 0.3 * pitch

@@ -132,6 +132,18 @@ def test_one_look_alike_misread_is_tolerated_per_three_agreeing_labels() -> None
     assert complete_standard_layout(two_misreads, SPANS, _no_panels(), ROW_LENGTH, PPM) is None
 
 
+def test_twelve_rows_are_not_completed_as_6x2_with_six_rhythm_strips() -> None:
+    # Limb-lead labels read at the start of the first six of twelve full rows fit the
+    # first column of a 6x2 page as well as a 12x1 page; six strips under a 6x2 grid
+    # do not exist, so the page is 12x1.
+    spans = [(100.0, 100.0 + ROW_LENGTH)] * 12
+    ev = [LabelEvidence(i, 105.0, lead, 0.8)
+          for i, lead in enumerate(("I", "II", "III", "aVR", "aVL", "aVF"))]
+    done = complete_standard_layout(ev, spans, [[] for _ in spans], ROW_LENGTH, PPM)
+    assert done is not None and done.arrangement == "12x1"
+    assert [r[0].lead for r in done.rows] == list(STANDARD_3X4)
+
+
 def test_a_single_read_label_is_not_enough() -> None:
     assert complete_standard_layout(_evidence((1, 2, "V2")), SPANS, _no_panels(), ROW_LENGTH,
                                     PPM) is None

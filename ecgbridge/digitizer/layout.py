@@ -227,6 +227,8 @@ _BAR_LEADS = frozenset({"I", "II", "III"})
 MIN_AGREEING_LABELS = 2
 #: Read labels that must agree per tolerated look-alike misread.
 _AGREEING_PER_MISREAD = 3
+#: Most rhythm strips printed under the grid of a standard layout (3x4+3).
+MAX_RHYTHM_STRIPS = 3
 #: Rows of the grid must be at least this fraction of the page's typical row length.
 _MIN_GRID_ROW_FRACTION = 0.5
 
@@ -352,7 +354,8 @@ def complete_standard_layout(
     """Name unread panels from the one standard arrangement the read labels agree with.
 
     Every arrangement of :data:`STANDARD_ARRANGEMENTS` is placed on every run of
-    consecutive full-length trace rows. It is accepted when at least
+    consecutive full-length trace rows with at most :data:`MAX_RHYTHM_STRIPS` full
+    rows below it. It is accepted when at least
     :data:`MIN_AGREEING_LABELS` read labels sit where it puts them, no read label
     contradicts it (a lone "I" stroke contradicting it is taken for a grid remnant,
     and so are "II"/"III" bars when two name-shaped labels such as aVR or V2 agree;
@@ -385,6 +388,8 @@ def complete_standard_layout(
         for first in range(len(spans) - len(table) + 1):
             if not all(full[first: first + len(table)]):
                 continue
+            if sum(full[first + len(table):]) > MAX_RHYTHM_STRIPS:
+                continue  # more full rows below than any layout has rhythm strips
             judged = _judge_arrangement(table, first, evidence, origins, row_length,
                                         px_per_mm_x)
             if judged is None:

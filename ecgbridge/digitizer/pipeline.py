@@ -95,6 +95,16 @@ _LAST_SAMPLE_S = 0.002
 _REREAD_MIN_SCORE = 0.7
 #: A row starting this many mm after the others (no pulses) is moved to their origin.
 _LATE_START_MM = 4.0
+#: Blank gaps between a calibration pulse and the signal shorter or longer than these
+#: (mm) are not a printer's pulse gap (pen edge noise; a lost start of the signal).
+_MIN_PULSE_GAP_MM, _MAX_PULSE_GAP_MM = 0.5, 6.0
+_PAGE_WIDTH_SCALE_WARNING = "no grid found: scale assumed from the page width (280 mm)"
+#: Without a grid, rows within this fraction of 250 mm (assumed scale) set the scale ...
+_ROW_LENGTH_SCALE_TOLERANCE = 0.1
+#: ... and off from it by more than this fraction (rows cut short explain less).
+_ROW_LENGTH_SCALE_MIN_MISFIT = 0.03
+#: Largest time-origin shift (mm) taken from row ends without a measured pulse gap.
+_MAX_ROW_END_SHIFT_MM = 3.0
 #: Half-width (mm) of the strip blanked around internal panel boundaries (lead markers).
 _BOUNDARY_BLANK_MM = 0.6
 
@@ -292,7 +302,7 @@ def digitize_raster_page(
         else:
             # No grid (pure black/white print): assume a landscape page ~280 mm wide.
             ppm_x = ppm_y = w / _ASSUMED_PAGE_WIDTH_MM
-            warnings.append("no grid found: scale assumed from the page width (280 mm)")
+            warnings.append(_PAGE_WIDTH_SCALE_WARNING)
     mask, rows = _trace_mask_and_rows(dark_ink, ppm_x, ppm_y, has_grid)
     if debug is not None:
         debug["2_grid_removed"] = (255 - 255 * mask).astype(np.uint8)
@@ -317,6 +327,7 @@ def digitize_raster_page(
     erased = mask.copy()
     thin_erased = mask.copy()
     start_pulses: list[CalibrationPulse | None] = []
+    signal_gaps: list[float] = []
     kept_rows: list[TraceRow] = []
     page_x_end = max(r.x_end for r in rows)
     cores: dict[int, np.ndarray] = {}
@@ -347,6 +358,10 @@ def digitize_raster_page(
         paths.append(path)
         pulses.append(pulse)
         start_pulses.append(pulse if pulse is not None and pulse is not end_pulse else None)
+        if start_pulses[-1] is not None:
+            row_gap = _gap_after_pulse(pulse_path, start_pulses[-1], ppm_x)
+            if row_gap is not None:
+                signal_gaps.append(row_gap)
         spans.append((x_origin, x_end))
         _erase_path(erased, path, pad=max(1, int(round(0.15 * ppm_y))))
         _erase_thin(thin_erased, path)
@@ -357,6 +372,8 @@ def digitize_raster_page(
 
     rows = kept_rows
     falls = [p.x_fall for p in start_pulses if p is not None]
+    # Rows whose time origin is a pulse's fall (their signal may start after a gap).
+    from_fall = {i for i, p in enumerate(start_pulses) if p is not None}
     if falls:
         common = float(np.median(falls))
         rise = float(np.median([p.x_rise for p in start_pulses if p is not None]))
@@ -365,6 +382,7 @@ def digitize_raster_page(
             # A row starting at the others' pulse (undetected here) or after it.
             if p is None and (x_origin > common - 5.0 * ppm_x or abs(x_origin - rise) < 3 * ppm_x):
                 spans[i] = (common, x_end)
+                from_fall.add(i)
             elif p is not None and abs(p.x_fall - common) <= 1.0 * ppm_x:
                 # Rows of one page share their time origin: average out edge noise.
                 spans[i] = (common, x_end)
@@ -373,6 +391,15 @@ def digitize_raster_page(
         spans = _first_ink_to_first_sample(spans, ppm_x)
     if not rows:
         raise DigitizationError(f"page {page_index + 1}: only straight lines found, no traces")
+    # Most rows' signal starts a printer-specific gap after the pulse's fall.
+    gap = float(np.median(signal_gaps)) if 2 * len(signal_gaps) > len(falls) else 0.0
+    if not has_grid and not dpi:
+        scale = _scale_from_row_length(spans, from_fall, gap, ppm_x)
+        if scale is not None:
+            ppm_x = ppm_y = scale
+            warnings[warnings.index(_PAGE_WIDTH_SCALE_WARNING)] = (
+                "no grid found: scale taken from the length of the trace rows (250 mm)"
+            )
     if speed_source == "default":
         pulse_speed = _speed_from_pulses([p for p in start_pulses if p is not None], ppm_x)
         if pulse_speed is not None:
@@ -380,8 +407,15 @@ def digitize_raster_page(
     # The pen's horizontal width is best seen on the pulse's vertical edges.
     edges = [p.edge_px for p in start_pulses if p is not None]
     pen_px = float(np.median(edges)) if edges else None
-    spans = _origins_from_row_ends(spans, paths, ppm_x * speed, ppm_x,
-                                   expected_s=_STANDARD_TRACE_MM / speed, pen_px=pen_px)
+    shifted = _origins_from_row_ends(spans, paths, ppm_x * speed, ppm_x,
+                                     expected_s=_STANDARD_TRACE_MM / speed, pen_px=pen_px,
+                                     max_shift_px=max(_MAX_ROW_END_SHIFT_MM * ppm_x,
+                                                      gap + 1.0 * ppm_x))
+    if shifted is None:
+        # Rows not full length (or a gap too small to tell from the row ends).
+        shifted = [(o + gap, e) if i in from_fall else (o, e)
+                   for i, (o, e) in enumerate(spans)]
+    spans = shifted
 
     # Gain.
     pulse_gains = [p.mm_per_mv for p in pulses if p is not None]
@@ -512,58 +546,72 @@ def _trace_mask_and_rows(dark_ink: np.ndarray, ppm_x: float, ppm_y: float, has_g
     When the ink above the first candidate threshold is mostly grid lines (a grid as
     dark as the traces), the grid lines are removed from the darkness map first; if
     that map gives no convincing rows, the thresholds are tried on the original map,
-    passing over those whose mask is mostly grid. When none is convincing, the first
-    choice is kept (its failure is reported by the caller).
+    passing over those whose mask is mostly grid. When none is convincing (noisy
+    traces have few flat pieces), the threshold whose rows show the most trace is
+    kept, or the first choice (its failure is reported by the caller).
     """
     lines = grid_line_map(dark_ink, ppm_x, ppm_y) if has_grid else None
     thresholds = threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
                                       ppm_y if has_grid else np.nan)
     if lines is not None and is_grid_mask(dark_ink, lines, thresholds[0]):
         cleaned = without_dark_grid(dark_ink, ppm_x, ppm_y)
-        found = _first_convincing(cleaned, None, ppm_x, ppm_y, has_grid)
+        found, tried = _first_convincing(cleaned, None, ppm_x, ppm_y, has_grid)
         if found is None:
-            found = _first_convincing(dark_ink, lines, ppm_x, ppm_y, has_grid)
+            found, _ = _first_convincing(dark_ink, lines, ppm_x, ppm_y, has_grid)
         if found is not None:
             return found
         dark_ink = cleaned
         thresholds = threshold_candidates(dark_ink, ppm_x, ppm_y)
     else:
-        found = _first_convincing(dark_ink, None, ppm_x, ppm_y, has_grid)
+        found, tried = _first_convincing(dark_ink, None, ppm_x, ppm_y, has_grid)
         if found is not None:
             return found
+    usable = [t for t in tried if t[1] and len(t[1]) <= _MAX_PLAUSIBLE_ROWS]
+    if usable:
+        threshold, rows = max(usable, key=lambda t: _median_trace_seen(t[1]))
+        return trace_mask(dark_ink, threshold, ppm_x), rows
     mask = trace_mask(dark_ink, thresholds[0], ppm_x)
     return mask, find_rows(mask, ppm_x, ppm_y)
 
 
 def _first_convincing(dark_ink: np.ndarray, lines: np.ndarray | None, ppm_x: float,
                       ppm_y: float, has_grid: bool
-                      ) -> tuple[np.ndarray, list[TraceRow]] | None:
-    """Mask and rows at the first candidate threshold giving plausible trace rows."""
+                      ) -> tuple[tuple[np.ndarray, list[TraceRow]] | None,
+                                 list[tuple[float, list[TraceRow]]]]:
+    """Mask and rows at the first candidate threshold giving plausible trace rows.
+
+    Also returns the rows of every threshold tried (those not passed over as grid).
+    """
+    tried: list[tuple[float, list[TraceRow]]] = []
     for threshold in threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
                                           ppm_y if has_grid else np.nan):
         if lines is not None and is_grid_mask(dark_ink, lines, threshold):
             continue
         mask = trace_mask(dark_ink, threshold, ppm_x)
         rows = find_rows(mask, ppm_x, ppm_y)
-        if rows and len(rows) <= _MAX_PLAUSIBLE_ROWS and float(
-            np.median([r.coverage for r in rows])
-        ) >= _MIN_ROW_COVERAGE:
-            return mask, rows
-    return None
+        tried.append((threshold, rows))
+        if rows and len(rows) <= _MAX_PLAUSIBLE_ROWS and _median_coverage(rows) \
+                >= _MIN_ROW_COVERAGE:
+            return (mask, rows), tried
+    return None, tried
 
 
 def _origins_from_row_ends(
     spans: list[tuple[float, float]], paths: list[TracePath], px_per_s: float, ppm: float,
     expected_s: float = STANDARD_DURATION_S, pen_px: float | None = None,
-) -> list[tuple[float, float]]:
+    max_shift_px: float | None = None,
+) -> list[tuple[float, float]] | None:
     """Correct the rows' time origin from where full 10 s rows end.
 
     Printers leave a device-specific gap (0 to a few mm) between the calibration
     pulse and the signal, but a full row (250 mm: 10 s at 25 mm/s, 5 s at 50 mm/s)
     ends exactly `expected_s` after its start. For every row whose extent is within
     2.5 % of that the implied origin is computed; the largest (from the longest row,
-    0.75-3 mm) is applied to every row, as rows can only be cut short.
+    0.75 mm to `max_shift_px`, default 3 mm) is applied to every row, as rows can only
+    be cut short. Returns None when no shift is found.
     """
+    if max_shift_px is None:
+        max_shift_px = _MAX_ROW_END_SHIFT_MM * ppm
     deltas = []
     for (x_origin, x_end), path in zip(spans, paths, strict=True):
         pen = pen_px if pen_px is not None else path.line_width
@@ -572,16 +620,43 @@ def _origins_from_row_ends(
         if abs(total - expected_s) <= _ROW_END_SNAP_S * expected_s / STANDARD_DURATION_S:
             deltas.append(x_last - (expected_s - _LAST_SAMPLE_S) * px_per_s - x_origin)
     if len(deltas) < 2:
-        return spans
+        return None
     arr = np.sort(np.asarray(deltas))[::-1]
     # Rows are only ever cut short (page edges, faded ink, a last wave lost in the
     # next panel's marker), never longer: the longest full row is the one to trust;
     # rows agreeing with it (within 0.5 mm) refine the estimate.
     agree = np.abs(arr - arr[0]) <= 0.5 * ppm
     shift = float(np.median(arr[agree]))
-    if not 0.75 * ppm < abs(shift) <= 3.0 * ppm:
-        return spans
+    if not 0.75 * ppm < abs(shift) <= max_shift_px:
+        return None
     return [(o + shift, e) for o, e in spans]
+
+
+def _gap_after_pulse(path: TracePath, pulse: CalibrationPulse, ppm_x: float) -> float | None:
+    """Distance (px) from a pulse's fall to the row's first signal sample, if there is a gap.
+
+    Printers leave a device-specific blank gap (0 to a few mm) between the calibration
+    pulse and the signal; the signal's time origin is where its ink starts again (the
+    centre of the pen's first column). Returns None when the trace runs on from the
+    pulse or when the gap is implausibly short or long.
+    """
+    pen = max(pulse.edge_px, 1.0)
+    c = int(np.ceil(pulse.x_fall + 0.5 * pen)) - path.x0
+    n = path.y.size
+    if not 0 <= c < n:
+        return None
+    empty = ~np.isfinite(path.y[c:])
+    if not empty[: int(np.ceil(pen)) + 1].any():
+        return None  # the trace continues from the pulse's foot
+    first_empty = int(np.argmax(empty))
+    inked = np.nonzero(~empty[first_empty:])[0]
+    if inked.size == 0:
+        return None
+    start = path.x0 + c + first_empty + int(inked[0]) + 0.5 * (pen - 1.0)
+    gap = start - pulse.x_fall
+    if not _MIN_PULSE_GAP_MM * ppm_x <= gap <= _MAX_PULSE_GAP_MM * ppm_x:
+        return None
+    return float(gap)
 
 
 def _speed_from_pulses(pulses: list[CalibrationPulse], ppm_x: float) -> float | None:
@@ -597,6 +672,38 @@ def _speed_from_pulses(pulses: list[CalibrationPulse], ppm_x: float) -> float | 
         if 0.75 * nominal <= width_mm <= 1.3 * nominal:
             return speed
     return None
+
+
+def _scale_from_row_length(
+    spans: list[tuple[float, float]], from_fall: set[int], gap: float, ppm: float
+) -> float | None:
+    """Horizontal scale (px/mm) from full trace rows, for a page without a grid.
+
+    A full row of a standard printout is 250 mm long (10 s at 25 mm/s, 5 s at
+    50 mm/s). When the typical row, measured with the assumed scale `ppm`, is off
+    from that by more than row ends cut short explain but less than
+    :data:`_ROW_LENGTH_SCALE_TOLERANCE`, it is the better ruler: the page size
+    behind the assumed scale was wrong (A4 rather than letter, a scan's margins).
+    """
+    lengths = [e - (o + gap if i in from_fall else o) for i, (o, e) in enumerate(spans)]
+    if not lengths:
+        return None
+    row_length = _typical_row_length(lengths)
+    misfit = abs(row_length / ppm / _STANDARD_TRACE_MM - 1.0)
+    if not _ROW_LENGTH_SCALE_MIN_MISFIT < misfit <= _ROW_LENGTH_SCALE_TOLERANCE:
+        # Close to the assumed scale: rows cut short (faint ends) would only distort it.
+        return None
+    return float(row_length / _STANDARD_TRACE_MM)
+
+
+def _median_coverage(rows: list[TraceRow]) -> float:
+    """Median fraction of their columns in which the rows' trace was seen."""
+    return float(np.median([r.coverage for r in rows])) if rows else 0.0
+
+
+def _median_trace_seen(rows: list[TraceRow]) -> float:
+    """Median number of columns in which the rows' trace was seen."""
+    return float(np.median([r.coverage * (r.x_end - r.x_start) for r in rows]))
 
 
 def _typical_row_length(lengths: list[float]) -> float:

@@ -18,6 +18,16 @@ MIN_TRACE_COMPONENT_MM = 6.0
 MIN_ROW_SPACING_MM = 7.0
 #: A row must cover at least this many mm horizontally.
 MIN_ROW_LENGTH_MM = 25.0
+#: Rows needed to measure the row pitch before a row missing from it is looked for.
+_MIN_PEAKS_FOR_PITCH = 4
+#: A peak within this fraction of a pitch of a lattice position sits on the lattice ...
+_LATTICE_TOLERANCE = 0.15
+#: ... and at least this fraction of the peaks must, for the lattice to be trusted.
+_MIN_ON_LATTICE_FRACTION = 0.75
+#: A missing row is looked for within this fraction of a pitch of its position ...
+_MISSING_ROW_SEARCH = 0.3
+#: ... at a level at least this fraction of the highest baseline peak.
+_MIN_MISSING_ROW_PEAK = 0.02
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,7 @@ def find_rows(mask: np.ndarray, px_per_mm_x: float, px_per_mm_y: float) -> list[
             break
         if all(abs(int(y) - p) >= spacing for p in peaks):
             peaks.append(int(y))
-    peaks.sort()
+    peaks = _fill_pitch_gaps(sorted(peaks), smooth)
     rows: list[TraceRow] = []
     for i, p in enumerate(peaks):
         top = 0 if i == 0 else (peaks[i - 1] + p) // 2
@@ -149,6 +159,52 @@ def find_rows(mask: np.ndarray, px_per_mm_x: float, px_per_mm_y: float) -> list[
         rows.append(TraceRow(float(base), int(top), int(bottom), x_start, x_end, float(coverage),
                              t_top, t_bot))
     return rows
+
+
+def _fill_pitch_gaps(peaks: list[int], smooth: np.ndarray) -> list[int]:
+    """Complete the evenly spaced rows of a page where baseline peaks were lost.
+
+    Rows of a printout are evenly spaced. A trace that wanders or swings far from
+    its resting level gives only a weak or misplaced baseline peak, lost next to
+    flat or steady rows. When most peaks sit on one lattice of row positions, every
+    lattice position between the first and last such peak without a peak gets the
+    strongest level near it (whether it holds a trace is checked like any row's);
+    peaks off the lattice are kept only when no lattice row is near them.
+    """
+    if len(peaks) < _MIN_PEAKS_FOR_PITCH:
+        return peaks
+    arr = np.asarray(peaks, dtype=np.float64)
+    pitch = float(np.median(np.diff(arr)))
+    if pitch <= 0:
+        return peaks
+    # Lattice index of every peak from the median spacing, then position and pitch
+    # refined by a line fit through the peaks on the lattice (twice).
+    k = np.round((arr - arr[0]) / pitch)
+    phase = float(arr[0])
+    on = np.ones(arr.size, dtype=bool)
+    for _ in range(2):
+        if on.sum() < 2 or np.unique(k[on]).size < 2:
+            return peaks
+        pitch, phase = (float(v) for v in np.polyfit(k[on], arr[on], 1))
+        on = np.abs(arr - phase - k * pitch) <= _LATTICE_TOLERANCE * pitch
+    if on.sum() < _MIN_ON_LATTICE_FRACTION * arr.size:
+        return peaks
+    level = float(smooth.max())
+    by_slot = {int(kk): int(p) for kk, p, ok in zip(k, peaks, on, strict=True) if ok}
+    out = list(by_slot.values())
+    for slot in range(min(by_slot), max(by_slot) + 1):
+        if slot in by_slot:
+            continue
+        centre = phase + slot * pitch
+        lo = max(0, int(round(centre - _MISSING_ROW_SEARCH * pitch)))
+        hi = min(smooth.size, int(round(centre + _MISSING_ROW_SEARCH * pitch)) + 1)
+        if hi <= lo or smooth[lo:hi].max() < _MIN_MISSING_ROW_PEAK * level:
+            continue
+        out.append(lo + int(np.argmax(smooth[lo:hi])))
+    for p, ok in zip(peaks, on, strict=True):
+        if not ok and all(abs(p - q) >= 0.5 * pitch for q in out):
+            out.append(p)
+    return sorted(out)
 
 
 def _longest_extent(cols: np.ndarray, gap: int) -> tuple[int, int]:
