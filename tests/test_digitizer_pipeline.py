@@ -252,6 +252,14 @@ def test_photo_with_shear_leaves_the_grid_axis_aligned(record: np.ndarray, seed:
     jac = (page_to_rectified[:2, :2] * p[2] - np.outer(p[:2], page_to_rectified[2, :2])) / p[2] ** 2
     assert cal.px_per_mm_x == pytest.approx(page.px_per_mm * np.hypot(*jac[:, 0]), rel=0.01)
     assert cal.px_per_mm_y == pytest.approx(page.px_per_mm * np.hypot(*jac[:, 1]), rel=0.01)
+    # Time runs linearly along x: millimetres of paper map evenly onto rectified pixels.
+    xs = np.linspace(0.08, 0.92, 30) * page.width
+    for fy in (0.25, 0.5, 0.75):
+        points = np.c_[xs, np.full_like(xs, fy * page.height), np.ones_like(xs)]
+        mapped = page_to_rectified @ points.T
+        x_rect = mapped[0] / mapped[2]
+        bend = x_rect - np.polyval(np.polyfit(xs, x_rect, 1), xs)
+        assert np.abs(bend).max() / cal.px_per_mm_x < 0.1, fy
     r = [_pearson(page.truth_signals[i], ecg.signals[i]) for i in range(12)]
     assert min(r) > 0.7 and float(np.median(r)) > 0.85, r
 

@@ -531,6 +531,11 @@ def _rectify_homography(any_ink: np.ndarray, warnings: list[str]
     if keystone is not None:
         # Photographed at an angle: make the grid lines parallel, then align them.
         framed = warp_image(any_ink, keystone, (w, h), fill=0.0)
+        # A strong keystone is measured on bent lines: measure what is left once.
+        residual = estimate_perspective(framed, angle)
+        if residual is not None:
+            keystone = residual @ keystone
+            framed = warp_image(any_ink, keystone, (w, h), fill=0.0)
         warnings.append("perspective corrected from the grid lines")
     else:
         framed, keystone = any_ink, np.eye(3)
