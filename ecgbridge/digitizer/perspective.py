@@ -183,7 +183,7 @@ def estimate_perspective(ink: np.ndarray, rotation_deg: float) -> np.ndarray | N
 #: Ink points sampled over the whole page for the line-family directions.
 _AXIS_POINTS = 20_000
 #: Widest shear (deg) between the two line families searched for.
-_MAX_SHEAR_DEG = 4.0
+_MAX_SHEAR_DEG = 6.0
 #: Shear below this (deg; ~1 px over 1000 px) is not corrected.
 _MIN_SHEAR_DEG = 0.06
 #: The vertical profile must be this much sharper at its own direction than at the
@@ -224,7 +224,7 @@ def estimate_axes(ink: np.ndarray, rotation_deg: float) -> tuple[float, float] |
     wts = ink[ys, xs].astype(np.float64)
     yc, xc = _dithered(ys, xs, h / 2.0, w / 2.0, rng)
     centre = -rotation_deg
-    angle_h = _direction(yc, xc, wts, centre, True, search_deg=1.0)
+    angle_h = _direction(yc, xc, wts, centre, True, search_deg=1.5)
     angle_v = _direction(yc, xc, wts, angle_h, False, search_deg=_MAX_SHEAR_DEG)
     if abs(angle_v - angle_h) < _MIN_SHEAR_DEG:
         return None

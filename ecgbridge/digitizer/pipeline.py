@@ -539,7 +539,7 @@ def _rectify_homography(any_ink: np.ndarray, warnings: list[str]
         warnings.append("perspective corrected from the grid lines")
     else:
         framed, keystone = any_ink, np.eye(3)
-    axes = estimate_axes(framed, angle)
+    axes = estimate_axes(framed, _rotation_after(keystone, angle, (w, h)))
     if axes is not None:
         warnings.append(f"shear of {axes[1] - axes[0]:+.2f} deg between grid lines corrected")
         angle = -axes[0]
@@ -550,6 +550,21 @@ def _rectify_homography(any_ink: np.ndarray, warnings: list[str]
         align = rotation_homography(any_ink.shape, angle)
     homography = align @ keystone
     return homography, angle, not np.allclose(homography, np.eye(3))
+
+
+def _rotation_after(homography: np.ndarray, angle_deg: float, size: tuple[int, int]) -> float:
+    """Rotation (counter-clockwise positive) of the page's horizontal lines after a warp.
+
+    A keystone correction also turns the lines near the page centre by up to a couple
+    of degrees; this is where the line directions are searched for afterwards.
+    """
+    w, h = size
+    centre = np.array([w / 2.0, h / 2.0, 1.0])
+    t = np.radians(-angle_deg)
+    ahead = centre + 50.0 * np.array([np.cos(t), np.sin(t), 0.0])
+    p, q = homography @ centre, homography @ ahead
+    d = q[:2] / q[2] - p[:2] / p[2]
+    return -float(np.degrees(np.arctan2(d[1], d[0])))
 
 
 def _origins_from_row_ends(
