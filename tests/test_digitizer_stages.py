@@ -297,3 +297,19 @@ def test_misread_rhythm_strip_label_is_corrected_from_the_grid() -> None:
     fixed = relabel_rhythm_strips(cands)
     assert [c[2].rhythm_strip for c in fixed["II"]] == [False, True]
     assert [c[2].rhythm_strip for c in fixed["I"]] == [False]
+
+
+def test_einthoven_check_accepts_rows_of_different_lengths() -> None:
+    """12x1 rows may run past 10 s by different amounts; the check must not fail."""
+    from ecgbridge.digitizer.postprocess import check_einthoven
+    from ecgbridge.ecg import PanelInfo
+
+    t = np.arange(5200) / 500.0
+    lead_i, lead_iii = np.sin(2 * np.pi * t), 0.5 * np.cos(2 * np.pi * 1.3 * t)
+    signals = {"I": lead_i[:5000], "II": (lead_i + lead_iii)[:5124], "III": lead_iii[:5060]}
+    candidates = {
+        lead: [(sig, 1.0, PanelInfo(lead, 0, (0.0, 0.0, 1.0, 1.0), 0.0, 0.0, sig.size / 500.0))]
+        for lead, sig in signals.items()
+    }
+    out = check_einthoven(candidates)
+    assert {lead: out[lead][0][2].lead for lead in out} == {"I": "I", "II": "II", "III": "III"}

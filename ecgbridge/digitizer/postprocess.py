@@ -398,7 +398,9 @@ def check_einthoven(candidates: dict[str, list[Candidate]]) -> dict[str, list[Ca
     starts = {round(c[2].start_s, 2) for c in limb.values()}
     if len(starts) != 1:
         return candidates
-    sig = {k: v[0] for k, v in limb.items()}
+    # Rows of a 12x1 page may run a little past 10 s, by different amounts.
+    n = min(v[0].size for v in limb.values())
+    sig = {k: v[0][:n] for k, v in limb.items()}
     ok = np.isfinite(sig["I"]) & np.isfinite(sig["II"]) & np.isfinite(sig["III"])
     if ok.sum() < 200:
         return candidates
