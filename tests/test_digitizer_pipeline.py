@@ -240,6 +240,60 @@ def test_photo_perspective_is_corrected_from_the_grid(record: np.ndarray) -> Non
     assert estimate_perspective(rect_ink, estimate_rotation(rect_ink)) is None
 
 
+def _line_directions(homography: np.ndarray, x: float, y: float) -> tuple[float, float]:
+    """Directions (deg) of the images of a horizontal and a vertical line through (x, y)."""
+    p = homography @ np.array([x, y, 1.0])
+    jac = (homography[:2, :2] * p[2] - np.outer(p[:2], homography[2, :2])) / p[2] ** 2
+    return (float(np.degrees(np.arctan2(jac[1, 0], jac[0, 0]))),
+            float(np.degrees(np.arctan2(-jac[0, 1], jac[1, 1]))))
+
+
+@pytest.mark.parametrize(("dpi", "perspective", "seed"), [(150, 0.045, 3), (150, 0.045, 5),
+                                                        (100, 0.056, 15)])
+def test_photo_with_shear_leaves_the_grid_axis_aligned(
+    record: np.ndarray, dpi: int, perspective: float, seed: int
+) -> None:
+    """Rotated photos whose grid families are not perpendicular (1-2.5 deg of shear).
+
+    The last page's keystone correction also turns its lines by about 1.5 degrees.
+    """
+    page = render_page(record, FS, layout="3x4+II", dpi=dpi, rotation_deg=5.0,
+                       perspective=perspective, seed=seed)
+    ecg = _digitize(page.image)
+    cal = ecg.calibration
+    page_to_rectified = np.asarray(cal.transform).reshape(3, 3) @ page.page_to_image
+    for fx in (0.2, 0.5, 0.8):
+        for fy in (0.2, 0.5, 0.8):
+            ang_h, ang_v = _line_directions(page_to_rectified, fx * page.width, fy * page.height)
+            assert abs(ang_h) < 0.25 and abs(ang_v) < 0.25, (fx, fy, ang_h, ang_v)
+    # The scale is read from the rectified grid, separately along x and y.
+    p = page_to_rectified @ np.array([page.width / 2, page.height / 2, 1.0])
+    jac = (page_to_rectified[:2, :2] * p[2] - np.outer(p[:2], page_to_rectified[2, :2])) / p[2] ** 2
+    assert cal.px_per_mm_x == pytest.approx(page.px_per_mm * np.hypot(*jac[:, 0]), rel=0.01)
+    assert cal.px_per_mm_y == pytest.approx(page.px_per_mm * np.hypot(*jac[:, 1]), rel=0.01)
+    # Time runs linearly along x: millimetres of paper map evenly onto rectified pixels.
+    xs = np.linspace(0.08, 0.92, 30) * page.width
+    for fy in (0.25, 0.5, 0.75):
+        points = np.c_[xs, np.full_like(xs, fy * page.height), np.ones_like(xs)]
+        mapped = page_to_rectified @ points.T
+        x_rect = mapped[0] / mapped[2]
+        bend = x_rect - np.polyval(np.polyfit(xs, x_rect, 1), xs)
+        assert np.abs(bend).max() / cal.px_per_mm_x < 0.1, fy
+    r = [_pearson(page.truth_signals[i], ecg.signals[i]) for i in range(12)]
+    assert min(r) > 0.6 and float(np.median(r)) > 0.85, r
+
+
+@pytest.mark.parametrize("angle", [-6.2, 7.5])
+def test_rotation_of_a_dense_black_grid_at_100_dpi(record: np.ndarray, angle: float) -> None:
+    """Aliased 1-mm black lines scatter the gradient directions; projections still work."""
+    from ecgbridge.digitizer.deskew import estimate_rotation
+    from ecgbridge.digitizer.normalise import ink_maps
+
+    page = render_page(record, FS, layout="3x4+II", dpi=100, grid_color="black",
+                       rotation_deg=angle, seed=1)
+    assert estimate_rotation(ink_maps(page.image).any_ink) == pytest.approx(angle, abs=0.15)
+
+
 def test_square_on_pages_get_no_perspective_correction(record: np.ndarray) -> None:
     from ecgbridge.digitizer.deskew import estimate_rotation
     from ecgbridge.digitizer.normalise import ink_maps

@@ -300,6 +300,19 @@ def test_limb_leads_read_together_are_reconciled() -> None:
     assert out["V1"] is read["V1"]
 
 
+def test_limb_leads_out_of_step_are_left_as_read() -> None:
+    from ecgbridge.digitizer.postprocess import reconcile_limb_leads
+
+    t = np.linspace(0, 2.5, 1250)
+    lead_i = np.sin(2 * np.pi * 1.3 * t) ** 9
+    lead_ii = 0.8 * np.sin(2 * np.pi * 1.3 * t + 0.3) ** 9
+    # Lead I read from a row whose time is 20 ms off (a photographed page's row).
+    read = {"I": np.roll(lead_i, 10), "II": lead_ii, "III": lead_ii - lead_i}
+    out = reconcile_limb_leads(read)
+    for lead in read:
+        np.testing.assert_array_equal(out[lead], read[lead])
+
+
 def test_fewer_than_three_limb_leads_are_left_alone() -> None:
     from ecgbridge.digitizer.postprocess import reconcile_limb_leads
 
@@ -441,3 +454,19 @@ def test_wandering_rows_between_flat_rows_are_found() -> None:
     assert len(rows) == len(bases)
     for row, base in zip(rows, bases, strict=True):
         assert abs(row.baseline - base) < 0.3 * pitch
+
+
+def test_einthoven_check_accepts_rows_of_different_lengths() -> None:
+    """12x1 rows may run past 10 s by different amounts; the check must not fail."""
+    from ecgbridge.digitizer.postprocess import check_einthoven
+    from ecgbridge.ecg import PanelInfo
+
+    t = np.arange(5200) / 500.0
+    lead_i, lead_iii = np.sin(2 * np.pi * t), 0.5 * np.cos(2 * np.pi * 1.3 * t)
+    signals = {"I": lead_i[:5000], "II": (lead_i + lead_iii)[:5124], "III": lead_iii[:5060]}
+    candidates = {
+        lead: [(sig, 1.0, PanelInfo(lead, 0, (0.0, 0.0, 1.0, 1.0), 0.0, 0.0, sig.size / 500.0))]
+        for lead, sig in signals.items()
+    }
+    out = check_einthoven(candidates)
+    assert {lead: out[lead][0][2].lead for lead in out} == {"I": "I", "II": "II", "III": "III"}

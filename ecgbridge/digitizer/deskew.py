@@ -19,6 +19,9 @@ _ANALYSIS_SIZE_PX = 1400
 _BIN_DEG = 0.05
 #: Rotations smaller than this (about 1 px over a 200-dpi page) are not corrected.
 _NEGLIGIBLE_DEG = 0.05
+#: Without a gradient peak, the best projection angle must beat the median angle's
+#: profile sharpness by this factor.
+_MIN_PROJECTION_CONTRAST = 1.3
 
 
 def estimate_rotation(ink: np.ndarray) -> float:
@@ -65,7 +68,9 @@ def estimate_rotation(ink: np.ndarray) -> float:
     allowed = np.abs(centres) <= MAX_ROTATION_DEG
     idx = int(np.argmax(np.where(allowed, smooth, -1.0)))
     if smooth[idx] < 2.0 * np.median(smooth):
-        return 0.0
+        # No dominant gradient direction: dense grids aliased at low resolution scatter
+        # the gradients, yet their lines still give sharp projection profiles.
+        return -_projection_fallback(img)
     # Parabolic refinement.
     if 0 < idx < nbins - 1:
         a, b, c = smooth[idx - 1], smooth[idx], smooth[idx + 1]
@@ -79,6 +84,39 @@ def estimate_rotation(ink: np.ndarray) -> float:
         return 0.0
     # Image y grows downward: a positive gradient angle is a clockwise rotation on screen.
     return -angle
+
+
+def _sample_ink(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Centred coordinates and weights of (at most 100 000) ink pixels of `img`."""
+    thr = max(float(np.percentile(img, 92)), 0.05)
+    ys, xs = np.nonzero(img > thr)
+    if ys.size < 200:
+        return None
+    if ys.size > 100_000:
+        keep = np.random.default_rng(0).choice(ys.size, 100_000, replace=False)
+        ys, xs = ys[keep], xs[keep]
+    weights = img[ys, xs].astype(np.float64)
+    yc, xc = ys.astype(np.float64) - img.shape[0] / 2, xs.astype(np.float64) - img.shape[1] / 2
+    return yc, xc, weights
+
+
+def _projection_fallback(img: np.ndarray) -> float:
+    """Rotation (image-axis convention) from projection profiles alone, 0 if unclear.
+
+    The angle is accepted only when its profiles are clearly sharper than those at
+    most other angles (:data:`_MIN_PROJECTION_CONTRAST`).
+    """
+    sample = _sample_ink(img)
+    if sample is None:
+        return 0.0
+    yc, xc, weights = sample
+    step_pts = max(1, yc.size // 30_000)
+    coarse = np.arange(-MAX_ROTATION_DEG, MAX_ROTATION_DEG + 0.01, 0.5)
+    sharp = np.array([_profile_sharpness(yc[::step_pts], xc[::step_pts], weights[::step_pts],
+                                         a, bin_px=2.0) for a in coarse])
+    if sharp.max() < _MIN_PROJECTION_CONTRAST * np.median(sharp):
+        return 0.0
+    return _refine_by_projection(img, float(coarse[int(np.argmax(sharp))]))
 
 
 def _profile_sharpness(ys: np.ndarray, xs: np.ndarray, weights: np.ndarray, angle: float,
@@ -99,15 +137,10 @@ def _refine_by_projection(img: np.ndarray, angle: float) -> float:
     Gradient histograms are biased toward 0 deg by pixel staircases; the sharpness of
     the row/column ink profiles is not.
     """
-    thr = max(float(np.percentile(img, 92)), 0.05)
-    ys, xs = np.nonzero(img > thr)
-    if ys.size < 200:
+    sample = _sample_ink(img)
+    if sample is None:
         return angle
-    if ys.size > 100_000:
-        keep = np.random.default_rng(0).choice(ys.size, 100_000, replace=False)
-        ys, xs = ys[keep], xs[keep]
-    weights = img[ys, xs].astype(np.float64)
-    yc, xc = ys.astype(np.float64) - img.shape[0] / 2, xs.astype(np.float64) - img.shape[1] / 2
+    yc, xc, weights = sample
     # Compare the gradient estimate with a coarse projection search: the gradients of
     # thin stair-stepped lines are biased toward the axes by up to a couple of degrees.
     coarse = np.arange(-MAX_ROTATION_DEG, MAX_ROTATION_DEG + 0.01, 0.5)

@@ -28,6 +28,35 @@ def rotation_homography(shape: tuple[int, ...], angle_deg: float) -> np.ndarray:
     return np.vstack([affine, [0.0, 0.0, 1.0]])
 
 
+def axis_alignment_homography(
+    shape: tuple[int, ...], angle_h_deg: float, angle_v_deg: float
+) -> np.ndarray:
+    """Return the affine homography that makes two line families axis-aligned.
+
+    Horizontal lines running along ``(cos a_h, sin a_h)`` and vertical lines along
+    ``(-sin a_v, cos a_v)`` (image axes, y down) become horizontal and vertical; lengths
+    along each family are kept and the image centre stays in place. With
+    ``a_h == a_v`` this is :func:`rotation_homography` for a rotation of ``-a_h``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width, ...)`` of the image.
+    angle_h_deg, angle_v_deg : float
+        Directions of the two families in degrees (see
+        :func:`ecgbridge.digitizer.perspective.estimate_axes`).
+    """
+    h, w = shape[:2]
+    th, tv = np.radians(angle_h_deg), np.radians(angle_v_deg)
+    directions = np.array([[np.cos(th), -np.sin(tv)], [np.sin(th), np.cos(tv)]])
+    linear = np.linalg.inv(directions)
+    centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    hom = np.eye(3)
+    hom[:2, :2] = linear
+    hom[:2, 2] = centre - linear @ centre
+    return hom
+
+
 def warp_image(
     image: np.ndarray, homography: np.ndarray, size: tuple[int, int], fill: float = 255.0
 ) -> np.ndarray:

@@ -17,7 +17,11 @@ import numpy as np
 
 from ecgbridge.digitizer import postprocess
 from ecgbridge.digitizer.deskew import estimate_rotation
-from ecgbridge.digitizer.geometry import rotation_homography, warp_image
+from ecgbridge.digitizer.geometry import (
+    axis_alignment_homography,
+    rotation_homography,
+    warp_image,
+)
 from ecgbridge.digitizer.grid import measure_grid
 from ecgbridge.digitizer.inkmask import (
     grid_line_map,
@@ -39,7 +43,7 @@ from ecgbridge.digitizer.layout import (
 )
 from ecgbridge.digitizer.normalise import ink_maps, to_rgb
 from ecgbridge.digitizer.options import DigitizeOptions
-from ecgbridge.digitizer.perspective import estimate_perspective
+from ecgbridge.digitizer.perspective import estimate_axes, estimate_perspective
 from ecgbridge.digitizer.pulse import CalibrationPulse, find_pulse
 from ecgbridge.digitizer.rows import TraceRow, find_rows
 from ecgbridge.digitizer.trace import (
@@ -272,16 +276,7 @@ def digitize_raster_page(
     ink = ink_maps(rgb)
     if float(np.percentile(ink.any_ink[::4, ::4], 99.9)) < _BLANK_INK_LEVEL:
         raise NotAnEcgError(f"page {page_index + 1} is blank (no ink found)")
-    angle = estimate_rotation(ink.any_ink)
-    keystone = estimate_perspective(ink.any_ink, angle)
-    if keystone is not None:
-        # Photographed at an angle: make the grid lines parallel, then deskew.
-        angle = estimate_rotation(warp_image(ink.any_ink, keystone, (w, h), fill=0.0))
-        homography = rotation_homography(rgb.shape, angle) @ keystone
-        warnings.append("perspective corrected from the grid lines")
-    else:
-        homography = rotation_homography(rgb.shape, angle)
-    rectified = bool(angle) or keystone is not None
+    homography, angle, rectified = _rectify_homography(ink.any_ink, warnings)
     if rectified:
         any_ink = warp_image(ink.any_ink, homography, (w, h), fill=0.0)
         dark_ink = warp_image(ink.dark_ink, homography, (w, h), fill=0.0)
@@ -594,6 +589,70 @@ def _first_convincing(dark_ink: np.ndarray, lines: np.ndarray | None, ppm_x: flo
                 >= _MIN_ROW_COVERAGE:
             return (mask, rows), tried
     return None, tried
+
+
+def _rectify_homography(any_ink: np.ndarray, warnings: list[str]
+                        ) -> tuple[np.ndarray, float, bool]:
+    """Homography from the input page to the frame where the grid lines are axis-aligned.
+
+    Perspective (keystone) is removed first, then rotation; a photographed page may
+    also leave the two grid-line families non-perpendicular (shear), which an affine
+    alignment of each family with its axis removes.
+
+    Parameters
+    ----------
+    any_ink : numpy.ndarray
+        Darkness map of the input page (grid visible).
+    warnings : list of str
+        Receives a note when perspective or shear is corrected.
+
+    Returns
+    -------
+    tuple
+        ``(homography, rotation_deg, rectified)``: the 3x3 input->rectified matrix,
+        the page rotation (counter-clockwise positive) and whether the matrix differs
+        from the identity.
+    """
+    h, w = any_ink.shape
+    angle = estimate_rotation(any_ink)
+    keystone = estimate_perspective(any_ink, angle)
+    if keystone is not None:
+        # Photographed at an angle: make the grid lines parallel, then align them.
+        framed = warp_image(any_ink, keystone, (w, h), fill=0.0)
+        # A strong keystone is measured on bent lines: measure what is left once.
+        residual = estimate_perspective(framed, angle)
+        if residual is not None:
+            keystone = residual @ keystone
+            framed = warp_image(any_ink, keystone, (w, h), fill=0.0)
+        warnings.append("perspective corrected from the grid lines")
+    else:
+        framed, keystone = any_ink, np.eye(3)
+    axes = estimate_axes(framed, _rotation_after(keystone, angle, (w, h)))
+    if axes is not None:
+        warnings.append(f"shear of {axes[1] - axes[0]:+.2f} deg between grid lines corrected")
+        angle = -axes[0]
+        align = axis_alignment_homography(any_ink.shape, *axes)
+    else:
+        if framed is not any_ink:
+            angle = estimate_rotation(framed)
+        align = rotation_homography(any_ink.shape, angle)
+    homography = align @ keystone
+    return homography, angle, not np.allclose(homography, np.eye(3))
+
+
+def _rotation_after(homography: np.ndarray, angle_deg: float, size: tuple[int, int]) -> float:
+    """Rotation (counter-clockwise positive) of the page's horizontal lines after a warp.
+
+    A keystone correction also turns the lines near the page centre by up to a couple
+    of degrees; this is where the line directions are searched for afterwards.
+    """
+    w, h = size
+    centre = np.array([w / 2.0, h / 2.0, 1.0])
+    t = np.radians(-angle_deg)
+    ahead = centre + 50.0 * np.array([np.cos(t), np.sin(t), 0.0])
+    p, q = homography @ centre, homography @ ahead
+    d = q[:2] / q[2] - p[:2] / p[2]
+    return -float(np.degrees(np.arctan2(d[1], d[0])))
 
 
 def _origins_from_row_ends(

@@ -198,6 +198,9 @@ LIMB_BASIS: dict[str, tuple[float, float]] = {
 #: Samples whose limb leads disagree with Einthoven's and Goldberger's relations by more
 #: than this (mV, largest residual) are left as read: one of the leads is wrong there.
 MAX_RECONCILE_RESIDUAL_MV = 0.3
+#: Leads read at the same time whose RMS residual exceeds this fraction of their RMS
+#: are left as read.
+MAX_RECONCILE_RMS_RATIO = 0.3
 
 
 def reconcile_limb_leads(signals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -206,7 +209,9 @@ def reconcile_limb_leads(signals: dict[str, np.ndarray]) -> dict[str, np.ndarray
     The six limb leads span two dimensions. Wherever three or more of them were read
     at the same sample, their least-squares projection onto that plane averages out
     part of each lead's independent reading error (pen smear, pixel rounding). Samples
-    whose residual exceeds :data:`MAX_RECONCILE_RESIDUAL_MV` are left unchanged.
+    whose residual exceeds :data:`MAX_RECONCILE_RESIDUAL_MV` are left unchanged, and so
+    are leads whose RMS residual over their common samples exceeds
+    :data:`MAX_RECONCILE_RMS_RATIO` of any one lead's RMS (rows out of step in time).
 
     Parameters
     ----------
@@ -236,6 +241,12 @@ def reconcile_limb_leads(signals: dict[str, np.ndarray]) -> dict[str, np.ndarray
         proj = b @ np.linalg.pinv(b)
         v = values[np.ix_(rows, cols)]
         fitted = proj @ v
+        # Leads read from rows whose time or scale disagree (a photo's rows) fit
+        # poorly as a whole: mixing them would spread each lead's error to the others.
+        res_rms = np.sqrt(np.mean((fitted - v) ** 2, axis=1))
+        lead_rms = np.sqrt(np.mean((v - v.mean(axis=1, keepdims=True)) ** 2, axis=1))
+        if np.any(res_rms > MAX_RECONCILE_RMS_RATIO * lead_rms):
+            continue
         ok = np.abs(fitted - v).max(axis=0) <= MAX_RECONCILE_RESIDUAL_MV
         out[np.ix_(rows, cols[ok])] = fitted[:, ok]
     result = dict(signals)
@@ -452,7 +463,9 @@ def check_einthoven(candidates: dict[str, list[Candidate]]) -> dict[str, list[Ca
     starts = {round(c[2].start_s, 2) for c in limb.values()}
     if len(starts) != 1:
         return candidates
-    sig = {k: v[0] for k, v in limb.items()}
+    # Rows of a 12x1 page may run a little past 10 s, by different amounts.
+    n = min(v[0].size for v in limb.values())
+    sig = {k: v[0][:n] for k, v in limb.items()}
     ok = np.isfinite(sig["I"]) & np.isfinite(sig["II"]) & np.isfinite(sig["III"])
     if ok.sum() < 200:
         return candidates
