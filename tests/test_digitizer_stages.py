@@ -303,9 +303,10 @@ def test_limb_leads_read_together_are_reconciled() -> None:
 def test_limb_leads_out_of_step_are_left_as_read() -> None:
     from ecgbridge.digitizer.postprocess import reconcile_limb_leads
 
-    t = np.linspace(0, 2.5, 1250)
-    lead_i = np.sin(2 * np.pi * 1.3 * t) ** 9
-    lead_ii = 0.8 * np.sin(2 * np.pi * 1.3 * t + 0.3) ** 9
+    t = np.arange(1250) / 500.0
+    beats = sum(np.exp(-0.5 * ((t - b) / 0.012) ** 2) for b in (0.4, 1.2, 2.0))
+    lead_i = 0.6 * beats
+    lead_ii = 1.0 * beats
     # Lead I read from a row whose time is 20 ms off (a photographed page's row).
     read = {"I": np.roll(lead_i, 10), "II": lead_ii, "III": lead_ii - lead_i}
     out = reconcile_limb_leads(read)
