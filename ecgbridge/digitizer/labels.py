@@ -122,6 +122,18 @@ def _normalised(arr: np.ndarray, width: int) -> np.ndarray:
     return img / norm if norm > 0 else img
 
 
+#: Templates at comparison scale, by (template identity, width): the templates are
+#: built once per process, and so are these.
+_NORMALISED_TEMPLATES: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _normalised_template(tpl: np.ndarray, width: int) -> np.ndarray:
+    key = (id(tpl), width)
+    if key not in _NORMALISED_TEMPLATES:
+        _NORMALISED_TEMPLATES[key] = _normalised(tpl, width)
+    return _NORMALISED_TEMPLATES[key]
+
+
 def _padded_weight(valid: np.ndarray, width: int) -> np.ndarray:
     """Validity mask at comparison scale, with the blank margin counted as valid."""
     w = cv2.resize(valid.astype(np.float32), (width, _CMP_HEIGHT), interpolation=cv2.INTER_AREA)
@@ -129,11 +141,10 @@ def _padded_weight(valid: np.ndarray, width: int) -> np.ndarray:
     return w > 0.75
 
 
-def _masked_correlation(word: np.ndarray, tpl: np.ndarray, width: int,
-                        weight: np.ndarray) -> float:
-    """Normalised correlation of word and template over the valid pixels only."""
-    a = _normalised(word, width)[weight]
-    b = _normalised(tpl, width)[weight]
+def _correlation_of_normalised(word: np.ndarray, tpl: np.ndarray, weight: np.ndarray) -> float:
+    """Correlation of two :func:`_normalised` images over the valid pixels only."""
+    a = word[weight]
+    b = tpl[weight]
     a = a - a.mean()
     b = b - b.mean()
     d = float(np.linalg.norm(a) * np.linalg.norm(b))
@@ -175,10 +186,11 @@ def recognise_word(word: np.ndarray, valid: np.ndarray | None = None) -> tuple[s
         ratio = aspect / t_aspect
         if not 0.6 <= ratio <= 1.65:
             continue
+        tpl_norm = _normalised_template(tpl, width)
         if weight is None:
-            score = float((target * _normalised(tpl, width)).sum())
+            score = float((target * tpl_norm).sum())
         else:
-            score = _masked_correlation(word > 0, tpl, width, weight)
+            score = _correlation_of_normalised(target, tpl_norm, weight)
         score *= prior * min(ratio, 1.0 / ratio) ** 0.5
         if score > best.get(lead, -1.0):
             best[lead] = score
@@ -347,6 +359,8 @@ def read_label_at(
         if lead not in allowed:
             continue
         width = max(2, int(round(hgt * tpl.shape[1] / tpl.shape[0])))
+        cmp_w = max(4, int(round(_CMP_HEIGHT * width / hgt)))
+        tpl_norm = _normalised_template(tpl, cmp_w)
         for dy in (-2, -1, 0, 1, 2):
             for dx in (-2, -1, 0, 1, 2):
                 y0, x0 = y_top + dy, x_left + dx
@@ -354,11 +368,11 @@ def read_label_at(
                     continue
                 word = mask[y0: y0 + hgt, x0: x0 + width]
                 ok = valid[y0: y0 + hgt, x0: x0 + width]
-                cmp_w = max(4, int(round(_CMP_HEIGHT * width / hgt)))
                 weight = _padded_weight(ok, cmp_w)
                 if weight.mean() < 0.5:
                     continue
-                score = _masked_correlation(word > 0, tpl, cmp_w, weight)
+                score = _correlation_of_normalised(_normalised(word > 0, cmp_w), tpl_norm,
+                                                   weight)
                 if score > best_score and (lead not in _STROKE_LEADS or _bars_only(word)):
                     best_lead, best_score = lead, score
     return best_lead, best_score
