@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from ecgbridge.inputs.page import Page
 from ecgbridge.synth.render import render_page
 
 FS = 500.0
+DATA = Path(__file__).parent / "data"
 
 
 def synthetic_record(seed: int = 0, seconds: float = 10.0) -> np.ndarray:
@@ -347,3 +350,23 @@ def test_page_without_pulse_places_all_rows_at_one_time_origin(record: np.ndarra
     late = np.roll(ecg.signals, -4, axis=1)
     assert np.mean([_snr(truth[i], late[i]) for i in range(12)]) > 9.0
     assert np.mean([_snr(truth[i], ecg.signals[i]) for i in range(12)]) > 4.0
+
+
+def test_small_real_scan_is_not_resampled_for_a_sub_pixel_keystone() -> None:
+    """A 621 x 322 px scan: a keystone of 1.5 px at the corners is left alone."""
+    import ecgbridge
+
+    ecg = ecgbridge.digitize(DATA / "real" / "small_scan_green_grid.png")
+    assert ecg.calibration.layout == "3x4+II"
+    assert not any("perspective" in w for w in ecg.calibration.warnings)
+    shown = [np.isfinite(row).sum() >= 1000 for row in ecg.signals]
+    assert all(shown)
+
+
+def test_largest_corner_shift_between_two_homographies() -> None:
+    from ecgbridge.digitizer.pipeline import _largest_corner_shift
+
+    shift = np.array([[1.0, 0.0, 3.0], [0.0, 1.0, -1.0], [0.0, 0.0, 1.0]])
+    assert _largest_corner_shift(shift, np.eye(3), (600, 300)) == pytest.approx(3.0)
+    scale = np.diag([1.01, 1.0, 1.0])
+    assert _largest_corner_shift(scale, np.eye(3), (600, 300)) == pytest.approx(6.0)

@@ -69,6 +69,9 @@ MIN_PAGE_SIDE_PX = 150
 _BLANK_INK_LEVEL = 0.15
 #: A pulse foot further than this (mm) from the row's most frequent level is distrusted.
 _MAX_FOOT_TO_MODE_MM = 2.0
+#: Keystone and shear corrections moving no page corner further than this (pixels,
+#: beyond the page's rotation) are not applied.
+_MIN_GEOMETRY_CORRECTION_PX = 2.0
 #: How far before a row's first trace ink a calibration pulse is looked for (mm).
 _PULSE_LEAD_IN_MM = 16.0
 #: Without readable labels, rows must be at least this long (mm) to assume a standard layout.
@@ -615,6 +618,7 @@ def _rectify_homography(any_ink: np.ndarray, warnings: list[str]
     """
     h, w = any_ink.shape
     angle = estimate_rotation(any_ink)
+    notes: list[str] = []
     keystone = estimate_perspective(any_ink, angle)
     if keystone is not None:
         # Photographed at an angle: make the grid lines parallel, then align them.
@@ -624,12 +628,12 @@ def _rectify_homography(any_ink: np.ndarray, warnings: list[str]
         if residual is not None:
             keystone = residual @ keystone
             framed = warp_image(any_ink, keystone, (w, h), fill=0.0)
-        warnings.append("perspective corrected from the grid lines")
+        notes.append("perspective corrected from the grid lines")
     else:
         framed, keystone = any_ink, np.eye(3)
     axes = estimate_axes(framed, _rotation_after(keystone, angle, (w, h)))
     if axes is not None:
-        warnings.append(f"shear of {axes[1] - axes[0]:+.2f} deg between grid lines corrected")
+        notes.append(f"shear of {axes[1] - axes[0]:+.2f} deg between grid lines corrected")
         angle = -axes[0]
         align = axis_alignment_homography(any_ink.shape, *axes)
     else:
@@ -637,7 +641,21 @@ def _rectify_homography(any_ink: np.ndarray, warnings: list[str]
             angle = estimate_rotation(framed)
         align = rotation_homography(any_ink.shape, angle)
     homography = align @ keystone
+    rotation = rotation_homography(any_ink.shape, angle)
+    if _largest_corner_shift(homography, rotation, (w, h)) < _MIN_GEOMETRY_CORRECTION_PX:
+        # Keystone and shear corrections this small are not worth a resampling (on a
+        # small scan they cost more than they give): the page is only rotated.
+        homography, notes = rotation, []
+    warnings.extend(notes)
     return homography, angle, not np.allclose(homography, np.eye(3))
+
+
+def _largest_corner_shift(a: np.ndarray, b: np.ndarray, size: tuple[int, int]) -> float:
+    """Largest distance (pixels) between where two homographies put a page corner."""
+    w, h = size
+    corners = np.array([[0.0, w, 0.0, w], [0.0, 0.0, h, h], [1.0, 1.0, 1.0, 1.0]])
+    pa, pb = a @ corners, b @ corners
+    return float(np.abs(pa[:2] / pa[2] - pb[:2] / pb[2]).max())
 
 
 def _rotation_after(homography: np.ndarray, angle_deg: float, size: tuple[int, int]) -> float:
