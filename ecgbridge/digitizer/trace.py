@@ -54,28 +54,15 @@ class TracePath:
         return float(np.isfinite(self.y).mean()) if self.y.size else 0.0
 
 
-def column_runs(sub: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Vertical ink runs of every column of a binary image.
+def _column_run_lists(sub: np.ndarray) -> tuple[list[list[int]], list[list[int]], np.ndarray]:
+    """Vertical ink runs of every column of a binary image, as Python lists.
 
     Returns
     -------
-    list
-        For each column, ``(starts, ends)`` arrays of run rows (inclusive ends).
+    tuple
+        Per column, the list of run start rows and the list of run end rows (inclusive),
+        and every run's height as one array.
     """
-    h, w = sub.shape
-    padded = np.zeros((w, h + 2), dtype=np.int8)
-    padded[:, 1:-1] = sub.T > 0
-    d = np.diff(padded, axis=1)
-    sc, sr = np.nonzero(d == 1)
-    ec, er = np.nonzero(d == -1)
-    bounds = np.searchsorted(sc, np.arange(w + 1))
-    return [
-        (sr[bounds[c]: bounds[c + 1]], er[bounds[c]: bounds[c + 1]] - 1) for c in range(w)
-    ]
-
-
-def _column_run_lists(sub: np.ndarray) -> tuple[list[list[int]], list[list[int]], np.ndarray]:
-    """Like :func:`column_runs`, as Python lists, plus every run's height."""
     h, w = sub.shape
     padded = np.zeros((w, h + 2), dtype=np.int8)
     padded[:, 1:-1] = sub.T > 0
