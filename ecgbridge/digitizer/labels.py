@@ -122,16 +122,12 @@ def _normalised(arr: np.ndarray, width: int) -> np.ndarray:
     return img / norm if norm > 0 else img
 
 
-#: Templates at comparison scale, by (template identity, width): the templates are
-#: built once per process, and so are these.
-_NORMALISED_TEMPLATES: dict[tuple[int, int], np.ndarray] = {}
-
-
-def _normalised_template(tpl: np.ndarray, width: int) -> np.ndarray:
-    key = (id(tpl), width)
-    if key not in _NORMALISED_TEMPLATES:
-        _NORMALISED_TEMPLATES[key] = _normalised(tpl, width)
-    return _NORMALISED_TEMPLATES[key]
+@lru_cache(maxsize=4096)
+def _normalised_template(words: bool, index: int, width: int) -> np.ndarray:
+    """Template `index` of :func:`_word_templates` (or :func:`_templates`) at comparison
+    scale `width`: the same for every word compared at that width."""
+    tpl = _word_templates()[index][1] if words else _templates()[index][1]
+    return _normalised(tpl, width)
 
 
 def _padded_weight(valid: np.ndarray, width: int) -> np.ndarray:
@@ -181,12 +177,12 @@ def recognise_word(word: np.ndarray, valid: np.ndarray | None = None) -> tuple[s
             return "", 0.0, ""
     target = _normalised(word > 0, width)
     best: dict[str, float] = {}
-    for lead, tpl, prior in _word_templates():
+    for index, (lead, tpl, prior) in enumerate(_word_templates()):
         t_aspect = tpl.shape[1] / tpl.shape[0]
         ratio = aspect / t_aspect
         if not 0.6 <= ratio <= 1.65:
             continue
-        tpl_norm = _normalised_template(tpl, width)
+        tpl_norm = _normalised_template(True, index, width)
         if weight is None:
             score = float((target * tpl_norm).sum())
         else:
@@ -355,12 +351,12 @@ def read_label_at(
     if hgt < 4:
         return "", 0.0
     best_lead, best_score = "", 0.0
-    for lead, tpl in _templates():
+    for index, (lead, tpl) in enumerate(_templates()):
         if lead not in allowed:
             continue
         width = max(2, int(round(hgt * tpl.shape[1] / tpl.shape[0])))
         cmp_w = max(4, int(round(_CMP_HEIGHT * width / hgt)))
-        tpl_norm = _normalised_template(tpl, cmp_w)
+        tpl_norm = _normalised_template(False, index, cmp_w)
         for dy in (-2, -1, 0, 1, 2):
             for dx in (-2, -1, 0, 1, 2):
                 y0, x0 = y_top + dy, x_left + dx
