@@ -20,6 +20,11 @@ import numpy as np
 _BACKGROUND_SCALE_PX = 600
 #: Background window as a fraction of the long side of the page.
 _BACKGROUND_WINDOW_FRACTION = 0.01
+#: Brightest-channel level (0-255) below which a pixel may lie outside the paper.
+_OUTSIDE_LEVEL = 60
+#: A dark region touching the image border and larger than this fraction of the image
+#: is the background around the paper (scanner lid, table, fill of a rotated scan).
+_OUTSIDE_MIN_AREA = 0.002
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,40 @@ def _relative_darkness(channel: np.ndarray) -> np.ndarray:
     return ratio
 
 
+def outside_paper(hi: np.ndarray) -> np.ndarray | None:
+    """Mask of the dark background around the paper, or None when there is none.
+
+    A rotated or photographed page leaves solid dark regions (fill, table, scanner lid)
+    that touch the image border. Taken for ink they swamp the grid's orientation and
+    the ink statistics, so they are found at low resolution: dark, wider than a trace
+    (a morphological opening removes pen strokes), touching the border, not tiny.
+
+    Parameters
+    ----------
+    hi : numpy.ndarray
+        uint8 brightest colour channel of the page.
+    """
+    h, w = hi.shape
+    scale = min(1.0, _BACKGROUND_SCALE_PX / max(h, w))
+    small = cv2.resize(hi, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    dark = (small < _OUTSIDE_LEVEL).astype(np.uint8)
+    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
+    sh, sw = dark.shape
+    x, y, bw, bh, area = (stats[:, i] for i in range(5))
+    on_border = (x == 0) | (y == 0) | (x + bw == sw) | (y + bh == sh)
+    keep = on_border & (area > _OUTSIDE_MIN_AREA * sh * sw)
+    keep[0] = False
+    if not keep.any():
+        return None
+    mask = cv2.dilate(keep[labels].astype(np.uint8), np.ones((3, 3), np.uint8))
+    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST) > 0
+
+
 def ink_maps(rgb: np.ndarray) -> InkMaps:
     """Compute the :class:`InkMaps` of an RGB page.
+
+    The background around the paper (:func:`outside_paper`) counts as paper, not ink.
 
     Parameters
     ----------
@@ -87,4 +124,8 @@ def ink_maps(rgb: np.ndarray) -> InkMaps:
     r, g, b = cv2.split(rgb)
     lo = cv2.min(cv2.min(r, g), b)
     hi = cv2.max(cv2.max(r, g), b)
-    return InkMaps(any_ink=_relative_darkness(lo), dark_ink=_relative_darkness(hi))
+    any_ink, dark_ink = _relative_darkness(lo), _relative_darkness(hi)
+    outside = outside_paper(hi)
+    if outside is not None:
+        any_ink[outside] = 0.0
+    return InkMaps(any_ink=any_ink, dark_ink=dark_ink)

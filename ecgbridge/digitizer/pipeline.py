@@ -32,6 +32,7 @@ from ecgbridge.digitizer.inkmask import (
 )
 from ecgbridge.digitizer.labels import LabelWord, find_label_words, read_label_at
 from ecgbridge.digitizer.layout import (
+    LOOK_ALIKE_FAMILIES,
     LabelEvidence,
     PanelSlot,
     assign_panels,
@@ -965,34 +966,61 @@ def _few_labels_standard_rows(
     spans: list[tuple[float, float]], options: DigitizeOptions, has_grid: bool,
     row_length: float, ppm_x: float, page_index: int, warnings: list[str],
 ) -> list[list[PanelSlot]]:
-    """Too few labels to name the page: the standard layout if it agrees with all of them.
+    """Too few labels to name the page: the standard layout its rows imply, unless contradicted.
 
-    Each label read (other than a lone "I" stroke, which grid remnants imitate) must
-    sit at the start of a standard panel of its own name; otherwise, or when no
-    standard layout fits the rows, the labelled panels are returned unchanged (and
-    the page is refused for too few leads).
+    Each label read (other than a lone "I" stroke, which grid remnants imitate) that
+    sits at the start of a standard panel is compared with that panel's lead: the same
+    lead agrees, a look-alike of the same family ("II" for "III", "V2" for "V3") is a
+    misread, any other lead contradicts. Words away from every panel start are not
+    labels. The standard layout is used unless contradictions outnumber agreements;
+    otherwise, or when no standard layout fits the rows, the labelled panels are
+    returned unchanged (and the page is refused for too few leads).
     """
     try:
         standard = _standard_layout_rows(rows, spans, options, has_grid, row_length, ppm_x,
                                          page_index)
     except (NotAnEcgError, DigitizationError):
         return row_slots
-    read = sorted({w.lead for words in all_labels for w in words if w.lead != "I"})
-    if not read:
-        return row_slots
+    agree = misread = contra = 0
     for words, slots in zip(all_labels, standard, strict=True):
         for w in words:
             if w.lead == "I":
                 continue
             near = [s for s in slots if abs(w.box[0] - s.x0) <= max(
                 6.0 * ppm_x, 0.12 * (s.x1 - s.x0))]
-            if not near or near[0].lead != w.lead:
-                return row_slots
+            if not near or not near[0].lead:
+                continue
+            if near[0].lead == w.lead:
+                agree += 1
+            elif w.lead in _look_alikes(near[0].lead):
+                misread += 1
+            else:
+                contra += 1
+    if contra > agree:
+        return row_slots
+    read = sorted({w.lead for words in all_labels for w in words if w.lead != "I"})
+    evidence = (f"{len(read)} lead label(s) readable ({', '.join(read)}; {agree} agree, "
+                f"{misread} look-alike, {contra} contradict)" if read
+                else "no lead label readable")
     warnings.append(
-        f"only {len(read)} lead label(s) readable ({', '.join(read)}), consistent with the "
-        "standard layout: standard lead order assumed"
+        f"{evidence}: standard lead order of a {_rows_description(standard)} page assumed"
     )
     return standard
+
+
+def _look_alikes(lead: str) -> frozenset[str]:
+    """Lead names printed much like `lead` (its family in :data:`LOOK_ALIKE_FAMILIES`)."""
+    return next((f for f in LOOK_ALIKE_FAMILIES if lead in f), frozenset())
+
+
+def _rows_description(row_slots: list[list[PanelSlot]]) -> str:
+    """How many rows of how many panels, e.g. ``"3 rows of 4 panels + 1 strip"``."""
+    multi = [r for r in row_slots if len(r) > 1]
+    strips = [r for r in row_slots if len(r) == 1]
+    if not multi:
+        return f"{len(strips)}-row"
+    text = f"{len(multi)}x{len(multi[0])}"
+    return text + (f" + {len(strips)} strip(s)" if strips else "")
 
 
 def _unlabelled_rows(
