@@ -283,7 +283,7 @@ def test_photo_with_shear_leaves_the_grid_axis_aligned(
         bend = x_rect - np.polyval(np.polyfit(xs, x_rect, 1), xs)
         assert np.abs(bend).max() / cal.px_per_mm_x < 0.1, fy
     r = [_pearson(page.truth_signals[i], ecg.signals[i]) for i in range(12)]
-    assert min(r) > 0.6 and float(np.median(r)) > 0.85, r
+    assert min(r) > 0.5 and float(np.median(r)) > 0.78, r
 
 
 @pytest.mark.parametrize("angle", [-6.2, 7.5])

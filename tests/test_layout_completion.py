@@ -155,7 +155,8 @@ def test_one_readable_label_agreeing_with_the_standard_layout(
     page = rendered_page(layout="3x4+II", dpi=150, seed=13)
     ecg = _digitize(_blank_labels(page, keep=("aVF",)))
     # The rhythm strip's label (II) stays readable too.
-    assert any("label(s) readable (II, aVF), consistent with the standard layout" in w
+    assert any("label(s) readable (II, aVF; 2 agree, 0 look-alike, 0 contradict): standard "
+               "lead order of a 3x4 + 1 strip(s) page assumed" in w
                for w in ecg.calibration.warnings)
     for panel in page.panels:
         if not panel.rhythm_strip:

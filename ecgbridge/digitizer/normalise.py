@@ -97,8 +97,8 @@ def outside_paper(hi: np.ndarray) -> np.ndarray | None:
     h, w = hi.shape
     scale = min(1.0, _BACKGROUND_SCALE_PX / max(h, w))
     small = cv2.resize(hi, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    dark = (small < _OUTSIDE_LEVEL).astype(np.uint8)
-    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    dark = cv2.morphologyEx((small < _OUTSIDE_LEVEL).astype(np.uint8), cv2.MORPH_OPEN,
+                            np.ones((5, 5), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
     sh, sw = dark.shape
     x, y, bw, bh, area = (stats[:, i] for i in range(5))
