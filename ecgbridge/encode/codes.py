@@ -40,6 +40,8 @@ DICOM_SCHEME_ECGBRIDGE_ORGANIZATION = "ecgbridge developers"
 
 #: FHIR system URI of ISO/IEEE 11073 MDC.
 FHIR_SYSTEM_MDC = "urn:oid:2.16.840.1.113883.6.24"
+#: Other URIs that name MDC in the wild (read, never written).
+FHIR_SYSTEM_MDC_ALIASES: frozenset[str] = frozenset({"urn:iso:std:iso:11073:10101"})
 #: FHIR system URI of LOINC.
 FHIR_SYSTEM_LOINC = "http://loinc.org"
 #: FHIR system URI of UCUM.
@@ -163,8 +165,12 @@ def lead_from_dicom_code(value: str, scheme: str) -> str | None:
 
 
 def lead_from_fhir_code(system: str | None, code: str | None) -> str | None:
-    """Return the lead name of an MDC Observation.component code, or None."""
-    if system != FHIR_SYSTEM_MDC or code is None:
+    """Return the lead name of an MDC Observation.component code, or None.
+
+    MDC is accepted under ``urn:oid:2.16.840.1.113883.6.24`` (what FHIR R4 names it and
+    what ecgbridge writes) and ``urn:iso:std:iso:11073:10101`` (used by some devices).
+    """
+    if code is None or (system != FHIR_SYSTEM_MDC and system not in FHIR_SYSTEM_MDC_ALIASES):
         return None
     for lead, concept in FHIR_LEAD_CODES.items():
         if concept.value == code.strip():

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS
+from ecgbridge.encode.atomic import output_mode
 from ecgbridge.errors import EncodingError, InputError
 
 #: ADC units per mV: 1 µV resolution, ±32.767 mV range.
@@ -68,6 +69,7 @@ def write_wfdb(ecg: ECG, out_dir: Path, stem: str, context: object = None) -> li
         written = []
         for ext in ("dat", "hea"):  # header last: it makes the record visible
             dest = out_dir / f"{stem}.{ext}"
+            os.chmod(Path(tmp) / f"{stem}.{ext}", output_mode())
             os.replace(Path(tmp) / f"{stem}.{ext}", dest)
             written.append(dest)
     return written
