@@ -278,6 +278,18 @@ class ShutdownSettings(_Section):
     )
 
 
+class BatchSettings(_Section):
+    """Defaults of ``ecgbridge batch`` (its options override them)."""
+
+    scheduler: str | None = Field(
+        default=None, description="Dask scheduler address (tcp://host:8786); empty: local pool."
+    )
+    workers: int | None = Field(
+        default=None, ge=1, description="Local pool size; empty: every core."
+    )
+    timeout_s: float = Field(default=600.0, gt=0, description="Per-page time limit in seconds.")
+
+
 class Settings(_Section):
     """Everything ``ecgbridge serve`` needs."""
 
@@ -291,6 +303,7 @@ class Settings(_Section):
     http: HttpSettings = Field(default=HttpSettings())
     logging: LoggingSettings = Field(default=LoggingSettings())
     shutdown: ShutdownSettings = Field(default=ShutdownSettings())
+    batch: BatchSettings = Field(default=BatchSettings())
 
     def encode_formats(self) -> list[str]:
         """Formats each job is encoded into: what the enabled destinations need."""

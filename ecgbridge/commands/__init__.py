@@ -12,4 +12,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench",
     "serve",
     "jobs",
+    "batch",
 )
