@@ -1,0 +1,55 @@
+"""`ecgbridge batch` on the local process pool: rows, outputs, resume (issue 11, partial)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _batch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ecgbridge", "batch", *args],
+                          capture_output=True, text=True, timeout=240)
+
+
+def _index(out: Path) -> list[dict[str, str]]:
+    with open(out / "_batch" / "index.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_local_pool_digitizes_good_pages_fails_bad_ones_and_resumes(
+    tmp_path: Path, rendered_page: Callable[..., Any]
+) -> None:
+    src = tmp_path / "archive"
+    (src / "sub").mkdir(parents=True)
+    page = rendered_page(layout="3x4+II", dpi=100, seed=3)
+    cv2.imwrite(str(src / "a.png"), page.image[:, :, ::-1])
+    cv2.imwrite(str(src / "sub" / "b.png"), page.image[:, :, ::-1])
+    (src / "empty.png").write_bytes(b"")
+    (src / "fake.pdf").write_bytes(b"%PDF-1.4 not really")
+    out = tmp_path / "out"
+
+    first = _batch(str(src), "--out", str(out), "--workers", "2", "--no-progress")
+    assert first.returncode == 1, first.stderr  # some inputs failed
+    rows = {Path(r["path"]).name: r for r in _index(out)}
+    assert set(rows) == {"a.png", "b.png", "empty.png", "fake.pdf"}
+    assert rows["a.png"]["state"] == rows["b.png"]["state"] == "done"
+    for bad in ("empty.png", "fake.pdf"):
+        assert rows[bad]["state"] == "failed"
+        assert rows[bad]["reason"] and "object at 0x" not in rows[bad]["reason"]
+    assert (out / "a.hea").is_file() and (out / "sub" / "b.hea").is_file()
+    first_bytes = (out / "a.dat").read_bytes()
+
+    again = _batch(str(src), "--out", str(out), "--workers", "2", "--resume", "--no-progress")
+    assert again.returncode == 1, again.stderr  # the two bad inputs are still failed
+    rows = {Path(r["path"]).name: r for r in _index(out)}
+    assert rows["a.png"]["state"] == "done"
+    assert (out / "a.dat").read_bytes() == first_bytes
+    assert not list((out / "_batch").glob("staging/*/*"))
