@@ -7,6 +7,7 @@ past its deadline. The client never holds more than :attr:`capacity` tasks.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -116,10 +117,8 @@ class LocalPool:
     def close(self) -> None:
         """Stop every worker."""
         for slot in self._slots:
-            try:
+            with contextlib.suppress(OSError):
                 slot.conn.send(None)
-            except OSError:
-                pass
         for slot in self._slots:
             slot.proc.join(5)
             if slot.proc.is_alive():

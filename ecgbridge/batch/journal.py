@@ -121,7 +121,8 @@ class Journal:
         out = {s: 0 for s in STATES}
         for state, n in self._db.execute("SELECT state, COUNT(*) FROM pages GROUP BY state"):
             out[str(state)] = int(n)
-        out["inputs"] = int(self._db.execute("SELECT COUNT(DISTINCT path) FROM pages").fetchone()[0])
+        distinct = self._db.execute("SELECT COUNT(DISTINCT path) FROM pages").fetchone()
+        out["inputs"] = int(distinct[0])
         return out
 
     def rows(self) -> Iterator[dict[str, Any]]:

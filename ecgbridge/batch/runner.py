@@ -125,11 +125,9 @@ class _Run:
         paths: Any = self._fresh_paths()
         if self.c.retry_failed and not self.c.sources:
             paths = [(Path(p), "") for p in list(self.journal.failed_inputs())]
-        count = 0
-        for path, rel in paths:
+        for count, (path, rel) in enumerate(paths):
             if self.c.limit is not None and count >= self.c.limit:
                 return
-            count += 1
             yield {"path": str(path), "rel": rel, "out_dir": str(self.c.out_dir.resolve()),
                    "formats": self.c.formats, "options": self.c.options, "attempts": 1}
 
@@ -138,7 +136,7 @@ class _Run:
         redo = set(failed_redo)
         for path, rel in iter_inputs(self.c.sources):
             state = self.journal.input_state(str(path))
-            if state == DONE or state == SKIPPED:
+            if state in (DONE, SKIPPED):
                 continue
             if state == FAILED and str(path) not in redo:
                 continue
