@@ -136,7 +136,26 @@ class DicomScpSettings(_Section):
         default=30.0, gt=0, description="Seconds to wait for DIMSE messages."
     )
     network_timeout: float = Field(
-        default=60.0, gt=0, description="Idle network timeout in seconds."
+        default=60.0, gt=0,
+        description="Idle network timeout in seconds; also bounds a PDU that stalls halfway.",
+    )
+    setup_timeout: float = Field(
+        default=10.0, gt=0, le=300,
+        description="Seconds from TCP accept to a complete A-ASSOCIATE-RQ (TLS handshake "
+        "included); slower peers are dropped.",
+    )
+    max_pending_connections: int = Field(
+        default=32, ge=1, le=1000,
+        description="Connections being set up at once; further ones are closed at once.",
+    )
+    max_associations_per_peer: int = Field(
+        default=8, ge=1, le=1000,
+        description="Connections (being set up or associated) one peer address may hold.",
+    )
+    max_object_mb: float = Field(
+        default=200.0, gt=0, le=4096,
+        description="Largest object a C-STORE may carry (MB); larger ones are answered "
+        "0xA700 Out of resources.",
     )
     tls: ScpTlsSettings = Field(default=ScpTlsSettings(), description="DICOM TLS.")
 

@@ -55,6 +55,10 @@ def describe_metrics(metrics: Metrics) -> None:
     metrics.describe("ecgbridge_dead_letter_total", "counter",
                      "Deliveries given up (dead-letter), by destination.")
     metrics.describe("ecgbridge_dicom_stores_total", "counter", "C-STORE requests, by status.")
+    metrics.describe("ecgbridge_dicom_refused_total", "counter",
+                     "DICOM connections and objects refused, by what and reason (setup_timeout, "
+                     "tls_failed, peer_limit, too_many_pending, too_many_associations, "
+                     "pdu_too_large, object_too_large, ...).")
     metrics.describe("ecgbridge_digitize_duration_seconds", "histogram",
                      "Time to digitize and encode one job.")
     metrics.describe("ecgbridge_end_to_end_seconds", "histogram",
@@ -103,6 +107,7 @@ class Daemon:
         if settings.dicom.enabled:
             self.scp = StorageScp(
                 settings.dicom, self.intake, on_store=self._on_store,
+                on_refused=self._on_refused,
                 log_patient_ids=settings.logging.include_patient_ids,
             )
         self.watcher: FolderWatcher | None = None
@@ -152,6 +157,9 @@ class Daemon:
     def _on_store(self, status: int) -> None:
         self.metrics.inc("ecgbridge_dicom_stores_total", status=f"0x{status:04X}")
 
+    def _on_refused(self, what: str, reason: str) -> None:
+        self.metrics.inc("ecgbridge_dicom_refused_total", what=what, reason=reason)
+
     def _wake_deliveries(self) -> None:
         for worker in self.delivery_workers:
             worker.wake()
@@ -161,6 +169,12 @@ class Daemon:
             "ecgbridge_jobs", "Jobs in the journal, by state.",
             lambda: [((("state", s),), float(n)) for s, n in self.journal.count_by_state().items()],
         )
+        if self.scp is not None:
+            scp = self.scp
+            self.metrics.gauge(
+                "ecgbridge_dicom_connections", "DICOM connections being set up / associated now.",
+                lambda: [((("phase", k),), float(v)) for k, v in scp.load().items()],
+            )
         self.metrics.gauge(
             "ecgbridge_queue_depth", "Jobs waiting to be digitized (received, not finished).",
             lambda: [((), float(self.journal.count_by_state()[RECEIVED]))],
@@ -193,11 +207,21 @@ class Daemon:
             components[f"deliver:{worker.destination.name}"] = worker.alive
         return all(components.values()), {
             "components": components,
+            "degraded": self.degraded_reasons(),
             "jobs": counts,
             "in_flight": self.scheduler.in_flight,
             "failed": counts[FAILED],
             "dead_letter": counts[DEAD_LETTER],
         }
+
+    def degraded_reasons(self) -> list[str]:
+        """Why the daemon runs but not at full service (empty when all is well)."""
+        reasons: list[str] = []
+        if self.scp is not None:
+            full = self.scp.saturated()
+            if full:
+                reasons.append(f"dicom_scp saturated: {full}")
+        return reasons
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:

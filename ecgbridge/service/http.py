@@ -24,7 +24,8 @@ class HealthServer:
     metrics : Metrics
         Rendered at ``/metrics``.
     health : callable
-        Returns ``(ok, details)`` for ``/healthz`` (200 if ok, else 503).
+        Returns ``(ok, details)`` for ``/healthz`` (200 if ok, else 503); status
+        "degraded" (still 200) when ``details["degraded"]`` lists reasons.
     """
 
     def __init__(
@@ -47,7 +48,8 @@ class HealthServer:
                     self._send(200, CONTENT_TYPE, outer.metrics.render().encode())
                 elif path in ("/healthz", "/health"):
                     ok, details = outer.health()
-                    body = json.dumps({"status": "ok" if ok else "unhealthy", **details})
+                    status = "degraded" if ok and details.get("degraded") else "ok"
+                    body = json.dumps({"status": status if ok else "unhealthy", **details})
                     self._send(200 if ok else 503, "application/json", body.encode())
                 else:
                     self._send(404, "text/plain", b"not found\n")

@@ -17,7 +17,7 @@ from typing import Any
 #: ``extra`` fields copied into every structured record when present.
 CONTEXT_FIELDS: tuple[str, ...] = (
     "job_id", "source", "sop_instance_uid", "sha256", "destination", "reason", "attempt",
-    "retry_in_s", "seconds", "reused", "status", "calling_aet",
+    "retry_in_s", "seconds", "reused", "status", "calling_aet", "peer", "file",
 )
 #: Fields that identify a patient; logged only when explicitly allowed.
 PATIENT_FIELDS: tuple[str, ...] = ("patient_id", "patient_name", "accession_number")

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.dimse_primitives import C_ECHO
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from ecgbridge.config import DicomScpSettings
 from ecgbridge.jobs.intake import Intake
+from ecgbridge.sources.scp_guard import GuardedAssociationSocket, GuardedServer, GuardLimits
 
 log = logging.getLogger("ecgbridge.sources.dicom_scp")
 
@@ -55,11 +58,26 @@ STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
 STATUS_OUT_OF_RESOURCES = 0xA700
 #: Error: cannot understand (no SOP Instance UID).
 STATUS_CANNOT_UNDERSTAND = 0xC000
+#: Error: data set does not match SOP class (SOP class differs from the context's).
+STATUS_SOP_CLASS_MISMATCH = 0xA900
+
+#: Refusal kinds of objects (the ``reason`` label of the refused-objects metric).
+REFUSED_SOP_CLASS = "sop_class_not_supported"
+REFUSED_CONTEXT_MISMATCH = "sop_class_differs_from_context"
+REFUSED_TOO_LARGE = "object_too_large"
+REFUSED_NO_UID = "no_sop_instance_uid"
+REFUSED_NOT_STORED = "not_stored"
 
 #: How long pynetdicom's per-association network loop sleeps when idle (its default
 #: is 1 ms, which caps a single association near 400 small objects/s; 0.1 ms
 #: lifts that ceiling at the price of more wake-ups while an association is open).
 DUL_IDLE_SLEEP_SECONDS = 0.0001
+
+
+def _printable(uid: str) -> str:
+    """A received UID as safe, short text (bytes or control characters escaped)."""
+    text = uid.encode("ascii", "backslashreplace").decode("ascii")
+    return repr(text[:70]) if text.isprintable() else ascii(text[:70])
 
 
 def encoded_parts(event: evt.Event) -> list[Any]:
@@ -101,6 +119,9 @@ class StorageScp:
         Stores each object durably and journals it.
     on_store : callable, optional
         Called with the status of every C-STORE (metrics).
+    on_refused : callable, optional
+        Called with ``(what, reason)`` for every refused connection (``what`` is
+        ``"connection"``) or object (``"object"``); metrics.
     log_patient_ids : bool
         Also log the Patient ID of each received object (off by default: logs then
         carry only the job id and SOP Instance UID).
@@ -111,14 +132,16 @@ class StorageScp:
         settings: DicomScpSettings,
         intake: Intake,
         on_store: Callable[[int], None] | None = None,
+        on_refused: Callable[[str, str], None] | None = None,
         *,
         log_patient_ids: bool = False,
     ) -> None:
         self.settings = settings
         self.intake = intake
         self.on_store = on_store
+        self.on_refused = on_refused
         self.log_patient_ids = log_patient_ids
-        self._server: ThreadedAssociationServer | None = None
+        self._server: GuardedServer | None = None
 
     @property
     def port(self) -> int:
@@ -141,7 +164,8 @@ class StorageScp:
         for uid in ACCEPTED_SOP_CLASSES:
             ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
-        ae.maximum_associations = s.max_associations
+        # the guard enforces max_associations before pynetdicom sees an association
+        ae.maximum_associations = s.max_associations + s.max_pending_connections
         ae.acse_timeout = s.acse_timeout
         ae.dimse_timeout = s.dimse_timeout
         ae.network_timeout = s.network_timeout
@@ -159,12 +183,45 @@ class StorageScp:
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_CONN_OPEN, self.handle_connection),
         ]
-        self._server = ae.start_server(
-            (s.host, s.port), block=False, evt_handlers=handlers,
-            ssl_context=build_ssl_context(s),
+        server = ae.make_server(
+            (s.host, s.port), evt_handlers=handlers, ssl_context=build_ssl_context(s),
+            server_class=GuardedServer,
         )
+        assert isinstance(server, GuardedServer)
+        server.configure(self.limits(), lambda kind: self._refused("connection", kind))
+        threading.Thread(target=server.serve_forever, name="ecgbridge-scp", daemon=True).start()
+        ae._servers.append(server)
+        self._server = server
         log.info("DICOM Storage SCP %s listening on %s:%d%s", s.ae_title, s.host, self.port,
                  " (TLS)" if s.tls.enabled else "")
+
+    def limits(self) -> GuardLimits:
+        """The admission limits of the settings."""
+        s = self.settings
+        return GuardLimits(
+            setup_timeout=s.setup_timeout, max_pending=s.max_pending_connections,
+            max_associations=s.max_associations, max_per_peer=s.max_associations_per_peer,
+            network_timeout=s.network_timeout, max_object_bytes=int(s.max_object_mb * 2**20),
+        )
+
+    def load(self) -> dict[str, int]:
+        """Connections being set up and associations open now."""
+        server = self._server
+        if server is None:
+            return {"pending": 0, "associations": 0}
+        return {"pending": server.pending, "associations": server.established()}
+
+    def saturated(self, within: float = 30.0) -> str | None:
+        """Why the SCP is (or was, within `within` seconds) full, or None."""
+        server = self._server
+        if server is None:
+            return None
+        load = self.load()
+        if load["associations"] >= self.settings.max_associations:
+            return f"all {self.settings.max_associations} DICOM associations in use"
+        if server.last_saturated and time.monotonic() - server.last_saturated < within:
+            return "DICOM connections were refused for lack of capacity"
+        return None
 
     def stop(self) -> None:
         """Stop accepting associations and close the listener."""
@@ -179,23 +236,40 @@ class StorageScp:
             dul._run_loop_delay = DUL_IDLE_SLEEP_SECONDS
 
     def handle_echo(self, event: evt.Event) -> int:
-        """C-ECHO: always Success."""
+        """C-ECHO: Success; a C-STORE routed here (Verification SOP class) aborts."""
+        if not isinstance(event.request, C_ECHO) or event.context.abstract_syntax != Verification:
+            self._refused("object", REFUSED_CONTEXT_MISMATCH,
+                          "a C-STORE named the Verification SOP class; association aborted",
+                          event)
+            event.assoc.abort()
         return STATUS_SUCCESS
 
     def handle_store(self, event: evt.Event) -> int:
         """C-STORE: write the object durably, journal it, then answer Success."""
         request: Any = event.request
+        sock = getattr(event.assoc.dul, "socket", None)
+        if isinstance(sock, GuardedAssociationSocket) and sock.pop_too_large():
+            limit = self.settings.max_object_mb
+            return self._refuse_object(STATUS_OUT_OF_RESOURCES, REFUSED_TOO_LARGE,
+                                       f"object larger than dicom.max_object_mb ({limit:g} MB)",
+                                       event)
         sop_class = str(request.AffectedSOPClassUID or "")
         if sop_class not in ACCEPTED_SOP_CLASSES:
-            return self._answer(STATUS_SOP_CLASS_NOT_SUPPORTED)
+            return self._refuse_object(STATUS_SOP_CLASS_NOT_SUPPORTED, REFUSED_SOP_CLASS,
+                                       f"SOP class {_printable(sop_class)} is not accepted", event)
+        if sop_class != str(event.context.abstract_syntax):
+            return self._refuse_object(
+                STATUS_SOP_CLASS_MISMATCH, REFUSED_CONTEXT_MISMATCH,
+                f"SOP class {sop_class} sent on a {event.context.abstract_syntax} context", event)
         uid = str(request.AffectedSOPInstanceUID or "").strip()
         if not uid:
-            return self._answer(STATUS_CANNOT_UNDERSTAND)
+            return self._refuse_object(STATUS_CANNOT_UNDERSTAND, REFUSED_NO_UID,
+                                       "no SOP Instance UID", event)
         try:
             result = self.intake.take_dicom_bytes(encoded_parts(event), uid)
         except OSError as exc:
-            log.error("cannot store a received object: %s", exc)
-            return self._answer(STATUS_OUT_OF_RESOURCES)
+            return self._refuse_object(STATUS_OUT_OF_RESOURCES, REFUSED_NOT_STORED,
+                                       f"cannot be stored: {exc.strerror or exc}", event)
         except Exception:
             log.exception("unexpected error while storing a received object")
             return self._answer(STATUS_OUT_OF_RESOURCES)
@@ -208,6 +282,20 @@ class StorageScp:
                 context["patient_id"] = ""
         log.info("C-STORE stored" if result.created else "C-STORE duplicate", extra=context)
         return self._answer(STATUS_SUCCESS)
+
+    def _refuse_object(self, status: int, kind: str, detail: str, event: evt.Event) -> int:
+        self._refused("object", kind, detail, event)
+        return self._answer(status)
+
+    def _refused(
+        self, what: str, kind: str, detail: str = "", event: evt.Event | None = None
+    ) -> None:
+        if self.on_refused is not None:
+            self.on_refused(what, kind)
+        if event is not None:
+            log.warning("C-STORE refused: %s", detail,
+                        extra={"reason": kind, "calling_aet": str(event.assoc.requestor.ae_title),
+                               "peer": str(event.assoc.requestor.address)})
 
     def _answer(self, status: int) -> int:
         if self.on_store is not None:
