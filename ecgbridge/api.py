@@ -20,6 +20,7 @@ def digitize(
     paper_speed: float | None = None,
     gain: float | None = None,
     fs: float = 500.0,
+    engine: str = "auto",
 ) -> ECG:
     """Digitize one ECG document into 12 calibrated leads.
 
@@ -38,6 +39,9 @@ def digitize(
         Gain in mm/mV, when known; otherwise from the calibration pulse (10 by default).
     fs : float
         Output sampling rate in Hz.
+    engine : str
+        ``"auto"`` (default), ``"learned"`` or ``"classical"``: how trace ink is told
+        from grid, text and damage (see ``ecgbridge digitize --help``).
 
     Returns
     -------
@@ -54,6 +58,7 @@ def digitize(
     from ecgbridge.digitizer.pipeline import digitize_pages
     from ecgbridge.inputs.load import load_input
 
-    options = DigitizeOptions(layout=layout, paper_speed=paper_speed, gain=gain, fs=fs)
+    options = DigitizeOptions(layout=layout, paper_speed=paper_speed, gain=gain, fs=fs,
+                              engine=engine)
     loaded = load_input(Path(source) if isinstance(source, str) else source)
     return digitize_pages(loaded.pages, options, source=loaded.source)

@@ -28,7 +28,7 @@ from ecgbridge.deliver.settings import (
     FhirDestinationSettings,
     OutboxSettings,
 )
-from ecgbridge.digitizer.options import KNOWN_LAYOUTS
+from ecgbridge.digitizer.options import ENGINES, KNOWN_LAYOUTS
 from ecgbridge.errors import ConfigError
 
 #: Prefix of environment variables that override configuration keys.
@@ -207,6 +207,18 @@ class DigitizeSettings(_Section):
         description="Gain in mm/mV; empty uses the calibration pulse.",
     )
     fs: float = Field(default=500.0, ge=200.0, le=1000.0, description="Output sampling rate in Hz.")
+    engine: str = Field(
+        default="auto",
+        description="auto, learned (segmentation model) or classical (thresholds); "
+        "auto uses the model and falls back to the classical engine.",
+    )
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in ENGINES:
+            raise ValueError(f"unknown engine {value!r}; expected one of {', '.join(ENGINES)}")
+        return value
 
     @field_validator("layout")
     @classmethod

@@ -102,6 +102,9 @@ class Calibration:
         ``"pulse"``, ``"printed"``, ``"user"``, ``"vector"`` or ``"default"``.
     method : str
         ``"raster"`` or ``"vector"``.
+    engine : str
+        For raster pages, how trace ink was found: ``"learned"`` (segmentation model)
+        or ``"classical"``; empty otherwise.
     transform : tuple of float
         Row-major 3x3 homography (9 values) mapping the input page's pixels to the
         rectified (deskewed / perspective-corrected) frame that :class:`PanelInfo`
@@ -119,6 +122,7 @@ class Calibration:
     gain_source: str = "default"
     speed_source: str = "default"
     method: str = "raster"
+    engine: str = ""
     transform: tuple[float, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -134,6 +138,7 @@ class Calibration:
             "gain_source": self.gain_source,
             "speed_source": self.speed_source,
             "method": self.method,
+            "engine": self.engine,
             "transform": list(self.transform),
             "warnings": list(self.warnings),
         }

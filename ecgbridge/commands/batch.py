@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ecgbridge.commands.digitize import add_engine_argument
 from ecgbridge.digitizer.options import KNOWN_LAYOUTS
 
 
@@ -31,6 +32,7 @@ def register(sub: Any) -> None:
     p.add_argument("--paper-speed", type=float, default=None, metavar="MM_S")
     p.add_argument("--gain", type=float, default=None, metavar="MM_MV")
     p.add_argument("--fs", type=float, default=500.0, help="output sampling rate in Hz")
+    add_engine_argument(p)
     p.add_argument("--workers", type=int, default=None,
                    help="local worker processes (default: every core)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -96,7 +98,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
     config = BatchConfig(
         sources=list(args.sources), out_dir=args.out, formats=parse_formats(args.format),
         options={"layout": args.layout, "paper_speed": args.paper_speed, "gain": args.gain,
-                 "fs": args.fs},
+                 "fs": args.fs, "engine": args.engine},
         resume=args.resume, retry_failed=args.retry_failed, limit=args.limit,
         timeout_s=args.timeout or settings.timeout_s,
         progress=sys.stderr.isatty() and not args.no_progress,

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ecgbridge.digitizer.options import KNOWN_LAYOUTS
+from ecgbridge.digitizer.options import ENGINES, KNOWN_LAYOUTS
 
 
 def register(sub: Any) -> None:
@@ -30,10 +30,19 @@ def register(sub: Any) -> None:
     p.add_argument("--gain", type=float, default=None, metavar="MM_MV",
                    help="gain in mm/mV (default: from the calibration pulse, else 10)")
     p.add_argument("--fs", type=float, default=500.0, help="output sampling rate in Hz")
+    add_engine_argument(p)
     p.add_argument("--debug-dir", type=Path, default=None,
                    help="write each pipeline stage's intermediate image here")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.set_defaults(func=run)
+
+
+def add_engine_argument(p: argparse.ArgumentParser) -> None:
+    """The ``--engine`` option shared by ``digitize`` and ``batch``."""
+    p.add_argument("--engine", default="auto", choices=ENGINES,
+                   help="how trace ink is found: the packaged segmentation model (learned), "
+                   "thresholds and grid-line removal (classical), or auto: learned, and "
+                   "classical for a page the learned engine cannot read (default auto)")
 
 
 _SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pdf", ".dcm", ".dicom", ""}
@@ -61,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     formats = parse_formats(args.format)
     options = DigitizeOptions(
-        layout=args.layout, paper_speed=args.paper_speed, gain=args.gain, fs=args.fs
+        layout=args.layout, paper_speed=args.paper_speed, gain=args.gain, fs=args.fs,
+        engine=args.engine,
     )
     files = expand_inputs(args.inputs)
     if not files:

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 KNOWN_LAYOUTS: tuple[str, ...] = (
     "auto", "3x4", "3x4+II", "3x4+V1", "3x4+3", "6x2", "6x2+II", "12x1", "12x1+II", "6x1",
 )
+#: Engines accepted by ``engine=``: "classical" (thresholds and grid-line removal),
+#: "learned" (the packaged segmentation model finds trace ink), "auto" (learned when the
+#: model is installed, the classical engine when the learned one cannot read the page).
+ENGINES: tuple[str, ...] = ("auto", "classical", "learned")
 
 
 @dataclass(frozen=True)
@@ -24,14 +28,21 @@ class DigitizeOptions:
         mm/mV if known (overrides the calibration pulse), else detected / 10.
     fs : float
         Output sampling rate in Hz.
+    engine : str
+        How trace ink is told from grid, text and damage: one of :data:`ENGINES`.
     """
 
     layout: str = "auto"
     paper_speed: float | None = None
     gain: float | None = None
     fs: float = 500.0
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(
+                f"unknown engine {self.engine!r}; expected one of {', '.join(ENGINES)}"
+            )
         if self.layout not in KNOWN_LAYOUTS:
             raise ValueError(
                 f"unknown layout {self.layout!r}; expected one of {', '.join(KNOWN_LAYOUTS)}"

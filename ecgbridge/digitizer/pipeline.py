@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -47,6 +47,7 @@ from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.digitizer.perspective import estimate_axes, estimate_perspective
 from ecgbridge.digitizer.pulse import CalibrationPulse, find_pulse
 from ecgbridge.digitizer.rows import TraceRow, find_rows
+from ecgbridge.digitizer.segment import learned_trace_mask, model_available, segment_page
 from ecgbridge.digitizer.trace import (
     TracePath,
     follow_trace,
@@ -249,10 +250,57 @@ def digitize_raster_page(
     debug: dict[str, np.ndarray] | None = None,
     dpi: float | None = None,
 ) -> PageResult:
-    """Digitize one raster page.
+    """Digitize one raster page with the engine the options ask for.
+
+    With ``engine="auto"`` the learned engine reads the page when the model is
+    installed; if it cannot, the classical engine tries, and a warning says why.
+    Parameters, return value and errors are those of :func:`digitize_raster_page_with`.
+    """
+    engines = _engines(options.engine)
+    first_error: DigitizationError | NotAnEcgError | None = None
+    for engine in engines:
+        try:
+            result = digitize_raster_page_with(engine, image, options, page_index=page_index,
+                                               debug=debug, dpi=dpi)
+        except (DigitizationError, NotAnEcgError) as exc:
+            first_error = first_error or exc
+            continue
+        if first_error is not None:
+            note = f"learned engine could not read the page ({first_error}); classical engine used"
+            result.calibration = replace(
+                result.calibration, warnings=(note, *result.calibration.warnings))
+        return result
+    assert first_error is not None
+    raise first_error
+
+
+def _engines(requested: str) -> list[str]:
+    """Engines to try in turn for an ``engine`` option."""
+    if requested == "classical":
+        return ["classical"]
+    if requested == "learned":
+        if not model_available():
+            raise DigitizationError("the learned engine was asked for but its model "
+                                    "is not installed")
+        return ["learned"]
+    return ["learned", "classical"] if model_available() else ["classical"]
+
+
+def digitize_raster_page_with(
+    engine: str,
+    image: np.ndarray,
+    options: DigitizeOptions,
+    *,
+    page_index: int = 0,
+    debug: dict[str, np.ndarray] | None = None,
+    dpi: float | None = None,
+) -> PageResult:
+    """Digitize one raster page with one engine.
 
     Parameters
     ----------
+    engine : str
+        "learned" (trace ink from the segmentation model) or "classical".
     image : numpy.ndarray
         Grey or RGB page.
     options : DigitizeOptions
@@ -280,10 +328,14 @@ def digitize_raster_page(
     ink = ink_maps(rgb)
     if float(np.percentile(ink.any_ink[::4, ::4], 99.9)) < _BLANK_INK_LEVEL:
         raise NotAnEcgError(f"page {page_index + 1} is blank (no ink found)")
+    seg = segment_page(rgb) if engine == "learned" else None
     homography, angle, rectified = _rectify_homography(ink.any_ink, warnings)
     if rectified:
         any_ink = warp_image(ink.any_ink, homography, (w, h), fill=0.0)
         dark_ink = warp_image(ink.dark_ink, homography, (w, h), fill=0.0)
+        if seg is not None:
+            seg = replace(seg, trace=warp_image(seg.trace, homography, (w, h), fill=0.0),
+                          text=warp_image(seg.text, homography, (w, h), fill=0.0))
     else:
         any_ink, dark_ink = ink.any_ink, ink.dark_ink
     if debug is not None:
@@ -302,7 +354,11 @@ def digitize_raster_page(
             # No grid (pure black/white print): assume a landscape page ~280 mm wide.
             ppm_x = ppm_y = w / _ASSUMED_PAGE_WIDTH_MM
             warnings.append(_PAGE_WIDTH_SCALE_WARNING)
-    mask, rows = _trace_mask_and_rows(dark_ink, ppm_x, ppm_y, has_grid)
+    if seg is not None:
+        mask = learned_trace_mask(seg, dark_ink, ppm_x)
+        rows = find_rows(mask, ppm_x, ppm_y)
+    else:
+        mask, rows = _trace_mask_and_rows(dark_ink, ppm_x, ppm_y, has_grid)
     if debug is not None:
         debug["2_grid_removed"] = (255 - 255 * mask).astype(np.uint8)
     if not rows:
@@ -527,7 +583,7 @@ def digitize_raster_page(
         layout=layout_name([s for s in row_slots if s]),
         px_per_mm_x=ppm_x, px_per_mm_y=ppm_y, mm_per_mv=gain, mm_per_s=speed,
         rotation_deg=float(angle), gain_source=gain_source, speed_source=speed_source,
-        method="raster",
+        method="raster", engine=engine,
         transform=tuple(float(v) for v in homography.ravel()) if rectified else (),
         warnings=tuple(warnings),
     )

@@ -43,7 +43,7 @@ class DigitizeRequest:
         Absolute path of the job's ``out`` folder.
     formats : tuple of str
         Encoder format names (``"dicom"``, ``"fhir-r4"``, ``"json"`` ...).
-    layout, paper_speed, gain, fs
+    layout, paper_speed, gain, fs, engine
         Digitizer options (see :class:`ecgbridge.digitizer.options.DigitizeOptions`).
     """
 
@@ -55,6 +55,7 @@ class DigitizeRequest:
     paper_speed: float | None = None
     gain: float | None = None
     fs: float = 500.0
+    engine: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ def _digitize_and_encode(request: DigitizeRequest, out_dir: Path) -> tuple[dict[
     from ecgbridge.inputs.load import load_input
 
     options = DigitizeOptions(
-        layout=request.layout, paper_speed=request.paper_speed, gain=request.gain, fs=request.fs
+        layout=request.layout, paper_speed=request.paper_speed, gain=request.gain, fs=request.fs,
+        engine=request.engine,
     )
     loaded = load_input(Path(request.input_path))
     ecg = digitize_pages(loaded.pages, options, source=loaded.source)

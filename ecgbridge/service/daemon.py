@@ -142,7 +142,7 @@ class Daemon:
             input_path=str(self.state.resolve(job.input_path).absolute()),
             out_dir=str(self.state.output_dir(job.job_id).absolute()),
             formats=tuple(self.settings.encode_formats()),
-            layout=d.layout, paper_speed=d.paper_speed, gain=d.gain, fs=d.fs,
+            layout=d.layout, paper_speed=d.paper_speed, gain=d.gain, fs=d.fs, engine=d.engine,
         )
 
     def _take_inbox_file(self, path: Any) -> None:
