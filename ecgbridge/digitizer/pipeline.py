@@ -42,6 +42,7 @@ from ecgbridge.digitizer.layout import (
     layout_name,
     standard_panels,
 )
+from ecgbridge.digitizer.layout_inference import decide_layout, row_shapes
 from ecgbridge.digitizer.normalise import ink_maps, to_rgb
 from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.digitizer.perspective import estimate_axes, estimate_perspective
@@ -114,6 +115,8 @@ _ROW_LENGTH_SCALE_TOLERANCE = 0.1
 _ROW_LENGTH_SCALE_MIN_MISFIT = 0.03
 #: Largest time-origin shift (mm) taken from row ends without a measured pulse gap.
 _MAX_ROW_END_SHIFT_MM = 3.0
+#: Lead of a rhythm strip whose label is unread and whose trace matches no panel.
+_DEFAULT_STRIP_LEAD = "II"
 #: Half-width (mm) of the strip blanked around internal panel boundaries (lead markers).
 _BOUNDARY_BLANK_MM = 0.6
 
@@ -505,7 +508,19 @@ def digitize_raster_page_with(
         row_slots = fill_missing_leads(row_slots)
         row_slots = _complete_standard_layout(row_slots, all_labels, spans, row_length, ppm_x,
                                               warnings)
-    if not any_label:
+    else:
+        _check_unlabelled_page(has_grid, row_length, ppm_x, options, page_index)
+    decision = decide_layout(
+        row_slots, all_labels,
+        row_shapes(paths, [r.baseline for r in rows], spans, row_length, ppm_x, ppm_y),
+        [o for o, _e in spans], row_length, ppm_x, options.layout, paths,
+    )
+    row_slots = decision.rows
+    spans = [(o, e) for o, (_o, e) in zip(decision.origins, spans, strict=True)]
+    warnings.extend(decision.warnings)
+    if not decision.from_labels:
+        any_label = False  # named from the layout: the quality of an unlabelled page
+    elif not any_label:
         row_slots = _standard_layout_rows(rows, spans, options, has_grid, row_length, ppm_x,
                                           page_index)
         warnings.append("no lead labels readable: standard lead order assumed")
@@ -562,7 +577,7 @@ def digitize_raster_page_with(
     if not candidates:
         raise DigitizationError(f"page {page_index + 1}: no lead panels found")
     if "" in candidates:
-        candidates = postprocess.name_unlabelled_strips(candidates, fs)
+        candidates = postprocess.name_unlabelled_strips(candidates, fs, _DEFAULT_STRIP_LEAD)
         row_slots = _strip_names_from_panels(row_slots, candidates, rows)
     candidates = postprocess.check_einthoven(candidates)
     candidates = postprocess.relabel_rhythm_strips(candidates)
@@ -949,6 +964,29 @@ def _standard_layout_rows(
             "rows match no standard layout"
         )
     return row_slots
+
+
+def _check_unlabelled_page(has_grid: bool, row_length: float, ppm_x: float,
+                           options: DigitizeOptions, page_index: int) -> None:
+    """Refuse a page without any readable label that does not look like an ECG printout.
+
+    A user's layout hint vouches for a page without grid.
+
+    Raises
+    ------
+    NotAnEcgError
+        No grid (and no hint), or rows too short for an ECG printout.
+    """
+    if not has_grid and options.layout == "auto":
+        raise NotAnEcgError(
+            f"page {page_index + 1}: no ECG grid and no lead labels found; "
+            "this does not look like an ECG printout"
+        )
+    if row_length / ppm_x < _MIN_UNLABELLED_ROW_MM:
+        raise NotAnEcgError(
+            f"page {page_index + 1}: no lead labels found and the longest trace row is only "
+            f"{row_length / ppm_x:.0f} mm long; this does not look like an ECG printout"
+        )
 
 
 def _strip_names_from_panels(

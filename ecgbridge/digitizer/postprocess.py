@@ -344,7 +344,7 @@ def _best_lagged_fit(panel: np.ndarray, strip: np.ndarray, max_lag: int) -> tupl
 
 
 def name_unlabelled_strips(
-    candidates: dict[str, list[Candidate]], fs: float
+    candidates: dict[str, list[Candidate]], fs: float, default: str = ""
 ) -> dict[str, list[Candidate]]:
     """Name rhythm strips whose label was unreadable (key ``""``) after the panel they repeat.
 
@@ -352,7 +352,8 @@ def name_unlabelled_strips(
     lead's short panel is shown, the two traces coincide. The strip takes the name
     of the panel it matches (r >= 0.9, at a time shift of up to 0.2 s: photographed
     rows are not exactly aligned) when that panel fits clearly better (RMS) than
-    every other lead's; otherwise it is left out.
+    every other lead's; otherwise it takes the `default` lead (the usual rhythm
+    lead, II) or, without one, is left out.
 
     Parameters
     ----------
@@ -360,6 +361,8 @@ def name_unlabelled_strips(
         lead -> list of ``(samples, quality, PanelInfo)``; unnamed strips under ``""``.
     fs : float
         Sampling rate of the samples.
+    default : str
+        Lead of strips that match no panel ("" to leave them out).
 
     Returns
     -------
@@ -377,12 +380,13 @@ def name_unlabelled_strips(
             if rms < misfit.get(other_lead, np.inf):
                 corr[other_lead] = r
                 misfit[other_lead] = rms
-        if not misfit:
-            continue
-        ranked = sorted(misfit, key=lambda k: misfit[k])
-        best = ranked[0]
-        clear = len(ranked) == 1 or misfit[best] < _STRIP_NAME_MARGIN * misfit[ranked[1]]
-        if corr[best] >= _SAME_LEAD_R and clear:
+        best = default
+        if misfit:
+            ranked = sorted(misfit, key=lambda k: misfit[k])
+            clear = len(ranked) == 1 or misfit[ranked[0]] < _STRIP_NAME_MARGIN * misfit[ranked[1]]
+            if corr[ranked[0]] >= _SAME_LEAD_R and clear:
+                best = ranked[0]
+        if best:
             info = dataclasses.replace(strip[2], lead=best)
             out.setdefault(best, []).append((strip[0], strip[1], info))
     return out

@@ -1,0 +1,97 @@
+"""Layout inferred from the rows a page shows when its lead labels are unreadable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ecgbridge.digitizer.layout_inference import RowShape, infer_layout, row_slots_on_pitch
+from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.digitizer.pipeline import digitize_pages
+from ecgbridge.inputs.page import Page
+from tests.test_layout_completion import _blank_labels, _lead_at
+
+ROW = 1000.0
+FOUR = (True, True, True)
+TWO = (False, True, False)
+NONE = (False, False, False)
+
+
+def _rows(marks: list[tuple[bool, ...]], pitch: float = 100.0) -> list[RowShape]:
+    return [RowShape(200.0 + k * pitch, ROW, m) for k, m in enumerate(marks)]
+
+
+def test_three_marked_rows_and_an_unmarked_one_are_3x4_with_a_strip() -> None:
+    found = infer_layout(_rows([FOUR, FOUR, FOUR, NONE]), ROW)
+    assert found is not None and found.candidate.name == "3x4+1"
+    assert found.layout_rows == {0: 0, 1: 1, 2: 2, 3: 3}
+
+
+def test_six_rows_tell_3x4_with_three_strips_from_6x2_by_their_markers() -> None:
+    found = infer_layout(_rows([FOUR] * 3 + [NONE] * 3), ROW)
+    assert found is not None and found.candidate.name == "3x4+3"
+    found = infer_layout(_rows([TWO] * 6), ROW)
+    assert found is not None and found.candidate.name == "6x2"
+
+
+def test_row_counts_alone_give_6x2_with_strip_and_12x1() -> None:
+    found = infer_layout(_rows([NONE] * 7), ROW)
+    assert found is not None and found.candidate.name == "6x2+1"
+    found = infer_layout(_rows([NONE] * 13, pitch=60.0), ROW)
+    assert found is not None and found.candidate.name == "12x1+1"
+
+
+def test_a_header_line_off_the_row_pitch_is_not_a_row() -> None:
+    shapes = [RowShape(130.0, ROW, NONE)] + _rows([FOUR, FOUR, FOUR, NONE])
+    found = infer_layout(shapes, ROW)
+    assert found is not None and found.candidate.name == "3x4+1"
+    assert 0 not in found.layout_rows
+
+
+def test_uneven_baselines_stay_on_their_slots() -> None:
+    rng = np.random.default_rng(3)
+    ys = [200.0 + 80.0 * k + float(rng.uniform(-18, 18)) for k in range(13)]
+    slots = row_slots_on_pitch(ys, [True] * 13)
+    assert slots == {k: k for k in range(13)}
+
+
+def test_too_few_rows_match_no_layout() -> None:
+    assert infer_layout(_rows([FOUR, FOUR]), ROW) is None
+
+
+def test_a_hint_decides_between_layouts() -> None:
+    found = infer_layout(_rows([NONE] * 4), ROW, hint="3x4+II")
+    assert found is not None and found.candidate.name == "3x4+II"
+
+
+def _no_labels(page: Any) -> np.ndarray:
+    """The page with every label (rhythm strips' too) painted over."""
+    return _blank_labels(page, keep=(), strips=True)
+
+
+def _check_panels(ecg: Any, page: Any) -> None:
+    for panel in page.panels:
+        if not panel.rhythm_strip:
+            assert _lead_at(ecg, panel.x0_px + 20, panel.baseline_px) == panel.lead
+
+
+def test_a_page_without_any_label_is_named_from_its_rows(
+    rendered_page: Callable[..., Any],
+) -> None:
+    page = rendered_page(layout="3x4+II", dpi=150, seed=21)
+    ecg = digitize_pages([Page(image=_no_labels(page))], DigitizeOptions())
+    assert ecg.calibration.layout == "3x4+II"
+    assert any("layout 3x4+1 inferred" in w and "lead-change markers" in w
+               for w in ecg.calibration.warnings)
+    _check_panels(ecg, page)
+    assert max(ecg.quality) <= 0.3
+
+
+def test_a_layout_hint_is_used_without_labels(rendered_page: Callable[..., Any]) -> None:
+    page = rendered_page(layout="3x4+II", dpi=150, seed=22)
+    ecg = digitize_pages([Page(image=_no_labels(page))], DigitizeOptions(layout="3x4+II"))
+    assert ecg.calibration.layout == "3x4+II"
+    assert any("layout 3x4+II as given" in w for w in ecg.calibration.warnings)
+    _check_panels(ecg, page)
