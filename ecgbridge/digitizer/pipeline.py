@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ecgbridge.digitizer import postprocess
+from ecgbridge.digitizer import calibration_check, postprocess
 from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.geometry import (
     axis_alignment_homography,
@@ -43,7 +43,7 @@ from ecgbridge.digitizer.layout import (
     standard_panels,
 )
 from ecgbridge.digitizer.normalise import ink_maps, to_rgb
-from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.digitizer.options import DEFAULT_SPEED_MM_S, DigitizeOptions
 from ecgbridge.digitizer.perspective import estimate_axes, estimate_perspective
 from ecgbridge.digitizer.pulse import CalibrationPulse, find_pulse
 from ecgbridge.digitizer.rows import TraceRow, find_rows
@@ -59,9 +59,6 @@ from ecgbridge.inputs.page import Page
 
 log = logging.getLogger(__name__)
 
-#: Default paper speed (mm/s) and gain (mm/mV) when neither the user nor the page says.
-DEFAULT_SPEED_MM_S = 25.0
-DEFAULT_GAIN_MM_MV = 10.0
 #: Standard recording length in seconds.
 STANDARD_DURATION_S = 10.0
 #: Smallest page side accepted, in pixels.
@@ -125,6 +122,8 @@ class PageResult:
     quality: dict[str, float] = field(default_factory=dict)
     panels: list[PanelInfo] = field(default_factory=list)
     calibration: Calibration = field(default_factory=Calibration)
+    #: Leads the page shows but that are not delivered (the warnings say why).
+    left_out: tuple[str, ...] = ()
 
 
 def digitize_pages(
@@ -291,7 +290,10 @@ def digitize_raster_page(
     gx, gy = measure_grid(any_ink)
     has_grid = np.isfinite(gx.px_per_mm) and np.isfinite(gy.px_per_mm)
     if has_grid:
-        ppm_x, ppm_y = float(gx.px_per_mm), float(gy.px_per_mm)
+        flat = np.allclose(homography, rotation_homography(any_ink.shape, angle))
+        ppm_x, ppm_y, note = calibration_check.square_grid(
+            float(gx.px_per_mm), float(gy.px_per_mm), flat=flat, width=w, height=h)
+        warnings.extend([note] if note else [])
     else:
         if dpi:
             ppm_x = ppm_y = float(dpi) / 25.4
@@ -416,15 +418,11 @@ def digitize_raster_page(
                    for i, (o, e) in enumerate(spans)]
     spans = shifted
 
-    # Gain.
-    pulse_gains = [p.mm_per_mv for p in pulses if p is not None]
-    if options.gain:
-        gain, gain_source = float(options.gain), "user"
-    elif pulse_gains:
-        gain, gain_source = float(np.median(pulse_gains)), "pulse"
-    else:
-        gain, gain_source = DEFAULT_GAIN_MM_MV, "default"
-        warnings.append("no calibration pulse found: gain 10 mm/mV assumed")
+    # Gain: the standard gain most rows' pulses agree on (outlier rows disregarded).
+    gain_decision = calibration_check.decide_gain(
+        [p.mm_per_mv if p is not None else None for p in pulses], options.gain)
+    gain = gain_decision.mm_per_mv
+    warnings.extend(gain_decision.warnings)
     if speed_source == "default":
         warnings.append("paper speed 25 mm/s assumed")
 
@@ -468,7 +466,8 @@ def digitize_raster_page(
         )
 
     # Signals.
-    heights = [p.height_px for p in pulses if p is not None]
+    heights = [p.height_px for i, p in enumerate(pulses)
+               if p is not None and i not in gain_decision.outlier_rows]
     median_pulse_h = float(np.median(heights)) if heights else 1.0
     result = PageResult()
     fs = options.fs
@@ -523,10 +522,17 @@ def digitize_raster_page(
         result.signals[lead] = merged[:keep]
         result.quality[lead] = float(items[0][1])
         result.panels.extend(info for _s, _q, info in items)
+    # No lead beyond a surface ECG's amplitude is delivered without a word.
+    checked = calibration_check.check_amplitudes(result.signals, gain_decision)
+    warnings.extend(checked.gain.warnings[len(gain_decision.warnings):])
+    gain_decision, gain = checked.gain, checked.gain.mm_per_mv
+    result.signals = checked.signals
+    result.quality = {lead: q for lead, q in result.quality.items() if lead in result.signals}
+    result.left_out = checked.dropped
     result.calibration = Calibration(
         layout=layout_name([s for s in row_slots if s]),
         px_per_mm_x=ppm_x, px_per_mm_y=ppm_y, mm_per_mv=gain, mm_per_s=speed,
-        rotation_deg=float(angle), gain_source=gain_source, speed_source=speed_source,
+        rotation_deg=float(angle), gain_source=gain_decision.source, speed_source=speed_source,
         method="raster",
         transform=tuple(float(v) for v in homography.ravel()) if rectified else (),
         warnings=tuple(warnings),

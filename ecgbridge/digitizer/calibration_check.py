@@ -1,0 +1,257 @@
+"""Sanity checks of a raster page's calibration: gain, grid scale and amplitudes.
+
+A calibration pulse is 1 mV high at one of the standard gains
+(:data:`~ecgbridge.digitizer.options.STANDARD_GAINS_MM_PER_MV`); rows of one page
+share it. A pulse that implies another gain was misread (a pulse cut by a crease,
+a QRS taken for its edge), and a gain that makes leads reach beyond
+:data:`~ecgbridge.digitizer.options.MAX_PLAUSIBLE_MV` is not the page's. These
+checks decide the gain from the rows' pulses, disregard pulses that disagree, and
+make sure that no implausible lead is delivered without a word.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ecgbridge.digitizer.options import (
+    DEFAULT_GAIN_MM_MV,
+    GAIN_SNAP_TOLERANCE,
+    MAX_PLAUSIBLE_MV,
+    STANDARD_GAINS_MM_PER_MV,
+)
+from ecgbridge.errors import DigitizationError
+
+#: Percentile of |value| taken as a lead's peak (robust to a few stray samples).
+_PEAK_PERCENTILE = 99.5
+#: Flat pages: x and y grid pitches differing by more than this fraction disagree.
+_MAX_PITCH_MISMATCH = 0.02
+#: More than this fraction of the leads implausible: the page is refused.
+_MAX_IMPLAUSIBLE_FRACTION = 0.5
+
+_GAINS_TEXT = ", ".join(f"{g:g}" for g in STANDARD_GAINS_MM_PER_MV)
+NO_PULSE_WARNING = f"no calibration pulse found: gain {DEFAULT_GAIN_MM_MV:g} mm/mV assumed"
+
+
+@dataclass(frozen=True)
+class GainDecision:
+    """The gain used for a page, where it came from and what was said about it.
+
+    Attributes
+    ----------
+    mm_per_mv : float
+        Gain in mm/mV.
+    source : str
+        ``"user"``, ``"pulse"`` or ``"default"``.
+    warnings : tuple of str
+        Notes for the reviewer (pulses disregarded, defaults assumed).
+    outlier_rows : tuple of int
+        0-based rows whose pulse disagreed with the page's gain.
+    """
+
+    mm_per_mv: float
+    source: str
+    warnings: tuple[str, ...] = ()
+    outlier_rows: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class AmplitudeCheck:
+    """Signals after the amplitude check, with the gain they were finally read at.
+
+    Attributes
+    ----------
+    signals : dict
+        Lead -> samples (mV); implausible leads removed, stray samples blanked.
+    gain : GainDecision
+        The gain decision, replaced when the pulse's gain was rejected.
+    dropped : tuple of str
+        Leads left out because they reach beyond the plausible amplitude.
+    """
+
+    signals: dict[str, np.ndarray]
+    gain: GainDecision
+    dropped: tuple[str, ...] = ()
+
+
+def snap_gain(mm_per_mv: float, tolerance: float = GAIN_SNAP_TOLERANCE) -> float | None:
+    """Return the standard gain within `tolerance` (relative) of `mm_per_mv`, else None.
+
+    Parameters
+    ----------
+    mm_per_mv : float
+        Measured gain.
+    tolerance : float
+        Largest relative difference to a standard gain.
+    """
+    if not np.isfinite(mm_per_mv) or mm_per_mv <= 0:
+        return None
+    nearest = min(STANDARD_GAINS_MM_PER_MV, key=lambda g: abs(np.log(mm_per_mv / g)))
+    return float(nearest) if abs(mm_per_mv / nearest - 1.0) <= tolerance else None
+
+
+def _rows_text(rows: Sequence[int]) -> str:
+    return ", ".join(str(r + 1) for r in rows)
+
+
+def decide_gain(row_gains: Sequence[float | None], user_gain: float | None = None
+                ) -> GainDecision:
+    """Decide a page's gain from its rows' calibration pulses.
+
+    Every pulse is snapped to the nearest standard gain when within
+    :data:`~ecgbridge.digitizer.options.GAIN_SNAP_TOLERANCE` of it. The gain most
+    rows agree on is the page's; rows that disagree are outliers (named in a
+    warning). When the majority's pulses match no standard gain, or no gain has
+    more pulses than any other, the pulses are disregarded and the default gain is
+    assumed, with a warning.
+
+    Parameters
+    ----------
+    row_gains : sequence of float or None
+        Gain (mm/mV) implied by each row's pulse; None for a row without a pulse.
+    user_gain : float, optional
+        Gain given by the user; it wins.
+
+    Returns
+    -------
+    GainDecision
+    """
+    if user_gain:
+        return GainDecision(float(user_gain), "user")
+    found = [(i, float(g)) for i, g in enumerate(row_gains) if g is not None]
+    if not found:
+        return GainDecision(DEFAULT_GAIN_MM_MV, "default", (NO_PULSE_WARNING,))
+    snapped = {i: snap_gain(g) for i, g in found}
+    votes = Counter(snapped.values())
+    ranked = votes.most_common()
+    top_count = ranked[0][1]
+    tied = [g for g, c in ranked if c == top_count]
+    # The default wins a tie; a tie between other gains says nothing.
+    winner = DEFAULT_GAIN_MM_MV if DEFAULT_GAIN_MM_MV in tied else (
+        tied[0] if len(tied) == 1 else None)
+    if winner is None:
+        measured = float(np.median([g for _i, g in found]))
+        return GainDecision(DEFAULT_GAIN_MM_MV, "default", (
+            f"calibration pulses read {measured:.2f} mm/mV (median), not a standard gain "
+            f"({_GAINS_TEXT} mm/mV) shared by most rows: pulses disregarded, "
+            f"{DEFAULT_GAIN_MM_MV:g} mm/mV assumed",
+        ), tuple(i for i, _g in found))
+    outliers = tuple(i for i, g in found if snapped[i] != winner)
+    warnings: list[str] = []
+    if outliers:
+        read = ", ".join(f"{row_gains[i]:.2f}" for i in outliers)
+        warnings.append(
+            f"calibration pulse of row(s) {_rows_text(outliers)} reads {read} mm/mV, "
+            f"unlike the other rows' {winner:g} mm/mV: disregarded as outlier(s)"
+        )
+    return GainDecision(float(winner), "pulse", tuple(warnings), outliers)
+
+
+def lead_peak_mv(samples: np.ndarray) -> float:
+    """Robust peak |value| of a lead (:data:`_PEAK_PERCENTILE` percentile), 0 if empty."""
+    finite = np.abs(samples[np.isfinite(samples)])
+    return float(np.percentile(finite, _PEAK_PERCENTILE)) if finite.size else 0.0
+
+
+def check_amplitudes(signals: dict[str, np.ndarray], gain: GainDecision) -> AmplitudeCheck:
+    """Make sure no lead beyond ±:data:`MAX_PLAUSIBLE_MV` is delivered.
+
+    1. A pulse's gain below the default that puts a lead beyond the limit, while the
+       default gain would keep every lead within it, is rejected: the signals are
+       rescaled to the default gain (a warning says so).
+    2. A lead whose peak is still beyond the limit is left out, with a warning.
+    3. Stray samples beyond the limit in an otherwise plausible lead are blanked.
+
+    Parameters
+    ----------
+    signals : dict
+        Lead -> samples in mV read at ``gain.mm_per_mv``.
+    gain : GainDecision
+        How the gain was decided.
+
+    Returns
+    -------
+    AmplitudeCheck
+
+    Raises
+    ------
+    ecgbridge.errors.DigitizationError
+        When more than half of the leads are implausible at any gain considered.
+    """
+    peaks = {lead: lead_peak_mv(sig) for lead, sig in signals.items()}
+    too_big = [lead for lead, p in peaks.items() if p > MAX_PLAUSIBLE_MV]
+    if too_big and gain.source == "pulse" and gain.mm_per_mv < DEFAULT_GAIN_MM_MV:
+        scale = gain.mm_per_mv / DEFAULT_GAIN_MM_MV
+        if max(peaks.values()) * scale <= MAX_PLAUSIBLE_MV:
+            signals = {lead: sig * scale for lead, sig in signals.items()}
+            peaks = {lead: p * scale for lead, p in peaks.items()}
+            gain = GainDecision(DEFAULT_GAIN_MM_MV, "default", gain.warnings + (
+                f"the calibration pulse's {gain.mm_per_mv:g} mm/mV would put lead(s) "
+                f"{', '.join(too_big)} beyond ±{MAX_PLAUSIBLE_MV:g} mV: pulse disregarded, "
+                f"{DEFAULT_GAIN_MM_MV:g} mm/mV assumed",), gain.outlier_rows)
+            too_big = []
+    if signals and len(too_big) > _MAX_IMPLAUSIBLE_FRACTION * len(signals):
+        raise DigitizationError(
+            f"{len(too_big)} of {len(signals)} leads would reach beyond ±{MAX_PLAUSIBLE_MV:g} mV "
+            f"at {gain.mm_per_mv:g} mm/mV ({gain.source}); the scale of the page cannot be "
+            "trusted"
+        )
+    notes: list[str] = []
+    out: dict[str, np.ndarray] = {}
+    for lead, sig in signals.items():
+        if lead in too_big:
+            notes.append(
+                f"lead {lead} left out: it reads {peaks[lead]:.1f} mV, beyond the "
+                f"±{MAX_PLAUSIBLE_MV:g} mV of a surface ECG (trace or baseline misread)"
+            )
+            continue
+        stray = np.isfinite(sig) & (np.abs(sig) > MAX_PLAUSIBLE_MV)
+        if stray.any():
+            sig = np.where(stray, np.nan, sig)
+            notes.append(
+                f"lead {lead}: {int(stray.sum())} sample(s) beyond ±{MAX_PLAUSIBLE_MV:g} mV "
+                "blanked (trace misread there)"
+            )
+        out[lead] = sig
+    if notes:
+        gain = GainDecision(gain.mm_per_mv, gain.source, gain.warnings + tuple(notes),
+                            gain.outlier_rows)
+    return AmplitudeCheck(out, gain, tuple(too_big))
+
+
+def square_grid(ppm_x: float, ppm_y: float, *, flat: bool, width: int, height: int
+                ) -> tuple[float, float, str | None]:
+    """Make the x and y grid pitches agree on a flat page.
+
+    Grid cells are square; on a page that was not perspective- or shear-corrected
+    (a flat scan, rotated at most) the two pitches can only differ by a misreading
+    of one of them. The pitch along the page's longer side (more grid periods, fewer
+    rows of trace to mistake for lines) is kept for both.
+
+    Parameters
+    ----------
+    ppm_x, ppm_y : float
+        Measured pitches (px/mm).
+    flat : bool
+        True when the geometry did not change the page's aspect (no keystone/shear).
+    width, height : int
+        Page size in pixels.
+
+    Returns
+    -------
+    tuple
+        ``(ppm_x, ppm_y, warning)``; the warning is None when nothing changed.
+    """
+    if not flat or not (np.isfinite(ppm_x) and np.isfinite(ppm_y)):
+        return ppm_x, ppm_y, None
+    if abs(ppm_x / ppm_y - 1.0) <= _MAX_PITCH_MISMATCH:
+        return ppm_x, ppm_y, None
+    kept = ppm_x if width >= height else ppm_y
+    axis = "horizontal" if width >= height else "vertical"
+    return kept, kept, (
+        f"grid pitch read {ppm_x:.2f} px/mm across and {ppm_y:.2f} px/mm down a flat page; "
+        f"the {axis} pitch ({kept:.2f}) used for both"
+    )
