@@ -218,8 +218,15 @@ def _merge_pages(
     present = postprocess.reconcile_limb_leads(present)
     for lead, sig in present.items():
         signals[LEADS.index(lead)] = sig
-    derived = postprocess.derive_missing_limb_leads(present)
-    derived_warnings = []
+    # A lead the pages show is never computed from others: it is read, or named.
+    shown = {p.lead for p in panels}
+    derived = {lead: sig for lead, sig in postprocess.derive_missing_limb_leads(present).items()
+               if lead not in shown}
+    explained = {lead for r in results for lead in r.left_out}
+    derived_warnings = [
+        f"lead {lead} is printed on the page but its trace could not be read; left out"
+        for lead in LEADS if lead in shown and lead not in present and lead not in explained
+    ]
     for lead, sig in derived.items():
         signals[LEADS.index(lead)] = sig
         quality[LEADS.index(lead)] = _DERIVED_QUALITY
@@ -504,8 +511,11 @@ def digitize_raster_page(
             candidates.setdefault(slot.lead, []).append((samples, q, info))
     if not candidates:
         raise DigitizationError(f"page {page_index + 1}: no lead panels found")
+    warnings.extend(postprocess.unused_rows_warnings(
+        [(float(r.x_start), float(r.top), float(r.x_end), float(r.bottom)) for r in rows],
+        page_index, [bool(slots) for slots in row_slots]))
     if "" in candidates:
-        candidates = postprocess.name_unlabelled_strips(candidates, fs)
+        candidates = postprocess.name_unlabelled_strips(candidates, fs, warnings)
         row_slots = _strip_names_from_panels(row_slots, candidates, rows)
     candidates = postprocess.check_einthoven(candidates)
     candidates = postprocess.relabel_rhythm_strips(candidates)

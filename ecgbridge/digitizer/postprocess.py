@@ -344,7 +344,7 @@ def _best_lagged_fit(panel: np.ndarray, strip: np.ndarray, max_lag: int) -> tupl
 
 
 def name_unlabelled_strips(
-    candidates: dict[str, list[Candidate]], fs: float
+    candidates: dict[str, list[Candidate]], fs: float, warnings: list[str] | None = None
 ) -> dict[str, list[Candidate]]:
     """Name rhythm strips whose label was unreadable (key ``""``) after the panel they repeat.
 
@@ -360,6 +360,8 @@ def name_unlabelled_strips(
         lead -> list of ``(samples, quality, PanelInfo)``; unnamed strips under ``""``.
     fs : float
         Sampling rate of the samples.
+    warnings : list of str, optional
+        Receives one line per strip left out, saying why.
 
     Returns
     -------
@@ -378,6 +380,7 @@ def name_unlabelled_strips(
                 corr[other_lead] = r
                 misfit[other_lead] = rms
         if not misfit:
+            _note_strip_left_out(strip[2], "no panel of the grid overlaps it in time", warnings)
             continue
         ranked = sorted(misfit, key=lambda k: misfit[k])
         best = ranked[0]
@@ -385,7 +388,44 @@ def name_unlabelled_strips(
         if corr[best] >= _SAME_LEAD_R and clear:
             info = dataclasses.replace(strip[2], lead=best)
             out.setdefault(best, []).append((strip[0], strip[1], info))
+        else:
+            why = (f"its trace matches no grid panel clearly (best {best}, r={corr[best]:.2f}"
+                   + ("" if clear else f", as close to {ranked[1]}") + ")")
+            _note_strip_left_out(strip[2], why, warnings)
     return out
+
+
+def _note_strip_left_out(info: PanelInfo, why: str, warnings: list[str] | None) -> None:
+    """Name an unlabelled strip that is not delivered, and why, in `warnings`."""
+    if warnings is None:
+        return
+    kind = "rhythm strip" if info.rhythm_strip else "panel"
+    x0, y0, x1, y1 = info.box
+    warnings.append(
+        f"unlabelled {kind} on page {info.page + 1} (x {x0:.0f}-{x1:.0f}, y {y0:.0f}-{y1:.0f} px) "
+        f"left out: its label could not be read and {why}"
+    )
+
+
+def unused_rows_warnings(boxes: list[tuple[float, float, float, float]], page: int,
+                         has_panel: list[bool]) -> list[str]:
+    """One warning per traced row that yields no lead panel at all.
+
+    Parameters
+    ----------
+    boxes : list of tuple
+        ``(x0, y0, x1, y1)`` of every traced row (rectified page pixels).
+    page : int
+        0-based page index.
+    has_panel : list of bool
+        Whether each row was given at least one panel.
+    """
+    return [
+        f"trace row {i + 1} on page {page + 1} (x {x0:.0f}-{x1:.0f}, y {y0:.0f}-{y1:.0f} px) "
+        "left out: no lead could be assigned to it"
+        for i, ((x0, y0, x1, y1), used) in enumerate(zip(boxes, has_panel, strict=True))
+        if not used
+    ]
 
 
 def relabel_rhythm_strips(candidates: dict[str, list[Candidate]]) -> dict[str, list[Candidate]]:
