@@ -103,3 +103,18 @@ def test_fhir_note_names_the_derived_lead(sample_record: tuple[np.ndarray, float
     plain = to_fhir_observation(ECG(signals=signals, fs=fs, panels=[_panel(lead, 0, 5000)
                                                                    for lead in LEADS]))
     assert "computed from" not in plain["note"][0]["text"]
+
+
+def test_a_derived_lead_beyond_5_mv_is_left_out_with_a_warning() -> None:
+    t = np.arange(5000) / 500.0
+    wave = np.sin(2 * np.pi * t)
+    page = PageResult(calibration=Calibration(layout="3x4", method="raster"))
+    # I and II are plausible, but III = II - I reaches 6.5 mV.
+    page.signals = {"I": -2.0 * wave, "II": 4.5 * wave}
+    page.quality = {"I": 0.9, "II": 0.9}
+    page.panels = [_panel("I", 0, 5000), _panel("II", 0, 5000)]
+    ecg = _merge_pages([page], DigitizeOptions(), SourceInfo(), [])
+    assert "III" not in ecg.present_leads() and "aVL" in ecg.present_leads()
+    assert np.nanmax(np.abs(ecg.signals)) <= 5.0
+    assert any(w.startswith("lead III left out") and "derived" in w
+               for w in ecg.calibration.warnings)

@@ -135,7 +135,7 @@ def decide_gain(row_gains: Sequence[float | None], user_gain: float | None = Non
     if winner is None:
         measured = float(np.median([g for _i, g in found]))
         return GainDecision(DEFAULT_GAIN_MM_MV, "default", (
-            f"calibration pulses read {measured:.2f} mm/mV (median), not a standard gain "
+            f"calibration pulses read {measured:.2f} mm/mV (median of the rows), no standard gain "
             f"({_GAINS_TEXT} mm/mV) shared by most rows: pulses disregarded, "
             f"{DEFAULT_GAIN_MM_MV:g} mm/mV assumed",
         ), tuple(i for i, _g in found))
@@ -199,13 +199,39 @@ def check_amplitudes(signals: dict[str, np.ndarray], gain: GainDecision) -> Ampl
             f"at {gain.mm_per_mv:g} mm/mV ({gain.source}); the scale of the page cannot be "
             "trusted"
         )
+    out, dropped, notes = limit_leads(signals)
+    if notes:
+        gain = GainDecision(gain.mm_per_mv, gain.source, gain.warnings + tuple(notes),
+                            gain.outlier_rows)
+    return AmplitudeCheck(out, gain, dropped)
+
+
+def limit_leads(signals: dict[str, np.ndarray], why: str = "trace or baseline misread"
+                ) -> tuple[dict[str, np.ndarray], tuple[str, ...], list[str]]:
+    """Leave out leads beyond ±:data:`MAX_PLAUSIBLE_MV`; blank stray samples beyond it.
+
+    Parameters
+    ----------
+    signals : dict
+        Lead -> samples (mV).
+    why : str
+        The likely cause, quoted in the warnings.
+
+    Returns
+    -------
+    tuple
+        ``(signals, dropped leads, warnings)``.
+    """
     notes: list[str] = []
     out: dict[str, np.ndarray] = {}
+    dropped: list[str] = []
     for lead, sig in signals.items():
-        if lead in too_big:
+        peak = lead_peak_mv(sig)
+        if peak > MAX_PLAUSIBLE_MV:
+            dropped.append(lead)
             notes.append(
-                f"lead {lead} left out: it reads {peaks[lead]:.1f} mV, beyond the "
-                f"±{MAX_PLAUSIBLE_MV:g} mV of a surface ECG (trace or baseline misread)"
+                f"lead {lead} left out: it reads {peak:.1f} mV, beyond the "
+                f"±{MAX_PLAUSIBLE_MV:g} mV of a surface ECG ({why})"
             )
             continue
         stray = np.isfinite(sig) & (np.abs(sig) > MAX_PLAUSIBLE_MV)
@@ -213,13 +239,10 @@ def check_amplitudes(signals: dict[str, np.ndarray], gain: GainDecision) -> Ampl
             sig = np.where(stray, np.nan, sig)
             notes.append(
                 f"lead {lead}: {int(stray.sum())} sample(s) beyond ±{MAX_PLAUSIBLE_MV:g} mV "
-                "blanked (trace misread there)"
+                f"blanked ({why})"
             )
         out[lead] = sig
-    if notes:
-        gain = GainDecision(gain.mm_per_mv, gain.source, gain.warnings + tuple(notes),
-                            gain.outlier_rows)
-    return AmplitudeCheck(out, gain, tuple(too_big))
+    return out, tuple(dropped), notes
 
 
 def square_grid(ppm_x: float, ppm_y: float, *, flat: bool, width: int, height: int

@@ -222,6 +222,8 @@ def _merge_pages(
     shown = {p.lead for p in panels}
     derived = {lead: sig for lead, sig in postprocess.derive_missing_limb_leads(present).items()
                if lead not in shown}
+    derived, _implausible, limit_notes = calibration_check.limit_leads(
+        derived, why="derived from misread limb leads")
     explained = {lead for r in results for lead in r.left_out}
     derived_warnings = [
         f"lead {lead} is printed on the page but its trace could not be read; left out"
@@ -234,6 +236,7 @@ def _merge_pages(
             f"lead {lead} not read from the page; derived from the other limb leads"
         )
     calib = results[0].calibration
+    derived_warnings += limit_notes
     if derived_warnings:
         calib = Calibration(**{**calib.__dict__,
                                "warnings": tuple(calib.warnings) + tuple(derived_warnings)})
