@@ -98,3 +98,19 @@ def test_rendered_page_with_a_pulse_of_impossible_height_is_read_at_10_mm_per_mv
     ok = np.isfinite(ii)
     assert np.corrcoef(ii[ok], record[1][ok])[0, 1] > 0.9
     assert np.nanmax(np.abs(ii[ok])) == pytest.approx(np.max(np.abs(record[1][ok])), rel=0.25)
+
+
+def test_columns_wider_than_the_standard_rescale_time() -> None:
+    from ecgbridge.digitizer.calibration_check import column_time_factor, stretch_time
+
+    # A 3x4 page read at a too small horizontal scale: 2.9 s columns, 11.6 s record.
+    assert column_time_factor([2.9, 2.91, 2.89, 2.9], 4, 10.0) == pytest.approx(1.16)
+    assert column_time_factor([2.5, 2.52, 2.49, 2.5], 4, 10.0) is None  # standard
+    assert column_time_factor([2.9, 2.0, 2.5, 2.5], 4, 10.0) is None  # columns disagree
+    assert column_time_factor([2.2, 2.2, 2.21, 2.2], 4, 10.0) is None  # narrower: rows cut
+    fs, factor = 500.0, 1.16
+    t_true = np.arange(5000) / fs
+    read = np.sin(2 * np.pi * np.arange(int(5000 * factor)) / fs / factor)
+    fixed = stretch_time(read, factor, 5000)
+    assert fixed.size == 5000
+    np.testing.assert_allclose(fixed[:-10], np.sin(2 * np.pi * t_true)[:-10], atol=1e-3)

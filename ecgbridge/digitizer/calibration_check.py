@@ -11,6 +11,7 @@ make sure that no implausible lead is delivered without a word.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ecgbridge.digitizer.options import (
     MAX_PLAUSIBLE_MV,
     STANDARD_GAINS_MM_PER_MV,
 )
+from ecgbridge.ecg import PanelInfo
 from ecgbridge.errors import DigitizationError
 
 #: Percentile of |value| taken as a lead's peak (robust to a few stray samples).
@@ -278,3 +280,130 @@ def square_grid(ppm_x: float, ppm_y: float, *, flat: bool, width: int, height: i
         f"grid pitch read {ppm_x:.2f} px/mm across and {ppm_y:.2f} px/mm down a flat page; "
         f"the {axis} pitch ({kept:.2f}) used for both"
     )
+
+
+#: Grid panels agreeing within this fraction of their median width are one column width.
+_COLUMN_AGREEMENT = 0.05
+#: Columns wider than the standard by more than this fraction (and at most
+#: :data:`_MAX_COLUMN_MISFIT`) re-scale the time axis.
+_MIN_COLUMN_MISFIT, _MAX_COLUMN_MISFIT = 0.05, 0.25
+#: Fewest grid panels needed to judge the column width.
+_MIN_COLUMN_PANELS = 4
+
+
+def column_time_factor(durations_s: Sequence[float], columns: int,
+                       record_s: float) -> float | None:
+    """How much longer the grid's columns read than the standard column.
+
+    A page of ``columns`` columns shows ``record_s / columns`` seconds per column
+    (2.5 s for a 3x4 page of 10 s at 25 mm/s). When the grid panels all read the
+    same width, wider than that by more than a few per cent, the page would yield
+    a record longer than it shows: the horizontal scale (or the speed) was misread
+    by that factor. Narrower columns are not corrected: they come as often from
+    rows cut short or columns mis-split as from the scale.
+
+    Parameters
+    ----------
+    durations_s : sequence of float
+        Durations of the grid panels (not rhythm strips).
+    columns : int
+        Number of columns of the layout.
+    record_s : float
+        Duration a full row shows (10 s).
+
+    Returns
+    -------
+    float or None
+        ``measured / standard`` column width (> 1), or None when it is within
+        tolerance, implausibly far off, narrower, or the panels disagree.
+    """
+    if columns < 2 or len(durations_s) < _MIN_COLUMN_PANELS:
+        return None
+    d = np.asarray(durations_s, dtype=float)
+    median = float(np.median(d))
+    if median <= 0 or np.abs(d / median - 1.0).max() > _COLUMN_AGREEMENT:
+        return None
+    factor = median / (record_s / columns)
+    if not _MIN_COLUMN_MISFIT < factor - 1.0 <= _MAX_COLUMN_MISFIT:
+        return None
+    return factor
+
+
+def stretch_time(samples: np.ndarray, factor: float, n: int) -> np.ndarray:
+    """Resample `samples` so that what was read at time ``t * factor`` lies at ``t``.
+
+    Parameters
+    ----------
+    samples : numpy.ndarray
+        Samples on a uniform time grid (NaN = not shown).
+    factor : float
+        Ratio of the misread to the true time scale.
+    n : int
+        Output length.
+    """
+    pos = np.arange(n) * factor
+    lo = np.floor(pos).astype(int)
+    frac = pos - lo
+    out = np.full(n, np.nan)
+    ok = lo + 1 < samples.size
+    a, b = samples[lo[ok]], samples[lo[ok] + 1]
+    out[ok] = a + (b - a) * frac[ok]
+    return out
+
+
+@dataclass(frozen=True)
+class TimeScaleCheck:
+    """Signals and panels after the column-width check.
+
+    Attributes
+    ----------
+    signals : dict
+        Lead -> samples, on the corrected time axis.
+    panels : list of PanelInfo
+        Panels with corrected start times and durations.
+    factor : float
+        Misread / true time scale (1.0: unchanged); the page's horizontal scale
+        (px/mm) is multiplied by it.
+    warning : str or None
+        What was corrected.
+    """
+
+    signals: dict[str, np.ndarray]
+    panels: list[PanelInfo]
+    factor: float = 1.0
+    warning: str | None = None
+
+
+def columns_to_standard_width(signals: dict[str, np.ndarray], panels: list[PanelInfo],
+                              columns: int, n: int, record_s: float) -> TimeScaleCheck:
+    """Re-scale a page's time axis so that its grid columns have the standard width.
+
+    See :func:`column_time_factor`; when it finds no misfit, nothing changes.
+
+    Parameters
+    ----------
+    signals : dict
+        Lead -> samples at `fs`.
+    panels : list of PanelInfo
+        The page's panels.
+    columns : int
+        Columns of the page's layout.
+    n : int
+        Length of the corrected signals (at least).
+    record_s : float
+        Duration a full row shows.
+    """
+    grid = [p.duration_s for p in panels if not p.rhythm_strip]
+    factor = column_time_factor(grid, columns, record_s)
+    if factor is None:
+        return TimeScaleCheck(signals, panels)
+    # A record longer than a full row (12x1 rows running on) keeps its extra length.
+    stretched = {lead: stretch_time(sig, factor, max(n, int(round(sig.size / factor))))
+                 for lead, sig in signals.items()}
+    moved = [dataclasses.replace(p, start_s=p.start_s / factor, duration_s=p.duration_s / factor)
+             for p in panels]
+    return TimeScaleCheck(stretched, moved, factor, (
+        f"grid columns read {float(np.median(grid)):.2f} s wide, not the "
+        f"{record_s / columns:.2f} s of a {columns}-column page: horizontal scale corrected "
+        f"by a factor {factor:.3f}"
+    ))

@@ -535,6 +535,13 @@ def digitize_raster_page(
         result.signals[lead] = merged[:keep]
         result.quality[lead] = float(items[0][1])
         result.panels.extend(info for _s, _q, info in items)
+    # Grid columns have the standard width (2.5 s on a 3x4 page): else the scale was misread.
+    if not options.paper_speed:
+        columns = max((s.columns for r in row_slots for s in r), default=1)
+        timed = calibration_check.columns_to_standard_width(
+            result.signals, result.panels, columns, n_total, _STANDARD_TRACE_MM / speed)
+        result.signals, result.panels, ppm_x = timed.signals, timed.panels, ppm_x * timed.factor
+        warnings.extend([timed.warning] if timed.warning else [])
     # No lead beyond a surface ECG's amplitude is delivered without a word.
     checked = calibration_check.check_amplitudes(result.signals, gain_decision)
     warnings.extend(checked.gain.warnings[len(gain_decision.warnings):])
