@@ -1,4 +1,4 @@
-"""Calibration sanity: standard gains, outlier pulses, plausible amplitudes, square grids."""
+"""Calibration sanity: standard gains, outlier pulses, plausible amplitudes, column widths."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from ecgbridge.digitizer.calibration_check import (
     check_amplitudes,
     decide_gain,
     snap_gain,
-    square_grid,
 )
 from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.digitizer.pipeline import digitize_pages
@@ -74,13 +73,6 @@ def test_a_page_mostly_beyond_5_mv_is_refused() -> None:
     signals = {lead: np.full(100, 7.0) for lead in ("I", "II", "III")}
     with pytest.raises(DigitizationError, match="beyond"):
         check_amplitudes(signals, decide_gain([10.0]))
-
-
-def test_flat_pages_get_square_grid_cells_photos_keep_theirs() -> None:
-    x, y, note = square_grid(4.72, 3.79, flat=True, width=2000, height=1500)
-    assert (x, y) == (4.72, 4.72) and note is not None
-    assert square_grid(4.72, 3.79, flat=False, width=2000, height=1500)[:2] == (4.72, 3.79)
-    assert square_grid(5.91, 5.93, flat=True, width=2000, height=1500)[2] is None
 
 
 def test_rendered_page_with_a_pulse_of_impossible_height_is_read_at_10_mm_per_mv(

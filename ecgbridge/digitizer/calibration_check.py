@@ -1,4 +1,4 @@
-"""Sanity checks of a raster page's calibration: gain, grid scale and amplitudes.
+"""Sanity checks of a raster page's calibration: gain, amplitudes and column widths.
 
 A calibration pulse is 1 mV high at one of the standard gains
 (:data:`~ecgbridge.digitizer.options.STANDARD_GAINS_MM_PER_MV`); rows of one page
@@ -29,8 +29,6 @@ from ecgbridge.errors import DigitizationError
 
 #: Percentile of |value| taken as a lead's peak (robust to a few stray samples).
 _PEAK_PERCENTILE = 99.5
-#: Flat pages: x and y grid pitches differing by more than this fraction disagree.
-_MAX_PITCH_MISMATCH = 0.02
 #: More than this fraction of the leads implausible: the page is refused.
 _MAX_IMPLAUSIBLE_FRACTION = 0.5
 
@@ -245,41 +243,6 @@ def limit_leads(signals: dict[str, np.ndarray], why: str = "trace or baseline mi
             )
         out[lead] = sig
     return out, tuple(dropped), notes
-
-
-def square_grid(ppm_x: float, ppm_y: float, *, flat: bool, width: int, height: int
-                ) -> tuple[float, float, str | None]:
-    """Make the x and y grid pitches agree on a flat page.
-
-    Grid cells are square; on a page that was not perspective- or shear-corrected
-    (a flat scan, rotated at most) the two pitches can only differ by a misreading
-    of one of them. The pitch along the page's longer side (more grid periods, fewer
-    rows of trace to mistake for lines) is kept for both.
-
-    Parameters
-    ----------
-    ppm_x, ppm_y : float
-        Measured pitches (px/mm).
-    flat : bool
-        True when the geometry did not change the page's aspect (no keystone/shear).
-    width, height : int
-        Page size in pixels.
-
-    Returns
-    -------
-    tuple
-        ``(ppm_x, ppm_y, warning)``; the warning is None when nothing changed.
-    """
-    if not flat or not (np.isfinite(ppm_x) and np.isfinite(ppm_y)):
-        return ppm_x, ppm_y, None
-    if abs(ppm_x / ppm_y - 1.0) <= _MAX_PITCH_MISMATCH:
-        return ppm_x, ppm_y, None
-    kept = ppm_x if width >= height else ppm_y
-    axis = "horizontal" if width >= height else "vertical"
-    return kept, kept, (
-        f"grid pitch read {ppm_x:.2f} px/mm across and {ppm_y:.2f} px/mm down a flat page; "
-        f"the {axis} pitch ({kept:.2f}) used for both"
-    )
 
 
 #: Grid panels agreeing within this fraction of their median width are one column width.

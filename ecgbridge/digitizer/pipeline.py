@@ -300,10 +300,7 @@ def digitize_raster_page(
     gx, gy = measure_grid(any_ink)
     has_grid = np.isfinite(gx.px_per_mm) and np.isfinite(gy.px_per_mm)
     if has_grid:
-        flat = np.allclose(homography, rotation_homography(any_ink.shape, angle))
-        ppm_x, ppm_y, note = calibration_check.square_grid(
-            float(gx.px_per_mm), float(gy.px_per_mm), flat=flat, width=w, height=h)
-        warnings.extend([note] if note else [])
+        ppm_x, ppm_y = float(gx.px_per_mm), float(gy.px_per_mm)
     else:
         if dpi:
             ppm_x = ppm_y = float(dpi) / 25.4
