@@ -251,6 +251,17 @@ class ECG:
             name for name, row in zip(LEADS, self.signals, strict=True) if np.isfinite(row).any()
         )
 
+    def derived_leads(self) -> tuple[str, ...]:
+        """Leads with samples that no panel of the page shows: computed from other leads.
+
+        Only a digitized ECG (one with :attr:`panels`) can tell; for any other the
+        result is empty.
+        """
+        if not self.panels:
+            return ()
+        shown = {p.lead for p in self.panels}
+        return tuple(lead for lead in self.present_leads() if lead not in shown)
+
     def replace(self, **changes: Any) -> ECG:
         """Return a copy with some attributes changed."""
         values: dict[str, Any] = {

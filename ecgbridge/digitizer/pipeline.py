@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from ecgbridge.digitizer import postprocess
+from ecgbridge.digitizer import calibration_check, postprocess
 from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.geometry import (
     axis_alignment_homography,
@@ -44,7 +44,7 @@ from ecgbridge.digitizer.layout import (
 )
 from ecgbridge.digitizer.layout_inference import decide_layout, row_shapes
 from ecgbridge.digitizer.normalise import ink_maps, to_rgb
-from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.digitizer.options import DEFAULT_SPEED_MM_S, DigitizeOptions
 from ecgbridge.digitizer.perspective import estimate_axes, estimate_perspective
 from ecgbridge.digitizer.pulse import CalibrationPulse, find_pulse
 from ecgbridge.digitizer.rows import TraceRow, find_rows
@@ -61,9 +61,6 @@ from ecgbridge.inputs.page import Page
 
 log = logging.getLogger(__name__)
 
-#: Default paper speed (mm/s) and gain (mm/mV) when neither the user nor the page says.
-DEFAULT_SPEED_MM_S = 25.0
-DEFAULT_GAIN_MM_MV = 10.0
 #: Standard recording length in seconds.
 STANDARD_DURATION_S = 10.0
 #: Smallest page side accepted, in pixels.
@@ -129,6 +126,8 @@ class PageResult:
     quality: dict[str, float] = field(default_factory=dict)
     panels: list[PanelInfo] = field(default_factory=list)
     calibration: Calibration = field(default_factory=Calibration)
+    #: Leads the page shows but that are not delivered (the warnings say why).
+    left_out: tuple[str, ...] = ()
 
 
 def digitize_pages(
@@ -223,8 +222,17 @@ def _merge_pages(
     present = postprocess.reconcile_limb_leads(present)
     for lead, sig in present.items():
         signals[LEADS.index(lead)] = sig
-    derived = postprocess.derive_missing_limb_leads(present)
-    derived_warnings = []
+    # A lead the pages show is never computed from others: it is read, or named.
+    shown = {p.lead for p in panels}
+    derived = {lead: sig for lead, sig in postprocess.derive_missing_limb_leads(present).items()
+               if lead not in shown}
+    derived, _implausible, limit_notes = calibration_check.limit_leads(
+        derived, why="derived from misread limb leads")
+    explained = {lead for r in results for lead in r.left_out}
+    derived_warnings = [
+        f"lead {lead} is printed on the page but its trace could not be read; left out"
+        for lead in LEADS if lead in shown and lead not in present and lead not in explained
+    ]
     for lead, sig in derived.items():
         signals[LEADS.index(lead)] = sig
         quality[LEADS.index(lead)] = _DERIVED_QUALITY
@@ -232,6 +240,7 @@ def _merge_pages(
             f"lead {lead} not read from the page; derived from the other limb leads"
         )
     calib = results[0].calibration
+    derived_warnings += limit_notes
     if derived_warnings:
         calib = Calibration(**{**calib.__dict__,
                                "warnings": tuple(calib.warnings) + tuple(derived_warnings)})
@@ -475,15 +484,11 @@ def digitize_raster_page_with(
                    for i, (o, e) in enumerate(spans)]
     spans = shifted
 
-    # Gain.
-    pulse_gains = [p.mm_per_mv for p in pulses if p is not None]
-    if options.gain:
-        gain, gain_source = float(options.gain), "user"
-    elif pulse_gains:
-        gain, gain_source = float(np.median(pulse_gains)), "pulse"
-    else:
-        gain, gain_source = DEFAULT_GAIN_MM_MV, "default"
-        warnings.append("no calibration pulse found: gain 10 mm/mV assumed")
+    # Gain: the standard gain most rows' pulses agree on (outlier rows disregarded).
+    gain_decision = calibration_check.decide_gain(
+        [p.mm_per_mv if p is not None else None for p in pulses], options.gain)
+    gain = gain_decision.mm_per_mv
+    warnings.extend(gain_decision.warnings)
     if speed_source == "default":
         warnings.append("paper speed 25 mm/s assumed")
 
@@ -539,7 +544,8 @@ def digitize_raster_page_with(
         )
 
     # Signals.
-    heights = [p.height_px for p in pulses if p is not None]
+    heights = [p.height_px for i, p in enumerate(pulses)
+               if p is not None and i not in gain_decision.outlier_rows]
     median_pulse_h = float(np.median(heights)) if heights else 1.0
     result = PageResult()
     fs = options.fs
@@ -576,8 +582,12 @@ def digitize_raster_page_with(
             candidates.setdefault(slot.lead, []).append((samples, q, info))
     if not candidates:
         raise DigitizationError(f"page {page_index + 1}: no lead panels found")
+    warnings.extend(postprocess.unused_rows_warnings(
+        [(float(r.x_start), float(r.top), float(r.x_end), float(r.bottom)) for r in rows],
+        page_index, [bool(slots) for slots in row_slots]))
     if "" in candidates:
-        candidates = postprocess.name_unlabelled_strips(candidates, fs, _DEFAULT_STRIP_LEAD)
+        candidates = postprocess.name_unlabelled_strips(candidates, fs, _DEFAULT_STRIP_LEAD,
+                                                        warnings)
         row_slots = _strip_names_from_panels(row_slots, candidates, rows)
     candidates = postprocess.check_einthoven(candidates)
     candidates = postprocess.relabel_rhythm_strips(candidates)
@@ -594,10 +604,24 @@ def digitize_raster_page_with(
         result.signals[lead] = merged[:keep]
         result.quality[lead] = float(items[0][1])
         result.panels.extend(info for _s, _q, info in items)
+    # Grid columns have the standard width (2.5 s on a 3x4 page): else the scale was misread.
+    if not options.paper_speed:
+        columns = max((s.columns for r in row_slots for s in r), default=1)
+        timed = calibration_check.columns_to_standard_width(
+            result.signals, result.panels, columns, n_total, _STANDARD_TRACE_MM / speed)
+        result.signals, result.panels, ppm_x = timed.signals, timed.panels, ppm_x * timed.factor
+        warnings.extend([timed.warning] if timed.warning else [])
+    # No lead beyond a surface ECG's amplitude is delivered without a word.
+    checked = calibration_check.check_amplitudes(result.signals, gain_decision)
+    warnings.extend(checked.gain.warnings[len(gain_decision.warnings):])
+    gain_decision, gain = checked.gain, checked.gain.mm_per_mv
+    result.signals = checked.signals
+    result.quality = {lead: q for lead, q in result.quality.items() if lead in result.signals}
+    result.left_out = checked.dropped
     result.calibration = Calibration(
         layout=layout_name([s for s in row_slots if s]),
         px_per_mm_x=ppm_x, px_per_mm_y=ppm_y, mm_per_mv=gain, mm_per_s=speed,
-        rotation_deg=float(angle), gain_source=gain_source, speed_source=speed_source,
+        rotation_deg=float(angle), gain_source=gain_decision.source, speed_source=speed_source,
         method="raster", engine=engine,
         transform=tuple(float(v) for v in homography.ravel()) if rectified else (),
         warnings=tuple(warnings),

@@ -344,7 +344,8 @@ def _best_lagged_fit(panel: np.ndarray, strip: np.ndarray, max_lag: int) -> tupl
 
 
 def name_unlabelled_strips(
-    candidates: dict[str, list[Candidate]], fs: float, default: str = ""
+    candidates: dict[str, list[Candidate]], fs: float, default: str = "",
+    warnings: list[str] | None = None,
 ) -> dict[str, list[Candidate]]:
     """Name rhythm strips whose label was unreadable (key ``""``) after the panel they repeat.
 
@@ -363,6 +364,8 @@ def name_unlabelled_strips(
         Sampling rate of the samples.
     default : str
         Lead of strips that match no panel ("" to leave them out).
+    warnings : list of str, optional
+        Receives one line per strip left out or named by default, saying why.
 
     Returns
     -------
@@ -380,16 +383,59 @@ def name_unlabelled_strips(
             if rms < misfit.get(other_lead, np.inf):
                 corr[other_lead] = r
                 misfit[other_lead] = rms
-        best = default
+        why = "no panel of the grid overlaps it in time"
         if misfit:
             ranked = sorted(misfit, key=lambda k: misfit[k])
-            clear = len(ranked) == 1 or misfit[ranked[0]] < _STRIP_NAME_MARGIN * misfit[ranked[1]]
-            if corr[ranked[0]] >= _SAME_LEAD_R and clear:
-                best = ranked[0]
-        if best:
-            info = dataclasses.replace(strip[2], lead=best)
-            out.setdefault(best, []).append((strip[0], strip[1], info))
+            best = ranked[0]
+            clear = len(ranked) == 1 or misfit[best] < _STRIP_NAME_MARGIN * misfit[ranked[1]]
+            if corr[best] >= _SAME_LEAD_R and clear:
+                info = dataclasses.replace(strip[2], lead=best)
+                out.setdefault(best, []).append((strip[0], strip[1], info))
+                continue
+            why = (f"its trace matches no grid panel clearly (best {best}, r={corr[best]:.2f}"
+                   + ("" if clear else f", as close to {ranked[1]}") + ")")
+        if default:
+            info = dataclasses.replace(strip[2], lead=default)
+            out.setdefault(default, []).append((strip[0], strip[1], info))
+            if warnings is not None:
+                warnings.append(f"unlabelled rhythm strip taken as lead {default}, the usual "
+                                f"rhythm lead: {why}")
+        else:
+            _note_strip_left_out(strip[2], why, warnings)
     return out
+
+
+def _note_strip_left_out(info: PanelInfo, why: str, warnings: list[str] | None) -> None:
+    """Name an unlabelled strip that is not delivered, and why, in `warnings`."""
+    if warnings is None:
+        return
+    kind = "rhythm strip" if info.rhythm_strip else "panel"
+    x0, y0, x1, y1 = info.box
+    warnings.append(
+        f"unlabelled {kind} on page {info.page + 1} (x {x0:.0f}-{x1:.0f}, y {y0:.0f}-{y1:.0f} px) "
+        f"left out: its label could not be read and {why}"
+    )
+
+
+def unused_rows_warnings(boxes: list[tuple[float, float, float, float]], page: int,
+                         has_panel: list[bool]) -> list[str]:
+    """One warning per traced row that yields no lead panel at all.
+
+    Parameters
+    ----------
+    boxes : list of tuple
+        ``(x0, y0, x1, y1)`` of every traced row (rectified page pixels).
+    page : int
+        0-based page index.
+    has_panel : list of bool
+        Whether each row was given at least one panel.
+    """
+    return [
+        f"trace row {i + 1} on page {page + 1} (x {x0:.0f}-{x1:.0f}, y {y0:.0f}-{y1:.0f} px) "
+        "left out: no lead could be assigned to it"
+        for i, ((x0, y0, x1, y1), used) in enumerate(zip(boxes, has_panel, strict=True))
+        if not used
+    ]
 
 
 def relabel_rhythm_strips(candidates: dict[str, list[Candidate]]) -> dict[str, list[Candidate]]:

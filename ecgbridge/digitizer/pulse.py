@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ecgbridge.digitizer.options import GAIN_SNAP_TOLERANCE, STANDARD_GAINS_MM_PER_MV
 from ecgbridge.digitizer.trace import TracePath
 
-#: Standard gains in mm/mV; a measured pulse within 12 % of one snaps to it.
-STANDARD_GAINS_MM_PER_MV: tuple[float, ...] = (2.5, 5.0, 10.0, 20.0)
 #: Pulse width range in mm (0.2 s at 25 or 50 mm/s, with slack).
 _MIN_WIDTH_MM, _MAX_WIDTH_MM = 1.5, 14.0
 #: Pulse height range in mm.
@@ -104,7 +103,7 @@ def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
                 continue
             gain = height / px_per_mm_y
             for std in STANDARD_GAINS_MM_PER_MV:
-                if abs(gain / std - 1.0) <= 0.12:
+                if abs(gain / std - 1.0) <= GAIN_SNAP_TOLERANCE:
                     gain = std
                     # The top line's centre is exact, the foot depends on the pen's line
                     # caps: with a standard gain the foot is one gain below the top.

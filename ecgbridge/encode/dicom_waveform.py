@@ -15,7 +15,8 @@ Encoding rules
   a recording too long for 16384 samples is resampled to the highest of 1000/500/250/200 Hz
   that fits, else EncodingError. ``allow_resample=False`` raises instead.
 * WaveformOriginality is DERIVED; every channel's ChannelDerivationDescription says how
-  it was obtained (digitized from an image, and by which method). Per-lead digitization
+  it was obtained (digitized from an image, and by which method; a lead the page does
+  not show, computed from the other limb leads, says so). Per-lead digitization
   quality goes into the Waveform Annotation module as a numeric measurement per channel
   (private concept ``(DIGQ, 99ECGBRIDGE, "Digitization quality")``, UCUM ``1``): the
   standard puts measurements about channels there, not in the derivation text.
@@ -82,6 +83,8 @@ CHARACTER_SET_UTF8 = "ISO_IR 192"
 DERIVED_SERIES_NUMBER = 990
 #: Namespace of the name-based UUIDs behind ecgbridge's deterministic ``2.25.`` UIDs.
 UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:ecgbridge:dicom-uid")
+#: ChannelDerivationDescription of a lead the page does not show (computed from others).
+DERIVED_LEAD_DESCRIPTION = "Not on the page: computed from other limb leads by ecgbridge"
 #: Maximum length of a LO value (ChannelDerivationDescription).
 _LO_MAX = 64
 
@@ -192,8 +195,12 @@ def to_dicom_waveform(
     # Acquisition Context (Type 2, empty: nothing is known about electrode placement)
     ds.AcquisitionContextSequence = Sequence([])
     # Waveform
-    derivation = derivation_description(ecg.calibration)
-    group = _multiplex_group(raw, fs, [LEADS[i] for i in present], sensitivity, derivation)
+    derived = set(ecg.derived_leads())
+    derivations = [
+        DERIVED_LEAD_DESCRIPTION if LEADS[i] in derived else derivation_description(ecg.calibration)
+        for i in present
+    ]
+    group = _multiplex_group(raw, fs, [LEADS[i] for i in present], sensitivity, derivations)
     ds.WaveformSequence = Sequence([group])
     if digitized:
         annotations = [
@@ -399,7 +406,7 @@ def _code_item(concept: codes.CodedConcept) -> Dataset:
 
 
 def _multiplex_group(
-    raw: np.ndarray, fs: float, leads: list[str], sensitivity: float, derivation: str
+    raw: np.ndarray, fs: float, leads: list[str], sensitivity: float, derivations: list[str]
 ) -> Dataset:
     group = Dataset()
     group.MultiplexGroupLabel = MULTIPLEX_GROUP_LABEL
@@ -411,7 +418,7 @@ def _multiplex_group(
     group.WaveformSampleInterpretation = "SS"
     group.add_new(0x5400100A, "OW", struct.pack("<h", PADDING_VALUE))  # WaveformPaddingValue
     channels = []
-    for lead in leads:
+    for lead, derivation in zip(leads, derivations, strict=True):
         ch = Dataset()
         ch.ChannelLabel = lead
         ch.ChannelSourceSequence = Sequence([_code_item(codes.DICOM_LEAD_CODES[lead])])

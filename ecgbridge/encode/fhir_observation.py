@@ -18,7 +18,8 @@ Shape (after ``Observation/ekg`` in the FHIR specification):
   by PatientID); ``effectiveDateTime`` from the given time or the source's acquisition
   time (local time zone assumed for DICOM times), omitted when unknown; ``issued`` is the
   processing time; ``device`` names ecgbridge, ``method`` says how the trace was
-  obtained, and a ``note`` lists the per-lead digitization quality.
+  obtained, and a ``note`` lists the per-lead digitization quality and names the leads
+  the page does not show that were computed from the other limb leads.
 """
 
 from __future__ import annotations
@@ -537,6 +538,10 @@ def _note_text(ecg: ECG, present: list[int]) -> str:
     )
     if absent:
         text += f" Not shown on the page: {', '.join(absent)}."
+    derived = ecg.derived_leads()
+    if derived:
+        text += (f" Not shown on the page and computed from the other limb leads "
+                 f"(Einthoven/Goldberger): {', '.join(derived)}.")
     if ecg.calibration.warnings:
         text += " Warnings: " + "; ".join(ecg.calibration.warnings)
     return text
