@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from ecgbridge.digitizer import calibration_check, postprocess
+from ecgbridge.digitizer import calibration_check, postprocess, timebase
 from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.geometry import (
     axis_alignment_homography,
@@ -455,7 +455,8 @@ def digitize_raster_page_with(
                 spans[i] = (common, x_end)
     elif rows:
         spans = _late_starts_to_common_origin(spans, ppm_x)
-        spans = _first_ink_to_first_sample(spans, ppm_x)
+        spans = _first_ink_to_first_sample(
+            spans, ppm_x, float(np.median([timebase.pen_width(p) for p in paths])))
     if not rows:
         raise DigitizationError(f"page {page_index + 1}: only straight lines found, no traces")
     # Most rows' signal starts a printer-specific gap after the pulse's fall.
@@ -474,10 +475,14 @@ def digitize_raster_page_with(
     # The pen's horizontal width is best seen on the pulse's vertical edges.
     edges = [p.edge_px for p in start_pulses if p is not None]
     pen_px = float(np.median(edges)) if edges else None
+    max_shift = max(_MAX_ROW_END_SHIFT_MM * ppm_x, gap + 1.0 * ppm_x)
+    if not falls:
+        # No pulse marks time 0: the first ink may be a pulse not recognised as one
+        # (0.2 s) or stray ink before the trace; full rows' ends still tell the origin.
+        max_shift = max(max_shift, (_PULSE_SECONDS * speed + 1.0) * ppm_x)
     shifted = _origins_from_row_ends(spans, paths, ppm_x * speed, ppm_x,
                                      expected_s=_STANDARD_TRACE_MM / speed, pen_px=pen_px,
-                                     max_shift_px=max(_MAX_ROW_END_SHIFT_MM * ppm_x,
-                                                      gap + 1.0 * ppm_x))
+                                     max_shift_px=max_shift)
     if shifted is None:
         # Rows not full length (or a gap too small to tell from the row ends).
         shifted = [(o + gap, e) if i in from_fall else (o, e)
@@ -780,8 +785,9 @@ def _origins_from_row_ends(
     pulse and the signal, but a full row (250 mm: 10 s at 25 mm/s, 5 s at 50 mm/s)
     ends exactly `expected_s` after its start. For every row whose extent is within
     2.5 % of that the implied origin is computed; the largest (from the longest row,
-    0.75 mm to `max_shift_px`, default 3 mm) is applied to every row, as rows can only
-    be cut short. Returns None when no shift is found.
+    0.75 mm to `max_shift_px`, default 3 mm; beyond 3 mm only when two rows end
+    together) is applied to every row, as rows can only be cut short. Returns None
+    when no shift is found.
     """
     if max_shift_px is None:
         max_shift_px = _MAX_ROW_END_SHIFT_MM * ppm
@@ -802,6 +808,8 @@ def _origins_from_row_ends(
     shift = float(np.median(arr[agree]))
     if not 0.75 * ppm < abs(shift) <= max_shift_px:
         return None
+    if abs(shift) > _MAX_ROW_END_SHIFT_MM * ppm and agree.sum() < 2:
+        return None  # a large shift needs two rows ending together
     return [(o + shift, e) for o, e in spans]
 
 
@@ -1042,14 +1050,16 @@ def _late_starts_to_common_origin(
 
     The rows of a printout start at one x; a row found to start well after the
     others (its first waves faint or lost) but ending with them starts there too.
-    The common origin is the earliest start that two rows share.
+    The common origin is where most rows start together (stray ink before one row's
+    trace does not move it), else the earliest start that two rows share.
     """
     tol = _LATE_START_MM * ppm_x
     starts = sorted(o for o, _e in spans)
     shared = [a for a, b in zip(starts, starts[1:], strict=False) if b - a <= tol]
     if not shared:
         return spans
-    common = shared[0]
+    common = timebase.consensus_start(np.array(starts), timebase.SAME_START_MM * ppm_x)
+    common = shared[0] if common is None else common
     end = float(np.median([e for _o, e in spans]))
     out = []
     for o, e in spans:
@@ -1060,13 +1070,15 @@ def _late_starts_to_common_origin(
 
 
 def _first_ink_to_first_sample(
-    spans: list[tuple[float, float]], ppm_x: float
+    spans: list[tuple[float, float]], ppm_x: float, pen_px: float = 1.0
 ) -> list[tuple[float, float]]:
-    """Without pulses, give the rows that start together the earliest of their starts.
+    """Without pulses, give the rows that start together their first sample's column.
 
     Rows of a page start at one x, but a row whose first samples are faint or lie on a
-    steep wave is found to start a pixel or two late; rows starting within
-    :data:`_LATE_START_MM` of the median start share the earliest of them.
+    steep wave is found to start a pixel or two late, and stray ink can make one start
+    early; rows starting within :data:`_LATE_START_MM` of the median start share the
+    start most of them agree on (:func:`timebase.first_sample_origin`, the earliest
+    of them when no two agree), moved in by half the pen's width `pen_px`.
     """
     if not spans:
         return spans
@@ -1075,7 +1087,9 @@ def _first_ink_to_first_sample(
     together = np.abs(starts - np.median(starts)) <= tol
     if not together.any():
         return spans
-    origin = float(starts[together].min())
+    origin = timebase.first_sample_origin(starts[together], ppm_x, pen_px)
+    if origin is None:
+        origin = float(starts[together].min()) + 0.5 * max(pen_px - 1.0, 0.0)
     return [(origin if ok else o, e) for ok, (o, e) in zip(together, spans, strict=True)]
 
 
