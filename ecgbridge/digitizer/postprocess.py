@@ -94,48 +94,59 @@ def align_panels_to_rhythm(
     dict
         The candidates, moved panels with shifted samples and start times.
     """
-    flat = [(lead, j, item) for lead, items in candidates.items() for j, item in enumerate(items)]
-    strips = [item[0] for _lead, _j, item in flat if item[2].rhythm_strip]
+    flat = [(lead, item) for lead, items in candidates.items() for item in items]
+    strips = [item[0] for _lead, item in flat if item[2].rhythm_strip]
     if not strips:
         return candidates
     envelopes = [beat_timing.beat_envelope(s, fs) for s in strips]
-    n_common = min(e.size for e in envelopes)
+    n_common = min(e.size for e in envelopes)  # strips may end a sample apart
     ref = np.max(np.vstack([e[:n_common] for e in envelopes]), axis=0)
-    panels = [(k, item) for k, (_lead, _j, item) in enumerate(flat)
-              if not item[2].rhythm_strip and item[2].duration_s > 0.5]
+    panels = {k: item for k, (_lead, item) in enumerate(flat)
+              if not item[2].rhythm_strip and item[2].duration_s > 0.5}
     moved: dict[int, Candidate] = {}
     # Lag of the first column (at its position) against the strip: the beat envelopes'
     # own offset between leads and strip, which a moved column's lag is measured from.
     first_lag = 0.0
-    for group in beat_timing.group_columns([item[2].start_s for _k, item in panels]):
-        column = [panels[i] for i in group]
-        geo = float(np.median([item[2].start_s for _k, item in column]))
-        duration = float(np.median([item[2].duration_s for _k, item in column]))
-        # Columns of a standard width are a standard period apart, whatever the panel
-        # boxes' rounding; else (time scale misread) the beats' lag fixes the start.
-        period = beat_timing.standard_period(duration)
-        segments = [_panel_segment(item, fs) for _k, item in column]
-        if not beat_timing.enough_signal(segments, fs):
+    keys = list(panels)
+    for group in beat_timing.group_columns([panels[k][2].start_s for k in keys]):
+        column = {keys[i]: panels[keys[i]] for i in group}
+        fit, standard = _fit_column(list(column.values()), ref, fs)
+        if fit is None:
             continue
-        fit = beat_timing.place_column(beat_timing.column_envelope(segments, fs), ref, geo,
-                                       period or duration, fs)
-        # The first column starts the recording.
-        if geo < 0.05 + beat_timing.MAX_LAG_S:
-            if fit.scores[geo] >= beat_timing.MIN_FIT:
+        if fit.geometric_s < 0.05 + beat_timing.MAX_LAG_S:  # the first column starts at 0
+            if fit.scores[fit.geometric_s] >= beat_timing.MIN_FIT:
                 first_lag = fit.lag_s
             continue
         if not fit.moved:
             continue
-        if period is None:
+        if not standard:
             fit = dataclasses.replace(fit, start_s=fit.start_s + fit.lag_s - first_lag)
-        for k, item in column:
-            moved[k] = _shift_panel(item, fit.start_s - geo, fs)
+        moved.update({k: _shift_panel(item, fit.start_s - fit.geometric_s, fs)
+                      for k, item in column.items()})
         if warnings is not None:
-            warnings.append(_moved_warning(sorted({flat[k][0] for k, _i in column}), fit))
+            warnings.append(_moved_warning(sorted({flat[k][0] for k in column}), fit))
     out: dict[str, list[Candidate]] = {lead: [] for lead in candidates}
-    for k, (lead, _j, item) in enumerate(flat):
+    for k, (lead, item) in enumerate(flat):
         out[lead].append(moved.get(k, item))
     return out
+
+
+def _fit_column(column: list[Candidate], ref: np.ndarray, fs: float
+                ) -> tuple[beat_timing.ColumnFit | None, bool]:
+    """A column's start chosen by its beats, and whether its width is a standard one.
+
+    Columns of a standard width are a standard period apart, whatever the rounding of
+    the panel boxes; else (time scale misread) the beats' lag is to fix the start.
+    The fit is None when the column holds too little trace.
+    """
+    geo = float(np.median([info.start_s for _s, _q, info in column]))
+    duration = float(np.median([info.duration_s for _s, _q, info in column]))
+    period = beat_timing.standard_period(duration)
+    segments = [_panel_segment(item, fs) for item in column]
+    if not beat_timing.enough_signal(segments, fs):
+        return None, period is not None
+    env = beat_timing.column_envelope(segments, fs)
+    return beat_timing.place_column(env, ref, geo, period or duration, fs), period is not None
 
 
 def _panel_segment(item: Candidate, fs: float) -> np.ndarray:
