@@ -86,6 +86,20 @@ def test_without_a_strip_the_standard_placement_is_kept() -> None:
     assert all(_start(out, lead) == 5.0 for lead in COLUMN_LEADS[1])
 
 
+def test_a_strip_out_of_step_with_the_first_column_is_no_evidence() -> None:
+    # The first column (which starts the recording) does not line up with the strip
+    # (here its traces are noise): the strip is no timing evidence, nothing moves.
+    rec = _record(seed=6)
+    cands = _candidates(rec, second_from_s=0.0)
+    rng = np.random.default_rng(0)
+    for lead in COLUMN_LEADS[0]:
+        cands[lead] = [(np.where(np.isfinite(s), rng.standard_normal(s.size), np.nan)
+                        if not info.rhythm_strip else s, q, info)
+                       for s, q, info in cands[lead]]
+    out = align_panels_to_rhythm(cands, FS, [])
+    assert all(_start(out, lead) == 5.0 for lead in COLUMN_LEADS[1])
+
+
 def test_a_perfectly_regular_rhythm_is_no_evidence() -> None:
     # One beat a second: 0-5 s and 5-10 s look alike, the position decides.
     rec = _record(rr=np.full(20, 1.0), seed=4)

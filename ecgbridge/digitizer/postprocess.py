@@ -78,7 +78,8 @@ def align_panels_to_rhythm(
     from time 0 (the benchmark generator's 6x2 pages) or otherwise not at its
     geometric time: each later column's beat envelope is compared with the rhythm
     strip's at the geometric start and at whole column periods before it, and the
-    column moves when another start fits clearly better. Without a strip nothing moves.
+    column moves when another start fits clearly better. Nothing moves without a strip,
+    nor when the first column (which starts the recording) does not line up with it.
 
     Parameters
     ----------
@@ -104,20 +105,21 @@ def align_panels_to_rhythm(
     panels = {k: item for k, (_lead, item) in enumerate(flat)
               if not item[2].rhythm_strip and item[2].duration_s > 0.5}
     moved: dict[int, Candidate] = {}
-    # Lag of the first column (at its position) against the strip: the beat envelopes'
+    # The first column starts the recording: unless it lines up with the strip there,
+    # the strip (or the traces) is no timing evidence. Its lag is the beat envelopes'
     # own offset between leads and strip, which a moved column's lag is measured from.
-    first_lag = 0.0
+    first_lag: float | None = None
     keys = list(panels)
     for group in beat_timing.group_columns([panels[k][2].start_s for k in keys]):
         column = {keys[i]: panels[keys[i]] for i in group}
         fit, standard = _fit_column(list(column.values()), ref, fs)
         if fit is None:
             continue
-        if fit.geometric_s < 0.05 + beat_timing.MAX_LAG_S:  # the first column starts at 0
+        if fit.geometric_s < 0.05 + beat_timing.MAX_LAG_S:
             if fit.scores[fit.geometric_s] >= beat_timing.MIN_FIT:
                 first_lag = fit.lag_s
             continue
-        if not fit.moved:
+        if not fit.moved or first_lag is None:
             continue
         if not standard:
             fit = dataclasses.replace(fit, start_s=fit.start_s + fit.lag_s - first_lag)
