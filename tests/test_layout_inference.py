@@ -95,3 +95,42 @@ def test_a_layout_hint_is_used_without_labels(rendered_page: Callable[..., Any])
     assert ecg.calibration.layout == "3x4+II"
     assert any("layout 3x4+II as given" in w for w in ecg.calibration.warnings)
     _check_panels(ecg, page)
+
+
+def _limb_page(noise_on_i: float) -> list:
+    """Trace paths of a generator-order 6x2 page (both columns 0-5 s) of smooth leads."""
+    from ecgbridge.digitizer.layout_inference import KIT_ROWS_6X2
+    from ecgbridge.digitizer.trace import TracePath
+
+    rng = np.random.default_rng(7)
+    n = 500
+
+    def smooth() -> np.ndarray:
+        return np.convolve(rng.standard_normal(n + 40), np.ones(41) / 41 * 6, mode="valid")[:n]
+
+    lead_i, lead_ii = smooth(), smooth()
+    sig = {"I": lead_i + noise_on_i * rng.standard_normal(n), "II": lead_ii,
+           "III": lead_ii - lead_i, "aVR": -(lead_i + lead_ii) / 2,
+           "aVL": lead_i - lead_ii / 2, "aVF": lead_ii - lead_i / 2}
+    paths = []
+    for r, leads in enumerate(KIT_ROWS_6X2):
+        y = np.concatenate([100.0 * r + 50 - 20 * sig.get(lead, smooth()) for lead in leads])
+        paths.append(TracePath(0, y, y - 1, y + 1, 2.0))
+    return paths
+
+
+def test_row_order_from_einthoven_and_goldberger() -> None:
+    from ecgbridge.digitizer.layout_inference import (
+        KIT_ROWS_6X2,
+        Candidate,
+        LayoutInference,
+        choose_row_order,
+    )
+
+    inference = LayoutInference(Candidate("6x2", 6, 2, 0), {i: i for i in range(6)}, "", 0.0)
+    labels: list[list[Any]] = [[] for _ in range(6)]
+    order, why = choose_row_order(inference, [0.0] * 6, 1000.0, labels, _limb_page(0.0), 4.0)
+    assert order == KIT_ROWS_6X2 and "Einthoven's law" in why
+    # Lead I badly traced: Einthoven's law alone cannot tell; Goldberger's can.
+    order, why = choose_row_order(inference, [0.0] * 6, 1000.0, labels, _limb_page(0.7), 4.0)
+    assert order == KIT_ROWS_6X2 and "Goldberger" in why

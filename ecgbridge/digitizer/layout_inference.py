@@ -93,6 +93,11 @@ ROW_ORDERS: dict[str, tuple[tuple[tuple[str, ...], ...], ...]] = {
 #: An order is chosen by Einthoven's law when its I + III - II residual is below this
 #: (relative to the traces' RMS) and below this fraction of every other order's.
 _EINTHOVEN_MARGIN = 0.6
+#: Lead identities checked for a row order: leads and their signs in a zero sum.
+_LEAD_IDENTITIES: tuple[tuple[tuple[str, ...], tuple[float, ...]], ...] = (
+    (("I", "II", "III"), (1.0, -1.0, 1.0)),
+    (("aVR", "aVL", "aVF"), (1.0, 1.0, 1.0)),
+)
 
 #: The standard layouts a page is chosen among.
 CANDIDATES: tuple[Candidate, ...] = (
@@ -457,6 +462,33 @@ def einthoven_residual(
     Each trace is taken relative to its median level over the window; the residual
     is ``rms(I + III - II) / rms(all three)``, NaN when the rows share too few columns.
     """
+    return lead_sum_residual(paths, rows, (1.0, -1.0, 1.0), x0, x1)
+
+
+def lead_sum_residual(
+    paths: list[TracePath], rows: tuple[int, ...], signs: tuple[float, ...], x0: float,
+    x1: float,
+) -> float:
+    """Relative residual of a lead identity ``sum(sign * lead) = 0`` over columns [x0, x1).
+
+    Parameters
+    ----------
+    paths : list of TracePath
+        Every trace row's path.
+    rows : tuple of int
+        Trace rows showing the identity's leads.
+    signs : tuple of float
+        Sign of each lead in the sum (Einthoven: I - II + III; Goldberger:
+        aVR + aVL + aVF).
+    x0, x1 : float
+        Pixel columns compared (one column of the grid).
+
+    Returns
+    -------
+    float
+        ``rms(sum) / rms(all traces)``, each trace relative to its median level; NaN
+        when the rows share too few columns.
+    """
     values = []
     for i in rows:
         p = paths[i]
@@ -466,26 +498,45 @@ def einthoven_residual(
         if b > a:
             col[a + p.x0 - int(round(x0)): b + p.x0 - int(round(x0))] = p.y[a:b]
         values.append(-(col - np.nanmedian(col)) if np.isfinite(col).any() else col)
-    lead_i, lead_ii, lead_iii = values
-    ok = np.isfinite(lead_i) & np.isfinite(lead_ii) & np.isfinite(lead_iii)
+    ok = np.logical_and.reduce([np.isfinite(v) for v in values])
     if ok.sum() < 20:
         return float("nan")
-    resid = lead_i[ok] + lead_iii[ok] - lead_ii[ok]
-    scale = np.sqrt(np.mean(np.concatenate([lead_i[ok], lead_ii[ok], lead_iii[ok]]) ** 2))
+    resid = sum(sign * v[ok] for sign, v in zip(signs, values, strict=True))
+    scale = np.sqrt(np.mean(np.concatenate([v[ok] for v in values]) ** 2))
     return float(np.sqrt(np.mean(resid ** 2)) / max(scale, 1e-9))
 
 
-def _limb_rows(inference: LayoutInference,
-               table: tuple[tuple[str, ...], ...]) -> tuple[int, int, int] | None:
-    """Trace rows showing I, II and III in the first column under `table`."""
+def _lead_rows(inference: LayoutInference, table: tuple[tuple[str, ...], ...],
+               leads: tuple[str, ...]) -> tuple[tuple[int, ...], int] | None:
+    """Trace rows showing `leads` under `table`, and their column (None unless one)."""
     by_layout_row = {r: i for i, r in inference.layout_rows.items()}
-    found = []
-    for lead in ("I", "II", "III"):
-        r = next((k for k, leads in enumerate(table) if leads[0] == lead), None)
-        if r is None or r not in by_layout_row:
+    found, columns = [], set()
+    for lead in leads:
+        hit = next(((k, c) for k, names in enumerate(table) for c, name in enumerate(names)
+                    if name == lead), None)
+        if hit is None or hit[0] not in by_layout_row:
             return None
-        found.append(by_layout_row[r])
-    return found[0], found[1], found[2]
+        found.append(by_layout_row[hit[0]])
+        columns.add(hit[1])
+    return (tuple(found), columns.pop()) if len(columns) == 1 else None
+
+
+def _identity_residuals(
+    inference: LayoutInference, table: tuple[tuple[str, ...], ...], origins: list[float],
+    row_length: float, paths: list[TracePath],
+) -> tuple[float, float]:
+    """Einthoven's and Goldberger's residuals of the traces named by `table` (NaN: n/a)."""
+    col_w = row_length / inference.candidate.columns
+    out = []
+    for leads, signs in _LEAD_IDENTITIES:
+        found = _lead_rows(inference, table, leads)
+        if found is None:
+            out.append(float("nan"))
+            continue
+        rows, column = found
+        x0 = float(np.median([origins[i] for i in rows])) + column * col_w
+        out.append(lead_sum_residual(paths, rows, signs, x0, x0 + col_w))
+    return out[0], out[1]
 
 
 def choose_row_order(
@@ -511,21 +562,32 @@ def choose_row_order(
     best = int(np.argmax(votes))
     if votes.count(votes[best]) == 1 and votes[best] > 0:
         return orders[best], "row order from the labels read"
-    if paths is not None:
-        col_w = row_length / inference.candidate.columns
-        resid = []
-        for table in orders:
-            rows = _limb_rows(inference, table)
-            x0 = float(np.median([origins[i] for i in rows])) if rows else 0.0
-            resid.append(einthoven_residual(paths, rows, x0, x0 + col_w)
-                         if rows else float("nan"))
-        if all(np.isfinite(resid)):
-            k = int(np.argmin(resid))
-            if resid[k] < _EINTHOVEN_MARGIN and all(
-                    resid[k] < _EINTHOVEN_MARGIN * r for j, r in enumerate(resid) if j != k):
-                return orders[k], (f"row order from Einthoven's law (I + III - II residual "
-                                   f"{resid[k]:.2f} vs {max(resid):.2f})")
+    if paths is None:
+        return orders[0], ""
+    residuals = [_identity_residuals(inference, table, origins, row_length, paths)
+                 for table in orders]
+    k = _clear_minimum([r[0] for r in residuals])
+    if k is not None:
+        return orders[k], (f"row order from Einthoven's law (I + III - II residual "
+                           f"{residuals[k][0]:.2f} vs {max(r[0] for r in residuals):.2f})")
+    # Einthoven's alone undecided: with Goldberger's (aVR + aVL + aVF = 0) as well.
+    both = [float(np.mean(r)) for r in residuals]
+    k = _clear_minimum(both)
+    if k is not None:
+        return orders[k], (f"row order from Einthoven's and Goldberger's laws (mean residual "
+                           f"{both[k]:.2f} vs {max(both):.2f})")
     return orders[0], ""
+
+
+def _clear_minimum(resid: list[float]) -> int | None:
+    """Index of a residual below :data:`_EINTHOVEN_MARGIN` and that fraction of all others."""
+    if not resid or not all(np.isfinite(resid)):
+        return None
+    k = int(np.argmin(resid))
+    if resid[k] < _EINTHOVEN_MARGIN and all(
+            resid[k] < _EINTHOVEN_MARGIN * r for j, r in enumerate(resid) if j != k):
+        return k
+    return None
 
 
 #: Grids of the standard layouts (the part of a layout name before "+").

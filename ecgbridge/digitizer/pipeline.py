@@ -596,7 +596,7 @@ def digitize_raster_page_with(
         row_slots = _strip_names_from_panels(row_slots, candidates, rows)
     candidates = postprocess.check_einthoven(candidates)
     candidates = postprocess.relabel_rhythm_strips(candidates)
-    candidates = postprocess.align_panels_to_rhythm(candidates, fs)
+    candidates = postprocess.align_panels_to_rhythm(candidates, fs, warnings)
     for lead, items in candidates.items():
         items.sort(key=lambda it: -it[1])
         merged = items[0][0].copy()

@@ -7,15 +7,12 @@ import dataclasses
 import cv2
 import numpy as np
 
+from ecgbridge.digitizer import beat_timing
 from ecgbridge.digitizer.geometry import warp_image
 from ecgbridge.ecg import PanelInfo
 
 #: Gaps up to this long (seconds) inside a panel are bridged by linear interpolation.
 MAX_BRIDGED_GAP_S = 0.08
-#: A non-geometric start time must beat the geometric one by this correlation margin.
-_ALIGN_MARGIN = 0.35
-#: ... and reach at least this correlation with the rhythm strip's QRS envelope.
-_ALIGN_MIN = 0.6
 
 Candidate = tuple[np.ndarray, float, PanelInfo]
 
@@ -72,25 +69,17 @@ def place_samples(
     return out
 
 
-def _envelope(sig: np.ndarray, fs: float) -> np.ndarray:
-    """QRS-energy envelope: smoothed absolute slope, NaN-safe (NaN -> 0)."""
-    s = np.nan_to_num(sig, nan=0.0)
-    d = np.abs(np.diff(s, prepend=s[:1]))
-    d[~np.isfinite(sig)] = 0.0
-    k = max(3, int(0.04 * fs) | 1)
-    return np.convolve(d, np.ones(k) / k, mode="same")
-
-
 def align_panels_to_rhythm(
-    candidates: dict[str, list[Candidate]], fs: float
+    candidates: dict[str, list[Candidate]], fs: float, warnings: list[str] | None = None
 ) -> dict[str, list[Candidate]]:
-    """Check each short panel's start time against the page's rhythm strip(s).
+    """Place each column of short panels in time by its beats (see :mod:`beat_timing`).
 
     A panel's start time comes from its position. Some printers draw every column
-    from time 0 (or otherwise not at its geometric time); the QRS energy envelope of
-    the panel is correlated with the rhythm strip's at the geometric start and at
-    multiples of the panel duration, and the panel is moved when another candidate
-    fits clearly better.
+    from time 0 (the benchmark generator's 6x2 pages) or otherwise not at its
+    geometric time: each later column's beat envelope is compared with the rhythm
+    strip's at the geometric start and at whole column periods before it, and the
+    column moves when another start fits clearly better. Nothing moves without a strip,
+    nor when the first column (which starts the recording) does not line up with it.
 
     Parameters
     ----------
@@ -98,67 +87,97 @@ def align_panels_to_rhythm(
         lead -> list of ``(samples, quality, PanelInfo)``.
     fs : float
         Sampling rate.
+    warnings : list of str, optional
+        A line is added for every column moved, with the evidence.
+
+    Returns
+    -------
+    dict
+        The candidates, moved panels with shifted samples and start times.
     """
-    rhythm = [c for items in candidates.values() for c in items if c[2].rhythm_strip]
-    if not rhythm:
+    flat = [(lead, item) for lead, items in candidates.items() for item in items]
+    strips = [item[0] for _lead, item in flat if item[2].rhythm_strip]
+    if not strips:
         return candidates
-    envelopes = [_envelope(c[0], fs) for c in rhythm]
-    # Strips may end a sample apart: compare them over their common length.
-    n_common = min(e.size for e in envelopes)
-    ref = np.nanmax(np.vstack([e[:n_common] for e in envelopes]), axis=0)
-    out: dict[str, list[Candidate]] = {}
-    for lead, items in candidates.items():
-        new_items: list[Candidate] = []
-        for samples, q, info in items:
-            # A row's first panel starts the recording: only later panels may move.
-            if info.rhythm_strip or info.duration_s <= 0.5 or info.start_s < 0.05:
-                new_items.append((samples, q, info))
-                continue
-            finite = np.nonzero(np.isfinite(samples))[0]
-            if finite.size < fs * 0.5:
-                new_items.append((samples, q, info))
-                continue
-            seg = samples[finite[0]: finite[-1] + 1]
-            env = _envelope(seg, fs)
-            env = env - env.mean()
-            starts = {round(info.start_s, 3)}
-            k = 0
-            while k * info.duration_s <= ref.size / fs - info.duration_s * 0.9:
-                starts.add(round(k * info.duration_s, 3))
-                k += 1
-            scores: dict[float, float] = {}
-            for s in starts:
-                i0 = int(round(s * fs))
-                r = ref[i0: i0 + env.size]
-                if r.size < 0.8 * env.size:
-                    continue
-                e = env[: r.size]
-                rc = r - r.mean()
-                denom = float(np.linalg.norm(rc) * np.linalg.norm(e))
-                # Allow a small lag (+-60 ms) for imprecise geometry.
-                best = 0.0
-                lag_max = int(0.06 * fs)
-                for lag in range(-lag_max, lag_max + 1, max(1, lag_max // 6)):
-                    ee = np.roll(e, lag)
-                    best = max(best, float(np.dot(rc, ee)) / denom if denom > 0 else 0.0)
-                scores[s] = best
-            geo = round(info.start_s, 3)
-            if not scores or geo not in scores:
-                new_items.append((samples, q, info))
-                continue
-            best_s = max(scores, key=lambda s: scores[s])
-            if best_s != geo and scores[best_s] > max(scores[geo] + _ALIGN_MARGIN, _ALIGN_MIN):
-                shift = int(round((best_s - info.start_s) * fs))
-                moved = np.full(samples.size, np.nan)
-                if shift < 0:
-                    moved[: samples.size + shift] = samples[-shift:]
-                else:
-                    moved[shift:] = samples[: samples.size - shift]
-                info = dataclasses.replace(info, start_s=float(best_s))
-                samples = moved
-            new_items.append((samples, q, info))
-        out[lead] = new_items
+    envelopes = [beat_timing.beat_envelope(s, fs) for s in strips]
+    n_common = min(e.size for e in envelopes)  # strips may end a sample apart
+    ref = np.max(np.vstack([e[:n_common] for e in envelopes]), axis=0)
+    panels = {k: item for k, (_lead, item) in enumerate(flat)
+              if not item[2].rhythm_strip and item[2].duration_s > 0.5}
+    moved: dict[int, Candidate] = {}
+    # The first column starts the recording: unless it lines up with the strip there,
+    # the strip (or the traces) is no timing evidence. Its lag is the beat envelopes'
+    # own offset between leads and strip, which a moved column's lag is measured from.
+    first_lag: float | None = None
+    keys = list(panels)
+    for group in beat_timing.group_columns([panels[k][2].start_s for k in keys]):
+        column = {keys[i]: panels[keys[i]] for i in group}
+        fit, standard = _fit_column(list(column.values()), ref, fs)
+        if fit is None:
+            continue
+        if fit.geometric_s < 0.05 + beat_timing.MAX_LAG_S:
+            if fit.scores[fit.geometric_s] >= beat_timing.MIN_FIT:
+                first_lag = fit.lag_s
+            continue
+        if not fit.moved or first_lag is None:
+            continue
+        if not standard:
+            fit = dataclasses.replace(fit, start_s=fit.start_s + fit.lag_s - first_lag)
+        moved.update({k: _shift_panel(item, fit.start_s - fit.geometric_s, fs)
+                      for k, item in column.items()})
+        if warnings is not None:
+            warnings.append(_moved_warning(sorted({flat[k][0] for k in column}), fit))
+    out: dict[str, list[Candidate]] = {lead: [] for lead in candidates}
+    for k, (lead, item) in enumerate(flat):
+        out[lead].append(moved.get(k, item))
     return out
+
+
+def _fit_column(column: list[Candidate], ref: np.ndarray, fs: float
+                ) -> tuple[beat_timing.ColumnFit | None, bool]:
+    """A column's start chosen by its beats, and whether its width is a standard one.
+
+    Columns of a standard width are a standard period apart, whatever the rounding of
+    the panel boxes; else (time scale misread) the beats' lag is to fix the start.
+    The fit is None when the column holds too little trace.
+    """
+    geo = float(np.median([info.start_s for _s, _q, info in column]))
+    duration = float(np.median([info.duration_s for _s, _q, info in column]))
+    period = beat_timing.standard_period(duration)
+    segments = [_panel_segment(item, fs) for item in column]
+    if not beat_timing.enough_signal(segments, fs):
+        return None, period is not None
+    env = beat_timing.column_envelope(segments, fs)
+    return beat_timing.place_column(env, ref, geo, period or duration, fs), period is not None
+
+
+def _panel_segment(item: Candidate, fs: float) -> np.ndarray:
+    """A panel's samples from its start time over its duration."""
+    samples, _q, info = item
+    i0 = max(0, int(round(info.start_s * fs)))
+    return samples[i0: i0 + int(round(info.duration_s * fs))]
+
+
+def _shift_panel(item: Candidate, shift_s: float, fs: float) -> Candidate:
+    """The panel moved by `shift_s` seconds (samples and start time)."""
+    samples, q, info = item
+    shift = int(round(shift_s * fs))
+    out = np.full(samples.size, np.nan)
+    if shift < 0:
+        out[: samples.size + shift] = samples[-shift:]
+    elif shift > 0:
+        out[shift:] = samples[: samples.size - shift]
+    else:
+        out[:] = samples
+    return out, q, dataclasses.replace(info, start_s=float(info.start_s + shift / fs))
+
+
+def _moved_warning(leads: list[str], fit: beat_timing.ColumnFit) -> str:
+    """Warning line for a column placed away from its geometric time."""
+    scores = ", ".join(f"{s:.2f} s: r={r:.2f}" for s, r in sorted(fit.scores.items()))
+    return (f"panels {', '.join(leads)} placed at {fit.start_s:.2f} s instead of "
+            f"{fit.geometric_s:.2f} s (their position): their beats line up with the rhythm "
+            f"strip's there ({scores})")
 
 
 def debug_images(rgb, homography, rows, row_slots, paths, labels) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
