@@ -41,7 +41,9 @@ def digitize(
         Output sampling rate in Hz.
     engine : str
         ``"auto"`` (default), ``"learned"`` or ``"classical"``: how trace ink is told
-        from grid, text and damage (see ``ecgbridge digitize --help``).
+        from grid, text and damage (see ``ecgbridge digitize --help``; auto reads the
+        page classically and uses the model's reading where it keeps the limb-lead laws
+        clearly better).
 
     Returns
     -------

@@ -210,7 +210,8 @@ class DigitizeSettings(_Section):
     engine: str = Field(
         default="auto",
         description="auto, learned (segmentation model) or classical (thresholds); "
-        "auto uses the model and falls back to the classical engine.",
+        "auto reads classically and uses the model's reading where it keeps the "
+        "limb-lead laws clearly better.",
     )
 
     @field_validator("engine")

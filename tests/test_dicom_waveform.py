@@ -395,18 +395,6 @@ def test_garbage_is_an_input_error(tmp_path):
 # --- end to end, once the digitizer exists --------------------------------------------
 
 
-def _digitize_or_skip(path: Path) -> ECG:
-    pytest.importorskip("ecgbridge.digitizer.pipeline", reason="digitizer pipeline not built yet")
-    pytest.importorskip("ecgbridge.inputs.load", reason="input loader not built yet")
-    from ecgbridge import digitize
-    from ecgbridge.errors import EcgBridgeError
-
-    try:
-        return digitize(path)
-    except (EcgBridgeError, NotImplementedError) as exc:
-        pytest.skip(f"digitize() does not work on this page yet: {exc}")
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy (Debian package dicom3tools) not installed")
 @pytest.mark.parametrize("kind", ["png", "pdf", "sc"])
@@ -422,7 +410,9 @@ def test_end_to_end_digitized_page_is_a_valid_waveform(rendered_page, tmp_path, 
         image.save(path, "PDF", resolution=150.0)
     else:
         make_secondary_capture(path, np.asarray(image.convert("L")))
-    ecg = _digitize_or_skip(path)
+    from ecgbridge import digitize
+
+    ecg = digitize(path)
     (out,) = write_dicom(ecg, tmp_path / "out", kind)
     assert dciodvfy_errors(out) == []
     ds = pydicom.dcmread(out)

@@ -5,7 +5,7 @@ resumable and bounded: each call trains at most ``--minutes`` (or ``--steps``) f
 the last checkpoint in ``--work``, so training proceeds in chunks that fit a session.
 
     python tools/train_segmenter.py train --data ../shared/data/train --work scratch/seg \
-        --minutes 30
+        --minutes 30 --synth 80
     python tools/train_segmenter.py export --work scratch/seg \
         --out ecgbridge/data/models/segmenter.onnx
     python tools/train_segmenter.py evaluate --data ../shared/data/train --work scratch/seg
@@ -30,6 +30,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from segmenter_data import IGNORE, TEXT, TRACE, TrainingPage, load_set  # noqa: E402
+from segmenter_synth import render_training_pages  # noqa: E402
 
 CROP = 192
 SEED = 20261204
@@ -183,6 +184,8 @@ def train(args: argparse.Namespace) -> None:
         print(f"resumed at step {step}", flush=True)
     rng = np.random.default_rng([SEED, step])
     pages = _pages(Path(args.data), held_out=False)
+    if args.synth:
+        pages += _synth_pages(work, Path(args.records), args.synth)
     model.train()
     start = time.monotonic()
     log = (work / "log.jsonl").open("a")
@@ -209,6 +212,19 @@ def train(args: argparse.Namespace) -> None:
         if step % 200 == 0:
             _save(model, opt, step, ckpt)
     _save(model, opt, step, ckpt)
+
+
+def _synth_pages(work: Path, records: Path, count: int) -> list[TrainingPage]:
+    """`count` rendered pages (seeded, the same every chunk; cached in `work`)."""
+    cache = work / f"synth_{SEED}_{count}.npz"
+    if cache.exists():
+        data = np.load(cache)
+        return [TrainingPage(f"synth_{k}", data[f"i{k}"], data[f"l{k}"]) for k in range(count)]
+    pages = render_training_pages(records, count, SEED)
+    np.savez(cache, **{f"i{k}": p.image for k, p in enumerate(pages)},
+             **{f"l{k}": p.labels for k, p in enumerate(pages)})
+    print(f"{count} rendered pages", flush=True)
+    return pages
 
 
 def _save(model: nn.Module, opt: torch.optim.Optimizer, step: int, path: Path) -> None:
@@ -271,6 +287,9 @@ def main() -> None:
     t.add_argument("--batch", type=int, default=12)
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--synth", type=int, default=0, help="rendered pages added to training")
+    t.add_argument("--records", default="../shared/data/records",
+                   help="records the rendered pages are drawn from")
     e = sub.add_parser("export")
     e.add_argument("--work", required=True)
     e.add_argument("--out", required=True)

@@ -32,6 +32,8 @@ def register(sub: Any) -> None:
                    help="score against SETDIR/manifest.json (usually SETDIR = DIR)")
     p.add_argument("--records", type=Path, action="append", default=[], metavar="RDIR",
                    help="truth record folder for --score (repeatable; default SETDIR/records)")
+    p.add_argument("--engine", default="auto", choices=("auto", "learned", "classical"),
+                   help="digitizer engine (default auto, as digitize)")
     p.add_argument("--pred-out", type=Path, default=None, metavar="PRED",
                    help="also write each prediction as WFDB here (for shared/eval/score.py)")
     p.set_defaults(func=run)
@@ -60,8 +62,14 @@ def run(args: argparse.Namespace) -> int:
         status = "ok" if result.ok else f"FAILED {result.error}"
         print(f"{result.name:32s} {result.seconds:8.3f} s  {status}", flush=True)
 
+    def digitize_page(path: Path) -> Any:
+        from ecgbridge.api import digitize
+
+        return digitize(path, engine=args.engine)
+
     report, predictions = run_benchmark(
-        pages, repeat=args.repeat, trace_memory=not args.no_memory, on_page=show
+        pages, repeat=args.repeat, trace_memory=not args.no_memory, on_page=show,
+        digitizer=digitize_page,
     )
     if args.pred_out is not None:
         from ecgbridge.encode.wfdb_format import write_wfdb

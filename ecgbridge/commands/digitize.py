@@ -41,8 +41,9 @@ def add_engine_argument(p: argparse.ArgumentParser) -> None:
     """The ``--engine`` option shared by ``digitize`` and ``batch``."""
     p.add_argument("--engine", default="auto", choices=ENGINES,
                    help="how trace ink is found: the packaged segmentation model (learned), "
-                   "thresholds and grid-line removal (classical), or auto: learned, and "
-                   "classical for a page the learned engine cannot read (default auto)")
+                   "thresholds and grid-line removal (classical), or auto: classical, and "
+                   "the learned reading where it keeps the limb-lead laws clearly better "
+                   "(default auto)")
 
 
 _SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pdf", ".dcm", ".dicom", ""}

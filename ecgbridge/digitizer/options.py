@@ -21,8 +21,8 @@ KNOWN_LAYOUTS: tuple[str, ...] = (
     "auto", "3x4", "3x4+II", "3x4+V1", "3x4+3", "6x2", "6x2+II", "12x1", "12x1+II", "6x1",
 )
 #: Engines accepted by ``engine=``: "classical" (thresholds and grid-line removal),
-#: "learned" (the packaged segmentation model finds trace ink), "auto" (learned when the
-#: model is installed, the classical engine when the learned one cannot read the page).
+#: "learned" (the packaged segmentation model finds trace ink), "auto" (classical, and
+#: the learned reading where it keeps the limb-lead laws clearly better).
 ENGINES: tuple[str, ...] = ("auto", "classical", "learned")
 
 

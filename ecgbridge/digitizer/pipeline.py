@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ecgbridge.digitizer import calibration_check, postprocess, timebase
+from ecgbridge.digitizer.consistency import choose_reading, is_trusted
 from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.geometry import (
     axis_alignment_homography,
@@ -264,38 +265,41 @@ def digitize_raster_page(
 ) -> PageResult:
     """Digitize one raster page with the engine the options ask for.
 
-    With ``engine="auto"`` the learned engine reads the page when the model is
-    installed; if it cannot, the classical engine tries, and a warning says why.
+    With ``engine="auto"`` (and the model installed) the classical engine reads the
+    page first; a reading whose limb leads keep Einthoven's and Goldberger's laws
+    (see :mod:`ecgbridge.digitizer.consistency`) is kept. Otherwise the learned engine
+    reads it too and the reading that keeps the laws better wins; a warning states
+    the choice and its evidence, or why one engine could not read the page.
     Parameters, return value and errors are those of :func:`digitize_raster_page_with`.
     """
-    engines = _engines(options.engine)
-    first_error: DigitizationError | NotAnEcgError | None = None
-    for engine in engines:
-        try:
-            result = digitize_raster_page_with(engine, image, options, page_index=page_index,
-                                               debug=debug, dpi=dpi)
-        except (DigitizationError, NotAnEcgError) as exc:
-            first_error = first_error or exc
-            continue
-        if first_error is not None:
-            note = f"learned engine could not read the page ({first_error}); classical engine used"
-            result.calibration = replace(
-                result.calibration, warnings=(note, *result.calibration.warnings))
-        return result
-    assert first_error is not None
-    raise first_error
-
-
-def _engines(requested: str) -> list[str]:
-    """Engines to try in turn for an ``engine`` option."""
-    if requested == "classical":
-        return ["classical"]
-    if requested == "learned":
+    if options.engine == "classical" or (options.engine == "auto" and not model_available()):
+        return digitize_raster_page_with("classical", image, options, page_index=page_index,
+                                         debug=debug, dpi=dpi)
+    if options.engine == "learned":
         if not model_available():
             raise DigitizationError("the learned engine was asked for but its model "
                                     "is not installed")
-        return ["learned"]
-    return ["learned", "classical"] if model_available() else ["classical"]
+        return digitize_raster_page_with("learned", image, options, page_index=page_index,
+                                         debug=debug, dpi=dpi)
+    readings: dict[str, PageResult] = {}
+    errors: dict[str, DigitizationError | NotAnEcgError] = {}
+    for engine in ("classical", "learned"):
+        try:
+            readings[engine] = digitize_raster_page_with(
+                engine, image, options, page_index=page_index, debug=debug, dpi=dpi)
+        except (DigitizationError, NotAnEcgError) as exc:
+            errors[engine] = exc
+            continue
+        if engine == "classical" and is_trusted(readings[engine].signals):
+            return readings[engine]
+    if not readings:
+        raise errors["learned"]
+    choice = choose_reading({e: r.signals for e, r in readings.items()},
+                            {e: str(x) for e, x in errors.items()})
+    result = readings[choice.engine]
+    result.calibration = replace(result.calibration,
+                                 warnings=(choice.warning, *result.calibration.warnings))
+    return result
 
 
 def digitize_raster_page_with(

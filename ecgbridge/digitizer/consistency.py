@@ -1,0 +1,116 @@
+"""How well a page's leads agree with the laws that bind them, before anything enforces them.
+
+The six limb leads are linear combinations of two: Einthoven's law (II = I + III) and
+Goldberger's (aVR + aVL + aVF = 0) hold sample by sample wherever the leads were
+printed at the same instants. A digitized page whose traces were misread (a jump into
+the next row, grid taken for trace, a row placed at the wrong time) breaks them; a
+faithful reading keeps the residual at the level of pen and quantisation noise. The
+residual needs no truth, so it can compare two readings of one page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Fewest common samples for a relation to be measured.
+_MIN_COMMON_SAMPLES = 200
+#: A reading whose limb-lead residual is below this is kept without a second opinion.
+TRUSTED_RESIDUAL = 0.3
+#: The learned reading replaces the classical one only when its residual is at most this
+#: fraction of the classical reading's (the classical engine is the more precise on pages
+#: both read well).
+_SWITCH_RATIO = 0.85
+#: Floor (mV) of the RMS a residual is divided by: flat leads do not make noise look large.
+_MIN_RMS_MV = 0.05
+
+
+def _relation_residual(signals: Mapping[str, np.ndarray], plus: tuple[str, ...],
+                       minus: tuple[str, ...]) -> float | None:
+    """RMS of ``sum(plus) - sum(minus)`` relative to the leads' RMS, where all are finite."""
+    leads = plus + minus
+    if not all(lead in signals for lead in leads):
+        return None
+    n = min(signals[lead].size for lead in leads)
+    arr = np.stack([np.asarray(signals[lead][:n], dtype=np.float64) for lead in leads])
+    ok = np.isfinite(arr).all(axis=0)
+    if ok.sum() < _MIN_COMMON_SAMPLES:
+        return None
+    arr = arr[:, ok] - arr[:, ok].mean(axis=1, keepdims=True)
+    k = len(plus)
+    residual = arr[:k].sum(axis=0) - arr[k:].sum(axis=0)
+    scale = max(_MIN_RMS_MV, float(np.sqrt(np.mean(arr ** 2))))
+    return float(np.sqrt(np.mean(residual ** 2))) / scale
+
+
+def limb_lead_residual(signals: Mapping[str, np.ndarray]) -> float | None:
+    """Mean relative residual of Einthoven's and Goldberger's laws (None: not measurable).
+
+    Parameters
+    ----------
+    signals : mapping
+        Lead name -> samples (mV, NaN where not shown), all on one time base.
+
+    Returns
+    -------
+    float or None
+        0 for leads that obey both laws exactly; about 1 or more for unrelated traces.
+    """
+    found = [r for r in (_relation_residual(signals, ("I", "III"), ("II",)),
+                         _relation_residual(signals, ("aVR", "aVL", "aVF"), ()))
+             if r is not None]
+    return float(np.mean(found)) if found else None
+
+
+def is_trusted(signals: Mapping[str, np.ndarray]) -> bool:
+    """True when a reading keeps the limb-lead laws to within :data:`TRUSTED_RESIDUAL`."""
+    residual = limb_lead_residual(signals)
+    return residual is not None and residual < TRUSTED_RESIDUAL
+
+
+@dataclass(frozen=True)
+class ReadingChoice:
+    """Which engine's reading of a page to deliver, and the warning that says why."""
+
+    engine: str
+    warning: str
+
+
+def choose_reading(readings: Mapping[str, Mapping[str, np.ndarray]],
+                   errors: Mapping[str, str]) -> ReadingChoice:
+    """Pick the reading whose limb leads keep Einthoven's and Goldberger's laws best.
+
+    Parameters
+    ----------
+    readings : mapping
+        Engine name -> that engine's signals (lead -> samples); at least one.
+    errors : mapping
+        Engine name -> why that engine could not read the page.
+
+    Returns
+    -------
+    ReadingChoice
+        The classical reading unless the learned one keeps the laws clearly better
+        (residual below :data:`_SWITCH_RATIO` times the classical one's); a reading whose
+        residual cannot be measured counts as worst, fewer leads break ties.
+    """
+    if len(readings) == 1:
+        (engine,) = readings
+        failed = ", ".join(f"the {e} engine could not read the page ({why})"
+                           for e, why in errors.items())
+        return ReadingChoice(engine, f"{failed}; {engine} engine used")
+    scored = {}
+    for engine, signals in readings.items():
+        residual = limb_lead_residual(signals)
+        residual = np.inf if residual is None else residual
+        if engine == "learned":
+            residual /= _SWITCH_RATIO
+        scored[engine] = (residual, -len(signals), engine == "learned")
+    best = min(scored, key=lambda e: scored[e])
+    text = ", ".join(f"{e} {limb_lead_residual(readings[e]) or np.inf:.2f}"
+                     for e in sorted(scored))
+    return ReadingChoice(best, f"{best} engine's reading used: its limb leads keep "
+                               f"Einthoven's and Goldberger's laws best (relative residual "
+                               f"{text})")
