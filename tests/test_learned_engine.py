@@ -20,7 +20,7 @@ import pytest
 
 import ecgbridge
 from ecgbridge.digitizer import pipeline
-from ecgbridge.digitizer.consistency import choose_reading, is_trusted
+from ecgbridge.digitizer.consistency import choose_reading, is_implausible, is_trusted
 from ecgbridge.digitizer.segment import (
     MODEL_FILE,
     Segmentation,
@@ -143,6 +143,10 @@ def test_choice_follows_the_limb_lead_laws():
     assert choice.engine == "learned" and "residual" in choice.warning
     assert choose_reading({"classical": good, "learned": bad}, {}).engine == "classical"
     assert is_trusted(good) and not is_trusted(bad)
+    # Limb leads read from unrelated places break the laws: such a reading is refused
+    # when no other engine could read the page.
+    unrelated = {k: rng.normal(0, 0.5, 2500) for k in good}
+    assert is_implausible(unrelated) and not is_implausible(good)
 
 
 def test_learned_engine_without_its_model_is_a_clear_error(rendered_page, monkeypatch):

@@ -23,6 +23,9 @@ TRUSTED_RESIDUAL = 0.3
 #: fraction of the classical reading's (the classical engine is the more precise on pages
 #: both read well).
 _SWITCH_RATIO = 0.85
+#: A reading no other engine confirms is delivered only below this residual: limb leads
+#: unrelated to each other (traces read from the wrong places) give about sqrt(3) = 1.73.
+MAX_UNCONFIRMED_RESIDUAL = 1.5
 #: Floor (mV) of the RMS a residual is divided by: flat leads do not make noise look large.
 _MIN_RMS_MV = 0.05
 
@@ -56,7 +59,8 @@ def limb_lead_residual(signals: Mapping[str, np.ndarray]) -> float | None:
     Returns
     -------
     float or None
-        0 for leads that obey both laws exactly; about 1 or more for unrelated traces.
+        0 for leads that obey both laws exactly; about sqrt(3) = 1.73 for unrelated
+        traces of equal size.
     """
     found = [r for r in (_relation_residual(signals, ("I", "III"), ("II",)),
                          _relation_residual(signals, ("aVR", "aVL", "aVF"), ()))
@@ -68,6 +72,12 @@ def is_trusted(signals: Mapping[str, np.ndarray]) -> bool:
     """True when a reading keeps the limb-lead laws to within :data:`TRUSTED_RESIDUAL`."""
     residual = limb_lead_residual(signals)
     return residual is not None and residual < TRUSTED_RESIDUAL
+
+
+def is_implausible(signals: Mapping[str, np.ndarray]) -> bool:
+    """True when the limb leads break the laws as unrelated traces would."""
+    residual = limb_lead_residual(signals)
+    return residual is not None and residual > MAX_UNCONFIRMED_RESIDUAL
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from ecgbridge.digitizer import calibration_check, postprocess, timebase
-from ecgbridge.digitizer.consistency import choose_reading, is_trusted
+from ecgbridge.digitizer.consistency import choose_reading, is_implausible, is_trusted
 from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.geometry import (
     axis_alignment_homography,
@@ -269,7 +269,9 @@ def digitize_raster_page(
     page first; a reading whose limb leads keep Einthoven's and Goldberger's laws
     (see :mod:`ecgbridge.digitizer.consistency`) is kept. Otherwise the learned engine
     reads it too and the reading that keeps the laws better wins; a warning states
-    the choice and its evidence, or why one engine could not read the page.
+    the choice and its evidence, or why one engine could not read the page. A reading
+    only one engine could make is refused when its limb leads break the laws as
+    unrelated traces would.
     Parameters, return value and errors are those of :func:`digitize_raster_page_with`.
     """
     if options.engine == "classical" or (options.engine == "auto" and not model_available()):
@@ -294,6 +296,12 @@ def digitize_raster_page(
             return readings[engine]
     if not readings:
         raise errors["learned"]
+    if len(readings) == 1 and is_implausible(next(iter(readings.values())).signals):
+        (engine,) = readings
+        other = next(iter(errors.values()))
+        raise DigitizationError(
+            f"{other}; the {engine} engine's reading was not delivered either: its limb "
+            f"leads break Einthoven's and Goldberger's laws as unrelated traces would")
     choice = choose_reading({e: r.signals for e, r in readings.items()},
                             {e: str(x) for e, x in errors.items()})
     result = readings[choice.engine]
