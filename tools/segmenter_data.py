@@ -127,19 +127,29 @@ def load_page(image_path: Path, meta_path: Path, px_per_mm: float) -> TrainingPa
         meta = json.load(f)
     gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
     trace, text, ignore = full_resolution_labels(gray, meta, px_per_mm)
-    h, w = gray.shape
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return at_model_scale(image_path.stem, rgb, trace, text, ignore)
+
+
+def at_model_scale(name: str, rgb: np.ndarray, trace: np.ndarray, text: np.ndarray,
+                   ignore: np.ndarray) -> TrainingPage:
+    """A page and its full-resolution label masks, resized to the model's scale.
+
+    A model pixel is trace (or text) when the mask covers at least a quarter of it;
+    pixels a trace only grazes, and ignored regions off the trace, are ignored.
+    """
+    h, w = trace.shape
     s = MODEL_LONG_SIDE_PX / max(h, w)
     size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
-    rgb = cv2.cvtColor(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-    cover = cv2.resize(trace.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-    text_s = cv2.resize(text.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-    ign = cv2.resize(ignore.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    cover, text_s, ign = (cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+                          for m in (trace, text, ignore))
     labels = np.zeros(size[::-1], np.uint8)
     labels[cover >= 0.25] |= TRACE
     labels[text_s >= 0.25] |= TEXT
     edge = (cover > 0.02) & (cover < 0.25)
     labels[edge | ((ign > 0.5) & (cover < 0.25))] |= IGNORE
-    return TrainingPage(image_path.stem, rgb, labels)
+    return TrainingPage(name, np.ascontiguousarray(small), labels)
 
 
 def load_set(folder: Path, limit: int | None = None) -> list[TrainingPage]:

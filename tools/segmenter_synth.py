@@ -13,9 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import wfdb
-from segmenter_data import IGNORE, TEXT, TRACE, TrainingPage, _dark_in
+from segmenter_data import TrainingPage, _dark_in, at_model_scale
 
-from ecgbridge.digitizer.segment import MODEL_LONG_SIDE_PX
 from ecgbridge.ecg import LEADS
 from ecgbridge.synth import render_page
 from ecgbridge.synth.distort import transform_points
@@ -117,16 +116,5 @@ def render_training_pages(records_dir: Path, count: int, seed: int) -> list[Trai
         trace, text, ignore = _labels(page, params)
         img = np.asarray(page.image)
         rgb = img if img.ndim == 3 else np.repeat(img[:, :, None], 3, axis=2)
-        h, w = trace.shape
-        s = MODEL_LONG_SIDE_PX / max(h, w)
-        size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
-        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        cover = cv2.resize(trace.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-        text_s = cv2.resize(text.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-        ign = cv2.resize(ignore.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-        labels = np.zeros(size[::-1], np.uint8)
-        labels[cover >= 0.25] |= TRACE
-        labels[text_s >= 0.25] |= TEXT
-        labels[((cover > 0.02) & (cover < 0.25)) | ((ign > 0.5) & (cover < 0.25))] |= IGNORE
-        pages.append(TrainingPage(f"synth_{seed}_{k}", np.ascontiguousarray(small), labels))
+        pages.append(at_model_scale(f"synth_{seed}_{k}", rgb, trace, text, ignore))
     return pages
