@@ -531,7 +531,8 @@ def digitize_raster_page_with(
         row_slots = _complete_standard_layout(row_slots, all_labels, spans, row_length, ppm_x,
                                               warnings)
     else:
-        _check_unlabelled_page(has_grid, row_length, ppm_x, options, page_index)
+        _check_unlabelled_page(has_grid, row_length, ppm_x, page_index,
+                               hint_vouches=options.layout != "auto")
     decision = decide_layout(
         row_slots, all_labels,
         row_shapes(paths, [r.baseline for r in rows], spans, row_length, ppm_x, ppm_y),
@@ -982,16 +983,7 @@ def _standard_layout_rows(
     DigitizationError
         The number of rows matches no standard layout.
     """
-    if not has_grid:
-        raise NotAnEcgError(
-            f"page {page_index + 1}: no ECG grid and no lead labels found; "
-            "this does not look like an ECG printout"
-        )
-    if row_length / ppm_x < _MIN_UNLABELLED_ROW_MM:
-        raise NotAnEcgError(
-            f"page {page_index + 1}: no lead labels found and the longest trace row is only "
-            f"{row_length / ppm_x:.0f} mm long; this does not look like an ECG printout"
-        )
+    _check_unlabelled_page(has_grid, row_length, ppm_x, page_index, hint_vouches=False)
     row_slots: list[list[PanelSlot]] = [[] for _ in rows]
     std_rows = [i for i, row in enumerate(rows) if row.coverage > 0.5]
     hinted_rows = _HINT_ROWS.get(options.layout)
@@ -1011,17 +1003,18 @@ def _standard_layout_rows(
 
 
 def _check_unlabelled_page(has_grid: bool, row_length: float, ppm_x: float,
-                           options: DigitizeOptions, page_index: int) -> None:
+                           page_index: int, hint_vouches: bool) -> None:
     """Refuse a page without any readable label that does not look like an ECG printout.
 
-    A user's layout hint vouches for a page without grid.
+    With `hint_vouches` (a user's layout hint was given), a page without grid is not
+    refused for that.
 
     Raises
     ------
     NotAnEcgError
         No grid (and no hint), or rows too short for an ECG printout.
     """
-    if not has_grid and options.layout == "auto":
+    if not has_grid and not hint_vouches:
         raise NotAnEcgError(
             f"page {page_index + 1}: no ECG grid and no lead labels found; "
             "this does not look like an ECG printout"
