@@ -156,3 +156,23 @@ def test_learned_engine_without_its_model_is_a_clear_error(rendered_page, monkey
         ecgbridge.digitize(np.asarray(page.image), engine="learned")
     assert ecgbridge.digitize(np.asarray(page.image), engine="auto").calibration.engine == \
         "classical"
+
+
+def test_stage_images_are_those_of_the_reading_delivered(rendered_page, monkeypatch):
+    """With auto, --debug-dir shows the stages of the engine whose reading is delivered."""
+    from ecgbridge.digitizer.consistency import ReadingChoice
+    from ecgbridge.digitizer.options import DigitizeOptions
+
+    monkeypatch.setattr(pipeline, "is_trusted", lambda signals: False)  # both engines read
+    # The first engine to read is delivered: its images must not be the second one's.
+    monkeypatch.setattr(pipeline, "choose_reading",
+                        lambda readings, errors: ReadingChoice("classical", "test choice"))
+    page = rendered_page("HR06004", layout="3x4+II", dpi=150)
+    image = np.asarray(page.image)
+    shown: dict[str, np.ndarray] = {}
+    result = pipeline.digitize_raster_page(image, DigitizeOptions(), debug=shown)
+    alone: dict[str, np.ndarray] = {}
+    pipeline.digitize_raster_page_with(result.calibration.engine, image, DigitizeOptions(),
+                                       debug=alone)
+    assert shown.keys() == alone.keys()
+    assert np.array_equal(shown["2_grid_removed"], alone["2_grid_removed"])

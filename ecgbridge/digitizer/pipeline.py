@@ -285,15 +285,20 @@ def digitize_raster_page(
                                          debug=debug, dpi=dpi)
     readings: dict[str, PageResult] = {}
     errors: dict[str, DigitizationError | NotAnEcgError] = {}
+    # Each engine's stage images apart: the caller gets those of the reading delivered.
+    stages: dict[str, dict[str, np.ndarray]] = {"classical": {}, "learned": {}}
     for engine in ("classical", "learned"):
         try:
             readings[engine] = digitize_raster_page_with(
-                engine, image, options, page_index=page_index, debug=debug, dpi=dpi)
+                engine, image, options, page_index=page_index,
+                debug=stages[engine] if debug is not None else None, dpi=dpi)
         except (DigitizationError, NotAnEcgError) as exc:
             errors[engine] = exc
             continue
         if engine == "classical" and is_trusted(readings[engine].signals):
+            _keep_stages(debug, stages[engine])
             return readings[engine]
+    _keep_stages(debug, stages["learned"] or stages["classical"])
     if not readings:
         raise errors["learned"]
     if len(readings) == 1 and is_implausible(next(iter(readings.values())).signals):
@@ -304,10 +309,18 @@ def digitize_raster_page(
             f"leads break Einthoven's and Goldberger's laws as unrelated traces would")
     choice = choose_reading({e: r.signals for e, r in readings.items()},
                             {e: str(x) for e, x in errors.items()})
+    _keep_stages(debug, stages[choice.engine])
     result = readings[choice.engine]
     result.calibration = replace(result.calibration,
                                  warnings=(choice.warning, *result.calibration.warnings))
     return result
+
+
+def _keep_stages(debug: dict[str, np.ndarray] | None, images: dict[str, np.ndarray]) -> None:
+    """Hand one engine's stage images to the caller's `debug` dict (when it asked)."""
+    if debug is not None:
+        debug.clear()
+        debug.update(images)
 
 
 def digitize_raster_page_with(
