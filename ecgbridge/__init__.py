@@ -2,7 +2,6 @@
 
 from ecgbridge.api import digitize
 from ecgbridge.ecg import ECG, LEADS, Calibration, PanelInfo, SourceInfo
-
-__version__ = "0.1.0"
+from ecgbridge.version import __version__
 
 __all__ = ["ECG", "LEADS", "Calibration", "PanelInfo", "SourceInfo", "digitize", "__version__"]

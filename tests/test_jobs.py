@@ -30,7 +30,7 @@ from ecgbridge.jobs.journal import (
 from ecgbridge.jobs.pipeline import DigitizeRequest, read_manifest, run_digitization
 from ecgbridge.jobs.runner import DeliveryWorker, DigitizationScheduler
 from ecgbridge.jobs.store import REASON_SUFFIX, StateFolder, identify_file, recover_orphans
-from ecgbridge.service.metrics import Metrics
+from ecgbridge.metrics import Metrics
 
 
 @pytest.fixture()

@@ -1,7 +1,7 @@
 """One batch task: digitize one input file, write its outputs, return its journal rows.
 
 Runs in a worker process (local pool or Dask worker). The outputs are written by
-:func:`ecgbridge.commands.digitize.digitize_file` (the ``digitize`` code path) into a
+:func:`ecgbridge.api.digitize_file` (the ``digitize`` code path) into a
 staging folder under ``DIR/_batch/staging`` and then renamed into place, so a killed
 worker never leaves a partial set; only the small rows travel back.
 """
@@ -59,7 +59,7 @@ def process_input(task: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _digitize(task: dict[str, Any], path: Path, base: dict[str, Any]) -> list[dict[str, Any]]:
-    from ecgbridge.commands.digitize import digitize_file
+    from ecgbridge.api import digitize_file
     from ecgbridge.digitizer.options import DigitizeOptions
 
     out_dir = Path(task["out_dir"])

@@ -65,6 +65,7 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Digitize every input; return 1 if any failed."""
+    from ecgbridge.api import digitize_file
     from ecgbridge.digitizer.options import DigitizeOptions
     from ecgbridge.encode.registry import parse_formats
     from ecgbridge.errors import EcgBridgeError
@@ -100,45 +101,6 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"ecgbridge: {failed} of {len(files)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
-
-
-def digitize_file(
-    path: Path,
-    out_dir: Path,
-    formats: list[str],
-    options: Any,
-    *,
-    debug_dir: Path | None = None,
-) -> tuple[Any, Any, list[Path]]:
-    """Digitize one file and write its outputs as ``<out_dir>/<stem>.<ext>``.
-
-    The one code path of ``digitize`` and ``batch``, so both write the same files.
-
-    Returns
-    -------
-    tuple
-        ``(ecg, loaded_input, files_written)``.
-
-    Raises
-    ------
-    EcgBridgeError
-        The input cannot be read or digitized, or an output cannot be written.
-    """
-    from ecgbridge.digitizer.pipeline import digitize_pages
-    from ecgbridge.encode.registry import WriteContext, write_outputs
-    from ecgbridge.inputs.load import load_input
-
-    loaded = load_input(path)
-    stages: dict[str, Any] | None = {} if debug_dir is not None else None
-    try:
-        ecg = digitize_pages(loaded.pages, options, source=loaded.source, debug=stages)
-    finally:
-        if stages and debug_dir is not None:
-            from ecgbridge.report.debug_images import write_debug_images
-
-            write_debug_images(stages, debug_dir / path.stem)
-    written = write_outputs(ecg, out_dir, path.stem, formats, WriteContext(loaded=loaded))
-    return ecg, loaded, written
 
 
 def _report_failure(path: Path, reason: str, show_bar: bool) -> None:

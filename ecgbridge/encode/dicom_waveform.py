@@ -179,7 +179,7 @@ def to_dicom_waveform(
     digitized = ecg.calibration.method in codes.DIGITIZED_METHODS
     ds.SeriesDescription = f"ECG {'digitized' if digitized else 'converted'} by ecgbridge"
     # General Equipment
-    from ecgbridge import __version__
+    from ecgbridge.version import __version__
 
     ds.Manufacturer = "ecgbridge"
     ds.ManufacturerModelName = "ecgbridge"

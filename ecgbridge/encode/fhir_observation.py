@@ -97,7 +97,7 @@ def to_fhir_observation(
     present = [i for i in range(len(LEADS)) if np.isfinite(ecg.signals[i]).any()]
     if not present:
         raise EncodingError("cannot encode a FHIR Observation: the ECG has no lead with samples")
-    from ecgbridge import __version__
+    from ecgbridge.version import __version__
 
     period_ms = 1000.0 / ecg.fs
     components = []

@@ -31,7 +31,7 @@ from ecgbridge.jobs.pipeline import (
     worker_initializer,
 )
 from ecgbridge.jobs.store import StateFolder
-from ecgbridge.service.metrics import Metrics
+from ecgbridge.metrics import Metrics
 
 log = logging.getLogger("ecgbridge.jobs.runner")
 

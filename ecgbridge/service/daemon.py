@@ -25,8 +25,8 @@ from ecgbridge.jobs.journal import DEAD_LETTER, FAILED, RECEIVED, Job, Journal
 from ecgbridge.jobs.pipeline import DigitizeRequest
 from ecgbridge.jobs.runner import DeliveryWorker, DigitizationScheduler
 from ecgbridge.jobs.store import StateFolder, recover_orphans
+from ecgbridge.metrics import Metrics
 from ecgbridge.service.http import HealthServer
-from ecgbridge.service.metrics import Metrics
 from ecgbridge.sources.dicom_scp import StorageScp
 from ecgbridge.sources.folder import FolderWatcher
 
