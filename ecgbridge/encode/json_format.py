@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ecgbridge.ecg import ECG
-from ecgbridge.encode.atomic import write_text_atomic
+from ecgbridge.fsutil import write_text_atomic
 from ecgbridge.version import __version__
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ecgbridge.jobs.store import fsync_dir
+from ecgbridge.fsutil import fsync_path
 
 #: Name of the manifest listing the artifacts of a completed ``out/`` folder.
 MANIFEST_FILE = "manifest.json"
@@ -159,11 +159,11 @@ def _digitize_and_encode(request: DigitizeRequest, out_dir: Path) -> tuple[dict[
     manifest = {"job_id": request.job_id, "files": relative, "sop_instance_uid": uid}
     (partial / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     for item in partial.iterdir():
-        fsync_dir(item)
-    fsync_dir(partial)
+        fsync_path(item)
+    fsync_path(partial)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(partial, out_dir)
-    fsync_dir(out_dir.parent)
+    fsync_path(out_dir.parent)
     return {k: str(out_dir / v) for k, v in relative.items()}, uid
 
 

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS
-from ecgbridge.encode.atomic import write_text_atomic
 from ecgbridge.errors import EcgBridgeError, InputError
+from ecgbridge.fsutil import write_text_atomic
 from ecgbridge.report.metrics import (
     DEFAULT_MAX_SHIFT_S,
     DEFAULT_SNR_CAP_DB,
