@@ -159,3 +159,13 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
     assert graph["ecgbridge.jobs.runner"] == {"ecgbridge.service.metrics"}
     assert len(upward_imports(graph, ranks)) == 1
     assert cycles(graph) == [["ecgbridge.jobs.runner", "ecgbridge.service.metrics"]]
+
+
+def test_inputs_become_ecgs_in_one_place() -> None:
+    """Only ``ecgbridge.api.digitize_input`` loads an input and runs the digitizer on it:
+    the API, the CLI, the batch mode and the daemon's worker all call it."""
+    users = sorted(
+        name for name, targets in import_graph().items()
+        if "ecgbridge.digitizer.pipeline" in targets and not name.startswith("ecgbridge.digitizer")
+    )
+    assert users == ["ecgbridge.api"]

@@ -22,9 +22,9 @@ from ecgbridge.deliver.base import Destination
 from ecgbridge.errors import ConfigError
 from ecgbridge.jobs.intake import Intake
 from ecgbridge.jobs.journal import DEAD_LETTER, FAILED, RECEIVED, Job, Journal
-from ecgbridge.jobs.pipeline import DigitizeRequest
 from ecgbridge.jobs.runner import DeliveryWorker, DigitizationScheduler
 from ecgbridge.jobs.store import StateFolder, recover_orphans
+from ecgbridge.jobs.worker import DigitizeRequest
 from ecgbridge.metrics import Metrics
 from ecgbridge.service.http import HealthServer
 from ecgbridge.sources.dicom_scp import StorageScp
@@ -33,11 +33,12 @@ from ecgbridge.sources.folder import FolderWatcher
 log = logging.getLogger("ecgbridge.service")
 
 
-def build_destinations(settings: Settings) -> list[Destination]:
-    """The enabled destinations of `settings` (outbox, DICOM, FHIR)."""
-    from ecgbridge.deliver.factory import build_destinations as factory
+def destinations_of(settings: Settings) -> list[Destination]:
+    """The enabled destinations of `settings` (outbox, DICOM, FHIR), built by
+    :func:`ecgbridge.deliver.factory.build_destinations`."""
+    from ecgbridge.deliver.factory import build_destinations
 
-    return factory(
+    return build_destinations(
         outbox=settings.deliver.outbox, dicom=settings.deliver.dicom, fhir=settings.deliver.fhir
     )
 
@@ -85,7 +86,7 @@ class Daemon:
         self.metrics = Metrics()
         describe_metrics(self.metrics)
         self.destinations = list(
-            build_destinations(settings) if destinations is None else destinations
+            destinations_of(settings) if destinations is None else destinations
         )
         names = [d.name for d in self.destinations]
         if len(set(names)) != len(names):

@@ -1,4 +1,5 @@
-"""What a worker process does with one job: load, digitize, encode into the job folder.
+"""The daemon's worker: what a pool process does with one job (digitize, encode into the
+job folder).
 
 :func:`run_digitization` runs in the daemon's process pool. It takes and returns
 plain picklable dataclasses and never raises: every failure becomes a
@@ -135,17 +136,15 @@ def _failure(request: DigitizeRequest, reason: str, kind: str, start: float) -> 
 
 
 def _digitize_and_encode(request: DigitizeRequest, out_dir: Path) -> tuple[dict[str, str], str]:
+    from ecgbridge.api import digitize_input
     from ecgbridge.digitizer.options import DigitizeOptions
-    from ecgbridge.digitizer.pipeline import digitize_pages
     from ecgbridge.encode.registry import WriteContext, resolve_writer
-    from ecgbridge.inputs.load import load_input
 
     options = DigitizeOptions(
         layout=request.layout, paper_speed=request.paper_speed, gain=request.gain, fs=request.fs,
         engine=request.engine,
     )
-    loaded = load_input(Path(request.input_path))
-    ecg = digitize_pages(loaded.pages, options, source=loaded.source)
+    ecg, loaded = digitize_input(Path(request.input_path), options)
 
     partial = out_dir.with_name(out_dir.name + _PARTIAL_SUFFIX)
     shutil.rmtree(partial, ignore_errors=True)
