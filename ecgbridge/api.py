@@ -69,6 +69,8 @@ def digitize(
 
     Raises
     ------
+    ecgbridge.errors.OptionError
+        An option is unknown or out of range (also a ``ValueError``).
     ecgbridge.errors.InputError
         The input cannot be read (corrupt, truncated, unsupported, too large).
     ecgbridge.errors.DigitizationError

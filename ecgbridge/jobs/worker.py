@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.fsutil import fsync_path
 
 #: Name of the manifest listing the artifacts of a completed ``out/`` folder.
@@ -44,19 +45,15 @@ class DigitizeRequest:
         Absolute path of the job's ``out`` folder.
     formats : tuple of str
         Encoder format names (``"dicom"``, ``"fhir-r4"``, ``"json"`` ...).
-    layout, paper_speed, gain, fs, engine
-        Digitizer options (see :class:`ecgbridge.digitizer.options.DigitizeOptions`).
+    options : DigitizeOptions
+        How to digitize (already validated).
     """
 
     job_id: str
     input_path: str
     out_dir: str
     formats: tuple[str, ...]
-    layout: str = "auto"
-    paper_speed: float | None = None
-    gain: float | None = None
-    fs: float = 500.0
-    engine: str = "auto"
+    options: DigitizeOptions = field(default_factory=DigitizeOptions)
 
 
 @dataclass(frozen=True)
@@ -137,14 +134,9 @@ def _failure(request: DigitizeRequest, reason: str, kind: str, start: float) -> 
 
 def _digitize_and_encode(request: DigitizeRequest, out_dir: Path) -> tuple[dict[str, str], str]:
     from ecgbridge.api import digitize_input
-    from ecgbridge.digitizer.options import DigitizeOptions
     from ecgbridge.encode.registry import WriteContext, resolve_writer
 
-    options = DigitizeOptions(
-        layout=request.layout, paper_speed=request.paper_speed, gain=request.gain, fs=request.fs,
-        engine=request.engine,
-    )
-    ecg, loaded = digitize_input(Path(request.input_path), options)
+    ecg, loaded = digitize_input(Path(request.input_path), request.options)
 
     partial = out_dir.with_name(out_dir.name + _PARTIAL_SUFFIX)
     shutil.rmtree(partial, ignore_errors=True)

@@ -81,6 +81,7 @@ class Daemon:
         self, settings: Settings, destinations: Sequence[Destination] | None = None
     ) -> None:
         self.settings = settings
+        self._options = settings.digitize.to_options()
         self.state = StateFolder(settings.state.path)
         self.journal = Journal.in_state_folder(settings.state.path)
         self.metrics = Metrics()
@@ -137,13 +138,12 @@ class Daemon:
 
     # ----------------------------------------------------------- callbacks
     def _request_for(self, job: Job) -> DigitizeRequest:
-        d = self.settings.digitize
         return DigitizeRequest(
             job_id=job.job_id,
             input_path=str(self.state.resolve(job.input_path).absolute()),
             out_dir=str(self.state.output_dir(job.job_id).absolute()),
             formats=tuple(self.settings.encode_formats()),
-            layout=d.layout, paper_speed=d.paper_speed, gain=d.gain, fs=d.fs, engine=d.engine,
+            options=self._options,
         )
 
     def _take_inbox_file(self, path: Any) -> None:
