@@ -169,3 +169,16 @@ def test_inputs_become_ecgs_in_one_place() -> None:
         if "ecgbridge.digitizer.pipeline" in targets and not name.startswith("ecgbridge.digitizer")
     )
     assert users == ["ecgbridge.api"]
+
+
+def test_the_runtime_does_not_load_the_test_renderer() -> None:
+    """What the issue's acceptance runs: importing and using ecgbridge loads no test code."""
+    import subprocess
+    import sys
+
+    code = ("import ecgbridge, sys; ecgbridge.digitize; import ecgbridge.cli; "
+            "ecgbridge.cli.build_parser(); "
+            "print([m for m in sys.modules if 'synth' in m or 'testing' in m])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert out.strip() == "[]"
