@@ -32,10 +32,8 @@ class PageState(StrEnum):
     SKIPPED = "skipped"
 
 
-DONE = PageState.DONE
-FAILED = PageState.FAILED
-SKIPPED = PageState.SKIPPED
-#: Every page state.
+#: The states by name, and all of them.
+DONE, FAILED, SKIPPED = PageState
 STATES: tuple[PageState, ...] = tuple(PageState)
 
 #: Index columns, in order. ``page`` is 1-based; 0 means the whole input (it failed to load

@@ -68,16 +68,9 @@ class HttpTransport(Protocol):
     """What the FHIR and OAuth2 clients send their requests through (:class:`HttpClient`,
     or a test's own transport)."""
 
-    def request(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        peer: str = "server",
-    ) -> HttpAnswer:
+    def request(self, method: str, url: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None, peer: str = "server") -> HttpAnswer:
         """Send a request and return the answer, whatever its status (see HttpClient)."""
-        ...
 
 
 class HttpClient:

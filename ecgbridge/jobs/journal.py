@@ -61,17 +61,10 @@ class DeliveryState(StrEnum):
     DEAD = "dead"
 
 
-RECEIVED = JobState.RECEIVED
-DIGITIZED = JobState.DIGITIZED
-DELIVERED = JobState.DELIVERED
-FAILED = JobState.FAILED
-DEAD_LETTER = JobState.DEAD_LETTER
-#: Every job state.
+#: The states by name (``DELIVERED`` is the job's; a delivery's compares equal), and all.
+RECEIVED, DIGITIZED, DELIVERED, FAILED, DEAD_LETTER = JobState
+PENDING, DEAD = DeliveryState.PENDING, DeliveryState.DEAD
 JOB_STATES: tuple[JobState, ...] = tuple(JobState)
-
-PENDING = DeliveryState.PENDING
-DEAD = DeliveryState.DEAD
-#: Every delivery state.
 DELIVERY_STATES: tuple[DeliveryState, ...] = tuple(DeliveryState)
 
 _SCHEMA = """

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS, normalise_lead_name
+from ecgbridge.report.evaluate import json_safe
 
 #: File suffixes treated as pages.
 PAGE_SUFFIXES: frozenset[str] = frozenset(
@@ -122,7 +123,7 @@ class BenchReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN as None)."""
-        return _clean({
+        return json_safe({
             "pages": [p.__dict__ | {"repeats": list(p.repeats)} for p in self.pages],
             "repeat": self.repeat,
             "failed": self.failed,
@@ -323,17 +324,7 @@ def score_predictions(
             "snr_db": float(np.mean([i["snr_db"] for i in sel])),
             "aligned_snr_db": float(np.mean([i["aligned_snr_db"] for i in sel])),
         }
-    return _clean({"summary": summary, "by_layout": by_layout, "images": rows})
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
+    return json_safe({"summary": summary, "by_layout": by_layout, "images": rows})
 
 
 def load_record(records_dir: Path, name: str) -> tuple[np.ndarray, float]:
