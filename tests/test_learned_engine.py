@@ -2,7 +2,7 @@
 
 The segmentation model ships as package data and runs through OpenCV's DNN module.
 These tests check that a built wheel carries it, that on a damaged page rendered by
-:mod:`ecgbridge.synth` its trace map covers the drawn trace and little else, and that
+:mod:`ecgbridge.testing` its trace map covers the drawn trace and little else, and that
 the engine choice works both ways and is recorded.
 """
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ecgbridge.digitizer.options import ENGINES, KNOWN_LAYOUTS
+from ecgbridge.digitizer.options import ENGINES, KNOWN_LAYOUTS, DigitizeOptions
 
 
 def register(sub: Any) -> None:
@@ -24,26 +24,40 @@ def register(sub: Any) -> None:
         "--format", "-f", default="wfdb,csv,json",
         help="comma-separated: wfdb,csv,json,dicom,fhir-r4,fhir-r5,overlay (default wfdb,csv,json)",
     )
-    p.add_argument("--layout", default="auto", choices=KNOWN_LAYOUTS, help="layout hint")
-    p.add_argument("--paper-speed", type=float, default=None, metavar="MM_S",
-                   help="paper speed in mm/s (default: read from the page, else 25)")
-    p.add_argument("--gain", type=float, default=None, metavar="MM_MV",
-                   help="gain in mm/mV (default: from the calibration pulse, else 10)")
-    p.add_argument("--fs", type=float, default=500.0, help="output sampling rate in Hz")
-    add_engine_argument(p)
+    add_option_arguments(p)
     p.add_argument("--debug-dir", type=Path, default=None,
                    help="write each pipeline stage's intermediate image here")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.set_defaults(func=run)
 
 
-def add_engine_argument(p: argparse.ArgumentParser) -> None:
-    """The ``--engine`` option shared by ``digitize`` and ``batch``."""
-    p.add_argument("--engine", default="auto", choices=ENGINES,
+def add_option_arguments(p: argparse.ArgumentParser) -> None:
+    """The digitizer options shared by ``digitize`` and ``batch`` (see :func:`options_from`)."""
+    defaults = DigitizeOptions()
+    p.add_argument("--layout", default=defaults.layout, choices=KNOWN_LAYOUTS,
+                   help="layout hint")
+    p.add_argument("--paper-speed", type=float, default=defaults.paper_speed, metavar="MM_S",
+                   help="paper speed in mm/s (default: read from the page, else 25)")
+    p.add_argument("--gain", type=float, default=defaults.gain, metavar="MM_MV",
+                   help="gain in mm/mV (default: from the calibration pulse, else 10)")
+    p.add_argument("--fs", type=float, default=defaults.fs, help="output sampling rate in Hz")
+    p.add_argument("--engine", default=defaults.engine, choices=ENGINES,
                    help="how trace ink is found: the packaged segmentation model (learned), "
                    "thresholds and grid-line removal (classical), or auto: classical, and "
                    "the learned reading where it keeps the limb-lead laws clearly better "
                    "(default auto)")
+
+
+def options_from(args: argparse.Namespace) -> DigitizeOptions:
+    """The digitizer options given on the command line.
+
+    Raises
+    ------
+    ecgbridge.errors.OptionError
+        If a value is out of range.
+    """
+    return DigitizeOptions(layout=args.layout, paper_speed=args.paper_speed, gain=args.gain,
+                           fs=args.fs, engine=args.engine)
 
 
 _SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pdf", ".dcm", ".dicom", ""}
@@ -65,15 +79,12 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Digitize every input; return 1 if any failed."""
-    from ecgbridge.digitizer.options import DigitizeOptions
+    from ecgbridge.api import digitize_file
     from ecgbridge.encode.registry import parse_formats
     from ecgbridge.errors import EcgBridgeError
 
     formats = parse_formats(args.format)
-    options = DigitizeOptions(
-        layout=args.layout, paper_speed=args.paper_speed, gain=args.gain, fs=args.fs,
-        engine=args.engine,
-    )
+    options = options_from(args)
     files = expand_inputs(args.inputs)
     if not files:
         print("ecgbridge: error: no input files", file=sys.stderr)
@@ -100,45 +111,6 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"ecgbridge: {failed} of {len(files)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
-
-
-def digitize_file(
-    path: Path,
-    out_dir: Path,
-    formats: list[str],
-    options: Any,
-    *,
-    debug_dir: Path | None = None,
-) -> tuple[Any, Any, list[Path]]:
-    """Digitize one file and write its outputs as ``<out_dir>/<stem>.<ext>``.
-
-    The one code path of ``digitize`` and ``batch``, so both write the same files.
-
-    Returns
-    -------
-    tuple
-        ``(ecg, loaded_input, files_written)``.
-
-    Raises
-    ------
-    EcgBridgeError
-        The input cannot be read or digitized, or an output cannot be written.
-    """
-    from ecgbridge.digitizer.pipeline import digitize_pages
-    from ecgbridge.encode.registry import WriteContext, write_outputs
-    from ecgbridge.inputs.load import load_input
-
-    loaded = load_input(path)
-    stages: dict[str, Any] | None = {} if debug_dir is not None else None
-    try:
-        ecg = digitize_pages(loaded.pages, options, source=loaded.source, debug=stages)
-    finally:
-        if stages and debug_dir is not None:
-            from ecgbridge.report.debug_images import write_debug_images
-
-            write_debug_images(stages, debug_dir / path.stem)
-    written = write_outputs(ecg, out_dir, path.stem, formats, WriteContext(loaded=loaded))
-    return ecg, loaded, written
 
 
 def _report_failure(path: Path, reason: str, show_bar: bool) -> None:

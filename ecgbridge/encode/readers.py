@@ -16,8 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from ecgbridge.ecg import ECG, LEADS, Calibration, SourceInfo
-from ecgbridge.encode import codes
+from ecgbridge.ecg import ECG, LEADS, Calibration, CalibrationMethod, SourceInfo
 from ecgbridge.errors import InputError
 
 WaveformFormat = Literal["wfdb", "csv", "dicom", "fhir"]
@@ -138,7 +137,7 @@ def _as_waveform(ecg: ECG, name: str, digest: str, fmt: str) -> ECG:
     present = set(ecg.present_leads())
     return ecg.replace(
         quality=tuple(1.0 if lead in present else 0.0 for lead in LEADS),
-        calibration=Calibration(layout="waveform", method=codes.WAVEFORM_METHOD),
+        calibration=Calibration(layout="waveform", method=CalibrationMethod.WAVEFORM),
         source=SourceInfo(name=name, sha256=digest, media_type=MEDIA_TYPES[fmt]),
     )
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS
-from ecgbridge.encode.atomic import output_mode
 from ecgbridge.errors import EncodingError, InputError
+from ecgbridge.fsutil import output_mode
 
 #: ADC units per mV: 1 µV resolution, ±32.767 mV range.
 WFDB_GAIN = 1000.0
