@@ -99,8 +99,8 @@ def test_a_layout_hint_is_used_without_labels(rendered_page: Callable[..., Any])
 
 def _limb_page(noise_on_i: float) -> list:
     """Trace paths of a generator-order 6x2 page (both columns 0-5 s) of smooth leads."""
-    from ecgbridge.digitizer.layout_inference import KIT_ROWS_6X2
     from ecgbridge.digitizer.trace import TracePath
+    from ecgbridge.standards import KIT_ROWS_6X2
 
     rng = np.random.default_rng(7)
     n = 500
@@ -121,11 +121,11 @@ def _limb_page(noise_on_i: float) -> list:
 
 def test_row_order_from_einthoven_and_goldberger() -> None:
     from ecgbridge.digitizer.layout_inference import (
-        KIT_ROWS_6X2,
         Candidate,
         LayoutInference,
         choose_row_order,
     )
+    from ecgbridge.standards import KIT_ROWS_6X2
 
     inference = LayoutInference(Candidate("6x2", 6, 2, 0), {i: i for i in range(6)}, "", 0.0)
     labels: list[list[Any]] = [[] for _ in range(6)]

@@ -21,13 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecgbridge.digitizer.labels import LabelWord
-from ecgbridge.digitizer.layout import (
-    LOOK_ALIKE_FAMILIES,
-    STANDARD_ROWS,
-    PanelSlot,
-    layout_name,
-)
+from ecgbridge.digitizer.layout import LOOK_ALIKE_FAMILIES, PanelSlot, layout_name
 from ecgbridge.digitizer.trace import TracePath
+from ecgbridge.standards import ROW_ORDERS, STANDARD_ROWS
 
 #: Fractions of a full row where the lead changes in a 3x4 (all) or 6x2 (the middle) row.
 MARK_FRACTIONS: tuple[float, ...] = (0.25, 0.5, 0.75)
@@ -78,18 +74,6 @@ class Candidate:
         return f"{self.grid}+{self.strip_lead or self.strips}"
 
 
-#: Row orders of the benchmark generator (ecg-image-kit) where they differ from carts'.
-KIT_ROWS_6X2: tuple[tuple[str, ...], ...] = (
-    ("V1", "V4"), ("I", "aVR"), ("V2", "V5"), ("II", "aVL"), ("V3", "V6"), ("III", "aVF"))
-KIT_ROWS_12X1: tuple[tuple[str, ...], ...] = tuple(
-    (lead,) for lead in ("V4", "V1", "aVR", "I", "V5", "V2", "aVL", "II", "V6", "V3", "aVF",
-                         "III"))
-#: Lead orders of the rows of each grid, the carts' standard first.
-ROW_ORDERS: dict[str, tuple[tuple[tuple[str, ...], ...], ...]] = {
-    "3x4": (STANDARD_ROWS[3],),
-    "6x2": (STANDARD_ROWS[6], KIT_ROWS_6X2),
-    "12x1": (STANDARD_ROWS[12], KIT_ROWS_12X1),
-}
 #: An order is chosen by Einthoven's law when its I + III - II residual is below this
 #: (relative to the traces' RMS) and below this fraction of every other order's.
 _EINTHOVEN_MARGIN = 0.6

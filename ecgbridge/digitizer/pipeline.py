@@ -45,7 +45,7 @@ from ecgbridge.digitizer.layout import (
 )
 from ecgbridge.digitizer.layout_inference import decide_layout, row_shapes
 from ecgbridge.digitizer.normalise import ink_maps, to_rgb
-from ecgbridge.digitizer.options import DEFAULT_SPEED_MM_S, DigitizeOptions
+from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.digitizer.perspective import estimate_axes, estimate_perspective
 from ecgbridge.digitizer.pulse import CalibrationPulse, find_pulse
 from ecgbridge.digitizer.rows import TraceRow, find_rows
@@ -59,11 +59,15 @@ from ecgbridge.digitizer.trace import (
 from ecgbridge.ecg import ECG, LEADS, Calibration, PanelInfo, SourceInfo
 from ecgbridge.errors import DigitizationError, NotAnEcgError
 from ecgbridge.inputs.page import Page
+from ecgbridge.standards import (
+    DEFAULT_SPEED_MM_S,
+    PULSE_SECONDS,
+    STANDARD_DURATION_S,
+    STANDARD_TRACE_MM,
+)
 
 log = logging.getLogger(__name__)
 
-#: Standard recording length in seconds.
-STANDARD_DURATION_S = 10.0
 #: Smallest page side accepted, in pixels.
 MIN_PAGE_SIDE_PX = 150
 #: Page darkness below this (99.9th percentile of the ink map) means a blank page.
@@ -87,10 +91,6 @@ _MIN_ROW_COVERAGE = 0.6
 _HINT_ROWS: dict[str, int] = {"3x4": 3, "3x4+II": 4, "6x2": 6, "6x2+II": 7, "12x1": 12}
 #: Page width assumed for a gridless raster page without a known resolution (US letter).
 _ASSUMED_PAGE_WIDTH_MM = 280.0
-#: Length of a full trace row on standard printouts (10 s at 25 mm/s).
-_STANDARD_TRACE_MM = 250.0
-#: Width of the calibration pulse in seconds (IEC 60601-2-25 style printouts).
-_PULSE_SECONDS = 0.2
 #: A page must yield at least this many distinct, labelled leads.
 _MIN_LEADS_PER_PAGE = 3
 #: Quality given to a lead computed from other leads instead of read from the page.
@@ -504,9 +504,9 @@ def digitize_raster_page_with(
     if not falls:
         # No pulse marks time 0: the first ink may be a pulse not recognised as one
         # (0.2 s) or stray ink before the trace; full rows' ends still tell the origin.
-        max_shift = max(max_shift, (_PULSE_SECONDS * speed + 1.0) * ppm_x)
+        max_shift = max(max_shift, (PULSE_SECONDS * speed + 1.0) * ppm_x)
     shifted = _origins_from_row_ends(spans, paths, ppm_x * speed, ppm_x,
-                                     expected_s=_STANDARD_TRACE_MM / speed, pen_px=pen_px,
+                                     expected_s=STANDARD_TRACE_MM / speed, pen_px=pen_px,
                                      max_shift_px=max_shift)
     if shifted is None:
         # Rows not full length (or a gap too small to tell from the row ends).
@@ -520,7 +520,7 @@ def digitize_raster_page_with(
     gain = gain_decision.mm_per_mv
     warnings.extend(gain_decision.warnings)
     if speed_source == "default":
-        warnings.append("paper speed 25 mm/s assumed")
+        warnings.append(f"paper speed {DEFAULT_SPEED_MM_S:g} mm/s assumed")
 
     # Labels.
     all_labels: list[list[LabelWord]] = []
@@ -639,7 +639,7 @@ def digitize_raster_page_with(
     if not options.paper_speed:
         columns = max((s.columns for r in row_slots for s in r), default=1)
         timed = calibration_check.columns_to_standard_width(
-            result.signals, result.panels, columns, n_total, _STANDARD_TRACE_MM / speed)
+            result.signals, result.panels, columns, n_total, STANDARD_TRACE_MM / speed)
         result.signals, result.panels, ppm_x = timed.signals, timed.panels, ppm_x * timed.factor
         warnings.extend([timed.warning] if timed.warning else [])
     # No lead beyond a surface ECG's amplitude is delivered without a word.
@@ -875,7 +875,7 @@ def _speed_from_pulses(pulses: list[CalibrationPulse], ppm_x: float) -> float | 
         return None
     width_mm = float(np.median([(p.x_fall - p.x_rise) / ppm_x for p in pulses]))
     for speed in (25.0, 50.0):
-        nominal = _PULSE_SECONDS * speed
+        nominal = PULSE_SECONDS * speed
         if 0.75 * nominal <= width_mm <= 1.3 * nominal:
             return speed
     return None
@@ -896,11 +896,11 @@ def _scale_from_row_length(
     if not lengths:
         return None
     row_length = _typical_row_length(lengths)
-    misfit = abs(row_length / ppm / _STANDARD_TRACE_MM - 1.0)
+    misfit = abs(row_length / ppm / STANDARD_TRACE_MM - 1.0)
     if not _ROW_LENGTH_SCALE_MIN_MISFIT < misfit <= _ROW_LENGTH_SCALE_TOLERANCE:
         # Close to the assumed scale: rows cut short (faint ends) would only distort it.
         return None
-    return float(row_length / _STANDARD_TRACE_MM)
+    return float(row_length / STANDARD_TRACE_MM)
 
 
 def _median_coverage(rows: list[TraceRow]) -> float:

@@ -26,15 +26,12 @@ from scipy.optimize import linear_sum_assignment
 from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.ecg import ECG, LEADS, Calibration, PanelInfo, SourceInfo, normalise_lead_name
 from ecgbridge.inputs.page import Page, TextItem, VectorPath
+from ecgbridge.standards import CART_GAINS_MM_PER_MV, DEFAULT_GAIN_MM_MV, DEFAULT_SPEED_MM_S
 
 logger = logging.getLogger(__name__)
 
-#: Paper speed assumed when none is printed or given, mm/s.
-DEFAULT_SPEED_MM_PER_S: float = 25.0
-#: Gain assumed when there is neither a calibration pulse nor printed gain, mm/mV.
-DEFAULT_GAIN_MM_PER_MV: float = 10.0
-#: Gains a measured pulse height is snapped to when within :data:`GAIN_SNAP_TOLERANCE`.
-STANDARD_GAINS_MM_PER_MV: tuple[float, ...] = (2.5, 5.0, 10.0, 20.0, 40.0)
+#: A pulse height within this fraction of one of
+#: :data:`~ecgbridge.standards.CART_GAINS_MM_PER_MV` is that gain.
 GAIN_SNAP_TOLERANCE: float = 0.03
 
 #: Strokes lighter than this mean RGB are grid or decoration, not traces or pulses.
@@ -487,13 +484,13 @@ def _gain(
     if printed_gain is not None:
         return float(printed_gain), "printed"
     warnings.append(
-        f"no calibration pulse or printed gain found; assumed {DEFAULT_GAIN_MM_PER_MV:g} mm/mV"
+        f"no calibration pulse or printed gain found; assumed {DEFAULT_GAIN_MM_MV:g} mm/mV"
     )
-    return DEFAULT_GAIN_MM_PER_MV, "default"
+    return DEFAULT_GAIN_MM_MV, "default"
 
 
 def _snap_gain(measured: float) -> float:
-    for standard in STANDARD_GAINS_MM_PER_MV:
+    for standard in CART_GAINS_MM_PER_MV:
         if abs(measured - standard) <= GAIN_SNAP_TOLERANCE * standard:
             return standard
     return measured
@@ -513,8 +510,8 @@ def _speed(
                 + f" mm/s); used {counts[0][0]:g} mm/s"
             )
         return float(counts[0][0]), "printed"
-    warnings.append(f"no paper speed printed; assumed {DEFAULT_SPEED_MM_PER_S:g} mm/s")
-    return DEFAULT_SPEED_MM_PER_S, "default"
+    warnings.append(f"no paper speed printed; assumed {DEFAULT_SPEED_MM_S:g} mm/s")
+    return DEFAULT_SPEED_MM_S, "default"
 
 
 # ------------------------------------------------------------- labels and placement
