@@ -329,11 +329,11 @@ def test_calibration_pulse_edge_is_not_read_as_signal(gap_mm: float) -> None:
 
 
 def test_rows_without_pulse_share_their_earliest_start() -> None:
-    from ecgbridge.digitizer.pipeline import _first_ink_to_first_sample
+    from ecgbridge.digitizer.timebase import first_ink_to_first_sample
 
     ppm = 200 / 25.4
     spans = [(80.0, 2000.0), (80.0, 2000.0), (78.0, 2000.0), (78.0, 2000.0), (400.0, 2000.0)]
-    out = _first_ink_to_first_sample(spans, ppm)
+    out = first_ink_to_first_sample(spans, ppm)
     # The four rows within 4 mm start together; a row starting 40 mm later keeps its start.
     assert [o for o, _e in out] == [78.0, 78.0, 78.0, 78.0, 400.0]
     assert [e for _o, e in out] == [e for _o, e in spans]
