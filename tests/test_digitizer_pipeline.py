@@ -365,9 +365,9 @@ def test_small_real_scan_is_not_resampled_for_a_sub_pixel_keystone() -> None:
 
 
 def test_largest_corner_shift_between_two_homographies() -> None:
-    from ecgbridge.digitizer.pipeline import _largest_corner_shift
+    from ecgbridge.digitizer.rectify import largest_corner_shift
 
     shift = np.array([[1.0, 0.0, 3.0], [0.0, 1.0, -1.0], [0.0, 0.0, 1.0]])
-    assert _largest_corner_shift(shift, np.eye(3), (600, 300)) == pytest.approx(3.0)
+    assert largest_corner_shift(shift, np.eye(3), (600, 300)) == pytest.approx(3.0)
     scale = np.diag([1.01, 1.0, 1.0])
-    assert _largest_corner_shift(scale, np.eye(3), (600, 300)) == pytest.approx(6.0)
+    assert largest_corner_shift(scale, np.eye(3), (600, 300)) == pytest.approx(6.0)

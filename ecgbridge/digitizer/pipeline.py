@@ -15,12 +15,9 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from ecgbridge.digitizer import calibration_check, postprocess, timebase
+from ecgbridge.digitizer import calibration_check, postprocess, rectify, timebase
 from ecgbridge.digitizer.consistency import choose_reading, is_implausible, is_trusted
-from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.geometry import (
-    axis_alignment_homography,
-    rotation_homography,
     warp_image,
 )
 from ecgbridge.digitizer.grid import measure_grid
@@ -46,7 +43,6 @@ from ecgbridge.digitizer.layout import (
 from ecgbridge.digitizer.layout_inference import decide_layout, row_shapes
 from ecgbridge.digitizer.normalise import ink_maps, to_rgb
 from ecgbridge.digitizer.options import DigitizeOptions
-from ecgbridge.digitizer.perspective import estimate_axes, estimate_perspective
 from ecgbridge.digitizer.pulse import CalibrationPulse, find_pulse
 from ecgbridge.digitizer.rows import TraceRow, find_rows
 from ecgbridge.digitizer.segment import learned_trace_mask, model_available, segment_page
@@ -74,9 +70,6 @@ MIN_PAGE_SIDE_PX = 150
 _BLANK_INK_LEVEL = 0.15
 #: A pulse foot further than this (mm) from the row's most frequent level is distrusted.
 _MAX_FOOT_TO_MODE_MM = 2.0
-#: Keystone and shear corrections moving no page corner further than this (pixels,
-#: beyond the page's rotation) are not applied.
-_MIN_GEOMETRY_CORRECTION_PX = 2.0
 #: How far before a row's first trace ink a calibration pulse is looked for (mm).
 _PULSE_LEAD_IN_MM = 16.0
 #: Without readable labels, rows must be at least this long (mm) to assume a standard layout.
@@ -351,7 +344,7 @@ def digitize_raster_page_with(
     if float(np.percentile(ink.any_ink[::4, ::4], 99.9)) < _BLANK_INK_LEVEL:
         raise NotAnEcgError(f"page {page_index + 1} is blank (no ink found)")
     seg = segment_page(rgb) if engine == "learned" else None
-    homography, angle, rectified = _rectify_homography(ink.any_ink, warnings)
+    homography, angle, rectified = rectify.rectify_homography(ink.any_ink, warnings)
     if rectified:
         any_ink = warp_image(ink.any_ink, homography, (w, h), fill=0.0)
         dark_ink = warp_image(ink.dark_ink, homography, (w, h), fill=0.0)
@@ -704,85 +697,6 @@ def _first_convincing(dark_ink: np.ndarray, lines: np.ndarray | None, ppm_x: flo
                 >= _MIN_ROW_COVERAGE:
             return (mask, rows), tried
     return None, tried
-
-
-def _rectify_homography(any_ink: np.ndarray, warnings: list[str]
-                        ) -> tuple[np.ndarray, float, bool]:
-    """Homography from the input page to the frame where the grid lines are axis-aligned.
-
-    Perspective (keystone) is removed first, then rotation; a photographed page may
-    also leave the two grid-line families non-perpendicular (shear), which an affine
-    alignment of each family with its axis removes.
-
-    Parameters
-    ----------
-    any_ink : numpy.ndarray
-        Darkness map of the input page (grid visible).
-    warnings : list of str
-        Receives a note when perspective or shear is corrected.
-
-    Returns
-    -------
-    tuple
-        ``(homography, rotation_deg, rectified)``: the 3x3 input->rectified matrix,
-        the page rotation (counter-clockwise positive) and whether the matrix differs
-        from the identity.
-    """
-    h, w = any_ink.shape
-    angle = estimate_rotation(any_ink)
-    notes: list[str] = []
-    keystone = estimate_perspective(any_ink, angle)
-    if keystone is not None:
-        # Photographed at an angle: make the grid lines parallel, then align them.
-        framed = warp_image(any_ink, keystone, (w, h), fill=0.0)
-        # A strong keystone is measured on bent lines: measure what is left once.
-        residual = estimate_perspective(framed, angle)
-        if residual is not None:
-            keystone = residual @ keystone
-            framed = warp_image(any_ink, keystone, (w, h), fill=0.0)
-        notes.append("perspective corrected from the grid lines")
-    else:
-        framed, keystone = any_ink, np.eye(3)
-    axes = estimate_axes(framed, _rotation_after(keystone, angle, (w, h)))
-    if axes is not None:
-        notes.append(f"shear of {axes[1] - axes[0]:+.2f} deg between grid lines corrected")
-        angle = -axes[0]
-        align = axis_alignment_homography(any_ink.shape, *axes)
-    else:
-        if framed is not any_ink:
-            angle = estimate_rotation(framed)
-        align = rotation_homography(any_ink.shape, angle)
-    homography = align @ keystone
-    rotation = rotation_homography(any_ink.shape, angle)
-    if _largest_corner_shift(homography, rotation, (w, h)) < _MIN_GEOMETRY_CORRECTION_PX:
-        # Keystone and shear corrections this small are not worth a resampling (on a
-        # small scan they cost more than they give): the page is only rotated.
-        homography, notes = rotation, []
-    warnings.extend(notes)
-    return homography, angle, not np.allclose(homography, np.eye(3))
-
-
-def _largest_corner_shift(a: np.ndarray, b: np.ndarray, size: tuple[int, int]) -> float:
-    """Largest distance (pixels) between where two homographies put a page corner."""
-    w, h = size
-    corners = np.array([[0.0, w, 0.0, w], [0.0, 0.0, h, h], [1.0, 1.0, 1.0, 1.0]])
-    pa, pb = a @ corners, b @ corners
-    return float(np.abs(pa[:2] / pa[2] - pb[:2] / pb[2]).max())
-
-
-def _rotation_after(homography: np.ndarray, angle_deg: float, size: tuple[int, int]) -> float:
-    """Rotation (counter-clockwise positive) of the page's horizontal lines after a warp.
-
-    A keystone correction also turns the lines near the page centre by up to a couple
-    of degrees; this is where the line directions are searched for afterwards.
-    """
-    w, h = size
-    centre = np.array([w / 2.0, h / 2.0, 1.0])
-    t = np.radians(-angle_deg)
-    ahead = centre + 50.0 * np.array([np.cos(t), np.sin(t), 0.0])
-    p, q = homography @ centre, homography @ ahead
-    d = q[:2] / q[2] - p[:2] / p[2]
-    return -float(np.degrees(np.arctan2(d[1], d[0])))
 
 
 def _median_coverage(rows: list[TraceRow]) -> float:
