@@ -15,19 +15,12 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from ecgbridge.digitizer import calibration_check, postprocess, rectify, timebase
+from ecgbridge.digitizer import calibration_check, postprocess, rectify, timebase, trace_ink
 from ecgbridge.digitizer.consistency import choose_reading, is_implausible, is_trusted
 from ecgbridge.digitizer.geometry import (
     warp_image,
 )
 from ecgbridge.digitizer.grid import measure_grid
-from ecgbridge.digitizer.inkmask import (
-    grid_line_map,
-    is_grid_mask,
-    threshold_candidates,
-    trace_mask,
-    without_dark_grid,
-)
 from ecgbridge.digitizer.labels import LabelWord, find_label_words, read_label_at
 from ecgbridge.digitizer.layout import (
     LOOK_ALIKE_FAMILIES,
@@ -76,10 +69,6 @@ _PULSE_LEAD_IN_MM = 16.0
 _MIN_UNLABELLED_ROW_MM = 120.0
 #: More trace rows than this on one page: not an ECG (or grid lines taken for traces).
 _MAX_ROWS = 20
-#: Most rows a known layout has (12x1 plus 3 rhythm strips); more: grid lines kept.
-_MAX_PLAUSIBLE_ROWS = 15
-#: Median fraction of a row's columns with trace ink for the ink threshold to be accepted.
-_MIN_ROW_COVERAGE = 0.6
 #: Rows of the standard layouts a layout hint names (used only when no label is readable).
 _HINT_ROWS: dict[str, int] = {"3x4": 3, "3x4+II": 4, "6x2": 6, "6x2+II": 7, "12x1": 12}
 #: Page width assumed for a gridless raster page without a known resolution (US letter).
@@ -373,7 +362,7 @@ def digitize_raster_page_with(
         mask = learned_trace_mask(seg, dark_ink, ppm_x)
         rows = find_rows(mask, ppm_x, ppm_y)
     else:
-        mask, rows = _trace_mask_and_rows(dark_ink, ppm_x, ppm_y, has_grid)
+        mask, rows = trace_ink.trace_mask_and_rows(dark_ink, ppm_x, ppm_y, has_grid)
     if debug is not None:
         debug["2_grid_removed"] = (255 - 255 * mask).astype(np.uint8)
     if not rows:
@@ -640,73 +629,6 @@ def digitize_raster_page_with(
                                               row_slots,
                                               paths, all_labels))
     return result
-
-
-def _trace_mask_and_rows(dark_ink: np.ndarray, ppm_x: float, ppm_y: float, has_grid: bool
-                         ) -> tuple[np.ndarray, list[TraceRow]]:
-    """Trace-ink mask and its trace rows, at the first convincing ink threshold.
-
-    When the ink above the first candidate threshold is mostly grid lines (a grid as
-    dark as the traces), the grid lines are removed from the darkness map first; if
-    that map gives no convincing rows, the thresholds are tried on the original map,
-    passing over those whose mask is mostly grid. When none is convincing (noisy
-    traces have few flat pieces), the threshold whose rows show the most trace is
-    kept, or the first choice (its failure is reported by the caller).
-    """
-    lines = grid_line_map(dark_ink, ppm_x, ppm_y) if has_grid else None
-    thresholds = threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
-                                      ppm_y if has_grid else np.nan)
-    if lines is not None and is_grid_mask(dark_ink, lines, thresholds[0]):
-        cleaned = without_dark_grid(dark_ink, ppm_x, ppm_y)
-        found, tried = _first_convincing(cleaned, None, ppm_x, ppm_y, has_grid)
-        if found is None:
-            found, _ = _first_convincing(dark_ink, lines, ppm_x, ppm_y, has_grid)
-        if found is not None:
-            return found
-        dark_ink = cleaned
-        thresholds = threshold_candidates(dark_ink, ppm_x, ppm_y)
-    else:
-        found, tried = _first_convincing(dark_ink, None, ppm_x, ppm_y, has_grid)
-        if found is not None:
-            return found
-    usable = [t for t in tried if t[1] and len(t[1]) <= _MAX_PLAUSIBLE_ROWS]
-    if usable:
-        threshold, rows = max(usable, key=lambda t: _median_trace_seen(t[1]))
-        return trace_mask(dark_ink, threshold, ppm_x), rows
-    mask = trace_mask(dark_ink, thresholds[0], ppm_x)
-    return mask, find_rows(mask, ppm_x, ppm_y)
-
-
-def _first_convincing(dark_ink: np.ndarray, lines: np.ndarray | None, ppm_x: float,
-                      ppm_y: float, has_grid: bool
-                      ) -> tuple[tuple[np.ndarray, list[TraceRow]] | None,
-                                 list[tuple[float, list[TraceRow]]]]:
-    """Mask and rows at the first candidate threshold giving plausible trace rows.
-
-    Also returns the rows of every threshold tried (those not passed over as grid).
-    """
-    tried: list[tuple[float, list[TraceRow]]] = []
-    for threshold in threshold_candidates(dark_ink, ppm_x if has_grid else np.nan,
-                                          ppm_y if has_grid else np.nan):
-        if lines is not None and is_grid_mask(dark_ink, lines, threshold):
-            continue
-        mask = trace_mask(dark_ink, threshold, ppm_x)
-        rows = find_rows(mask, ppm_x, ppm_y)
-        tried.append((threshold, rows))
-        if rows and len(rows) <= _MAX_PLAUSIBLE_ROWS and _median_coverage(rows) \
-                >= _MIN_ROW_COVERAGE:
-            return (mask, rows), tried
-    return None, tried
-
-
-def _median_coverage(rows: list[TraceRow]) -> float:
-    """Median fraction of their columns in which the rows' trace was seen."""
-    return float(np.median([r.coverage for r in rows])) if rows else 0.0
-
-
-def _median_trace_seen(rows: list[TraceRow]) -> float:
-    """Median number of columns in which the rows' trace was seen."""
-    return float(np.median([r.coverage * (r.x_end - r.x_start) for r in rows]))
 
 
 def _unique_leads(row_slots: list[list[PanelSlot]]) -> list[list[PanelSlot]]:
