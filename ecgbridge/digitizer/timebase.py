@@ -20,6 +20,21 @@ from ecgbridge.standards import PULSE_SECONDS, STANDARD_DURATION_S, STANDARD_TRA
 
 #: Rows whose first ink lies within this many mm of each other start together.
 SAME_START_MM = 1.0
+#: Rows within this many seconds of 10 s get their time origin from their end.
+_ROW_END_SNAP_S = 0.25
+#: Time of the last sample of a 10 s recording (at 500 Hz).
+_LAST_SAMPLE_S = 0.002
+#: A row starting this many mm after the others (no pulses) is moved to their origin.
+_LATE_START_MM = 4.0
+#: Blank gaps between a calibration pulse and the signal shorter or longer than these
+#: (mm) are not a printer's pulse gap (pen edge noise; a lost start of the signal).
+_MIN_PULSE_GAP_MM, _MAX_PULSE_GAP_MM = 0.5, 6.0
+#: Without a grid, rows within this fraction of 250 mm (assumed scale) set the scale ...
+_ROW_LENGTH_SCALE_TOLERANCE = 0.1
+#: ... and off from it by more than this fraction (rows cut short explain less).
+_ROW_LENGTH_SCALE_MIN_MISFIT = 0.03
+#: Largest time-origin shift (mm) taken from row ends without a measured pulse gap.
+MAX_ROW_END_SHIFT_MM = 3.0
 
 
 def consensus_start(starts: np.ndarray, tol_px: float) -> float | None:
@@ -80,35 +95,6 @@ def pen_width(path: TracePath) -> float:
     runs = path.bottom - path.top
     runs = runs[np.isfinite(runs)]
     return float(np.percentile(runs, 10)) + 1.0 if runs.size else path.line_width
-
-
-#: Rows within this many seconds of 10 s get their time origin from their end.
-_ROW_END_SNAP_S = 0.25
-
-
-#: Time of the last sample of a 10 s recording (at 500 Hz).
-_LAST_SAMPLE_S = 0.002
-
-
-#: A row starting this many mm after the others (no pulses) is moved to their origin.
-_LATE_START_MM = 4.0
-
-
-#: Blank gaps between a calibration pulse and the signal shorter or longer than these
-#: (mm) are not a printer's pulse gap (pen edge noise; a lost start of the signal).
-_MIN_PULSE_GAP_MM, _MAX_PULSE_GAP_MM = 0.5, 6.0
-
-
-#: Without a grid, rows within this fraction of 250 mm (assumed scale) set the scale ...
-_ROW_LENGTH_SCALE_TOLERANCE = 0.1
-
-
-#: ... and off from it by more than this fraction (rows cut short explain less).
-_ROW_LENGTH_SCALE_MIN_MISFIT = 0.03
-
-
-#: Largest time-origin shift (mm) taken from row ends without a measured pulse gap.
-MAX_ROW_END_SHIFT_MM = 3.0
 
 
 def origins_from_row_ends(
