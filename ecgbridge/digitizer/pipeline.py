@@ -15,23 +15,27 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from ecgbridge.digitizer import calibration_check, postprocess, rectify, timebase, trace_ink
+from ecgbridge.digitizer import (
+    calibration_check,
+    layout_repair,
+    postprocess,
+    rectify,
+    row_labels,
+    timebase,
+    trace_ink,
+)
 from ecgbridge.digitizer.consistency import choose_reading, is_implausible, is_trusted
 from ecgbridge.digitizer.geometry import (
     warp_image,
 )
 from ecgbridge.digitizer.grid import measure_grid
-from ecgbridge.digitizer.labels import LabelWord, find_label_words, read_label_at
+from ecgbridge.digitizer.labels import LabelWord, find_label_words
 from ecgbridge.digitizer.layout import (
-    LOOK_ALIKE_FAMILIES,
-    LabelEvidence,
     PanelSlot,
     assign_panels,
     choose_columns,
-    complete_standard_layout,
     fill_missing_leads,
     layout_name,
-    standard_panels,
 )
 from ecgbridge.digitizer.layout_inference import decide_layout, row_shapes
 from ecgbridge.digitizer.normalise import ink_maps, to_rgb
@@ -65,20 +69,14 @@ _BLANK_INK_LEVEL = 0.15
 _MAX_FOOT_TO_MODE_MM = 2.0
 #: How far before a row's first trace ink a calibration pulse is looked for (mm).
 _PULSE_LEAD_IN_MM = 16.0
-#: Without readable labels, rows must be at least this long (mm) to assume a standard layout.
-_MIN_UNLABELLED_ROW_MM = 120.0
 #: More trace rows than this on one page: not an ECG (or grid lines taken for traces).
 _MAX_ROWS = 20
-#: Rows of the standard layouts a layout hint names (used only when no label is readable).
-_HINT_ROWS: dict[str, int] = {"3x4": 3, "3x4+II": 4, "6x2": 6, "6x2+II": 7, "12x1": 12}
 #: Page width assumed for a gridless raster page without a known resolution (US letter).
 _ASSUMED_PAGE_WIDTH_MM = 280.0
 #: A page must yield at least this many distinct, labelled leads.
 _MIN_LEADS_PER_PAGE = 3
 #: Quality given to a lead computed from other leads instead of read from the page.
 _DERIVED_QUALITY = 0.3
-#: Minimum match score of a label read at its expected place.
-_REREAD_MIN_SCORE = 0.7
 _PAGE_WIDTH_SCALE_WARNING = "no grid found: scale assumed from the page width (280 mm)"
 #: Lead of a rhythm strip whose label is unread and whose trace matches no panel.
 _DEFAULT_STRIP_LEAD = "II"
@@ -494,7 +492,7 @@ def digitize_raster_page_with(
     for row, (_x_origin, x_end) in zip(rows, spans, strict=True):
         region = (int(row.x_start - 15 * ppm_x), row.top, int(x_end), row.bottom)
         all_labels.append(find_label_words(erased, region, ppm_y, baseline=row.baseline))
-    all_labels = _consistent_labels(all_labels, [r.baseline for r in rows], ppm_y)
+    all_labels = row_labels.consistent_labels(all_labels, [r.baseline for r in rows], ppm_y)
     row_slots: list[list[PanelSlot]] = []
     any_label = any(all_labels)
     row_length = timebase.typical_row_length([e - o for o, e in spans])
@@ -503,16 +501,16 @@ def digitize_raster_page_with(
         slots = assign_panels(labels, x_origin, row_length, n_columns, ppm_x) if any_label else []
         row_slots.append(slots)
     if any_label:
-        row_slots = _unique_leads(row_slots)
-        row_slots = _unlabelled_rows(row_slots, spans, row_length)
-        row_slots = _reread_missing_labels(row_slots, rows, all_labels, thin_erased,
-                                           mask & (1 - thin_erased), ppm_x)
+        row_slots = layout_repair.unique_leads(row_slots)
+        row_slots = layout_repair.unlabelled_rows(row_slots, spans, row_length)
+        row_slots = row_labels.reread_missing_labels(row_slots, rows, all_labels, thin_erased,
+                                                     mask & (1 - thin_erased), ppm_x)
         row_slots = fill_missing_leads(row_slots)
-        row_slots = _complete_standard_layout(row_slots, all_labels, spans, row_length, ppm_x,
-                                              warnings)
+        row_slots = layout_repair.complete_to_standard_layout(
+            row_slots, all_labels, spans, row_length, ppm_x, warnings)
     else:
-        _check_unlabelled_page(has_grid, row_length, ppm_x, page_index,
-                               hint_vouches=options.layout != "auto")
+        layout_repair.check_unlabelled_page(has_grid, row_length, ppm_x, page_index,
+                                            hint_vouches=options.layout != "auto")
     decision = decide_layout(
         row_slots, all_labels,
         row_shapes(paths, [r.baseline for r in rows], spans, row_length, ppm_x, ppm_y),
@@ -524,13 +522,14 @@ def digitize_raster_page_with(
     if not decision.from_labels:
         any_label = False  # named from the layout: the quality of an unlabelled page
     elif not any_label:
-        row_slots = _standard_layout_rows(rows, spans, options, has_grid, row_length, ppm_x,
-                                          page_index)
+        row_slots = layout_repair.standard_layout_rows(rows, spans, options, has_grid,
+                                                       row_length, ppm_x, page_index)
         warnings.append("no lead labels readable: standard lead order assumed")
     elif len({s.lead for r in row_slots for s in r if s.lead}) < _MIN_LEADS_PER_PAGE:
         n_warnings = len(warnings)
-        row_slots = _few_labels_standard_rows(row_slots, all_labels, rows, spans, options,
-                                              has_grid, row_length, ppm_x, page_index, warnings)
+        row_slots = layout_repair.few_labels_standard_rows(
+            row_slots, all_labels, rows, spans, options, has_grid, row_length, ppm_x,
+            page_index, warnings)
         # Named from the layout, not from labels: the quality of an unlabelled page.
         any_label = len(warnings) == n_warnings
 
@@ -631,124 +630,6 @@ def digitize_raster_page_with(
     return result
 
 
-def _unique_leads(row_slots: list[list[PanelSlot]]) -> list[list[PanelSlot]]:
-    """A lead is printed once in the multi-panel grid: a name read twice is doubtful.
-
-    Every copy loses its name; the labels are then read again where they stand
-    (:func:`_reread_missing_labels`) or inferred from their column group. (Rhythm
-    strips, rows of one panel, may repeat a lead of the grid.)
-    """
-    seen: dict[str, int] = {}
-    for r in row_slots:
-        for s in r:
-            if s.lead and s.columns > 1:
-                seen[s.lead] = seen.get(s.lead, 0) + 1
-    out = []
-    for r in row_slots:
-        row = []
-        for s in r:
-            if s.lead and s.columns > 1 and seen[s.lead] > 1:
-                s = PanelSlot("", s.column, s.columns, s.x0, s.x1, 0.0)
-            row.append(s)
-        out.append(row)
-    return out
-
-
-def _complete_standard_layout(
-    row_slots: list[list[PanelSlot]], all_labels: list[list[LabelWord]],
-    spans: list[tuple[float, float]], row_length: float, ppm_x: float, warnings: list[str],
-) -> list[list[PanelSlot]]:
-    """Name the panels whose labels were unreadable from the standard layout the read ones fit.
-
-    Only used when the labels leave leads unnamed; the read labels (words found in
-    the rows and labels re-read at panel starts) must all agree with one standard
-    arrangement (:func:`ecgbridge.digitizer.layout.complete_standard_layout`).
-    Named-from-layout panels keep a label score of 0 (lower quality) and are listed
-    in a warning.
-    """
-    named = {s.lead for r in row_slots for s in r if s.lead}
-    if len(named) >= len(LEADS):
-        return row_slots
-    evidence = [LabelEvidence(i, float(w.box[0]), w.lead, w.score)
-                for i, words in enumerate(all_labels) for w in words]
-    # Labels re-read at a panel start (not among the words found in the row).
-    evidence += [LabelEvidence(i, float(s.x0), s.lead, s.label_score)
-                 for i, r in enumerate(row_slots) for s in r
-                 if s.lead and s.label_score > 0 and all(w.lead != s.lead for w in all_labels[i])]
-    completion = complete_standard_layout(evidence, spans, row_slots, row_length, ppm_x)
-    if completion is None:
-        return row_slots
-    if completion.inferred:
-        warnings.append(
-            f"leads {', '.join(completion.inferred)} named from the standard "
-            f"{completion.arrangement} layout; their labels were unreadable"
-        )
-    for read, expected in completion.misreads:
-        warnings.append(
-            f"a label read as {read} was taken as {expected} (standard "
-            f"{completion.arrangement} layout)"
-        )
-    log.debug("layout completed to %s from %d agreeing labels", completion.arrangement,
-              completion.agreeing)
-    return completion.rows
-
-
-def _standard_layout_rows(
-    rows: list[TraceRow], spans: list[tuple[float, float]], options: DigitizeOptions,
-    has_grid: bool, row_length: float, ppm_x: float, page_index: int,
-) -> list[list[PanelSlot]]:
-    """Panels of the standard layout for the page's number of full rows (labels unread).
-
-    Raises
-    ------
-    NotAnEcgError
-        No grid, or rows too short for an ECG printout.
-    DigitizationError
-        The number of rows matches no standard layout.
-    """
-    _check_unlabelled_page(has_grid, row_length, ppm_x, page_index, hint_vouches=False)
-    row_slots: list[list[PanelSlot]] = [[] for _ in rows]
-    std_rows = [i for i, row in enumerate(rows) if row.coverage > 0.5]
-    hinted_rows = _HINT_ROWS.get(options.layout)
-    if hinted_rows is not None and len(std_rows) > hinted_rows:
-        # The user's layout hint: keep the longest-covered rows, top to bottom.
-        best = sorted(std_rows, key=lambda i: -rows[i].coverage)[:hinted_rows]
-        std_rows = sorted(best)
-    for k, i in enumerate(std_rows):
-        x_origin, x_end = spans[i]
-        row_slots[i] = standard_panels(k, len(std_rows), x_origin, x_end)
-    if not any(row_slots):
-        raise DigitizationError(
-            f"page {page_index + 1}: no lead labels could be read and the {len(rows)} trace "
-            "rows match no standard layout"
-        )
-    return row_slots
-
-
-def _check_unlabelled_page(has_grid: bool, row_length: float, ppm_x: float,
-                           page_index: int, hint_vouches: bool) -> None:
-    """Refuse a page without any readable label that does not look like an ECG printout.
-
-    With `hint_vouches` (a user's layout hint was given), a page without grid is not
-    refused for that.
-
-    Raises
-    ------
-    NotAnEcgError
-        No grid (and no hint), or rows too short for an ECG printout.
-    """
-    if not has_grid and not hint_vouches:
-        raise NotAnEcgError(
-            f"page {page_index + 1}: no ECG grid and no lead labels found; "
-            "this does not look like an ECG printout"
-        )
-    if row_length / ppm_x < _MIN_UNLABELLED_ROW_MM:
-        raise NotAnEcgError(
-            f"page {page_index + 1}: no lead labels found and the longest trace row is only "
-            f"{row_length / ppm_x:.0f} mm long; this does not look like an ECG printout"
-        )
-
-
 def _strip_names_from_panels(
     row_slots: list[list[PanelSlot]], candidates: dict[str, list[tuple[np.ndarray, float,
                                                                    PanelInfo]]],
@@ -771,98 +652,6 @@ def _strip_names_from_panels(
     return out
 
 
-def _few_labels_standard_rows(
-    row_slots: list[list[PanelSlot]], all_labels: list[list[LabelWord]], rows: list[TraceRow],
-    spans: list[tuple[float, float]], options: DigitizeOptions, has_grid: bool,
-    row_length: float, ppm_x: float, page_index: int, warnings: list[str],
-) -> list[list[PanelSlot]]:
-    """Too few labels to name the page: the standard layout its rows imply, unless contradicted.
-
-    Each label read (other than a lone "I" stroke, which grid remnants imitate) that
-    sits at the start of a standard panel is compared with that panel's lead: the same
-    lead agrees, a look-alike of the same family ("II" for "III", "V2" for "V3") is a
-    misread, any other lead contradicts. Words away from every panel start are not
-    labels. The standard layout is used unless contradictions outnumber agreements;
-    otherwise, or when no standard layout fits the rows, the labelled panels are
-    returned unchanged (and the page is refused for too few leads).
-    """
-    try:
-        standard = _standard_layout_rows(rows, spans, options, has_grid, row_length, ppm_x,
-                                         page_index)
-    except (NotAnEcgError, DigitizationError):
-        return row_slots
-    agree = misread = contra = 0
-    for words, slots in zip(all_labels, standard, strict=True):
-        for w in words:
-            if w.lead == "I":
-                continue
-            near = [s for s in slots if abs(w.box[0] - s.x0) <= max(
-                6.0 * ppm_x, 0.12 * (s.x1 - s.x0))]
-            if not near or not near[0].lead:
-                continue
-            if near[0].lead == w.lead:
-                agree += 1
-            elif w.lead in _look_alikes(near[0].lead):
-                misread += 1
-            else:
-                contra += 1
-    if contra > agree:
-        return row_slots
-    read = sorted({w.lead for words in all_labels for w in words if w.lead != "I"})
-    evidence = (f"{len(read)} lead label(s) readable ({', '.join(read)}; {agree} agree, "
-                f"{misread} look-alike, {contra} contradict)" if read
-                else "no lead label readable")
-    warnings.append(
-        f"{evidence}: standard lead order of a {_rows_description(standard)} page assumed"
-    )
-    return standard
-
-
-def _look_alikes(lead: str) -> frozenset[str]:
-    """Lead names printed much like `lead` (its family in :data:`LOOK_ALIKE_FAMILIES`)."""
-    return next((f for f in LOOK_ALIKE_FAMILIES if lead in f), frozenset())
-
-
-def _rows_description(row_slots: list[list[PanelSlot]]) -> str:
-    """How many rows of how many panels, e.g. ``"3 rows of 4 panels + 1 strip"``."""
-    multi = [r for r in row_slots if len(r) > 1]
-    strips = [r for r in row_slots if len(r) == 1]
-    if not multi:
-        return f"{len(strips)}-row"
-    text = f"{len(multi)}x{len(multi[0])}"
-    return text + (f" + {len(strips)} strip(s)" if strips else "")
-
-
-def _unlabelled_rows(
-    row_slots: list[list[PanelSlot]], spans: list[tuple[float, float]], row_length: float
-) -> list[list[PanelSlot]]:
-    """Give rows where no label was read the page's usual number of (unnamed) panels.
-
-    Only rows between labelled multi-panel rows (or above them) get panels: a last
-    unlabelled row under a 3x4 grid is more likely a rhythm strip, whose lead cannot
-    be inferred.
-    """
-    counts = [len(r) for r in row_slots if len(r) > 1]
-    if not counts:
-        return row_slots
-    n = max(set(counts), key=counts.count)
-    last_multi = max(i for i, r in enumerate(row_slots) if len(r) > 1)
-    out = [list(r) for r in row_slots]
-    for i, r in enumerate(out):
-        if r or i > last_multi:
-            continue
-        x_origin, x_end = spans[i]
-        if x_end - x_origin < 0.5 * row_length:
-            continue
-        col_w = row_length / n
-        out[i] = [
-            PanelSlot("", k, n, int(round(x_origin + k * col_w)),
-                      int(round(x_origin + (k + 1) * col_w)), 0.0)
-            for k in range(n)
-        ]
-    return out
-
-
 def _is_straight_line(path: TracePath, ppm_y: float) -> bool:
     """True for a ruler line or page edge: no vertical excursion at all."""
     y = path.y[np.isfinite(path.y)]
@@ -871,47 +660,6 @@ def _is_straight_line(path: TracePath, ppm_y: float) -> bool:
 
 def _is_rhythm(row_slots: list[list[PanelSlot]], slot: PanelSlot) -> bool:
     return any(len(r) > 1 for r in row_slots)
-
-
-def _consistent_labels(
-    all_labels: list[list[LabelWord]], baselines: list[float], ppm: float
-) -> list[list[LabelWord]]:
-    """Keep label words that look like the page's labels.
-
-    Lead labels of one page share their size and their vertical offset from the
-    trace baseline; the reference is taken from multi-character labels (aVR, V1...),
-    which random ink rarely imitates. Single "I"-like strokes must also score high.
-    """
-    multi = [
-        (w.box[3] - w.box[1], w.box[1] - base)
-        for row, base in zip(all_labels, baselines, strict=True)
-        for w in row if len(w.lead) > 1 and w.score > 0.7
-    ]
-    if not multi:
-        # Lone "I"-like strokes (pulse edges, ticks) without any real label: no labels.
-        return [[] for _ in all_labels]
-    ref_h = float(np.median([m[0] for m in multi]))
-    ref_dy = float(np.median([m[1] for m in multi]))
-    strict_dy = len(multi) >= 3
-    if not strict_dy:
-        # Too few real labels to vouch for lone vertical strokes read as "I".
-        all_labels = [[w for w in row if w.lead != "I"] for row in all_labels]
-    out = []
-    for row, base in zip(all_labels, baselines, strict=True):
-        keep = []
-        for w in row:
-            if not 0.7 <= (w.box[3] - w.box[1]) / ref_h <= 1.4:
-                continue
-            if len(w.lead) == 1 and w.score < 0.7:
-                continue
-            # Rows' resting levels differ from where printers put labels by up to several
-            # mm, so only lone strokes ("I") are held to the page's label offset.
-            if (len(w.lead) == 1 and strict_dy
-                    and abs((w.box[1] - base) - ref_dy) > max(1.5 * ppm, 0.5 * ref_h)):
-                continue
-            keep.append(w)
-        out.append(keep)
-    return out
 
 
 def _row_baseline(path: TracePath, row: TraceRow) -> float:
@@ -995,80 +743,6 @@ def _erase_thin(mask: np.ndarray, path: TracePath) -> None:
             mask[max(0, y - half): min(h, y + half + 1), path.x0 + c] = 0
         else:
             mask[max(0, int(t) - 1): min(h, int(b) + 2), path.x0 + c] = 0
-
-
-def _reread_missing_labels(
-    row_slots: list[list[PanelSlot]], rows: list[TraceRow], all_labels: list[list[LabelWord]],
-    mask: np.ndarray, erased_by_trace: np.ndarray, ppm: float,
-) -> list[list[PanelSlot]]:
-    """Read the label of unnamed panels where the page's other labels say it must be.
-
-    Labels sit at the same offset from their panel start and baseline all over a
-    page; the expected box is cut from a mask where only the pen line of the traces
-    was erased (labels touching a trace keep their shape) and read directly.
-    """
-    offsets = []
-    for row, slots, labels in zip(rows, row_slots, all_labels, strict=True):
-        for s in slots:
-            for lw in labels:
-                if lw.lead == s.lead and s.x0 - 8 * ppm <= lw.box[0] < s.x1:
-                    offsets.append((lw.box[0] - s.x0, lw.box[1] - row.baseline,
-                                    lw.box[3] - lw.box[1]))
-    if not offsets:
-        return row_slots
-    dx, dy, hh = (float(v) for v in np.median(np.asarray(offsets), axis=0))
-    named = {s.lead for r in row_slots for s in r if s.lead}
-    out = [list(r) for r in row_slots]
-    h, w = mask.shape
-    for row, slots in zip(rows, out, strict=True):
-        for j, s in enumerate(slots):
-            if s.lead:
-                continue
-            x0 = int(max(0, s.x0 + dx - 1.0 * ppm))
-            y0 = int(max(0, row.baseline + dy - 0.3 * hh))
-            x1 = int(min(w, x0 + 4.0 * hh + 2.0 * ppm))
-            y1 = int(min(h, row.baseline + dy + 1.3 * hh))
-            crop = mask[y0:y1, x0:x1]
-            if crop.size == 0:
-                continue
-            found = _word_in_crop(crop, hh)
-            if found is None:
-                continue
-            _word, (_wy0, _wy1, wx0, _wx1) = found
-            allowed = {lead for lead in LEADS if lead not in named}
-            valid = erased_by_trace == 0
-            lead, score = read_label_at(mask, valid, x0 + wx0, int(round(row.baseline + dy)), hh,
-                                        allowed)
-            if lead and lead not in named and score >= _REREAD_MIN_SCORE:
-                slots[j] = PanelSlot(lead, s.column, s.columns, s.x0, s.x1, score)
-                named.add(lead)
-    return out
-
-
-def _word_in_crop(
-    crop: np.ndarray, height: float
-) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
-    """The label-sized glyphs of a crop, cropped to their joint box."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
-    keep = np.zeros(n, dtype=bool)
-    for k in range(1, n):
-        gh = stats[k, cv2.CC_STAT_HEIGHT]
-        if 0.4 * height <= gh <= 1.35 * height and stats[k, cv2.CC_STAT_WIDTH] <= 2.5 * height:
-            keep[k] = True
-    if not keep.any():
-        return None
-    sel = keep[labels]
-    ys, xs = np.nonzero(sel)
-    # Glyphs of one word: keep the leftmost cluster (gaps below one glyph height).
-    order = np.unique(xs)
-    gaps = np.nonzero(np.diff(order) > 0.8 * height)[0]
-    x_stop = order[gaps[0]] if gaps.size else order[-1]
-    sel[:, x_stop + 1:] = False
-    ys, xs = np.nonzero(sel)
-    if ys.size == 0:
-        return None
-    box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
-    return sel[box[0]: box[1], box[2]: box[3]].astype(np.uint8), box
 
 
 def _pen_core(mask: np.ndarray, line_width: float, cache: dict[int, np.ndarray]) -> np.ndarray:
