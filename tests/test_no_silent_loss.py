@@ -7,8 +7,8 @@ import io
 import numpy as np
 import pydicom
 
+from ecgbridge.digitizer.merge import PageResult, merge_pages
 from ecgbridge.digitizer.options import DigitizeOptions
-from ecgbridge.digitizer.pipeline import PageResult, _merge_pages
 from ecgbridge.digitizer.postprocess import name_unlabelled_strips
 from ecgbridge.ecg import ECG, LEADS, Calibration, PanelInfo, SourceInfo
 from ecgbridge.encode.dicom_waveform import (
@@ -70,7 +70,7 @@ def test_a_printed_lead_that_was_not_read_is_named_not_derived(
     signals, fs = sample_record
     # I and II read; III printed but not traced; aVR, aVL, aVF not on the page.
     page = _page_result(signals, {"I": (0, 5000), "II": (0, 5000)}, ("I", "II", "III"))
-    ecg = _merge_pages([page], DigitizeOptions(fs=fs), SourceInfo(), [])
+    ecg = merge_pages([page], DigitizeOptions(fs=fs), SourceInfo(), [])
     assert "III" not in ecg.present_leads()
     assert {"aVR", "aVL", "aVF"} <= set(ecg.present_leads())
     assert set(ecg.derived_leads()) == {"aVR", "aVL", "aVF"}
@@ -113,7 +113,7 @@ def test_a_derived_lead_beyond_5_mv_is_left_out_with_a_warning() -> None:
     page.signals = {"I": -2.0 * wave, "II": 4.5 * wave}
     page.quality = {"I": 0.9, "II": 0.9}
     page.panels = [_panel("I", 0, 5000), _panel("II", 0, 5000)]
-    ecg = _merge_pages([page], DigitizeOptions(), SourceInfo(), [])
+    ecg = merge_pages([page], DigitizeOptions(), SourceInfo(), [])
     assert "III" not in ecg.present_leads() and "aVL" in ecg.present_leads()
     assert np.nanmax(np.abs(ecg.signals)) <= 5.0
     assert any(w.startswith("lead III left out") and "derived" in w

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-import cv2
 import numpy as np
 
 from ecgbridge.digitizer import (
     calibration_check,
     layout_repair,
+    panels,
     postprocess,
     rectify,
     row_labels,
+    row_reading,
     timebase,
     trace_ink,
 )
@@ -38,6 +39,7 @@ from ecgbridge.digitizer.layout import (
     layout_name,
 )
 from ecgbridge.digitizer.layout_inference import decide_layout, row_shapes
+from ecgbridge.digitizer.merge import PageResult, merge_pages
 from ecgbridge.digitizer.normalise import ink_maps, to_rgb
 from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.digitizer.pulse import CalibrationPulse, find_pulse
@@ -46,10 +48,9 @@ from ecgbridge.digitizer.segment import learned_trace_mask, model_available, seg
 from ecgbridge.digitizer.trace import (
     TracePath,
     follow_trace,
-    pen_core_kernel,
     refine_with_core,
 )
-from ecgbridge.ecg import ECG, LEADS, Calibration, PanelInfo, SourceInfo
+from ecgbridge.ecg import ECG, Calibration, PanelInfo, SourceInfo
 from ecgbridge.errors import DigitizationError, NotAnEcgError
 from ecgbridge.inputs.page import Page
 from ecgbridge.standards import (
@@ -67,33 +68,15 @@ MIN_PAGE_SIDE_PX = 150
 _BLANK_INK_LEVEL = 0.15
 #: A pulse foot further than this (mm) from the row's most frequent level is distrusted.
 _MAX_FOOT_TO_MODE_MM = 2.0
-#: How far before a row's first trace ink a calibration pulse is looked for (mm).
-_PULSE_LEAD_IN_MM = 16.0
 #: More trace rows than this on one page: not an ECG (or grid lines taken for traces).
 _MAX_ROWS = 20
 #: Page width assumed for a gridless raster page without a known resolution (US letter).
 _ASSUMED_PAGE_WIDTH_MM = 280.0
 #: A page must yield at least this many distinct, labelled leads.
 _MIN_LEADS_PER_PAGE = 3
-#: Quality given to a lead computed from other leads instead of read from the page.
-_DERIVED_QUALITY = 0.3
 _PAGE_WIDTH_SCALE_WARNING = "no grid found: scale assumed from the page width (280 mm)"
 #: Lead of a rhythm strip whose label is unread and whose trace matches no panel.
 _DEFAULT_STRIP_LEAD = "II"
-#: Half-width (mm) of the strip blanked around internal panel boundaries (lead markers).
-_BOUNDARY_BLANK_MM = 0.6
-
-
-@dataclass
-class PageResult:
-    """What one raster page yielded."""
-
-    signals: dict[str, np.ndarray] = field(default_factory=dict)
-    quality: dict[str, float] = field(default_factory=dict)
-    panels: list[PanelInfo] = field(default_factory=list)
-    calibration: Calibration = field(default_factory=Calibration)
-    #: Leads the page shows but that are not delivered (the warnings say why).
-    left_out: tuple[str, ...] = ()
 
 
 def digitize_pages(
@@ -156,68 +139,7 @@ def digitize_pages(
             errors.append(f"page {page.index + 1}: {exc}")
     if not results:
         raise DigitizationError("no page could be digitized: " + "; ".join(errors))
-    return _merge_pages(results, options, src, errors)
-
-
-def _merge_pages(
-    results: list[PageResult], options: DigitizeOptions, source: SourceInfo, errors: list[str]
-) -> ECG:
-    n = int(round(STANDARD_DURATION_S * options.fs))
-    for r in results:
-        for sig in r.signals.values():
-            n = max(n, sig.size)
-    signals = np.full((len(LEADS), n), np.nan)
-    quality = [0.0] * len(LEADS)
-    panels: list[PanelInfo] = []
-    for r in results:
-        panels.extend(r.panels)
-        for lead, sig in r.signals.items():
-            i = LEADS.index(lead)
-            if r.quality[lead] > quality[i]:
-                row = np.full(n, np.nan)
-                row[: sig.size] = sig
-                # Keep what the worse version showed where the better one has nothing.
-                old = signals[i]
-                signals[i] = np.where(np.isfinite(row), row, old)
-                quality[i] = r.quality[lead]
-            else:
-                row = signals[i]
-                fill = np.isfinite(sig) & ~np.isfinite(row[: sig.size])
-                row[: sig.size][fill] = sig[fill]
-    present = {lead: signals[i] for i, lead in enumerate(LEADS) if np.isfinite(signals[i]).any()}
-    present = postprocess.reconcile_limb_leads(present)
-    for lead, sig in present.items():
-        signals[LEADS.index(lead)] = sig
-    # A lead the pages show is never computed from others: it is read, or named.
-    shown = {p.lead for p in panels}
-    derived = {lead: sig for lead, sig in postprocess.derive_missing_limb_leads(present).items()
-               if lead not in shown}
-    derived, _implausible, limit_notes = calibration_check.limit_leads(
-        derived, why="derived from misread limb leads")
-    explained = {lead for r in results for lead in r.left_out}
-    derived_warnings = [
-        f"lead {lead} is printed on the page but its trace could not be read; left out"
-        for lead in LEADS if lead in shown and lead not in present and lead not in explained
-    ]
-    for lead, sig in derived.items():
-        signals[LEADS.index(lead)] = sig
-        quality[LEADS.index(lead)] = _DERIVED_QUALITY
-        derived_warnings.append(
-            f"lead {lead} not read from the page; derived from the other limb leads"
-        )
-    calib = results[0].calibration
-    derived_warnings += limit_notes
-    if derived_warnings:
-        calib = Calibration(**{**calib.__dict__,
-                               "warnings": tuple(calib.warnings) + tuple(derived_warnings)})
-    if len(results) > 1 or errors:
-        warnings = list(calib.warnings) + [f"skipped {e}" for e in errors]
-        layouts = "/".join(r.calibration.layout for r in results)
-        calib = Calibration(**{**calib.__dict__, "warnings": tuple(warnings), "layout": layouts})
-    if not np.isfinite(signals).any():
-        raise DigitizationError("no lead could be digitized from any page")
-    return ECG(signals=signals, fs=options.fs, quality=tuple(quality), calibration=calib,
-               panels=tuple(panels), source=source)
+    return merge_pages(results, options, src, errors)
 
 
 def digitize_raster_page(
@@ -391,15 +313,15 @@ def digitize_raster_page_with(
     for row in rows:
         path = follow_trace(mask, row.x_start, page_x_end, row.trace_top, row.trace_bottom,
                             row.baseline, ppm_y)
-        path = refine_with_core(path, _pen_core(mask, path.line_width, cores))
-        if _is_straight_line(path, ppm_y):
+        path = refine_with_core(path, row_reading.pen_core(mask, path.line_width, cores))
+        if row_reading.is_straight_line(path, ppm_y):
             continue
         pulse = find_pulse(path, ppm_x, ppm_y)
         pulse_path = path
         if pulse is None:
             # Rows are found where ink stays near the baseline; a pulse drawn without a
             # foot line (a bare rectangle) lies just before that start.
-            lead_in = _lead_in_path(mask, row, ppm_x, ppm_y)
+            lead_in = row_reading.lead_in_path(mask, row, ppm_x, ppm_y)
             pulse = find_pulse(lead_in, ppm_x, ppm_y) if lead_in is not None else None
             if pulse is not None and pulse.x_fall < row.x_start - 3.0 * ppm_x:
                 pulse = None
@@ -420,12 +342,12 @@ def digitize_raster_page_with(
             if row_gap is not None:
                 signal_gaps.append(row_gap)
         spans.append((x_origin, x_end))
-        _erase_path(erased, path, pad=max(1, int(round(0.15 * ppm_y))))
-        _erase_thin(thin_erased, path)
+        row_reading.erase_path(erased, path, pad=max(1, int(round(0.15 * ppm_y))))
+        row_reading.erase_thin(thin_erased, path)
         if pulse is not None:
             x0p = pulse.x_rise - pulse_path.x0
             x1p = min(int(pulse.x_fall) - pulse_path.x0 + 2, pulse_path.y.size)
-            _erase_columns(erased, pulse_path, x0p, x1p, pad=2)
+            row_reading.erase_columns(erased, pulse_path, x0p, x1p, pad=2)
 
     rows = kept_rows
     falls = [p.x_fall for p in start_pulses if p is not None]
@@ -552,7 +474,7 @@ def digitize_raster_page_with(
     for row, path, pulse, (x_origin, _x_end), slots in zip(
         rows, paths, pulses, spans, row_slots, strict=True
     ):
-        baseline = _row_baseline(path, row)
+        baseline = panels.row_baseline(path, row)
         if pulse is not None and (
             abs(pulse.foot_y - baseline) <= _MAX_FOOT_TO_MODE_MM * ppm_y
             and abs(pulse.height_px / median_pulse_h - 1.0) <= 0.15
@@ -561,10 +483,10 @@ def digitize_raster_page_with(
         for slot in slots:
             start_s = (slot.x0 - x_origin) / px_per_s
             duration_s = (slot.x1 - slot.x0) / px_per_s
-            ys = _panel_values(path, slot, ppm_x, first=slot.column == 0,
+            ys = panels.panel_values(path, slot, ppm_x, first=slot.column == 0,
                                last=slot.column == slot.columns - 1)
             if pulse is not None and slot.column == 0:
-                _blank_pulse_fall(ys, path, slot, pulse)
+                panels.blank_pulse_fall(ys, path, slot, pulse)
             mv = (baseline - ys) / (ppm_y * gain)
             n_needed = max(n_total, int(np.ceil((start_s + duration_s) * fs)) + 1)
             samples = postprocess.place_samples(mv, slot.x0, x_origin, px_per_s, fs, n_needed)
@@ -574,7 +496,8 @@ def digitize_raster_page_with(
                 lead=slot.lead, page=page_index,
                 box=(float(slot.x0), float(row.top), float(slot.x1), float(row.bottom)),
                 baseline_px=float(baseline), start_s=float(start_s), duration_s=float(duration_s),
-                rhythm_strip=slot.columns == 1 and len(rows) > 1 and _is_rhythm(row_slots, slot),
+                rhythm_strip=(slot.columns == 1 and len(rows) > 1
+                              and panels.is_rhythm(row_slots, slot)),
             )
             candidates.setdefault(slot.lead, []).append((samples, q, info))
     if not candidates:
@@ -585,7 +508,7 @@ def digitize_raster_page_with(
     if "" in candidates:
         candidates = postprocess.name_unlabelled_strips(candidates, fs, _DEFAULT_STRIP_LEAD,
                                                         warnings)
-        row_slots = _strip_names_from_panels(row_slots, candidates, rows)
+        row_slots = panels.strip_names_from_panels(row_slots, candidates, rows)
     candidates = postprocess.check_einthoven(candidates)
     candidates = postprocess.relabel_rhythm_strips(candidates)
     candidates = postprocess.align_panels_to_rhythm(candidates, fs, warnings)
@@ -630,147 +553,3 @@ def digitize_raster_page_with(
     return result
 
 
-def _strip_names_from_panels(
-    row_slots: list[list[PanelSlot]], candidates: dict[str, list[tuple[np.ndarray, float,
-                                                                   PanelInfo]]],
-    rows: list[TraceRow],
-) -> list[list[PanelSlot]]:
-    """Give unread rhythm-strip slots the name their trace was identified as (or drop them)."""
-    names = {(int(info.box[0]), int(info.box[1])): lead
-             for lead, items in candidates.items() for _s, _q, info in items}
-    out = []
-    for row, slots in zip(rows, row_slots, strict=True):
-        kept = []
-        for s in slots:
-            if not s.lead:
-                lead = names.get((s.x0, int(row.top)))
-                if lead is None:
-                    continue
-                s = PanelSlot(lead, s.column, s.columns, s.x0, s.x1, s.label_score)
-            kept.append(s)
-        out.append(kept)
-    return out
-
-
-def _is_straight_line(path: TracePath, ppm_y: float) -> bool:
-    """True for a ruler line or page edge: no vertical excursion at all."""
-    y = path.y[np.isfinite(path.y)]
-    return y.size > 0 and float(np.percentile(y, 99) - np.percentile(y, 1)) < 0.3 * ppm_y
-
-
-def _is_rhythm(row_slots: list[list[PanelSlot]], slot: PanelSlot) -> bool:
-    return any(len(r) > 1 for r in row_slots)
-
-
-def _row_baseline(path: TracePath, row: TraceRow) -> float:
-    """0-mV row of a row without pulse: the most frequent trace level."""
-    y = path.y[np.isfinite(path.y)]
-    if y.size < 10:
-        return row.baseline
-    hist = np.bincount(np.round(y - y.min()).astype(np.int64))
-    k = int(np.argmax(np.convolve(hist, np.ones(3), mode="same")))
-    return float(y.min() + k)
-
-
-def _panel_values(path: TracePath, slot: PanelSlot, ppm_x: float, first: bool,
-                  last: bool) -> np.ndarray:
-    """Trace rows of a panel's columns, with lead-change markers at inner edges blanked.
-
-    A marker drawn across the trace makes the columns next to the panel edge tall
-    vertical runs; those (up to ``_BOUNDARY_BLANK_MM`` from the edge) carry no signal.
-    """
-    a = slot.x0 - path.x0
-    b = slot.x1 - path.x0
-    ys = np.full(slot.x1 - slot.x0, np.nan)
-    lo, hi = max(a, 0), min(b, path.y.size)
-    if hi > lo:
-        ys[lo - a: hi - a] = path.y[lo:hi]
-    blank = int(round(_BOUNDARY_BLANK_MM * ppm_x))
-    if blank:
-        # Only the marker's columns are blanked: tall vertical strokes next to the edge.
-        tall = np.zeros(ys.size, dtype=bool)
-        if hi > lo:
-            heights = path.bottom[lo:hi] - path.top[lo:hi]
-            tall[lo - a: hi - a] = heights > 2.5 * path.line_width + 1
-        if not first:
-            hits = np.nonzero(tall[:blank])[0]
-            if hits.size:
-                ys[: hits[-1] + 2] = np.nan
-        if not last:
-            hits = np.nonzero(tall[ys.size - blank:])[0]
-            if hits.size:
-                ys[ys.size - blank + hits[0] - 1:] = np.nan
-    return ys
-
-
-def _blank_pulse_fall(ys: np.ndarray, path: TracePath, slot: PanelSlot,
-                      pulse: CalibrationPulse) -> None:
-    """Blank the calibration pulse's falling edge where it reaches into the first panel.
-
-    The pen has a width, so the vertical stroke of the pulse's fall covers a few
-    columns after ``x_fall``; read as signal it would give a 1 mV spike at the start
-    of the row. Columns up to half a pen width (plus one) past the fall, and
-    following columns whose ink still spans the pulse from top to foot (a fall
-    blurred wider than the pen), are not signal; a QRS right after the fall is.
-    """
-    pen = max(pulse.edge_px, path.line_width, 1.0)
-    end = int(np.ceil(pulse.x_fall + 0.5 * pen)) + 1 - slot.x0
-    limit = min(ys.size, end + int(np.ceil(2 * pen)))
-    top = pulse.foot_y - pulse.height_px
-    slack = max(2.0, pen)
-    k = max(0, end)
-    while k < limit:
-        c = slot.x0 + k - path.x0
-        if not 0 <= c < path.y.size:
-            break
-        # Still the fall (blurred wider than the pen) only while the ink spans the
-        # pulse from top to foot; a QRS right after it is signal.
-        if abs(path.top[c] - top) > slack or abs(path.bottom[c] - pulse.foot_y) > slack:
-            break
-        k += 1
-    ys[: max(0, min(k, ys.size))] = np.nan
-
-
-def _erase_thin(mask: np.ndarray, path: TracePath) -> None:
-    """Erase only the pen line of the path (not whole tall runs, which may touch labels)."""
-    half = int(np.ceil(path.line_width / 2.0)) + 1
-    h = mask.shape[0]
-    ok = np.nonzero(np.isfinite(path.y))[0]
-    for c in ok:
-        t, b = path.top[c], path.bottom[c]
-        if b - t <= 2.5 * path.line_width + 1:
-            y = int(round(path.y[c]))
-            mask[max(0, y - half): min(h, y + half + 1), path.x0 + c] = 0
-        else:
-            mask[max(0, int(t) - 1): min(h, int(b) + 2), path.x0 + c] = 0
-
-
-def _pen_core(mask: np.ndarray, line_width: float, cache: dict[int, np.ndarray]) -> np.ndarray:
-    """The ink mask eroded to the pen strokes' cores (cached per kernel size)."""
-    k = pen_core_kernel(line_width)
-    if k not in cache:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-        cache[k] = cv2.erode(mask, kernel) if k > 1 else mask
-    return cache[k]
-
-
-def _lead_in_path(mask: np.ndarray, row: TraceRow, ppm_x: float,
-                  ppm_y: float) -> TracePath | None:
-    """The trace just before and at a row's start, where a calibration pulse may stand."""
-    x0 = max(0, int(row.x_start - _PULSE_LEAD_IN_MM * ppm_x))
-    x1 = int(row.x_start + 2.0 * ppm_x)
-    if row.x_start - x0 < 2.0 * ppm_x:
-        return None
-    return follow_trace(mask, x0, x1, row.trace_top, row.trace_bottom, row.baseline, ppm_y)
-
-
-def _erase_path(mask: np.ndarray, path: TracePath, pad: int) -> None:
-    _erase_columns(mask, path, 0, path.y.size, pad)
-
-
-def _erase_columns(mask: np.ndarray, path: TracePath, c0: int, c1: int, pad: int) -> None:
-    h = mask.shape[0]
-    for c in range(max(c0, 0), min(c1, path.y.size)):
-        t, b = path.top[c], path.bottom[c]
-        if np.isfinite(t):
-            mask[max(0, int(t) - pad): min(h, int(b) + pad + 1), path.x0 + c] = 0
