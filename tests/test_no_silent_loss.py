@@ -56,12 +56,13 @@ def test_a_strip_matching_no_panel_is_named_in_a_warning(
 
 def _page_result(signals: np.ndarray, read: dict[str, tuple[int, int]],
                  printed: tuple[str, ...]) -> PageResult:
-    result = PageResult(calibration=Calibration(layout="3x4", method="raster"))
-    for lead, (start, stop) in read.items():
-        result.signals[lead] = _shown(signals[LEADS.index(lead)], start, stop)
-        result.quality[lead] = 0.9
-    result.panels = [_panel(lead, 0, 1250) for lead in printed]
-    return result
+    return PageResult(
+        signals={lead: _shown(signals[LEADS.index(lead)], start, stop)
+                 for lead, (start, stop) in read.items()},
+        quality={lead: 0.9 for lead in read},
+        panels=[_panel(lead, 0, 1250) for lead in printed],
+        calibration=Calibration(layout="3x4", method="raster"),
+    )
 
 
 def test_a_printed_lead_that_was_not_read_is_named_not_derived(
@@ -108,11 +109,11 @@ def test_fhir_note_names_the_derived_lead(sample_record: tuple[np.ndarray, float
 def test_a_derived_lead_beyond_5_mv_is_left_out_with_a_warning() -> None:
     t = np.arange(5000) / 500.0
     wave = np.sin(2 * np.pi * t)
-    page = PageResult(calibration=Calibration(layout="3x4", method="raster"))
     # I and II are plausible, but III = II - I reaches 6.5 mV.
-    page.signals = {"I": -2.0 * wave, "II": 4.5 * wave}
-    page.quality = {"I": 0.9, "II": 0.9}
-    page.panels = [_panel("I", 0, 5000), _panel("II", 0, 5000)]
+    page = PageResult(signals={"I": -2.0 * wave, "II": 4.5 * wave},
+                      quality={"I": 0.9, "II": 0.9},
+                      panels=[_panel("I", 0, 5000), _panel("II", 0, 5000)],
+                      calibration=Calibration(layout="3x4", method="raster"))
     ecg = merge_pages([page], DigitizeOptions(), SourceInfo(), [])
     assert "III" not in ecg.present_leads() and "aVL" in ecg.present_leads()
     assert np.nanmax(np.abs(ecg.signals)) <= 5.0

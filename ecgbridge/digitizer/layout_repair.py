@@ -60,19 +60,24 @@ def unique_leads(row_slots: list[list[PanelSlot]]) -> list[list[PanelSlot]]:
 
 def complete_to_standard_layout(
     row_slots: list[list[PanelSlot]], all_labels: list[list[LabelWord]],
-    spans: list[tuple[float, float]], row_length: float, ppm_x: float, warnings: list[str],
-) -> list[list[PanelSlot]]:
+    spans: list[tuple[float, float]], row_length: float, ppm_x: float,
+) -> tuple[list[list[PanelSlot]], tuple[str, ...]]:
     """Name the panels whose labels were unreadable from the standard layout the read ones fit.
 
     Only used when the labels leave leads unnamed; the read labels (words found in
     the rows and labels re-read at panel starts) must all agree with one standard
     arrangement (:func:`ecgbridge.digitizer.layout.complete_standard_layout`).
-    Named-from-layout panels keep a label score of 0 (lower quality) and are listed
-    in a warning.
+    Named-from-layout panels keep a label score of 0 (lower quality).
+
+    Returns
+    -------
+    tuple
+        The rows' panels, and notes for the page's warnings (leads named from the
+        layout, labels taken as misread).
     """
     named = {s.lead for r in row_slots for s in r if s.lead}
     if len(named) >= len(LEADS):
-        return row_slots
+        return row_slots, ()
     evidence = [LabelEvidence(i, float(w.box[0]), w.lead, w.score)
                 for i, words in enumerate(all_labels) for w in words]
     # Labels re-read at a panel start (not among the words found in the row).
@@ -81,20 +86,21 @@ def complete_to_standard_layout(
                  if s.lead and s.label_score > 0 and all(w.lead != s.lead for w in all_labels[i])]
     completion = complete_standard_layout(evidence, spans, row_slots, row_length, ppm_x)
     if completion is None:
-        return row_slots
+        return row_slots, ()
+    notes = []
     if completion.inferred:
-        warnings.append(
+        notes.append(
             f"leads {', '.join(completion.inferred)} named from the standard "
             f"{completion.arrangement} layout; their labels were unreadable"
         )
     for read, expected in completion.misreads:
-        warnings.append(
+        notes.append(
             f"a label read as {read} was taken as {expected} (standard "
             f"{completion.arrangement} layout)"
         )
     log.debug("layout completed to %s from %d agreeing labels", completion.arrangement,
               completion.agreeing)
-    return completion.rows
+    return completion.rows, tuple(notes)
 
 
 def standard_layout_rows(
@@ -156,8 +162,8 @@ def check_unlabelled_page(has_grid: bool, row_length: float, ppm_x: float,
 def few_labels_standard_rows(
     row_slots: list[list[PanelSlot]], all_labels: list[list[LabelWord]], rows: list[TraceRow],
     spans: list[tuple[float, float]], options: DigitizeOptions, has_grid: bool,
-    row_length: float, ppm_x: float, page_index: int, warnings: list[str],
-) -> list[list[PanelSlot]]:
+    row_length: float, ppm_x: float, page_index: int,
+) -> tuple[list[list[PanelSlot]], str | None]:
     """Too few labels to name the page: the standard layout its rows imply, unless contradicted.
 
     Each label read (other than a lone "I" stroke, which grid remnants imitate) that
@@ -167,12 +173,18 @@ def few_labels_standard_rows(
     labels. The standard layout is used unless contradictions outnumber agreements;
     otherwise, or when no standard layout fits the rows, the labelled panels are
     returned unchanged (and the page is refused for too few leads).
+
+    Returns
+    -------
+    tuple
+        The rows' panels, and the note saying which standard layout was assumed and
+        why (None when the labelled panels are returned unchanged).
     """
     try:
         standard = standard_layout_rows(rows, spans, options, has_grid, row_length, ppm_x,
                                          page_index)
     except (NotAnEcgError, DigitizationError):
-        return row_slots
+        return row_slots, None
     agree = misread = contra = 0
     for words, slots in zip(all_labels, standard, strict=True):
         for w in words:
@@ -189,15 +201,13 @@ def few_labels_standard_rows(
             else:
                 contra += 1
     if contra > agree:
-        return row_slots
+        return row_slots, None
     read = sorted({w.lead for words in all_labels for w in words if w.lead != "I"})
     evidence = (f"{len(read)} lead label(s) readable ({', '.join(read)}; {agree} agree, "
                 f"{misread} look-alike, {contra} contradict)" if read
                 else "no lead label readable")
-    warnings.append(
-        f"{evidence}: standard lead order of a {_rows_description(standard)} page assumed"
-    )
-    return standard
+    note = f"{evidence}: standard lead order of a {_rows_description(standard)} page assumed"
+    return standard, note
 
 
 def _look_alikes(lead: str) -> frozenset[str]:

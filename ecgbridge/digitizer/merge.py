@@ -21,15 +21,28 @@ from ecgbridge.standards import STANDARD_DURATION_S
 _DERIVED_QUALITY = 0.3
 
 
-@dataclass
+@dataclass(frozen=True)
 class PageResult:
-    """What one raster page yielded."""
+    """What one raster page yielded.
+
+    Attributes
+    ----------
+    signals : dict of str to numpy.ndarray
+        Lead -> samples (mV) at the output rate, NaN where not shown.
+    quality : dict of str to float
+        Lead -> quality in [0, 1].
+    panels : list of PanelInfo
+        Every panel the leads were read from.
+    calibration : Calibration
+        The page's scale, gain, speed, layout and warnings.
+    left_out : tuple of str
+        Leads the page shows but that are not delivered (the warnings say why).
+    """
 
     signals: dict[str, np.ndarray] = field(default_factory=dict)
     quality: dict[str, float] = field(default_factory=dict)
     panels: list[PanelInfo] = field(default_factory=list)
     calibration: Calibration = field(default_factory=Calibration)
-    #: Leads the page shows but that are not delivered (the warnings say why).
     left_out: tuple[str, ...] = ()
 
 

@@ -2,10 +2,14 @@
 
 Rotation (deskew), keystone (a page photographed at an angle) and shear between the
 two grid-line families are measured on the page's darkness map and combined into
-one input->rectified homography; corrections too small to matter are dropped.
+one input->rectified homography; corrections too small to matter are dropped
+(:func:`rectify_homography`). :func:`rectify_page` brings the page's ink maps into
+that frame.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -15,11 +19,83 @@ from ecgbridge.digitizer.geometry import (
     rotation_homography,
     warp_image,
 )
+from ecgbridge.digitizer.normalise import InkMaps
 from ecgbridge.digitizer.perspective import estimate_axes, estimate_perspective
+from ecgbridge.digitizer.segment import Segmentation
 
 #: Keystone and shear corrections moving no page corner further than this (pixels,
 #: beyond the page's rotation) are not applied.
 _MIN_GEOMETRY_CORRECTION_PX = 2.0
+
+
+@dataclass(frozen=True)
+class RectifiedPage:
+    """A raster page in the frame where its grid lines are axis-aligned.
+
+    Attributes
+    ----------
+    rgb : numpy.ndarray
+        The page as given (RGB, not warped).
+    any_ink, dark_ink : numpy.ndarray
+        Its darkness maps (:func:`ecgbridge.digitizer.normalise.ink_maps`), rectified.
+    segmentation : Segmentation or None
+        The learned engine's class maps, rectified (None for the classical engine).
+    homography : numpy.ndarray
+        The 3x3 input->rectified matrix.
+    rotation_deg : float
+        Page rotation (counter-clockwise positive).
+    rectified : bool
+        Whether `homography` differs from the identity.
+    notes : tuple of str
+        Perspective and shear corrections made, for the page's warnings.
+    """
+
+    rgb: np.ndarray
+    any_ink: np.ndarray
+    dark_ink: np.ndarray
+    segmentation: Segmentation | None
+    homography: np.ndarray
+    rotation_deg: float
+    rectified: bool
+    notes: tuple[str, ...]
+
+    @property
+    def transform(self) -> np.ndarray | None:
+        """The homography when the page was warped, else None."""
+        return self.homography if self.rectified else None
+
+
+def rectify_page(rgb: np.ndarray, ink: InkMaps, segmentation: Segmentation | None
+                 ) -> RectifiedPage:
+    """Measure the page's rectification and warp its ink (and class) maps into that frame.
+
+    Parameters
+    ----------
+    rgb : numpy.ndarray
+        The page (RGB).
+    ink : InkMaps
+        Its darkness maps.
+    segmentation : Segmentation or None
+        The learned engine's class maps of the page, if that engine reads it.
+
+    Returns
+    -------
+    RectifiedPage
+    """
+    h, w = rgb.shape[:2]
+    notes: list[str] = []
+    homography, angle, rectified = rectify_homography(ink.any_ink, notes)
+    if rectified:
+        any_ink = warp_image(ink.any_ink, homography, (w, h), fill=0.0)
+        dark_ink = warp_image(ink.dark_ink, homography, (w, h), fill=0.0)
+        if segmentation is not None:
+            segmentation = replace(
+                segmentation, trace=warp_image(segmentation.trace, homography, (w, h), fill=0.0),
+                text=warp_image(segmentation.text, homography, (w, h), fill=0.0))
+    else:
+        any_ink, dark_ink = ink.any_ink, ink.dark_ink
+    return RectifiedPage(rgb, any_ink, dark_ink, segmentation, homography, float(angle),
+                         rectified, tuple(notes))
 
 
 def rectify_homography(any_ink: np.ndarray, warnings: list[str]

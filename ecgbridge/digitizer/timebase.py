@@ -7,16 +7,26 @@ first ink of a row a poor origin on its own: stray ink just before the trace (a
 grid-line fragment, a pulse drawn as a bare rectangle and not recognised) and the
 pen's width (the first inked column is the pen's edge, the first sample lies at its
 centre). Full rows (250 mm) also tell the origin from where they end, the paper
-speed from the pulses' width, and, on a page without grid, the scale.
+speed from the pulses' width, and, on a page without grid, the scale
+(:func:`place_rows`, the time-base stage).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from ecgbridge.digitizer.pulse import CalibrationPulse
+from ecgbridge.digitizer.rows import PageRow
+from ecgbridge.digitizer.scale import PageScale
 from ecgbridge.digitizer.trace import TracePath
-from ecgbridge.standards import PULSE_SECONDS, STANDARD_DURATION_S, STANDARD_TRACE_MM
+from ecgbridge.standards import (
+    DEFAULT_SPEED_MM_S,
+    PULSE_SECONDS,
+    STANDARD_DURATION_S,
+    STANDARD_TRACE_MM,
+)
 
 #: Rows whose first ink lies within this many mm of each other start together.
 SAME_START_MM = 1.0
@@ -35,6 +45,116 @@ _ROW_LENGTH_SCALE_TOLERANCE = 0.1
 _ROW_LENGTH_SCALE_MIN_MISFIT = 0.03
 #: Largest time-origin shift (mm) taken from row ends without a measured pulse gap.
 MAX_ROW_END_SHIFT_MM = 3.0
+
+
+@dataclass(frozen=True)
+class TimeBase:
+    """The page's rows placed in time, with the paper speed and the final scale.
+
+    Attributes
+    ----------
+    rows : tuple of PageRow
+        The rows, each with `x_origin` at its time 0.
+    scale : PageScale
+        The page's scale (re-measured from the rows' length on a page without grid).
+    speed : float
+        Paper speed in mm/s.
+    speed_source : str
+        ``"user"``, ``"pulse"`` (the pulses' width) or ``"default"``.
+    """
+
+    rows: tuple[PageRow, ...]
+    scale: PageScale
+    speed: float
+    speed_source: str
+
+    @property
+    def note(self) -> str:
+        """What the page's warnings say about the speed ("" unless assumed)."""
+        if self.speed_source != "default":
+            return ""
+        return f"paper speed {DEFAULT_SPEED_MM_S:g} mm/s assumed"
+
+
+def place_rows(rows: tuple[PageRow, ...], scale: PageScale, paper_speed: float | None
+               ) -> TimeBase:
+    """Put every row's time 0, and find the paper speed (the user's, else the pulses').
+
+    Rows with a calibration pulse start at the pulses' common fall (plus the printer's
+    gap before the signal); rows without share the others' start. Full rows' ends
+    correct the origin (:func:`origins_from_row_ends`). On a page without grid nor
+    resolution, full rows re-measure the scale (:func:`scale_from_row_length`).
+    """
+    speed = paper_speed or DEFAULT_SPEED_MM_S
+    speed_source = "user" if paper_speed else "default"
+    ppm_x = scale.px_per_mm_x
+    start_pulses = [r.start_pulse for r in rows]
+    pulses = [p for p in start_pulses if p is not None]
+    signal_gaps = [r.signal_gap for r in rows if r.signal_gap is not None]
+    spans = [(r.x_origin, r.x_end) for r in rows]
+    if pulses:
+        spans, from_fall = _pulse_origins(spans, start_pulses, ppm_x)
+    else:
+        from_fall = set()
+        spans = late_starts_to_common_origin(spans, ppm_x)
+        spans = first_ink_to_first_sample(
+            spans, ppm_x, float(np.median([pen_width(r.path) for r in rows])))
+    # Most rows' signal starts a printer-specific gap after the pulse's fall.
+    gap = float(np.median(signal_gaps)) if 2 * len(signal_gaps) > len(pulses) else 0.0
+    if scale.source == "page width":
+        by_rows = scale_from_row_length(spans, from_fall, gap, ppm_x)
+        if by_rows is not None:
+            scale = PageScale(by_rows, by_rows, "row length", scale.dpi)
+            ppm_x = by_rows
+    if speed_source == "default":
+        pulse_speed = speed_from_pulses(pulses, ppm_x)
+        if pulse_speed is not None:
+            speed, speed_source = pulse_speed, "pulse"
+    # The pen's horizontal width is best seen on the pulse's vertical edges.
+    edges = [p.edge_px for p in pulses]
+    pen_px = float(np.median(edges)) if edges else None
+    max_shift = max(MAX_ROW_END_SHIFT_MM * ppm_x, gap + 1.0 * ppm_x)
+    if not pulses:
+        # No pulse marks time 0: the first ink may be a pulse not recognised as one
+        # (0.2 s) or stray ink before the trace; full rows' ends still tell the origin.
+        max_shift = max(max_shift, (PULSE_SECONDS * speed + 1.0) * ppm_x)
+    shifted = origins_from_row_ends(spans, [r.path for r in rows], ppm_x * speed, ppm_x,
+                                    expected_s=STANDARD_TRACE_MM / speed, pen_px=pen_px,
+                                    max_shift_px=max_shift)
+    if shifted is None:
+        # Rows not full length (or a gap too small to tell from the row ends).
+        shifted = [(o + gap, e) if i in from_fall else (o, e)
+                   for i, (o, e) in enumerate(spans)]
+    placed = tuple(replace(r, x_origin=o, x_end=e)
+                   for r, (o, e) in zip(rows, shifted, strict=True))
+    return TimeBase(placed, scale, speed, speed_source)
+
+
+def _pulse_origins(
+    spans: list[tuple[float, float]], start_pulses: list[CalibrationPulse | None], ppm_x: float
+) -> tuple[list[tuple[float, float]], set[int]]:
+    """Rows' origins at their pulses' common fall; also the rows timed from a fall.
+
+    A row without a pulse of its own that starts at (or after) the others' pulse
+    takes their fall as its origin; rows whose fall is within 1 mm of the common one
+    share it (edge noise averaged out).
+    """
+    spans = list(spans)
+    falls = [p.x_fall for p in start_pulses if p is not None]
+    # Rows whose time origin is a pulse's fall (their signal may start after a gap).
+    from_fall = {i for i, p in enumerate(start_pulses) if p is not None}
+    common = float(np.median(falls))
+    rise = float(np.median([p.x_rise for p in start_pulses if p is not None]))
+    for i, p in enumerate(start_pulses):
+        x_origin, x_end = spans[i]
+        # A row starting at the others' pulse (undetected here) or after it.
+        if p is None and (x_origin > common - 5.0 * ppm_x or abs(x_origin - rise) < 3 * ppm_x):
+            spans[i] = (common, x_end)
+            from_fall.add(i)
+        elif p is not None and abs(p.x_fall - common) <= 1.0 * ppm_x:
+            # Rows of one page share their time origin: average out edge noise.
+            spans[i] = (common, x_end)
+    return spans, from_fall
 
 
 def consensus_start(starts: np.ndarray, tol_px: float) -> float | None:

@@ -1,11 +1,15 @@
-"""Trace ink of a raster page (classical engine) and the trace rows it shows.
+"""Trace ink of a raster page and the trace rows it shows.
 
-Ink darker than a threshold is trace ink once grid lines are removed; the threshold
-kept is the first candidate whose mask gives plausible, well-covered trace rows
-(:func:`trace_mask_and_rows`).
+The learned engine takes the segmentation model's trace map; the classical engine
+takes ink darker than a threshold once grid lines are removed, the threshold kept
+being the first candidate whose mask gives plausible, well-covered trace rows
+(:func:`trace_mask_and_rows`). A page with no trace row, or with more line-like
+rows than an ECG has, is refused (:func:`find_trace_ink`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,12 +20,63 @@ from ecgbridge.digitizer.inkmask import (
     trace_mask,
     without_dark_grid,
 )
+from ecgbridge.digitizer.rectify import RectifiedPage
 from ecgbridge.digitizer.rows import TraceRow, find_rows
+from ecgbridge.digitizer.scale import PageScale
+from ecgbridge.digitizer.segment import learned_trace_mask
+from ecgbridge.errors import DigitizationError, NotAnEcgError
 
+#: More trace rows than this on one page: not an ECG (or grid lines taken for traces).
+_MAX_ROWS = 20
 #: Most rows a known layout has (12x1 plus 3 rhythm strips); more: grid lines kept.
 _MAX_PLAUSIBLE_ROWS = 15
 #: Median fraction of a row's columns with trace ink for the ink threshold to be accepted.
 _MIN_ROW_COVERAGE = 0.6
+
+
+@dataclass(frozen=True)
+class TraceInk:
+    """The page's trace ink and the trace rows found in it.
+
+    Attributes
+    ----------
+    mask : numpy.ndarray
+        Trace-ink mask (uint8, 1 = trace ink) of the rectified page.
+    rows : tuple of TraceRow
+        Trace rows, top to bottom.
+    """
+
+    mask: np.ndarray
+    rows: tuple[TraceRow, ...]
+
+
+def find_trace_ink(page: RectifiedPage, scale: PageScale, page_index: int) -> TraceInk:
+    """Trace ink (learned or classical, as the page was read) and its trace rows.
+
+    Raises
+    ------
+    NotAnEcgError
+        No grid and no trace rows, or more line-like rows than an ECG has.
+    DigitizationError
+        A grid but no trace rows.
+    """
+    ppm_x, ppm_y = scale.px_per_mm_x, scale.px_per_mm_y
+    if page.segmentation is not None:
+        mask = learned_trace_mask(page.segmentation, page.dark_ink, ppm_x)
+        rows = find_rows(mask, ppm_x, ppm_y)
+    else:
+        mask, rows = trace_mask_and_rows(page.dark_ink, ppm_x, ppm_y, scale.has_grid)
+    if not rows:
+        if not scale.has_grid:
+            raise NotAnEcgError(
+                f"page {page_index + 1} does not look like an ECG: no grid and no trace rows found"
+            )
+        raise DigitizationError(f"page {page_index + 1}: grid found but no trace rows")
+    if len(rows) > _MAX_ROWS:
+        raise NotAnEcgError(
+            f"page {page_index + 1} does not look like an ECG: {len(rows)} line-like rows found"
+        )
+    return TraceInk(mask, tuple(rows))
 
 
 def trace_mask_and_rows(dark_ink: np.ndarray, ppm_x: float, ppm_y: float, has_grid: bool
