@@ -120,11 +120,8 @@ def _limb_page(noise_on_i: float) -> list:
 
 
 def test_row_order_from_einthoven_and_goldberger() -> None:
-    from ecgbridge.digitizer.layout_inference import (
-        Candidate,
-        LayoutInference,
-        choose_row_order,
-    )
+    from ecgbridge.digitizer.layout_decision import choose_row_order
+    from ecgbridge.digitizer.layout_inference import Candidate, LayoutInference
     from ecgbridge.standards import KIT_ROWS_6X2
 
     inference = LayoutInference(Candidate("6x2", 6, 2, 0), {i: i for i in range(6)}, "", 0.0)

@@ -22,7 +22,8 @@ from ecgbridge.digitizer.layout import (
     choose_columns,
     fill_missing_leads,
 )
-from ecgbridge.digitizer.layout_inference import decide_layout, row_shapes
+from ecgbridge.digitizer.layout_decision import decide_layout
+from ecgbridge.digitizer.layout_inference import row_shapes
 from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.digitizer.row_reading import RowReadings
 from ecgbridge.digitizer.rows import PageRow, TraceRow
