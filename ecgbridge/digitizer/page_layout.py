@@ -56,11 +56,6 @@ class PageLayout:
     from_labels: bool
     notes: tuple[str, ...]
 
-    @property
-    def row_slots(self) -> list[list[PanelSlot]]:
-        """Every row's panels (lists, as the layout helpers take them)."""
-        return [list(r.slots) for r in self.rows]
-
 
 def lay_out_page(rows: tuple[PageRow, ...], readings: RowReadings, mask: np.ndarray,
                  scale: PageScale, options: DigitizeOptions, page_index: int) -> PageLayout:
