@@ -3,7 +3,8 @@
 Paper speeds, gains, the calibration pulse, the length of a recording and the
 layouts carts print (which lead sits in which row) are defined here once, for the
 raster digitizer (:mod:`ecgbridge.digitizer.pipeline`), the vector digitizer
-(:mod:`ecgbridge.digitizer.vector`) and the page renderer (:mod:`ecgbridge.synth`).
+(:mod:`ecgbridge.digitizer.vector`), the page renderer (:mod:`ecgbridge.synth`) and
+the defaults of :class:`ecgbridge.ecg.Calibration`.
 This module imports nothing from ecgbridge: every layer may use it.
 """
 
