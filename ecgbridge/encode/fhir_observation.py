@@ -534,7 +534,7 @@ def _note_text(ecg: ECG, present: list[int]) -> str:
     absent = [lead for i, lead in enumerate(LEADS) if i not in present]
     text = (
         "Digitized from a paper ECG image; not an original acquisition. "
-        f"Per-lead digitization quality (0-1): {quality}."
+        f"Per-lead digitization quality (0-1; below 0.5: do not trust the lead): {quality}."
     )
     if absent:
         text += f" Not shown on the page: {', '.join(absent)}."
