@@ -125,11 +125,10 @@ def _read_fhir(path: Path) -> ECG:
         doc = observations[0]
     ecg = read_fhir_observation(doc)
     return ecg.replace(
-        source=SourceInfo(
+        source=ecg.source.replace(
             name=path.name,
             sha256=hashlib.sha256(data).hexdigest(),
             media_type=MEDIA_TYPES["fhir"],
-            dicom=dict(ecg.source.dicom),
         )
     )
 
