@@ -1,0 +1,296 @@
+"""Clinical records tell the truth: acquisition time, identity, provenance, stable UIDs."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import ImplicitVRLittleEndian
+from vector_pdf_maker import PageSpec, layout_3x4_plus_ii, make_pdf
+
+from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.digitizer.vector import digitize_vector_pages
+from ecgbridge.ecg import ECG, Calibration, SourceInfo
+from ecgbridge.encode.dicom_waveform import dicom_bytes, read_dicom_waveform, to_dicom_waveform
+from ecgbridge.encode.fhir_observation import (
+    fhir_json,
+    read_fhir_observation,
+    to_fhir_observation,
+)
+from ecgbridge.encode.readers import read_ecg
+from ecgbridge.encode.record_facts import RecordSettings, record_uid
+from ecgbridge.encode.registry import WriteContext, write_outputs
+from ecgbridge.errors import EncodingError, InputError
+from ecgbridge.inputs.load import load_input
+from ecgbridge.inputs.printed import printed_acquisition_time, printed_filters
+
+#: Header texts of real cart PDFs (shared/data/real) and what they print as recording time.
+REAL_HEADERS = [
+    (["Name", "Pat.-ID", "05.02.2021 13:39:33", "01.01.2001",
+      "SCHILLER AG, Schweiz - Gedruckt am 05.02.2021 15:37:31"], "20210205133933"),
+    (["Patienten-Nr.: 1282423", "05.02.2021", "13:36:10", "weiblich"], "20210205133610"),
+    (["29.04.2025", "8:28:13"], "20250429082813"),
+    (["ID:502", "2009/10/21 09:59:17", "1971/09/09 (<1 yr)"], "20091021095917"),
+    (["23-MAY-2005 21:27:32", "05-MAY-1974 (31 yr)", "EID:31 EDT: 21:42 23-MAY-2005"],
+     "20050523212732"),
+    (["ID:100", "30-M", "Page 1 of 1"], ""),  # no time printed
+    (["03/04/2021 10:00:00"], ""),  # day and month cannot be told apart
+    (["25/04/2021 10:00:00"], "20210425100000"),
+    (["05.02.2021 13:39:33", "06.02.2021 09:00:00"], ""),  # two recording times: unknown
+]
+
+
+@pytest.mark.parametrize(("texts", "expected"), REAL_HEADERS)
+def test_printed_recording_time_is_read_and_print_times_are_not(texts, expected):
+    assert printed_acquisition_time(texts) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("TP 40Hz, AC 50Hz", {"high_hz": 40.0, "notch_hz": 50.0}),
+     ("50mm/s 10mm/mV 0.01-20Hz 50Hz ADS", {"low_hz": 0.01, "high_hz": 20.0, "notch_hz": 50.0}),
+     ("0,05–150 Hz", {"low_hz": 0.05, "high_hz": 150.0}),
+     ("150Hz", {"high_hz": 150.0}),
+     ("10mm/mV 40Hz", {"high_hz": 40.0}),
+     ("50Hz", {}),  # a lone mains frequency could be either: left unknown
+     ("75/min", {})],
+)
+def test_printed_filter_settings(text, expected):
+    assert printed_filters([text]) == expected
+
+
+# --- a vector PDF that prints its recording time ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def printed_pdf(record_signals, tmp_path_factory) -> Path:
+    signals, fs = record_signals("HR06004")
+    page = layout_3x4_plus_ii(signals, fs)
+    texts = (*page.texts, ("05.02.2021 13:39:33", 20.0, 10.0),
+             ("0.05-150 Hz  50 Hz", 120.0, 195.0),
+             ("Gedruckt am 07.02.2021 15:37:31", 150.0, 205.0))
+    pdf = make_pdf([PageSpec(strips=page.strips, texts=texts)], fs=fs)
+    path = tmp_path_factory.mktemp("printed") / "cart.pdf"
+    path.write_bytes(pdf)
+    return path
+
+
+def _digitize(path: Path) -> ECG:
+    loaded = load_input(path)
+    ecg = digitize_vector_pages(loaded.pages, DigitizeOptions(), source=loaded.source)
+    assert ecg is not None
+    return ecg
+
+
+def _processing_stamps() -> list[str]:
+    now = datetime.now()
+    return [now.strftime("%Y%m%d"), now.strftime("%Y-%m-%d")]
+
+
+def test_printed_time_and_filters_reach_dicom_and_fhir_byte_identically(printed_pdf, tmp_path):
+    ecg = _digitize(printed_pdf)
+    assert ecg.source.acquisition_datetime == "20210205133933"
+    context = WriteContext(options={"timezone": "Europe/Berlin"})
+    first = write_outputs(ecg, tmp_path / "a", "cart", ["dicom", "fhir-r4"], context)
+    again = write_outputs(_digitize(printed_pdf), tmp_path / "b", "cart",
+                          ["dicom", "fhir-r4"], context)
+    for one, two in zip(first, again, strict=True):
+        assert one.read_bytes() == two.read_bytes(), one.name
+    ds = pydicom.dcmread(first[0])
+    assert (ds.AcquisitionDateTime, ds.ContentDate, ds.ContentTime) == (
+        "20210205133933", "20210205", "133933")
+    assert ds.TimezoneOffsetFromUTC == "+0100"
+    assert "InstanceCreationDate" not in ds
+    channel = ds.WaveformSequence[0].ChannelDefinitionSequence[0]
+    assert (float(channel.FilterLowFrequency), float(channel.FilterHighFrequency),
+            float(channel.NotchFilterFrequency)) == (0.05, 150.0, 50.0)
+    doc = json.loads(first[1].read_text())
+    assert doc["effectiveDateTime"] == "2021-02-05T13:39:33+01:00"
+    assert doc["identifier"][0]["value"] == f"urn:oid:{ds.SeriesInstanceUID}"
+    for path in first:  # no output carries the processing date
+        data = path.read_bytes()
+        assert not any(stamp.encode() in data for stamp in _processing_stamps()), path.name
+
+
+def test_without_a_zone_fhir_keeps_the_date_and_says_why(printed_pdf):
+    doc = to_fhir_observation(_digitize(printed_pdf))
+    assert doc["effectiveDateTime"] == "2021-02-05"
+    history = doc["note"][-1]["text"]
+    assert "13:39:33 local time, zone unknown" in history
+    assert "date and time printed on the page" in history
+
+
+# --- identity from a sidecar, policies without evidence ------------------------------
+
+
+def _page_ecg(record_signals, source: SourceInfo) -> ECG:
+    signals, fs = record_signals("E07506")
+    return ECG(signals=signals, fs=fs, quality=(0.9,) * 12,
+               calibration=Calibration(layout="3x4+II", method="raster"), source=source)
+
+
+def _png(tmp_path: Path, name: str = "scan.png") -> Path:
+    from PIL import Image
+
+    path = tmp_path / name
+    image = np.full((300, 400, 3), 255, dtype=np.uint8)
+    image[::10] = 200
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_sidecar_gives_patient_study_and_time(record_signals, tmp_path):
+    png = _png(tmp_path)
+    png.with_suffix(".json").write_text(json.dumps({
+        "PatientID": "1282423", "PatientName": "Testmann^Test", "PatientBirthDate": "2001-01-01",
+        "PatientSex": "M", "AccessionNumber": "ACC-17", "StudyInstanceUID": "1.2.826.0.1.3",
+        "AcquisitionDateTime": "2021-02-05T13:39:33+01:00"}))
+    source = load_input(png).source
+    ecg = _page_ecg(record_signals, source)
+    ds = to_dicom_waveform(ecg)
+    assert (ds.PatientID, str(ds.PatientName), ds.PatientBirthDate, ds.AccessionNumber,
+            ds.StudyInstanceUID) == ("1282423", "Testmann^Test", "20010101", "ACC-17",
+                                     "1.2.826.0.1.3")
+    assert (ds.AcquisitionDateTime, ds.TimezoneOffsetFromUTC) == ("20210205133933", "+0100")
+    doc = to_fhir_observation(ecg, settings=RecordSettings(patient_id_system="urn:oid:1.2.3"))
+    assert doc["subject"]["identifier"] == {"system": "urn:oid:1.2.3", "value": "1282423"}
+    assert doc["effectiveDateTime"] == "2021-02-05T13:39:33+01:00"
+
+
+def test_a_misspelt_sidecar_is_refused_and_a_summary_is_not_a_sidecar(tmp_path):
+    png = _png(tmp_path)
+    png.with_suffix(".json").write_text(json.dumps({"PatientID": "1", "PatientId": "1"}))
+    with pytest.raises(InputError, match="unknown keys PatientId"):
+        load_input(png)
+    png.with_suffix(".json").write_text(json.dumps({"fs": 500.0, "quality": {}}))
+    assert load_input(png).source.dicom == {}
+
+
+def test_without_evidence_fhir_omits_the_time_and_dicom_follows_the_policy(record_signals):
+    ecg = _page_ecg(record_signals, SourceInfo(name="scan.png", sha256="a" * 64,
+                                               media_type="image/png"))
+    doc = to_fhir_observation(ecg)
+    assert "effectiveDateTime" not in doc and "issued" not in doc
+    assert fhir_json(to_fhir_observation(ecg)) == fhir_json(doc)
+    with pytest.raises(EncodingError, match="acquisition time of the ECG is unknown"):
+        to_dicom_waveform(ecg, settings=RecordSettings(unknown_time="refuse"))
+    monday = datetime(2026, 1, 5, 9, 0, 0, tzinfo=timezone(timedelta(hours=1)))
+    a = to_dicom_waveform(ecg, now=monday)
+    b = to_dicom_waveform(ecg, now=monday + timedelta(seconds=1))
+    assert a.SeriesDescription.endswith("acquisition time unknown")
+    assert a.SOPInstanceUID != b.SOPInstanceUID  # a different content never reuses a UID
+    assert a.SeriesInstanceUID == b.SeriesInstanceUID == record_uid(ecg)
+    with pytest.raises(EncodingError, match="no PatientID"):
+        to_dicom_waveform(ecg, now=monday, settings=RecordSettings(missing_patient="refuse"))
+    with pytest.raises(EncodingError, match="no patient is known"):
+        to_fhir_observation(ecg, settings=RecordSettings(missing_patient="refuse"))
+
+
+# --- UIDs keyed on identity -------------------------------------------------------------
+
+
+def test_a_secondary_capture_in_another_transfer_syntax_is_the_same_ecg(record_signals, tmp_path):
+    from test_dicom_waveform import make_secondary_capture
+
+    image = np.full((64, 96), 255, dtype=np.uint8)
+    image[::8, :] = 200
+    explicit = tmp_path / "explicit.dcm"
+    ds = make_secondary_capture(explicit, image)
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    implicit = tmp_path / "implicit.dcm"
+    ds.save_as(implicit, enforce_file_format=True)
+    assert explicit.read_bytes() != implicit.read_bytes()
+    when = "2021-02-05T13:39:33"
+    written = []
+    for path in (explicit, implicit):
+        ecg = _page_ecg(record_signals, load_input(path).source)
+        written.append((to_dicom_waveform(ecg, acquisition_datetime=when),
+                        to_fhir_observation(ecg)))
+    (dcm_a, fhir_a), (dcm_b, fhir_b) = written
+    assert dcm_a.SOPInstanceUID == dcm_b.SOPInstanceUID
+    assert dicom_bytes(dcm_a) == dicom_bytes(dcm_b)
+    assert fhir_a["identifier"] == fhir_b["identifier"]
+    assert dcm_a.AcquisitionDateTime == "20210205133933"  # not the SC's study date
+
+
+# --- provenance and identity through convert --------------------------------------------
+
+
+def test_convert_keeps_identity_time_history_and_quality(record_signals, tmp_path):
+    source = SourceInfo(name="cart.pdf", sha256="b" * 64, media_type="application/pdf",
+                        acquisition_datetime="20210205133933",
+                        acquisition_evidence="date and time printed on the page",
+                        filters={"low_hz": 0.05, "high_hz": 150.0})
+    ecg = _page_ecg(record_signals, source)
+    options = WriteContext(options={"timezone": "Europe/Berlin"})
+    dcm, fhir = write_outputs(ecg, tmp_path / "digitized", "x", ["dicom", "fhir-r4"], options)
+    digitized_fhir = json.loads(fhir.read_text())
+    # DICOM -> FHIR and DICOM: same record, same time, same history
+    from_dicom = read_ecg(dcm)
+    assert from_dicom.source.acquisition_evidence == "date and time printed on the page"
+    converted = to_fhir_observation(from_dicom)
+    assert converted["identifier"] == digitized_fhir["identifier"]
+    assert converted["effectiveDateTime"] == "2021-02-05T13:39:33+01:00"
+    notes = " ".join(n["text"] for n in converted["note"])
+    assert "digitized from a paper ECG image" in notes and "not modified" not in notes
+    assert "Per-lead digitization quality (0-1): I 0.90" in notes
+    assert converted["method"]["text"].startswith("Converted from a stored ECG waveform")
+    redone = to_dicom_waveform(from_dicom)
+    assert redone.SeriesInstanceUID == pydicom.dcmread(dcm).SeriesInstanceUID
+    assert redone.AcquisitionDateTime == "20210205133933"
+    quality = [a for a in redone.WaveformAnnotationSequence if "NumericValue" in a]
+    assert len(quality) == 12 and {float(a.NumericValue) for a in quality} == {0.9}
+    # FHIR -> DICOM and FHIR: the same record again
+    from_fhir = read_fhir_observation(digitized_fhir)
+    assert from_fhir.quality == (0.9,) * 12
+    assert to_dicom_waveform(from_fhir).SeriesInstanceUID == redone.SeriesInstanceUID
+    assert to_fhir_observation(from_fhir)["identifier"] == digitized_fhir["identifier"]
+    assert np.array_equal(from_fhir.signals, from_dicom.signals, equal_nan=True)
+
+
+def test_a_cart_waveform_keeps_its_time_and_filters_and_says_what_changed():
+    ecg = read_dicom_waveform(get_testdata_file("waveform_ecg.dcm"))
+    ds = to_dicom_waveform(ecg)
+    assert ds.AcquisitionDateTime == "20130125105919"
+    channel = ds.WaveformSequence[0].ChannelDefinitionSequence[0]
+    assert (float(channel.FilterLowFrequency), float(channel.FilterHighFrequency)) == (0.05, 300)
+    texts = [str(a.UnformattedTextValue) for a in ds.WaveformAnnotationSequence]
+    assert "ecgbridge: re-quantised to 1 uV steps by ecgbridge" in texts
+    source = pydicom.dcmread(get_testdata_file("waveform_ecg.dcm"))
+    assert ds.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy not installed")
+def test_dciodvfy_accepts_history_filters_and_zone(record_signals, tmp_path):
+    source = SourceInfo(name="cart.pdf", sha256="c" * 64, media_type="application/pdf",
+                        acquisition_datetime="20210205133933", acquisition_evidence="printed",
+                        filters={"low_hz": 0.05, "high_hz": 150.0, "notch_hz": 50.0})
+    ds = to_dicom_waveform(_page_ecg(record_signals, source),
+                           settings=RecordSettings(timezone="Europe/Berlin"))
+    path = tmp_path / "x.dcm"
+    path.write_bytes(dicom_bytes(ds))
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    errors = [line for line in (result.stdout + result.stderr).splitlines()
+              if line.startswith("Error")]
+    assert errors == []
+
+
+def test_convert_is_deterministic_and_references_its_source(record_signals):
+    source = SourceInfo(name="cart.pdf", sha256="d" * 64, media_type="application/pdf",
+                        acquisition_datetime="20210205133933", acquisition_evidence="printed")
+    ds = to_dicom_waveform(_page_ecg(record_signals, source))
+    data = dicom_bytes(ds)
+    one = to_dicom_waveform(read_dicom_waveform(pydicom.dcmread(io.BytesIO(data))))
+    two = to_dicom_waveform(read_dicom_waveform(pydicom.dcmread(io.BytesIO(data))))
+    assert dicom_bytes(one) == dicom_bytes(two)
+    assert one.SOPInstanceUID != ds.SOPInstanceUID  # other content (it names its source)
+    assert one.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
+    assert one.SeriesInstanceUID == ds.SeriesInstanceUID  # the same ECG record
