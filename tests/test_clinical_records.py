@@ -294,3 +294,22 @@ def test_convert_is_deterministic_and_references_its_source(record_signals):
     assert one.SOPInstanceUID != ds.SOPInstanceUID  # other content (it names its source)
     assert one.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
     assert one.SeriesInstanceUID == ds.SeriesInstanceUID  # the same ECG record
+
+
+def test_cli_options_set_time_zone_subject_and_policies(record_signals, tmp_path, capsys):
+    from ecgbridge.cli import main
+
+    source = SourceInfo(name="x.csv", sha256="e" * 64, media_type="text/csv")
+    (written,) = write_outputs(_page_ecg(record_signals, source), tmp_path, "x", ["fhir-r4"])
+    path = written.rename(tmp_path / "x.json")
+    out = tmp_path / "out"
+    assert main(["convert", str(path), "--out", str(out), "--format", "fhir-r4,dicom",
+                 "--acquired", "2021-02-05T13:39:33", "--timezone", "Europe/Berlin",
+                 "--fhir-subject", "Patient/7"]) == 0
+    doc = json.loads((out / "x.fhir-r4.json").read_text())
+    assert doc["effectiveDateTime"] == "2021-02-05T13:39:33+01:00"
+    assert doc["subject"] == {"reference": "Patient/7"}
+    assert pydicom.dcmread(out / "x.dcm").TimezoneOffsetFromUTC == "+0100"
+    assert main(["convert", str(path), "--out", str(tmp_path / "refused"), "--format", "dicom",
+                 "--unknown-time", "refuse"]) == 1
+    assert "acquisition time of the ECG is unknown" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ecgbridge.commands.record_args import add_record_arguments, record_options
 from ecgbridge.digitizer.options import ENGINES, KNOWN_LAYOUTS
 
 
@@ -34,6 +35,7 @@ def register(sub: Any) -> None:
     p.add_argument("--debug-dir", type=Path, default=None,
                    help="write each pipeline stage's intermediate image here")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    add_record_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -87,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for path in iterator:
         try:
-            digitize_file(path, args.out, formats, options, debug_dir=args.debug_dir)
+            digitize_file(path, args.out, formats, options, debug_dir=args.debug_dir,
+                          write_options=record_options(args))
         except EcgBridgeError as exc:
             failed += 1
             _report_failure(path, str(exc), show_bar)
@@ -109,10 +112,13 @@ def digitize_file(
     options: Any,
     *,
     debug_dir: Path | None = None,
+    write_options: dict[str, Any] | None = None,
 ) -> tuple[Any, Any, list[Path]]:
     """Digitize one file and write its outputs as ``<out_dir>/<stem>.<ext>``.
 
     The one code path of ``digitize`` and ``batch``, so both write the same files.
+    `write_options` are the writers' options (FHIR subject, time zone, policies; see
+    :mod:`ecgbridge.commands.record_args`).
 
     Returns
     -------
@@ -137,7 +143,8 @@ def digitize_file(
             from ecgbridge.report.debug_images import write_debug_images
 
             write_debug_images(stages, debug_dir / path.stem)
-    written = write_outputs(ecg, out_dir, path.stem, formats, WriteContext(loaded=loaded))
+    context = WriteContext(loaded=loaded, options=dict(write_options or {}))
+    written = write_outputs(ecg, out_dir, path.stem, formats, context)
     return ecg, loaded, written
 
 
