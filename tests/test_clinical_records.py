@@ -313,3 +313,23 @@ def test_cli_options_set_time_zone_subject_and_policies(record_signals, tmp_path
     assert main(["convert", str(path), "--out", str(tmp_path / "refused"), "--format", "dicom",
                  "--unknown-time", "refuse"]) == 1
     assert "acquisition time of the ECG is unknown" in capsys.readouterr().err
+
+
+def test_daemon_jobs_follow_the_records_settings(printed_pdf, record_signals, tmp_path):
+    from ecgbridge.config import RecordsSettings
+    from ecgbridge.jobs.pipeline import DigitizeRequest, run_digitization
+
+    records = RecordsSettings(timezone="Europe/Berlin", unknown_time="refuse")
+    options = tuple(records.writer_options().items())
+    done = run_digitization(DigitizeRequest(
+        job_id="job1", input_path=str(printed_pdf), out_dir=str(tmp_path / "job1" / "out"),
+        formats=("dicom", "fhir-r4"), record_options=options))
+    assert done.ok, done.reason
+    assert pydicom.dcmread(done.files["dicom"]).TimezoneOffsetFromUTC == "+0100"
+    signals, fs = record_signals("HR06004")
+    undated = tmp_path / "undated.pdf"
+    undated.write_bytes(make_pdf([layout_3x4_plus_ii(signals, fs)], fs=fs))
+    refused = run_digitization(DigitizeRequest(
+        job_id="job2", input_path=str(undated), out_dir=str(tmp_path / "job2" / "out"),
+        formats=("dicom",), record_options=options))
+    assert not refused.ok and "acquisition time of the ECG is unknown" in refused.reason

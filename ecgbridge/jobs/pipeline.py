@@ -45,6 +45,8 @@ class DigitizeRequest:
         Encoder format names (``"dicom"``, ``"fhir-r4"``, ``"json"`` ...).
     layout, paper_speed, gain, fs, engine
         Digitizer options (see :class:`ecgbridge.digitizer.options.DigitizeOptions`).
+    record_options : tuple of (str, str)
+        Writer options about time and identity (``records`` settings).
     """
 
     job_id: str
@@ -56,6 +58,7 @@ class DigitizeRequest:
     gain: float | None = None
     fs: float = 500.0
     engine: str = "auto"
+    record_options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ def _digitize_and_encode(request: DigitizeRequest, out_dir: Path) -> tuple[dict[
     partial = out_dir.with_name(out_dir.name + _PARTIAL_SUFFIX)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    context = WriteContext(loaded=loaded)
+    context = WriteContext(loaded=loaded, options=dict(request.record_options))
     relative: dict[str, str] = {}
     for fmt in request.formats:
         written = resolve_writer(fmt)(ecg, partial, request.job_id, context)

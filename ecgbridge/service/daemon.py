@@ -143,6 +143,7 @@ class Daemon:
             out_dir=str(self.state.output_dir(job.job_id).absolute()),
             formats=tuple(self.settings.encode_formats()),
             layout=d.layout, paper_speed=d.paper_speed, gain=d.gain, fs=d.fs, engine=d.engine,
+            record_options=tuple(self.settings.records.writer_options().items()),
         )
 
     def _take_inbox_file(self, path: Any) -> None:
