@@ -178,6 +178,10 @@ class SourceInfo:
         Filter settings in Hz when known (``low_hz``, ``high_hz``, ``notch_hz``).
     history : tuple of str
         What was done to the samples before (e.g. ``"digitized from a paper ECG image"``).
+    equipment : tuple of Mapping
+        Equipment that made the source waveform (``Manufacturer``,
+        ``ManufacturerModelName``, ``DeviceSerialNumber``, ``SoftwareVersions``,
+        ``InstitutionName``, ``Purpose``), carried into Contributing Equipment.
     """
 
     name: str = ""
@@ -190,11 +194,15 @@ class SourceInfo:
     record_uid: str = ""
     filters: Mapping[str, float] = field(default_factory=dict)
     history: tuple[str, ...] = ()
+    equipment: tuple[Mapping[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dicom", MappingProxyType(dict(self.dicom)))
         object.__setattr__(self, "filters", MappingProxyType(dict(self.filters)))
         object.__setattr__(self, "history", tuple(self.history))
+        object.__setattr__(
+            self, "equipment", tuple(MappingProxyType(dict(e)) for e in self.equipment)
+        )
 
     def replace(self, **changes: Any) -> SourceInfo:
         """Return a copy with some attributes changed."""

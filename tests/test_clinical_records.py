@@ -266,6 +266,18 @@ def test_a_cart_waveform_keeps_its_time_and_filters_and_says_what_changed():
     assert "ecgbridge: re-quantised to 1 uV steps by ecgbridge" in texts
     source = pydicom.dcmread(get_testdata_file("waveform_ecg.dcm"))
     assert ds.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    # what a conversion cannot carry is named, and the cart stays on record
+    assert ("ecgbridge: not carried from the source: multiplex group 2 'MEDIAN BEAT' "
+            "(12 channels, 1200 samples)") in texts
+    assert "ecgbridge: not carried from the source: 77 waveform annotations" in texts
+    (equipment,) = ds.ContributingEquipmentSequence
+    assert (equipment.Manufacturer, equipment.ManufacturerModelName) == (
+        source.Manufacturer, source.ManufacturerModelName)
+    assert equipment.PurposeOfReferenceCodeSequence[0].CodeValue == "109101"
+    again = to_dicom_waveform(read_dicom_waveform(pydicom.dcmread(io.BytesIO(dicom_bytes(ds)))))
+    assert again.ContributingEquipmentSequence == ds.ContributingEquipmentSequence
+    notes = " ".join(n["text"] for n in to_fhir_observation(ecg)["note"])
+    assert "MEDIAN BEAT" in notes and "not modified" not in notes
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy not installed")

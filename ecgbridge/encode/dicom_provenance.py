@@ -146,15 +146,95 @@ def read_filters(group: Dataset) -> dict[str, float]:
     return out
 
 
-def source_facts(ds: Dataset, group: Dataset) -> dict[str, Any]:
-    """SourceInfo fields a waveform gives: acquisition time, record UID, filters, history."""
+#: Contributing Equipment attributes carried from a source waveform.
+EQUIPMENT_KEYWORDS = (
+    "Manufacturer", "InstitutionName", "ManufacturerModelName", "DeviceSerialNumber",
+    "SoftwareVersions",
+)
+#: PurposeOfReferenceCodeSequence codes of Contributing Equipment (CID 7005).
+_PURPOSES = {
+    "109101": "Acquisition Equipment",
+    "109102": "Processing Equipment",
+}
+
+
+def read_equipment(ds: Dataset, own: bool) -> tuple[dict[str, str], ...]:
+    """Equipment behind a source waveform: its Contributing Equipment, and for another
+    maker's waveform its own equipment as the acquisition equipment."""
+    found = []
+    for item in ds.get("ContributingEquipmentSequence", []):
+        entry = {kw: str(item.get(kw)) for kw in EQUIPMENT_KEYWORDS if item.get(kw)}
+        codes_ = item.get("PurposeOfReferenceCodeSequence") or []
+        code = str(codes_[0].get("CodeValue", "")) if codes_ else ""
+        entry["Purpose"] = code if code in _PURPOSES else "109102"
+        found.append(entry)
+    if not own:
+        entry = {kw: str(ds.get(kw)) for kw in EQUIPMENT_KEYWORDS if ds.get(kw)}
+        found.append({**entry, "Purpose": "109101"})
+    return tuple(found)
+
+
+def equipment_items(equipment: Any) -> list[Dataset]:
+    """ContributingEquipmentSequence items (SOP Common) of SourceInfo.equipment."""
+    items = []
+    for entry in equipment:
+        item = Dataset()
+        item.Manufacturer = str(entry.get("Manufacturer", ""))  # Type 1 but may be unknown
+        for keyword in EQUIPMENT_KEYWORDS[1:]:
+            if entry.get(keyword):
+                setattr(item, keyword, str(entry[keyword]))
+        purpose = str(entry.get("Purpose", "109102"))
+        code = Dataset()
+        code.CodeValue = purpose
+        code.CodingSchemeDesignator = "DCM"
+        code.CodeMeaning = _PURPOSES.get(purpose, _PURPOSES["109102"])
+        item.PurposeOfReferenceCodeSequence = [code]
+        items.append(item)
+    return items
+
+
+def not_carried(ds: Dataset, chosen: int) -> list[str]:
+    """History lines naming what of a source waveform a conversion leaves behind."""
+    lines = []
+    for index, group in enumerate(ds.get("WaveformSequence", [])):
+        if index == chosen:
+            continue
+        label = str(group.get("MultiplexGroupLabel", "") or "unlabelled")
+        lines.append(
+            f"not carried from the source: multiplex group {index + 1} '{label}' "
+            f"({group.get('NumberOfWaveformChannels', '?')} channels, "
+            f"{group.get('NumberOfWaveformSamples', '?')} samples)"
+        )
+    foreign = [
+        item for item in ds.get("WaveformAnnotationSequence", [])
+        if not str(item.get("UnformattedTextValue", "")).startswith(TEXT_PREFIX)
+        and not _is_quality(item)
+    ]
+    if foreign:
+        lines.append(f"not carried from the source: {len(foreign)} waveform annotations")
+    if ds.get("AcquisitionContextSequence"):
+        lines.append("not carried from the source: its acquisition context")
+    return lines
+
+
+def _is_quality(item: Dataset) -> bool:
+    names = item.get("ConceptNameCodeSequence") or []
+    return bool(names) and (
+        names[0].get("CodeValue"), names[0].get("CodingSchemeDesignator")
+    ) == (codes.DICOM_CONCEPT_DIGITIZATION_QUALITY.value,
+          codes.DICOM_CONCEPT_DIGITIZATION_QUALITY.scheme)
+
+
+def source_facts(ds: Dataset, group: Dataset, chosen: int = 0) -> dict[str, Any]:
+    """SourceInfo fields a waveform gives: acquisition time, record UID, filters, history,
+    equipment (`chosen` is the index of the multiplex group read)."""
     identity = {
         kw: str(ds.get(kw))
         for kw in ("SOPClassUID", "AcquisitionDateTime", "AcquisitionDate", "AcquisitionTime",
                    "TimezoneOffsetFromUTC")
         if ds.get(kw) not in (None, "")
     }
-    history = read_history(ds)
+    history = read_history(ds) + tuple(not_carried(ds, chosen))
     time_line = next((line for line in history if line.startswith(TIME_PREFIX)), "")
     own = str(ds.get("Manufacturer", "")) == "ecgbridge"
     acquired = waveform_source_time(identity)
@@ -169,11 +249,12 @@ def source_facts(ds: Dataset, group: Dataset) -> dict[str, Any]:
         "record_uid": str(ds.get("SeriesInstanceUID", "")) if own else "",
         "filters": read_filters(group),
         "history": history,
+        "equipment": read_equipment(ds, own),
     }
 
 
 __all__ = [
-    "DIGITIZED_PREFIX", "FILTER_KEYWORDS", "TEXT_PREFIX", "TIME_PREFIX", "add_filter_settings",
+    "DIGITIZED_PREFIX", "EQUIPMENT_KEYWORDS", "equipment_items", "not_carried", "read_equipment", "FILTER_KEYWORDS", "TEXT_PREFIX", "TIME_PREFIX", "add_filter_settings",
     "digitized_history", "history_lines", "read_filters", "read_history",
     "requantisation_error", "source_facts", "text_annotation",
 ]

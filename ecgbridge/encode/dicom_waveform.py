@@ -59,6 +59,7 @@ from ecgbridge.encode.atomic import write_bytes_atomic
 from ecgbridge.encode.dicom_provenance import (
     add_filter_settings,
     digitized_history,
+    equipment_items,
     history_lines,
     source_facts,
     text_annotation,
@@ -203,6 +204,8 @@ def to_dicom_waveform(
     ds.SpecificCharacterSet = CHARACTER_SET_UTF8
     ds.SOPClassUID = TWELVE_LEAD_ECG_SOP_CLASS_UID
     ds.SOPInstanceUID = "0"  # replaced below by the UID of this content
+    if src.equipment:
+        ds.ContributingEquipmentSequence = Sequence(equipment_items(src.equipment))
     if when.offset is not None:
         ds.TimezoneOffsetFromUTC = when.dicom_offset()
     _set_identity(ds, src, patient, study, study_uid(subject), settings)
@@ -662,7 +665,7 @@ def read_dicom_waveform(source: Path | str | Dataset) -> ECG:
         if kw in ds and ds.get(kw) not in (None, "")
     }
     identity = {k: str(v) for k, v in identity.items()}
-    facts = source_facts(ds, group)
+    facts = source_facts(ds, group, index)
     return ECG.from_leads(
         leads,
         fs=fs,
