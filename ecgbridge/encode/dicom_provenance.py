@@ -254,7 +254,8 @@ def source_facts(ds: Dataset, group: Dataset, chosen: int = 0) -> dict[str, Any]
 
 
 __all__ = [
-    "DIGITIZED_PREFIX", "EQUIPMENT_KEYWORDS", "equipment_items", "not_carried", "read_equipment", "FILTER_KEYWORDS", "TEXT_PREFIX", "TIME_PREFIX", "add_filter_settings",
-    "digitized_history", "history_lines", "read_filters", "read_history",
-    "requantisation_error", "source_facts", "text_annotation",
+    "DIGITIZED_PREFIX", "EQUIPMENT_KEYWORDS", "FILTER_KEYWORDS", "TEXT_PREFIX", "TIME_PREFIX",
+    "add_filter_settings", "digitized_history", "equipment_items", "history_lines",
+    "not_carried", "read_equipment", "read_filters", "read_history", "requantisation_error",
+    "source_facts", "text_annotation",
 ]
