@@ -345,3 +345,22 @@ def test_daemon_jobs_follow_the_records_settings(printed_pdf, record_signals, tm
         job_id="job2", input_path=str(undated), out_dir=str(tmp_path / "job2" / "out"),
         formats=("dicom",), record_options=options))
     assert not refused.ok and "acquisition time of the ECG is unknown" in refused.reason
+
+
+def test_wfdb_carries_record_time_history_and_quality(record_signals, tmp_path):
+    source = SourceInfo(name="cart.pdf", sha256="f" * 64, media_type="application/pdf",
+                        acquisition_datetime="20210205133933",
+                        acquisition_evidence="date and time printed on the page")
+    ecg = _page_ecg(record_signals, source)
+    context = WriteContext(options={"timezone": "Europe/Berlin"})
+    header = write_outputs(ecg, tmp_path, "rec", ["wfdb"], context)[-1]
+    back = read_ecg(header)
+    assert back.quality == ecg.quality
+    assert np.array_equal(np.round(back.signals * 1000), np.round(ecg.signals * 1000),
+                          equal_nan=True)
+    doc = to_fhir_observation(back)
+    assert doc["identifier"] == to_fhir_observation(ecg)["identifier"]
+    assert doc["effectiveDateTime"] == "2021-02-05T13:39:33+01:00"
+    notes = " ".join(n["text"] for n in doc["note"])
+    assert "digitized from a paper ECG image" in notes
+    assert "date and time printed on the page" in notes
