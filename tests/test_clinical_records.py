@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 from datetime import datetime, timedelta, timezone
@@ -364,3 +365,26 @@ def test_wfdb_carries_record_time_history_and_quality(record_signals, tmp_path):
     notes = " ".join(n["text"] for n in doc["note"])
     assert "digitized from a paper ECG image" in notes
     assert "date and time printed on the page" in notes
+
+
+@pytest.mark.skipif(shutil.which("dcm2xml") is None, reason="dcmtk not installed")
+def test_unseen_spans_are_the_declared_padding_for_a_second_reader(tmp_path):
+    """dcmtk reads the padding value and every unseen sample as exactly that value, so a
+    reader honouring WaveformPaddingValue (PS3.3 C.10.9.1.6) never shows a -32.768 mV spike."""
+    signals = np.full((12, 5000), np.nan)
+    for column in range(4):  # a 3x4 page: three leads per 2.5 s column
+        signals[3 * column:3 * column + 3, 1250 * column:1250 * (column + 1)] = 0.5
+    signals[1] = 0.25  # lead II: a 10 s rhythm strip
+    path = tmp_path / "page.dcm"
+    path.write_bytes(dicom_bytes(to_dicom_waveform(
+        ECG(signals=signals, fs=500.0), acquisition_datetime="2021-02-05T13:39:33")))
+    xml = subprocess.run(["dcm2xml", "+Wb", "+M", str(path)], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    padding = re.search(r'tag="5400,100a"[^>]*>([0-9a-f]+)<', xml)
+    data = re.search(r'tag="5400,1010"[^>]*>([0-9a-f\\]+)<', xml)
+    assert padding is not None and data is not None
+    words = np.array([int(w, 16) for w in data.group(1).split("\\")]).reshape(5000, 12)
+    unseen = ~np.isfinite(signals.T)
+    assert padding.group(1) == "8000" and unseen.mean() > 0.6
+    assert np.all(words[unseen] == 0x8000) and not np.any(words[~unseen] == 0x8000)
+    assert set(words[~unseen].ravel()) == {500, 250}  # µV codes of what the page shows
