@@ -254,6 +254,11 @@ class RecordsSettings(_Section):
         description="Without a PatientID (no DICOM identity, no sidecar file): leave it "
         "empty, or refuse the DICOM/FHIR outputs (the job fails with the reason).",
     )
+    printed_identity: Literal["ignore", "accept"] = Field(
+        default="ignore",
+        description="Use the patient ID printed with a label on a vector PDF page when "
+        "nothing else gives one (ignore: only listed in the JSON summary).",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -274,6 +279,7 @@ class RecordsSettings(_Section):
             "unknown_time": self.unknown_time,
             "patient_id_system": self.patient_id_system,
             "missing_patient": self.missing_patient,
+            "printed_identity": self.printed_identity,
         }
         return {key: value for key, value in pairs.items() if value}
 

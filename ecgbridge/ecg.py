@@ -178,6 +178,9 @@ class SourceInfo:
         Filter settings in Hz when known (``low_hz``, ``high_hz``, ``notch_hz``).
     history : tuple of str
         What was done to the samples before (e.g. ``"digitized from a paper ECG image"``).
+    printed_identity : Mapping[str, str]
+        Patient fields printed on a vector PDF page (``PatientID``), offered but used
+        only when the ``printed_identity`` writer setting accepts them.
     equipment : tuple of Mapping
         Equipment that made the source waveform (``Manufacturer``,
         ``ManufacturerModelName``, ``DeviceSerialNumber``, ``SoftwareVersions``,
@@ -195,11 +198,15 @@ class SourceInfo:
     filters: Mapping[str, float] = field(default_factory=dict)
     history: tuple[str, ...] = ()
     equipment: tuple[Mapping[str, str], ...] = ()
+    printed_identity: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dicom", MappingProxyType(dict(self.dicom)))
         object.__setattr__(self, "filters", MappingProxyType(dict(self.filters)))
         object.__setattr__(self, "history", tuple(self.history))
+        object.__setattr__(
+            self, "printed_identity", MappingProxyType(dict(self.printed_identity))
+        )
         object.__setattr__(
             self, "equipment", tuple(MappingProxyType(dict(e)) for e in self.equipment)
         )
@@ -371,6 +378,7 @@ class ECG:
                 "pages": self.source.pages,
                 "acquisition_datetime": self.source.acquisition_datetime or None,
                 "acquisition_evidence": self.source.acquisition_evidence or None,
+                "printed_identity": dict(self.source.printed_identity),
             },
         }
 

@@ -388,3 +388,30 @@ def test_unseen_spans_are_the_declared_padding_for_a_second_reader(tmp_path):
     assert padding.group(1) == "8000" and unseen.mean() > 0.6
     assert np.all(words[unseen] == 0x8000) and not np.any(words[~unseen] == 0x8000)
     assert set(words[~unseen].ravel()) == {500, 250}  # µV codes of what the page shows
+
+
+@pytest.mark.parametrize(
+    ("texts", "expected"),
+    [(["Patienten-Nr.: 1282423"], {"PatientID": "1282423"}),
+     (["ID:502", "CID: 1", "EID: EDT: ORDER:"], {"PatientID": "502"}),
+     (["Pat.-ID: 77", "ID:78"], {}),  # two different IDs: none
+     (["Name", "Pat.-ID", "test testmann", "1282423"], {})],  # no label: value: none
+)
+def test_printed_patient_id_needs_a_label(texts, expected):
+    from ecgbridge.inputs.printed import printed_identity
+
+    assert printed_identity(texts) == expected
+
+
+def test_printed_patient_id_is_offered_and_used_only_when_accepted(record_signals):
+    source = SourceInfo(name="cart.pdf", sha256="9" * 64, media_type="application/pdf",
+                        acquisition_datetime="20210205133933", acquisition_evidence="printed",
+                        printed_identity={"PatientID": "1282423"})
+    ecg = _page_ecg(record_signals, source)
+    assert ecg.summary()["source"]["printed_identity"] == {"PatientID": "1282423"}
+    assert to_dicom_waveform(ecg).PatientID == ""
+    assert "subject" not in to_fhir_observation(ecg)
+    accept = RecordSettings(printed_identity="accept")
+    assert to_dicom_waveform(ecg, settings=accept).PatientID == "1282423"
+    subject = to_fhir_observation(ecg, settings=accept)["subject"]
+    assert subject["identifier"]["value"] == "1282423"

@@ -16,7 +16,7 @@ MISSING_PATIENT_CHOICES = ("empty", "refuse")
 
 def add_record_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``--fhir-subject``, ``--acquired``, ``--timezone``, ``--unknown-time``,
-    ``--patient-id-system`` and ``--missing-patient`` to `p`."""
+    ``--patient-id-system``, ``--missing-patient`` and ``--printed-identity`` to `p`."""
     p.add_argument("--fhir-subject", default=None, metavar="REFERENCE",
                    help="FHIR subject reference, e.g. Patient/123 (default: a logical "
                    "reference by the PatientID of the source or sidecar file)")
@@ -35,6 +35,10 @@ def add_record_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--missing-patient", default="empty", choices=MISSING_PATIENT_CHOICES,
                    help="without a PatientID: leave it empty (default) or refuse the "
                    "DICOM/FHIR outputs")
+    p.add_argument("--printed-identity", default="ignore", choices=("ignore", "accept"),
+                   help="use the patient ID printed (with a label) on a vector PDF page "
+                   "when no DICOM identity or sidecar gives one (default ignore: it is only "
+                   "listed in the JSON summary)")
 
 
 def record_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -46,5 +50,6 @@ def record_options(args: argparse.Namespace) -> dict[str, Any]:
         "unknown_time": args.unknown_time,
         "patient_id_system": args.patient_id_system,
         "missing_patient": args.missing_patient,
+        "printed_identity": args.printed_identity,
     }
     return {key: value for key, value in pairs.items() if value}

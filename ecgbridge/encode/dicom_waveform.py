@@ -69,6 +69,7 @@ from ecgbridge.encode.record_facts import (
     RecordSettings,
     acquisition_time,
     content_uid,
+    patient_identity,
     record_settings,
     record_uid,
     study_uid,
@@ -208,7 +209,8 @@ def to_dicom_waveform(
         ds.ContributingEquipmentSequence = Sequence(equipment_items(src.equipment))
     if when.offset is not None:
         ds.TimezoneOffsetFromUTC = when.dicom_offset()
-    _set_identity(ds, src, patient, study, study_uid(subject), settings)
+    identity = patient_identity(subject, settings)
+    _set_identity(ds, identity, patient, study, study_uid(subject), settings)
     # General Series
     ds.Modality = MODALITY_ECG
     ds.SeriesInstanceUID = record_uid(subject)
@@ -529,7 +531,7 @@ def _private_scheme_item() -> Dataset:
 
 def _set_identity(
     ds: Dataset,
-    src: SourceInfo,
+    identity: Mapping[str, Any],
     patient: Mapping[str, Any] | None,
     study: Mapping[str, Any] | None,
     default_study_uid: str,
@@ -537,8 +539,8 @@ def _set_identity(
 ) -> None:
     values: dict[str, Any] = {}
     for keyword in (*PATIENT_KEYWORDS, *STUDY_KEYWORDS):
-        if src.dicom.get(keyword) not in (None, ""):
-            values[keyword] = src.dicom[keyword]
+        if identity.get(keyword) not in (None, ""):
+            values[keyword] = identity[keyword]
     for given in (patient, study):
         if given:
             values.update({k: v for k, v in given.items()})

@@ -50,6 +50,7 @@ from ecgbridge.encode.record_facts import (
     acquisition_time,
     fhir_record_identifier,
     fhir_to_dicom_dt,
+    patient_identity,
     record_settings,
     uid_from_fhir_identifiers,
 )
@@ -165,7 +166,7 @@ def to_fhir_observation(
     }
     subject_ref = (
         _reference(subject) if subject is not None
-        else _subject_from_source(ecg.source, settings.patient_id_system)
+        else _subject_from_identity(patient_identity(ecg, settings), settings.patient_id_system)
     )
     if subject_ref is not None:
         obs["subject"] = subject_ref
@@ -489,17 +490,17 @@ def _reference(ref: str | Mapping[str, Any]) -> dict[str, Any]:
     return dict(ref)
 
 
-def _subject_from_source(src: SourceInfo, system: str = "") -> dict[str, Any] | None:
-    patient_id = str(src.dicom.get("PatientID") or "").strip()
+def _subject_from_identity(identity: Mapping[str, Any], system: str = "") -> dict[str, Any] | None:
+    patient_id = str(identity.get("PatientID") or "").strip()
     if not patient_id:
         return None
     identifier: dict[str, Any] = {"system": system} if system else {}
     identifier["value"] = patient_id
-    issuer = str(src.dicom.get("IssuerOfPatientID") or "").strip()
+    issuer = str(identity.get("IssuerOfPatientID") or "").strip()
     if issuer:
         identifier["assigner"] = {"display": issuer}
     ref: dict[str, Any] = {"type": "Patient", "identifier": identifier}
-    name = str(src.dicom.get("PatientName") or "").strip()
+    name = str(identity.get("PatientName") or "").strip()
     if name:
         ref["display"] = name.replace("^", " ").strip()
     return ref

@@ -84,6 +84,8 @@ class RecordSettings:
         FHIR ``subject.identifier.system`` of PatientIDs (the hospital's MRN system).
     missing_patient : {"empty", "refuse"}
         Without a PatientID: leave it empty, or refuse the clinical outputs.
+    printed_identity : {"ignore", "accept"}
+        Use the patient ID printed on a vector PDF page when nothing else gives one.
     """
 
     acquisition_datetime: str = ""
@@ -91,6 +93,7 @@ class RecordSettings:
     unknown_time: str = "digitization-time"
     patient_id_system: str = ""
     missing_patient: str = "empty"
+    printed_identity: str = "ignore"
 
     def __post_init__(self) -> None:
         if self.unknown_time not in UNKNOWN_TIME_POLICIES:
@@ -102,6 +105,10 @@ class RecordSettings:
             raise EncodingError(
                 f"missing_patient must be one of {', '.join(MISSING_PATIENT_POLICIES)}, "
                 f"got {self.missing_patient!r}"
+            )
+        if self.printed_identity not in ("ignore", "accept"):
+            raise EncodingError(
+                f"printed_identity must be ignore or accept, got {self.printed_identity!r}"
             )
         if self.timezone:
             zone_of(self.timezone)
@@ -119,7 +126,17 @@ def record_settings(options: Mapping[str, Any] | None) -> RecordSettings:
         unknown_time=str(options.get("unknown_time") or "digitization-time"),
         patient_id_system=str(options.get("patient_id_system") or ""),
         missing_patient=str(options.get("missing_patient") or "empty"),
+        printed_identity=str(options.get("printed_identity") or "ignore"),
     )
+
+
+def patient_identity(ecg: ECG, settings: RecordSettings) -> dict[str, Any]:
+    """Patient/study identity of the source (DICOM, sidecar), plus the printed patient ID
+    when the settings accept it and nothing else gives one."""
+    identity = dict(ecg.source.dicom)
+    if settings.printed_identity == "accept" and not str(identity.get("PatientID") or ""):
+        identity.update(ecg.source.printed_identity)
+    return identity
 
 
 def zone_of(name: str) -> Any:

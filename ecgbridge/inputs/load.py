@@ -19,6 +19,7 @@ from ecgbridge.inputs.printed import (
     page_texts,
     printed_acquisition_time,
     printed_filters,
+    printed_identity,
 )
 from ecgbridge.inputs.raster import check_pixel_count, grey_to_rgb, load_raster
 from ecgbridge.inputs.sidecar import SIDECAR_EVIDENCE, read_sidecar
@@ -150,6 +151,7 @@ def load_bytes(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
         acquisition_datetime=printed,
         acquisition_evidence=PRINTED_EVIDENCE if printed else "",
         filters=printed_filters(texts),
+        printed_identity=printed_identity(texts),
     )
     return LoadedInput(pages=tuple(pages), source=source)
 

@@ -9,6 +9,11 @@ header); otherwise the time is unknown. ``dd/dd/yyyy`` is used only when one par
 above 12 (else day and month cannot be told apart). The result is local wall-clock time
 without a zone (see the ``timezone`` setting).
 
+Patient ID: only a labelled value (``Patienten-Nr.: 1282423``, ``Pat.-ID: 7``,
+``Patient ID: 7``, ``ID:502`` as GE MUSE prints it; not ``CID:``/``EID:``), all
+candidates agreeing. It is offered, not used, unless the ``printed_identity`` setting
+accepts it (a misread ID files an ECG under another patient).
+
 Filter settings: a band ``0.05-150 Hz``, labelled values (``TP 40Hz``/``LP``/``low-pass``
 -> high cut-off, ``HP`` -> low cut-off, ``AC 50Hz``/``notch`` -> notch), and a bare
 ``40Hz`` item as GE carts print the low-pass (50/60 Hz alone are ambiguous, skipped).
@@ -109,6 +114,19 @@ def _time_of(text: str) -> str | None:
     if h > 23 or mi > 59 or s > 59:
         return None
     return f"{h:02d}{mi:02d}{s:02d}" if match["s"] else f"{h:02d}{mi:02d}"
+
+
+_PATIENT_ID = re.compile(
+    r"(?:patienten-?nr\.?|pat\.?\s*-?\s*id|patient\s*id|(?<![A-Za-z])id)\s*:\s*"
+    r"([A-Za-z0-9][A-Za-z0-9._/-]{0,63})",
+    re.IGNORECASE,
+)
+
+
+def printed_identity(texts: Iterable[str]) -> dict[str, str]:
+    """The patient ID printed with a label on the pages (``{"PatientID": ...}``), or ``{}``."""
+    found = {match.group(1) for text in texts for match in _PATIENT_ID.finditer(text)}
+    return {"PatientID": found.pop()} if len(found) == 1 else {}
 
 
 def printed_filters(texts: Iterable[str]) -> dict[str, float]:
