@@ -415,3 +415,22 @@ def test_printed_patient_id_is_offered_and_used_only_when_accepted(record_signal
     assert to_dicom_waveform(ecg, settings=accept).PatientID == "1282423"
     subject = to_fhir_observation(ecg, settings=accept)["subject"]
     assert subject["identifier"]["value"] == "1282423"
+
+
+def test_folder_convention_gives_the_patient_and_a_sidecar_wins(tmp_path):
+    from ecgbridge.commands.digitize import with_folder_identity
+
+    folder = tmp_path / "inbox" / "PID-42"
+    folder.mkdir(parents=True)
+    png = _png(folder)
+    pattern = r"inbox/(?P<PatientID>[^/]+)$"
+    loaded = with_folder_identity(load_input(png), png, pattern)
+    assert loaded.source.dicom["PatientID"] == "PID-42"
+    png.with_suffix(".json").write_text(json.dumps({"PatientID": "FROM-SIDECAR"}))
+    loaded = with_folder_identity(load_input(png), png, pattern)
+    assert loaded.source.dicom["PatientID"] == "FROM-SIDECAR"
+    stray = _png(tmp_path, "stray.png")
+    with pytest.raises(InputError, match="does not follow the patient folder pattern"):
+        with_folder_identity(load_input(stray), stray, pattern)
+    with pytest.raises(InputError, match="must name groups"):
+        with_folder_identity(load_input(stray), stray, r"inbox/(?P<Name>[^/]+)$")

@@ -135,6 +135,9 @@ def digitize_file(
     from ecgbridge.inputs.load import load_input
 
     loaded = load_input(path)
+    pattern = (write_options or {}).get("patient_folder_pattern")
+    if pattern:
+        loaded = with_folder_identity(loaded, path, str(pattern))
     stages: dict[str, Any] | None = {} if debug_dir is not None else None
     try:
         ecg = digitize_pages(loaded.pages, options, source=loaded.source, debug=stages)
@@ -146,6 +149,18 @@ def digitize_file(
     context = WriteContext(loaded=loaded, options=dict(write_options or {}))
     written = write_outputs(ecg, out_dir, path.stem, formats, context)
     return ecg, loaded, written
+
+
+def with_folder_identity(loaded: Any, path: Path, pattern: str) -> Any:
+    """`loaded` with the identity its folder names give (a sidecar file wins)."""
+    from ecgbridge.inputs.page import LoadedInput
+    from ecgbridge.inputs.sidecar import folder_identity, read_sidecar
+
+    from_folder = folder_identity(path, pattern)
+    given = read_sidecar(path)
+    values = {k: v for k, v in from_folder.items() if k not in given}
+    source = loaded.source.replace(dicom={**loaded.source.dicom, **values})
+    return LoadedInput(pages=loaded.pages, source=source)
 
 
 def _report_failure(path: Path, reason: str, show_bar: bool) -> None:

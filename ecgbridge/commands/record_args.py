@@ -35,6 +35,11 @@ def add_record_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--missing-patient", default="empty", choices=MISSING_PATIENT_CHOICES,
                    help="without a PatientID: leave it empty (default) or refuse the "
                    "DICOM/FHIR outputs")
+    p.add_argument("--patient-folder-pattern", default=None, metavar="REGEX",
+                   help="identity from the input's folders: a regular expression with named "
+                   "groups PatientID / AccessionNumber / StudyID, e.g. "
+                   "'inbox/(?P<PatientID>[^/]+)$' for inbox/<PatientID>/scan.png; an input "
+                   "whose folder does not match fails (a sidecar file wins)")
     p.add_argument("--printed-identity", default="ignore", choices=("ignore", "accept"),
                    help="use the patient ID printed (with a label) on a vector PDF page "
                    "when no DICOM identity or sidecar gives one (default ignore: it is only "
@@ -51,5 +56,6 @@ def record_options(args: argparse.Namespace) -> dict[str, Any]:
         "patient_id_system": args.patient_id_system,
         "missing_patient": args.missing_patient,
         "printed_identity": args.printed_identity,
+        "patient_folder_pattern": getattr(args, "patient_folder_pattern", None),
     }
     return {key: value for key, value in pairs.items() if value}

@@ -35,6 +35,39 @@ _MAX_BYTES = 64 * 1024
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
+def folder_identity(path: Path, pattern: str) -> dict[str, str]:
+    """Identity from the input's folder names by a configured regular expression.
+
+    `pattern` is matched (``re.search``) against the input's path relative to nothing:
+    its folders joined by ``/`` (e.g. ``inbox/1282423/ACC-17``); its named groups
+    ``PatientID``, ``AccessionNumber`` and ``StudyID`` become identity, e.g.
+    ``inbox/(?P<PatientID>[^/]+)$`` for ``inbox/<PatientID>/scan.png``.
+
+    Raises
+    ------
+    InputError
+        If the pattern is not a valid regular expression, names another group, or does
+        not match (a configured convention that does not hold is an error, not a silent
+        empty PatientID).
+    """
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"patient folder pattern {pattern!r} is not a regular expression "
+                         f"({exc})") from exc
+    allowed = {"PatientID", "AccessionNumber", "StudyID"}
+    unknown = sorted(set(regex.groupindex) - allowed)
+    if unknown or not regex.groupindex:
+        raise InputError(f"patient folder pattern {pattern!r} must name groups among "
+                         f"{', '.join(sorted(allowed))}")
+    folders = path.absolute().parent.as_posix()
+    match = regex.search(folders)
+    if match is None:
+        raise InputError(f"{path.name}: its folder does not follow the patient folder "
+                         f"pattern {pattern!r}")
+    return {key: value for key, value in match.groupdict().items() if value}
+
+
 def sidecar_path(path: Path) -> Path:
     """The sidecar file of an input: the same name with ``.json``."""
     return path.with_suffix(".json")
