@@ -434,3 +434,23 @@ def test_folder_convention_gives_the_patient_and_a_sidecar_wins(tmp_path):
         with_folder_identity(load_input(stray), stray, pattern)
     with pytest.raises(InputError, match="must name groups"):
         with_folder_identity(load_input(stray), stray, r"inbox/(?P<Name>[^/]+)$")
+
+
+@pytest.mark.slow
+def test_batch_follows_the_records_settings_of_its_config(printed_pdf, tmp_path):
+    import sys
+
+    src = tmp_path / "archive"
+    src.mkdir()
+    shutil.copy(printed_pdf, src / "cart.pdf")
+    config = tmp_path / "ecgbridge.yaml"
+    config.write_text("records:\n  timezone: Europe/Berlin\n")
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "ecgbridge", "batch", str(src), "--out", str(out), "--format",
+         "dicom,fhir-r4", "--workers", "1", "--no-progress", "--config", str(config)],
+        capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert pydicom.dcmread(out / "cart.dcm").TimezoneOffsetFromUTC == "+0100"
+    doc = json.loads((out / "cart.fhir-r4.json").read_text())
+    assert doc["effectiveDateTime"] == "2021-02-05T13:39:33+01:00"

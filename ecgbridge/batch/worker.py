@@ -68,7 +68,8 @@ def _digitize(task: dict[str, Any], path: Path, base: dict[str, Any]) -> list[di
     staging.mkdir(parents=True)
     try:
         options = DigitizeOptions(**task["options"])
-        ecg, loaded, written = digitize_file(path, staging, list(task["formats"]), options)
+        ecg, loaded, written = digitize_file(path, staging, list(task["formats"]), options,
+                                             write_options=task.get("write_options"))
         final.mkdir(parents=True, exist_ok=True)
         outputs = []
         for item in written:
