@@ -116,7 +116,9 @@ def test_printed_time_and_filters_reach_dicom_and_fhir_byte_identically(printed_
     doc = json.loads(first[1].read_text())
     assert doc["effectiveDateTime"] == "2021-02-05T13:39:33+01:00"
     assert doc["identifier"][0]["value"] == f"urn:oid:{ds.SeriesInstanceUID}"
-    for path in first:  # no output carries the processing date
+    every = write_outputs(ecg, tmp_path / "all", "cart",
+                          ["dicom", "fhir-r4", "fhir-r5", "wfdb", "csv", "json"], context)
+    for path in every:  # no output carries the processing date
         data = path.read_bytes()
         assert not any(stamp.encode() in data for stamp in _processing_stamps()), path.name
 
@@ -245,6 +247,9 @@ def test_convert_keeps_identity_time_history_and_quality(record_signals, tmp_pat
     assert "Per-lead digitization quality (0-1): I 0.90" in notes
     assert converted["method"]["text"].startswith("Converted from a stored ECG waveform")
     redone = to_dicom_waveform(from_dicom)
+    assert {ch.ChannelDerivationDescription for ch in
+            redone.WaveformSequence[0].ChannelDefinitionSequence} == {
+        "Converted by ecgbridge; digitized from a paper ECG image"}
     assert redone.SeriesInstanceUID == pydicom.dcmread(dcm).SeriesInstanceUID
     assert redone.AcquisitionDateTime == "20210205133933"
     quality = [a for a in redone.WaveformAnnotationSequence if "NumericValue" in a]

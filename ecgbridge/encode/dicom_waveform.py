@@ -111,6 +111,8 @@ DERIVED_SERIES_NUMBER = 990
 UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:ecgbridge:dicom-uid")
 #: ChannelDerivationDescription of a lead the page does not show (computed from others).
 DERIVED_LEAD_DESCRIPTION = "Not on the page: computed from other limb leads by ecgbridge"
+#: ChannelDerivationDescription of a converted waveform that was digitized from paper.
+CONVERTED_DIGITIZED_DESCRIPTION = "Converted by ecgbridge; digitized from a paper ECG image"
 #: Maximum length of a LO value (ChannelDerivationDescription).
 _LO_MAX = 64
 
@@ -238,10 +240,10 @@ def to_dicom_waveform(
     ds.AcquisitionContextSequence = Sequence([])
     # Waveform
     derived = set(ecg.derived_leads())
-    derivations = [
-        DERIVED_LEAD_DESCRIPTION if LEADS[i] in derived else derivation_description(ecg.calibration)
-        for i in present
-    ]
+    how = derivation_description(ecg.calibration)
+    if not digitized and digitized_history(ecg):
+        how = CONVERTED_DIGITIZED_DESCRIPTION
+    derivations = [DERIVED_LEAD_DESCRIPTION if LEADS[i] in derived else how for i in present]
     group = _multiplex_group(raw, fs, [LEADS[i] for i in present], sensitivity, derivations)
     add_filter_settings(group, src.filters)
     ds.WaveformSequence = Sequence([group])
