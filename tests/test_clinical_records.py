@@ -257,7 +257,10 @@ def test_convert_keeps_identity_time_history_and_quality(record_signals, tmp_pat
     # FHIR -> DICOM and FHIR: the same record again
     from_fhir = read_fhir_observation(digitized_fhir)
     assert from_fhir.quality == (0.9,) * 12
-    assert to_dicom_waveform(from_fhir).SeriesInstanceUID == redone.SeriesInstanceUID
+    from_fhir_dicom = to_dicom_waveform(from_fhir)
+    assert from_fhir_dicom.SeriesInstanceUID == redone.SeriesInstanceUID
+    assert (from_fhir_dicom.AcquisitionDateTime, from_fhir_dicom.TimezoneOffsetFromUTC) == (
+        "20210205133933", "+0100")
     assert to_fhir_observation(from_fhir)["identifier"] == digitized_fhir["identifier"]
     assert np.array_equal(from_fhir.signals, from_dicom.signals, equal_nan=True)
 
@@ -459,3 +462,17 @@ def test_batch_follows_the_records_settings_of_its_config(printed_pdf, tmp_path)
     assert pydicom.dcmread(out / "cart.dcm").TimezoneOffsetFromUTC == "+0100"
     doc = json.loads((out / "cart.fhir-r4.json").read_text())
     assert doc["effectiveDateTime"] == "2021-02-05T13:39:33+01:00"
+
+
+def test_a_digitization_time_is_never_taken_back_as_the_acquisition_time(record_signals):
+    ecg = _page_ecg(record_signals, SourceInfo(name="scan.png", sha256="8" * 64,
+                                               media_type="image/png"))
+    monday = datetime(2026, 1, 5, 9, 0, 0, tzinfo=timezone(timedelta(hours=1)))
+    ds = to_dicom_waveform(ecg, now=monday)
+    assert ds.AcquisitionDateTime == "20260105090000"  # Type 1: said to be unknown
+    back = read_dicom_waveform(pydicom.dcmread(io.BytesIO(dicom_bytes(ds))))
+    assert back.source.acquisition_datetime == ""
+    assert "effectiveDateTime" not in to_fhir_observation(back)
+    later = to_dicom_waveform(back, now=monday + timedelta(days=1))
+    assert later.SeriesDescription.endswith("acquisition time unknown")
+    assert later.AcquisitionDateTime == "20260106090000"
