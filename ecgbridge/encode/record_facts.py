@@ -224,11 +224,7 @@ def parse_datetime(text: str, evidence: str = "") -> AcquisitionTime | None:
     text = str(text or "").strip()
     if not text:
         return None
-    match = _DT.match(text)
-    iso = False
-    if match is None:
-        match = _ISO.match(text)
-        iso = True
+    match = _DT.match(text) or _ISO.match(text)
     if match is None:
         return None
     parts = [int(p) if p else None for p in match.groups()[:6]]
@@ -242,10 +238,10 @@ def parse_datetime(text: str, evidence: str = "") -> AcquisitionTime | None:
         local = datetime(year or 1, month or 1, day or 1, hour or 0, minute or 0, second or 0)
     except ValueError:
         return None
-    return AcquisitionTime(local, precision, _offset(match.group(7), iso), evidence)
+    return AcquisitionTime(local, precision, _offset(match.group(7)), evidence)
 
 
-def _offset(text: str | None, iso: bool) -> timedelta | None:
+def _offset(text: str | None) -> timedelta | None:
     if not text:
         return None
     if text == "Z":
