@@ -17,19 +17,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ecgbridge.deliver.settings import (
     DicomDestinationSettings,
     FhirDestinationSettings,
     OutboxSettings,
 )
-from ecgbridge.digitizer.options import ENGINES, KNOWN_LAYOUTS
-from ecgbridge.errors import ConfigError
+from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.errors import ConfigError, OptionError
 
 #: Prefix of environment variables that override configuration keys.
 ENV_PREFIX = "ECGBRIDGE_"
@@ -44,6 +53,8 @@ DEFAULT_DICOM_PORT = 11112
 DEFAULT_AE_TITLE = "ECGBRIDGE"
 #: Default port of the health/metrics HTTP endpoint.
 DEFAULT_HTTP_PORT = 8484
+#: The digitizer's defaults, which the ``digitize:`` section starts from.
+_DEFAULT_OPTIONS = DigitizeOptions()
 #: Longest AE title DICOM allows.
 MAX_AE_TITLE_LENGTH = 16
 
@@ -191,44 +202,47 @@ class DeliverSettings(_Section):
 
 
 class DigitizeSettings(_Section):
-    """How pages are digitized (see ``ecgbridge digitize --help``)."""
+    """How pages are digitized (see ``ecgbridge digitize --help``).
 
-    layout: str = Field(default="auto", description="Layout hint or auto.")
+    The fields of :class:`~ecgbridge.digitizer.options.DigitizeOptions`, with its
+    defaults; :meth:`to_options` builds one, so its ranges are the only ones checked.
+    """
+
+    layout: str = Field(default=_DEFAULT_OPTIONS.layout, description="Layout hint or auto.")
     paper_speed: float | None = Field(
-        default=None,
-        ge=5.0,
-        le=200.0,
+        default=_DEFAULT_OPTIONS.paper_speed,
         description="Paper speed in mm/s; empty reads it from the page.",
     )
     gain: float | None = Field(
-        default=None,
-        ge=1.0,
-        le=100.0,
+        default=_DEFAULT_OPTIONS.gain,
         description="Gain in mm/mV; empty uses the calibration pulse.",
     )
-    fs: float = Field(default=500.0, ge=200.0, le=1000.0, description="Output sampling rate in Hz.")
+    fs: float = Field(default=_DEFAULT_OPTIONS.fs, description="Output sampling rate in Hz.")
     engine: str = Field(
-        default="auto",
+        default=_DEFAULT_OPTIONS.engine,
         description="auto, learned (segmentation model) or classical (thresholds); "
         "auto reads classically and uses the model's reading where it keeps the "
         "limb-lead laws clearly better.",
     )
 
-    @field_validator("engine")
+    @field_validator("layout", "paper_speed", "gain", "fs", "engine")
     @classmethod
-    def _known_engine(cls, value: str) -> str:
-        if value not in ENGINES:
-            raise ValueError(f"unknown engine {value!r}; expected one of {', '.join(ENGINES)}")
+    def _checked_by_options(cls, value: Any, info: ValidationInfo) -> Any:
+        try:  # each field on its own, so the error names its key
+            DigitizeOptions(**{str(info.field_name): value})
+        except OptionError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
-    @field_validator("layout")
-    @classmethod
-    def _known_layout(cls, value: str) -> str:
-        if value not in KNOWN_LAYOUTS:
-            raise ValueError(
-                f"unknown layout {value!r}; expected one of {', '.join(KNOWN_LAYOUTS)}"
-            )
-        return value
+    def to_options(self) -> DigitizeOptions:
+        """The digitizer options these settings stand for.
+
+        Raises
+        ------
+        ecgbridge.errors.OptionError
+            If a value is unknown or out of range.
+        """
+        return DigitizeOptions(**{f.name: getattr(self, f.name) for f in fields(DigitizeOptions)})
 
 
 class RecordsSettings(_Section):

@@ -6,8 +6,10 @@ an :class:`ECG`; everything upstream produces one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
@@ -82,6 +84,29 @@ class PanelInfo:
     rhythm_strip: bool = False
 
 
+class CalibrationSource(StrEnum):
+    """Where a gain or paper speed came from (string-valued: JSON holds the words)."""
+
+    PULSE = "pulse"
+    PRINTED = "printed"
+    USER = "user"
+    VECTOR = "vector"
+    DEFAULT = "default"
+
+
+class CalibrationMethod(StrEnum):
+    """How the samples were obtained: traced on a raster page, read from vector PDF
+    paths, or read from a waveform file (WFDB, CSV, DICOM, FHIR)."""
+
+    RASTER = "raster"
+    VECTOR = "vector"
+    WAVEFORM = "waveform"
+
+
+#: Values of :attr:`Calibration.engine`: the ink engine of a raster page, or "" otherwise.
+CALIBRATION_ENGINES: tuple[str, ...] = ("", "classical", "learned")
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Scale and geometry the digitizer found (or was told).
@@ -98,10 +123,11 @@ class Calibration:
         Paper speed (25 by default).
     rotation_deg : float
         Rotation removed by deskewing, counter-clockwise positive.
-    gain_source, speed_source : str
-        ``"pulse"``, ``"printed"``, ``"user"``, ``"vector"`` or ``"default"``.
-    method : str
-        ``"raster"`` or ``"vector"``.
+    gain_source, speed_source : CalibrationSource
+        ``"pulse"``, ``"printed"``, ``"user"``, ``"vector"`` or ``"default"`` (plain
+        strings are accepted and converted).
+    method : CalibrationMethod
+        ``"raster"``, ``"vector"`` or ``"waveform"``.
     engine : str
         For raster pages, how trace ink was found: ``"learned"`` (segmentation model)
         or ``"classical"``; empty otherwise.
@@ -111,6 +137,14 @@ class Calibration:
         coordinates refer to; empty means identity.
     warnings : tuple of str
         Anything a reviewer should know (assumed defaults, repaired leads...).
+
+    Raises
+    ------
+    ValueError
+        On construction, for a source, method or engine not listed above, a gain or
+        paper speed that is not a positive finite number, a pixel pitch that is neither
+        NaN (unknown) nor positive, a rotation that is not finite, or a transform that is
+        neither empty nor 9 finite values.
     """
 
     layout: str = "unknown"
@@ -119,12 +153,41 @@ class Calibration:
     mm_per_mv: float = 10.0
     mm_per_s: float = 25.0
     rotation_deg: float = 0.0
-    gain_source: str = "default"
-    speed_source: str = "default"
-    method: str = "raster"
+    # Typed str so callers may pass the plain words; __post_init__ stores the enum members.
+    gain_source: str = CalibrationSource.DEFAULT
+    speed_source: str = CalibrationSource.DEFAULT
+    method: str = CalibrationMethod.RASTER
     engine: str = ""
     transform: tuple[float, ...] = ()
     warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, kind in (("gain_source", CalibrationSource), ("speed_source", CalibrationSource),
+                           ("method", CalibrationMethod)):
+            value = getattr(self, name)
+            if value not in set(kind):
+                raise ValueError(f"Calibration.{name} must be one of "
+                                 f"{', '.join(kind)}; got {value!r}")
+            object.__setattr__(self, name, kind(value))
+        if self.engine not in CALIBRATION_ENGINES:
+            raise ValueError(f"Calibration.engine must be one of {CALIBRATION_ENGINES}; "
+                             f"got {self.engine!r}")
+        for name in ("mm_per_mv", "mm_per_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"Calibration.{name} must be positive and finite; got {value!r}")
+        for name in ("px_per_mm_x", "px_per_mm_y"):
+            value = getattr(self, name)
+            if not (math.isnan(value) or (math.isfinite(value) and value > 0)):
+                raise ValueError(f"Calibration.{name} must be NaN (unknown) or positive; "
+                                 f"got {value!r}")
+        if not math.isfinite(self.rotation_deg):
+            raise ValueError(f"Calibration.rotation_deg must be finite; got {self.rotation_deg!r}")
+        if len(self.transform) not in (0, 9) or not all(map(math.isfinite, self.transform)):
+            raise ValueError("Calibration.transform must be empty or 9 finite values; "
+                             f"got {len(self.transform)} values")
+        object.__setattr__(self, "transform", tuple(float(v) for v in self.transform))
+        object.__setattr__(self, "warnings", tuple(str(w) for w in self.warnings))
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
@@ -135,9 +198,9 @@ class Calibration:
             "mm_per_mv": self.mm_per_mv,
             "mm_per_s": self.mm_per_s,
             "rotation_deg": self.rotation_deg,
-            "gain_source": self.gain_source,
-            "speed_source": self.speed_source,
-            "method": self.method,
+            "gain_source": str(self.gain_source),
+            "speed_source": str(self.speed_source),
+            "method": str(self.method),
             "engine": self.engine,
             "transform": list(self.transform),
             "warnings": list(self.warnings),

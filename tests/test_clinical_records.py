@@ -338,7 +338,7 @@ def test_cli_options_set_time_zone_subject_and_policies(record_signals, tmp_path
 
 def test_daemon_jobs_follow_the_records_settings(printed_pdf, record_signals, tmp_path):
     from ecgbridge.config import RecordsSettings
-    from ecgbridge.jobs.pipeline import DigitizeRequest, run_digitization
+    from ecgbridge.jobs.worker import DigitizeRequest, run_digitization
 
     records = RecordsSettings(timezone="Europe/Berlin", unknown_time="refuse")
     options = tuple(records.writer_options().items())
@@ -426,7 +426,7 @@ def test_printed_patient_id_is_offered_and_used_only_when_accepted(record_signal
 
 
 def test_folder_convention_gives_the_patient_and_a_sidecar_wins(tmp_path):
-    from ecgbridge.commands.digitize import with_folder_identity
+    from ecgbridge.inputs.sidecar import with_folder_identity
 
     folder = tmp_path / "inbox" / "PID-42"
     folder.mkdir(parents=True)

@@ -23,9 +23,9 @@ from peers import (
 from pydicom import dcmread
 from pynetdicom import AE, evt
 
+from ecgbridge.codes import TWELVE_LEAD_ECG_WAVEFORM as TWELVE_LEAD_ECG_WAVEFORM_STORAGE
 from ecgbridge.deliver.base import DeliveryItem
 from ecgbridge.deliver.dicom_store import (
-    TWELVE_LEAD_ECG_WAVEFORM_STORAGE,
     DicomStoreDestination,
     describe_status,
     is_retryable_status,

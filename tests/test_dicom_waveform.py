@@ -15,11 +15,10 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from ecgbridge import codes
 from ecgbridge.ecg import ECG, LEADS, Calibration, SourceInfo
-from ecgbridge.encode import codes
 from ecgbridge.encode.dicom_waveform import (
     PADDING_VALUE,
-    TWELVE_LEAD_ECG_SOP_CLASS_UID,
     check_waveform_limits,
     conform_sampling,
     derive_limb_leads,
@@ -146,7 +145,7 @@ def test_output_has_the_12_lead_ecg_structure(record, sc_file, tmp_path, kind):
     assert path.name == f"{kind}.dcm"
     ds = pydicom.dcmread(path)
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
-    assert ds.SOPClassUID == TWELVE_LEAD_ECG_SOP_CLASS_UID == ds.file_meta.MediaStorageSOPClassUID
+    assert ds.SOPClassUID == codes.TWELVE_LEAD_ECG_WAVEFORM == ds.file_meta.MediaStorageSOPClassUID
     assert ds.Modality == "ECG"
     assert ds.Manufacturer == "ecgbridge" and ds.SoftwareVersions
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",

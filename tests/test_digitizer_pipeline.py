@@ -14,7 +14,7 @@ from ecgbridge.digitizer.pipeline import digitize_pages
 from ecgbridge.ecg import LEADS
 from ecgbridge.errors import DigitizationError, NotAnEcgError
 from ecgbridge.inputs.page import Page
-from ecgbridge.synth.render import render_page
+from ecgbridge.testing.render import render_page
 
 FS = 500.0
 DATA = Path(__file__).parent / "data"

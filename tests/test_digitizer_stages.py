@@ -62,6 +62,32 @@ def test_grid_with_only_major_lines_still_gives_millimetres() -> None:
     assert gy.px_per_mm == pytest.approx(6.0, rel=2e-3)
 
 
+def test_blurred_grid_without_distinct_major_lines_gives_its_millimetres() -> None:
+    """A grey 120-dpi copy, blurred: 1-mm and 5-mm lines alike, and no harmonics left.
+
+    Only the 1-mm line frequency stands out of the spectrum; its sub-harmonics (which
+    the trace rows make look like combs) are not the grid (read 1.6 times too coarse
+    before).
+    """
+    ppm, rng = 4.7244, np.random.default_rng(3)
+    h, w = 1020, 1320
+    dark = np.zeros((h, w), np.float32)
+    for pos in np.arange(3.0, max(h, w), ppm):
+        k = int(round(pos))
+        if k < w:
+            dark[:, k] = 0.35
+        if k < h:
+            dark[k, :] = 0.35
+    xs = np.arange(w)
+    for row in range(6):
+        ys = 90 + row * 112 + 6 * np.sin(xs / 17.0) + rng.normal(0.0, 1.0, w)
+        dark[np.clip(ys.astype(int), 0, h - 1), xs] = 1.0
+    dark = cv2.GaussianBlur(dark, (0, 0), 1.6) + rng.normal(0.0, 0.02, dark.shape)
+    gx, gy = measure_grid(np.clip(dark, 0.0, 1.0).astype(np.float32))
+    assert gx.px_per_mm == pytest.approx(ppm, rel=5e-3)
+    assert gy.px_per_mm == pytest.approx(ppm, rel=5e-3)
+
+
 def test_no_grid_on_a_plain_page() -> None:
     page = np.full((600, 900, 3), 250, np.uint8)
     xs = np.arange(50, 850)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from peers import fhir_server_unavailable, running_fhir_server
 
+from ecgbridge import codes
 from ecgbridge.ecg import ECG, LEADS, Calibration, SourceInfo
-from ecgbridge.encode import codes
 from ecgbridge.encode.fhir_observation import (
     check_observation,
     encode_data,

@@ -2,7 +2,7 @@
 
 The segmentation model ships as package data and runs through OpenCV's DNN module.
 These tests check that a built wheel carries it, that on a damaged page rendered by
-:mod:`ecgbridge.synth` its trace map covers the drawn trace and little else, and that
+:mod:`ecgbridge.testing` its trace map covers the drawn trace and little else, and that
 the engine choice works both ways and is recorded.
 """
 
@@ -25,6 +25,7 @@ from ecgbridge.digitizer.segment import (
     MODEL_FILE,
     Segmentation,
     model_available,
+    pulse_search_mask,
     segment_page,
 )
 from ecgbridge.errors import DigitizationError
@@ -176,3 +177,27 @@ def test_stage_images_are_those_of_the_reading_delivered(rendered_page, monkeypa
                                        debug=alone)
     assert shown.keys() == alone.keys()
     assert np.array_equal(shown["2_grid_removed"], alone["2_grid_removed"])
+
+
+def _pulse_with_a_gap(grid_darkness: float) -> tuple[np.ndarray, np.ndarray]:
+    """A pulse drawn on a grid, and a model mask that missed its rise's upper half."""
+    dark = np.zeros((200, 200), np.float32)
+    dark[::8, :] = grid_darkness
+    dark[:, ::8] = grid_darkness
+    cv2.rectangle(dark, (60, 60), (100, 140), 0.9, 2)
+    mask = (dark >= 0.85).astype(np.uint8)
+    mask[55:100, 55:65] = 0
+    return dark, mask
+
+
+def test_pulse_search_mask_restores_the_strokes_the_model_missed():
+    dark, mask = _pulse_with_a_gap(grid_darkness=0.3)
+    restored = pulse_search_mask(dark, mask, px_per_mm=8.0)
+    assert restored[62:98, 59:62].all()
+    assert not restored[16, 20] and not restored[20, 16]  # grid lines stay out
+    assert (restored >= mask).all()
+
+
+def test_pulse_search_mask_adds_nothing_when_the_grid_is_as_dark_as_ink():
+    dark, mask = _pulse_with_a_gap(grid_darkness=0.8)
+    assert (pulse_search_mask(dark, mask, px_per_mm=8.0) == mask).all()

@@ -11,7 +11,7 @@ from ecgbridge.digitizer.pipeline import _origins_from_row_ends, digitize_pages
 from ecgbridge.digitizer.timebase import consensus_start, first_sample_origin
 from ecgbridge.digitizer.trace import TracePath
 from ecgbridge.inputs.page import Page
-from ecgbridge.synth.render import render_page
+from ecgbridge.testing.render import render_page
 from tests.test_digitizer_pipeline import FS, synthetic_record
 
 

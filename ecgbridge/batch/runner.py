@@ -14,6 +14,7 @@ from typing import Any
 from ecgbridge.batch.engines import WorkerLost
 from ecgbridge.batch.inputs import count_inputs, iter_inputs
 from ecgbridge.batch.journal import DONE, FAILED, SKIPPED, Journal
+from ecgbridge.digitizer.options import DigitizeOptions
 
 log = logging.getLogger("ecgbridge.batch")
 
@@ -28,7 +29,7 @@ class BatchConfig:
     sources: list[str]
     out_dir: Path
     formats: list[str]
-    options: dict[str, Any]
+    options: DigitizeOptions
     resume: bool = False
     retry_failed: bool = False
     limit: int | None = None

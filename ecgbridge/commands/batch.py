@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ecgbridge.commands.digitize import add_engine_argument
-from ecgbridge.digitizer.options import KNOWN_LAYOUTS
+from ecgbridge.commands.digitize import add_option_arguments, options_from
 
 
 def register(sub: Any) -> None:
@@ -28,11 +27,7 @@ def register(sub: Any) -> None:
                    help="print the summary of the batch in DIR (rewrites its index) and exit")
     p.add_argument("--format", "-f", default="wfdb,csv,json",
                    help="comma-separated output formats, as for digitize (default wfdb,csv,json)")
-    p.add_argument("--layout", default="auto", choices=KNOWN_LAYOUTS, help="layout hint")
-    p.add_argument("--paper-speed", type=float, default=None, metavar="MM_S")
-    p.add_argument("--gain", type=float, default=None, metavar="MM_MV")
-    p.add_argument("--fs", type=float, default=500.0, help="output sampling rate in Hz")
-    add_engine_argument(p)
+    add_option_arguments(p)
     p.add_argument("--workers", type=int, default=None,
                    help="local worker processes (default: every core)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -98,8 +93,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
     settings = full.batch
     config = BatchConfig(
         sources=list(args.sources), out_dir=args.out, formats=parse_formats(args.format),
-        options={"layout": args.layout, "paper_speed": args.paper_speed, "gain": args.gain,
-                 "fs": args.fs, "engine": args.engine},
+        options=options_from(args),
         resume=args.resume, retry_failed=args.retry_failed, limit=args.limit,
         timeout_s=args.timeout or settings.timeout_s,
         progress=sys.stderr.isatty() and not args.no_progress,

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ecgbridge.digitizer.options import ENGINES
+
 
 def register(sub: Any) -> None:
     """Add the ``bench`` sub-command."""
@@ -32,7 +34,7 @@ def register(sub: Any) -> None:
                    help="score against SETDIR/manifest.json (usually SETDIR = DIR)")
     p.add_argument("--records", type=Path, action="append", default=[], metavar="RDIR",
                    help="truth record folder for --score (repeatable; default SETDIR/records)")
-    p.add_argument("--engine", default="auto", choices=("auto", "learned", "classical"),
+    p.add_argument("--engine", default="auto", choices=ENGINES,
                    help="digitizer engine (default auto, as digitize)")
     p.add_argument("--pred-out", type=Path, default=None, metavar="PRED",
                    help="also write each prediction as WFDB here (for shared/eval/score.py)")
@@ -41,7 +43,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; 2 if there is nothing to run, else 0 (failures are reported)."""
-    from ecgbridge.synth.bench import PageResult, find_pages, run_benchmark, score_predictions
+    from ecgbridge.report.bench import PageTiming, find_pages, run_benchmark, score_predictions
 
     try:
         pages = find_pages(args.folder)
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
 
-    def show(result: PageResult) -> None:
+    def show(result: PageTiming) -> None:
         status = "ok" if result.ok else f"FAILED {result.error}"
         print(f"{result.name:32s} {result.seconds:8.3f} s  {status}", flush=True)
 

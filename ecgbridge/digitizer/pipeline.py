@@ -49,7 +49,12 @@ from ecgbridge.digitizer.options import DEFAULT_SPEED_MM_S, DigitizeOptions
 from ecgbridge.digitizer.perspective import estimate_axes, estimate_perspective
 from ecgbridge.digitizer.pulse import CalibrationPulse, find_pulse
 from ecgbridge.digitizer.rows import TraceRow, find_rows
-from ecgbridge.digitizer.segment import learned_trace_mask, model_available, segment_page
+from ecgbridge.digitizer.segment import (
+    learned_trace_mask,
+    model_available,
+    pulse_search_mask,
+    segment_page,
+)
 from ecgbridge.digitizer.trace import (
     TracePath,
     follow_trace,
@@ -394,8 +399,11 @@ def digitize_raster_page_with(
     if seg is not None:
         mask = learned_trace_mask(seg, dark_ink, ppm_x)
         rows = find_rows(mask, ppm_x, ppm_y)
+        # A pulse's thin straight strokes are where the model is least sure.
+        pulse_mask = pulse_search_mask(dark_ink, mask, ppm_x)
     else:
         mask, rows = _trace_mask_and_rows(dark_ink, ppm_x, ppm_y, has_grid)
+        pulse_mask = mask
     if debug is not None:
         debug["2_grid_removed"] = (255 - 255 * mask).astype(np.uint8)
     if not rows:
@@ -434,7 +442,7 @@ def digitize_raster_page_with(
         if pulse is None:
             # Rows are found where ink stays near the baseline; a pulse drawn without a
             # foot line (a bare rectangle) lies just before that start.
-            lead_in = _lead_in_path(mask, row, ppm_x, ppm_y)
+            lead_in = _lead_in_path(pulse_mask, row, ppm_x, ppm_y)
             pulse = find_pulse(lead_in, ppm_x, ppm_y) if lead_in is not None else None
             if pulse is not None and pulse.x_fall < row.x_start - 3.0 * ppm_x:
                 pulse = None

@@ -132,8 +132,8 @@ _HALF_DARKNESS = 0.5
 _NEARBY_MM = 0.5
 
 
-def learned_trace_mask(seg: Segmentation, dark_ink: np.ndarray, px_per_mm: float
-                       ) -> np.ndarray:
+def learned_trace_mask(seg: Segmentation, dark_ink: np.ndarray, px_per_mm: float,
+                       threshold: float = _PROBABILITY_THRESHOLD) -> np.ndarray:
     """Binary ink mask (uint8 0/1) of traces and printed text from model probabilities.
 
     The model runs at about 4 px/mm, so its regions are coarser than the page. Inside
@@ -150,11 +150,58 @@ def learned_trace_mask(seg: Segmentation, dark_ink: np.ndarray, px_per_mm: float
         Relative darkness of the page (0 paper, 1 darkest ink).
     px_per_mm : float
         Scale, sizing the neighbourhood and the speck filter.
+    threshold : float
+        Probability above which a pixel is in the model's regions.
     """
-    region = np.maximum(seg.trace, seg.text) > _PROBABILITY_THRESHOLD
+    region = np.maximum(seg.trace, seg.text) > threshold
     side = max(3, 2 * int(round(_NEARBY_MM * px_per_mm)) + 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
     inked = np.where(region, dark_ink, 0.0).astype(np.float32)
     nearby = cv2.dilate(inked, kernel)
     keep = region & (inked >= _HALF_DARKNESS * nearby)
     return trace_mask(keep.astype(np.float32), 0.5, px_per_mm)
+
+
+#: Ink darker than the grid by at least this much (relative darkness) is told from it.
+_INK_GRID_CONTRAST = 0.2
+#: How far from the model's regions (mm) a stroke it missed may be.
+_MISSED_STROKE_MM = 3.0
+
+
+def pulse_search_mask(dark_ink: np.ndarray, mask: np.ndarray, px_per_mm: float
+                      ) -> np.ndarray:
+    """The learned mask with the strokes the model half-missed near its regions.
+
+    Calibration pulses are thin, straight and drawn where no signal is: the model is
+    least sure of them and leaves gaps in their edges and top line. Near the model's
+    regions, ink clearly darker than the page's grid lines is added back, so that a
+    pulse's rectangle is whole. When the grid is about as dark as the ink (black and
+    white copies), nothing is added: the grid would be taken for strokes.
+
+    Parameters
+    ----------
+    dark_ink : numpy.ndarray
+        Relative darkness of the page (0 paper, 1 darkest ink).
+    mask : numpy.ndarray
+        The learned trace mask (uint8 0/1) of the same page.
+    px_per_mm : float
+        Scale.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 0/1 mask, a superset of `mask`.
+    """
+    if not mask.any():
+        return mask
+    ink_level = float(np.median(dark_ink[mask > 0]))
+    side = 2 * int(round(_MISSED_STROKE_MM * px_per_mm)) + 1
+    near = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))) > 0
+    around = dark_ink[near & (mask == 0)]
+    if around.size == 0:
+        return mask
+    grid_level = float(np.percentile(around, 95))
+    if ink_level - grid_level < _INK_GRID_CONTRAST:
+        return mask
+    added = near & (dark_ink > 0.5 * (ink_level + grid_level))
+    return np.maximum(mask, trace_mask(added.astype(np.float32), 0.5, px_per_mm))

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
+from ecgbridge import codes
 from ecgbridge.ecg import ECG
-from ecgbridge.encode import codes
 from ecgbridge.encode.record_facts import (
     AcquisitionTime,
     waveform_source_time,

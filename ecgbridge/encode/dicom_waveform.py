@@ -53,9 +53,15 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from ecgbridge.ecg import ECG, LEADS, Calibration, SourceInfo, normalise_lead_name
-from ecgbridge.encode import codes
-from ecgbridge.encode.atomic import write_bytes_atomic
+from ecgbridge import codes
+from ecgbridge.ecg import (
+    ECG,
+    LEADS,
+    Calibration,
+    CalibrationMethod,
+    SourceInfo,
+    normalise_lead_name,
+)
 from ecgbridge.encode.dicom_provenance import (
     add_filter_settings,
     digitized_history,
@@ -75,15 +81,8 @@ from ecgbridge.encode.record_facts import (
     study_uid,
 )
 from ecgbridge.errors import EncodingError, InputError
+from ecgbridge.fsutil import write_bytes_atomic
 
-#: SOP Class UID of 12-Lead ECG Waveform Storage.
-TWELVE_LEAD_ECG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.9.1.1"
-#: SOP Class UIDs of waveform objects :func:`read_dicom_waveform` accepts.
-WAVEFORM_SOP_CLASS_UIDS: dict[str, str] = {
-    TWELVE_LEAD_ECG_SOP_CLASS_UID: "12-lead ECG",
-    "1.2.840.10008.5.1.4.1.1.9.1.2": "General ECG",
-    "1.2.840.10008.5.1.4.1.1.9.1.3": "Ambulatory ECG",
-}
 #: Modality of ECG waveforms.
 MODALITY_ECG = "ECG"
 #: Sampling-rate range of the 12-lead ECG IOD in Hz.
@@ -205,7 +204,7 @@ def to_dicom_waveform(
 
     ds = Dataset()
     ds.SpecificCharacterSet = CHARACTER_SET_UTF8
-    ds.SOPClassUID = TWELVE_LEAD_ECG_SOP_CLASS_UID
+    ds.SOPClassUID = codes.TWELVE_LEAD_ECG_WAVEFORM
     ds.SOPInstanceUID = "0"  # replaced below by the UID of this content
     if src.equipment:
         ds.ContributingEquipmentSequence = Sequence(equipment_items(src.equipment))
@@ -223,7 +222,7 @@ def to_dicom_waveform(
         description += "; acquisition time unknown"
     ds.SeriesDescription = description
     # General Equipment
-    from ecgbridge import __version__
+    from ecgbridge.version import __version__
 
     ds.Manufacturer = "ecgbridge"
     ds.ManufacturerModelName = "ecgbridge"
@@ -675,7 +674,7 @@ def read_dicom_waveform(source: Path | str | Dataset) -> ECG:
         fs=fs,
         n_samples=values.shape[0],
         quality=quality,
-        calibration=Calibration(layout="waveform", method=codes.WAVEFORM_METHOD),
+        calibration=Calibration(layout="waveform", method=CalibrationMethod.WAVEFORM),
         source=SourceInfo(
             name=name, sha256=digest, media_type="application/dicom", dicom=identity, **facts
         ),

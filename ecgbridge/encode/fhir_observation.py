@@ -40,9 +40,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ecgbridge.ecg import ECG, LEADS, Calibration, SourceInfo
-from ecgbridge.encode import codes
-from ecgbridge.encode.atomic import write_text_atomic
+from ecgbridge import codes
+from ecgbridge.ecg import ECG, LEADS, Calibration, CalibrationMethod, SourceInfo
 from ecgbridge.encode.dicom_provenance import DIGITIZED_PREFIX, TIME_PREFIX, digitized_history
 from ecgbridge.encode.record_facts import (
     AcquisitionTime,
@@ -55,6 +54,7 @@ from ecgbridge.encode.record_facts import (
     uid_from_fhir_identifiers,
 )
 from ecgbridge.errors import EncodingError, InputError
+from ecgbridge.fsutil import write_text_atomic
 
 FhirVersion = Literal["R4", "R5"]
 
@@ -121,7 +121,7 @@ def to_fhir_observation(
     present = [i for i in range(len(LEADS)) if np.isfinite(ecg.signals[i]).any()]
     if not present:
         raise EncodingError("cannot encode a FHIR Observation: the ECG has no lead with samples")
-    from ecgbridge import __version__
+    from ecgbridge.version import __version__
 
     period_ms = 1000.0 / ecg.fs
     components = []
@@ -411,7 +411,7 @@ def read_fhir_observation(source: Path | str | Mapping[str, Any]) -> ECG:
         leads,
         fs=fs,
         quality=quality,
-        calibration=Calibration(layout="waveform", method=codes.WAVEFORM_METHOD),
+        calibration=Calibration(layout="waveform", method=CalibrationMethod.WAVEFORM),
         source=SourceInfo(
             name=name, sha256=digest, media_type="application/fhir+json", dicom=identity,
             **facts,

@@ -16,8 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from ecgbridge.ecg import ECG, LEADS, Calibration
-from ecgbridge.encode import codes
+from ecgbridge.ecg import ECG, LEADS, Calibration, CalibrationMethod
 from ecgbridge.errors import InputError
 
 WaveformFormat = Literal["wfdb", "csv", "dicom", "fhir"]
@@ -141,7 +140,7 @@ def _as_waveform(ecg: ECG, name: str, digest: str, fmt: str) -> ECG:
     quality = ecg.quality if carried else tuple(1.0 if lead in present else 0.0 for lead in LEADS)
     return ecg.replace(
         quality=quality,
-        calibration=Calibration(layout="waveform", method=codes.WAVEFORM_METHOD),
+        calibration=Calibration(layout="waveform", method=CalibrationMethod.WAVEFORM),
         source=ecg.source.replace(name=name, sha256=digest, media_type=MEDIA_TYPES[fmt]),
     )
 

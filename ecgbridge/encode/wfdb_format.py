@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS
-from ecgbridge.encode.atomic import output_mode
 from ecgbridge.errors import EncodingError, InputError
+from ecgbridge.fsutil import output_mode
 
 #: ADC units per mV: 1 µV resolution, ±32.767 mV range.
 WFDB_GAIN = 1000.0
@@ -83,7 +83,7 @@ def write_wfdb(ecg: ECG, out_dir: Path, stem: str, context: object = None) -> li
 
 def provenance_comments(ecg: ECG, context: object = None) -> list[str]:
     """Header comments holding the ECG's record UID, acquisition time, history, quality."""
-    from ecgbridge.encode import codes
+    from ecgbridge import codes
     from ecgbridge.encode.record_facts import acquisition_time, record_settings, record_uid
 
     digitized = codes.DIGITIZED_METHODS.get(ecg.calibration.method)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgbridge.errors import InputError
+from ecgbridge.inputs.page import LoadedInput
 
 #: Keys a sidecar may hold (DICOM keywords).
 SIDECAR_KEYS: tuple[str, ...] = (
@@ -66,6 +67,21 @@ def folder_identity(path: Path, pattern: str) -> dict[str, str]:
         raise InputError(f"{path.name}: its folder does not follow the patient folder "
                          f"pattern {pattern!r}")
     return {key: value for key, value in match.groupdict().items() if value}
+
+
+def with_folder_identity(loaded: LoadedInput, path: Path, pattern: str) -> LoadedInput:
+    """`loaded` with the identity its folder names give (a sidecar file wins).
+
+    Raises
+    ------
+    InputError
+        See :func:`folder_identity`.
+    """
+    from_folder = folder_identity(path, pattern)
+    given = read_sidecar(path)
+    values = {k: v for k, v in from_folder.items() if k not in given}
+    source = loaded.source.replace(dicom={**loaded.source.dicom, **values})
+    return LoadedInput(pages=loaded.pages, source=source)
 
 
 def sidecar_path(path: Path) -> Path:

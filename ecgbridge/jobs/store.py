@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecgbridge.encode.atomic import write_text_atomic
+from ecgbridge.fsutil import fsync_path, write_text_atomic
 from ecgbridge.jobs.journal import Journal, job_id_for_key
 
 log = logging.getLogger("ecgbridge.jobs.store")
@@ -49,15 +49,6 @@ Buffer = bytes | bytearray | memoryview
 
 _DICOM_MAGIC_OFFSET = 128
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def fsync_dir(folder: Path) -> None:
-    """fsync a directory (so the names created in it survive a crash) or a file."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def safe_name(name: str, default: str = "input") -> str:
@@ -180,7 +171,7 @@ class StateFolder:
                 os.close(fd)
             Path(tmp).unlink(missing_ok=True)
             raise
-        fsync_dir(self.inputs)
+        fsync_path(self.inputs)
         return target
 
     def adopt(self, src: Path, job_id: str, name: str, *, move: bool = True) -> Path:
@@ -197,10 +188,10 @@ class StateFolder:
                 self._copy_durably(src, target)
                 Path(src).unlink(missing_ok=True)
             else:
-                _fsync_file(target)  # the producer may never have flushed it
+                fsync_path(target)  # the producer may never have flushed it
         else:
             self._copy_durably(src, target)
-        fsync_dir(self.inputs)
+        fsync_path(self.inputs)
         return target
 
     def _copy_durably(self, src: Path, target: Path) -> None:
@@ -221,7 +212,7 @@ class StateFolder:
         )
         if input_path.exists():
             os.replace(input_path, target)
-            fsync_dir(self.quarantine)
+            fsync_path(self.quarantine)
         return target
 
     def release_from_quarantine(self, job_id: str, quarantined: Path) -> Path:
@@ -248,14 +239,6 @@ class StateFolder:
             leftover.unlink(missing_ok=True)
             removed += 1
         return removed
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def recover_orphans(state: StateFolder, journal: Journal) -> list[str]:

@@ -1,4 +1,5 @@
-"""What a worker process does with one job: load, digitize, encode into the job folder.
+"""The daemon's worker: what a pool process does with one job (digitize, encode into the
+job folder).
 
 :func:`run_digitization` runs in the daemon's process pool. It takes and returns
 plain picklable dataclasses and never raises: every failure becomes a
@@ -22,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ecgbridge.jobs.store import fsync_dir
+from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.fsutil import fsync_path
 
 #: Name of the manifest listing the artifacts of a completed ``out/`` folder.
 MANIFEST_FILE = "manifest.json"
@@ -43,8 +45,8 @@ class DigitizeRequest:
         Absolute path of the job's ``out`` folder.
     formats : tuple of str
         Encoder format names (``"dicom"``, ``"fhir-r4"``, ``"json"`` ...).
-    layout, paper_speed, gain, fs, engine
-        Digitizer options (see :class:`ecgbridge.digitizer.options.DigitizeOptions`).
+    options : DigitizeOptions
+        How to digitize (already validated).
     record_options : tuple of (str, str)
         Writer options about time and identity (``records`` settings).
     """
@@ -53,11 +55,7 @@ class DigitizeRequest:
     input_path: str
     out_dir: str
     formats: tuple[str, ...]
-    layout: str = "auto"
-    paper_speed: float | None = None
-    gain: float | None = None
-    fs: float = 500.0
-    engine: str = "auto"
+    options: DigitizeOptions = field(default_factory=DigitizeOptions)
     record_options: tuple[tuple[str, str], ...] = ()
 
 
@@ -138,17 +136,10 @@ def _failure(request: DigitizeRequest, reason: str, kind: str, start: float) -> 
 
 
 def _digitize_and_encode(request: DigitizeRequest, out_dir: Path) -> tuple[dict[str, str], str]:
-    from ecgbridge.digitizer.options import DigitizeOptions
-    from ecgbridge.digitizer.pipeline import digitize_pages
+    from ecgbridge.api import digitize_input
     from ecgbridge.encode.registry import WriteContext, resolve_writer
-    from ecgbridge.inputs.load import load_input
 
-    options = DigitizeOptions(
-        layout=request.layout, paper_speed=request.paper_speed, gain=request.gain, fs=request.fs,
-        engine=request.engine,
-    )
-    loaded = load_input(Path(request.input_path))
-    ecg = digitize_pages(loaded.pages, options, source=loaded.source)
+    ecg, loaded = digitize_input(Path(request.input_path), request.options)
 
     partial = out_dir.with_name(out_dir.name + _PARTIAL_SUFFIX)
     shutil.rmtree(partial, ignore_errors=True)
@@ -162,11 +153,11 @@ def _digitize_and_encode(request: DigitizeRequest, out_dir: Path) -> tuple[dict[
     manifest = {"job_id": request.job_id, "files": relative, "sop_instance_uid": uid}
     (partial / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     for item in partial.iterdir():
-        fsync_dir(item)
-    fsync_dir(partial)
+        fsync_path(item)
+    fsync_path(partial)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(partial, out_dir)
-    fsync_dir(out_dir.parent)
+    fsync_path(out_dir.parent)
     return {k: str(out_dir / v) for k, v in relative.items()}, uid
 
 

@@ -32,7 +32,7 @@ STANDARD_LAYOUTS: tuple[str, ...] = ("3x4", "3x4+II", "3x4+3", "6x2", "6x2+II", 
 
 
 @dataclass(frozen=True)
-class PanelSlot:
+class RenderSlot:
     """One trace position on the page.
 
     Attributes
@@ -68,7 +68,7 @@ class LayoutSpec:
     name: str
     rows: int
     columns: int
-    slots: tuple[PanelSlot, ...]
+    slots: tuple[RenderSlot, ...]
     rhythm_leads: tuple[str, ...]
 
 
@@ -118,11 +118,11 @@ def parse_layout(
             strips = (normalise_lead_name(suffix),)
         except ValueError as exc:
             raise ValueError(f"layout {layout!r}: rhythm suffix {suffix!r} is not a lead") from exc
-    slots: list[PanelSlot] = []
+    slots: list[RenderSlot] = []
     for k, lead in enumerate(order):
         column, row = divmod(k, rows)
         slots.append(
-            PanelSlot(
+            RenderSlot(
                 lead=lead,
                 row=row,
                 column=column,
@@ -132,7 +132,7 @@ def parse_layout(
             )
         )
     for i, lead in enumerate(strips):
-        slots.append(PanelSlot(lead, rows + i, 0, 1, 0.0, 1.0, rhythm_strip=True))
+        slots.append(RenderSlot(lead, rows + i, 0, 1, 0.0, 1.0, rhythm_strip=True))
     return LayoutSpec(
         name=layout, rows=rows + len(strips), columns=columns, slots=tuple(slots),
         rhythm_leads=strips,
