@@ -476,3 +476,64 @@ def test_a_digitization_time_is_never_taken_back_as_the_acquisition_time(record_
     later = to_dicom_waveform(back, now=monday + timedelta(days=1))
     assert later.SeriesDescription.endswith("acquisition time unknown")
     assert later.AcquisitionDateTime == "20260106090000"
+
+
+def test_the_daemon_adopts_a_sidecar_with_its_input(printed_pdf, tmp_path):
+    """Inbox: X.json is not a job while X.pdf lies beside it; the intake stores it beside
+    the input, and the job's DICOM is filed under the sidecar's patient."""
+    from ecgbridge.jobs.intake import Intake
+    from ecgbridge.jobs.journal import Journal
+    from ecgbridge.jobs.store import StateFolder
+    from ecgbridge.jobs.worker import DigitizeRequest, run_digitization
+    from ecgbridge.sources.folder import is_waiting_sidecar
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    pdf = inbox / "cart.pdf"
+    shutil.copy(printed_pdf, pdf)
+    sidecar = inbox / "cart.json"
+    sidecar.write_text(json.dumps({"PatientID": "PID-INBOX", "AccessionNumber": "ACC-9"}))
+    assert is_waiting_sidecar(sidecar) and not is_waiting_sidecar(pdf)
+    state = StateFolder(tmp_path / "state")
+    journal = Journal.in_state_folder(state.root)
+    try:
+        result = Intake(state, journal).take_file(pdf)
+    finally:
+        journal.close()
+    assert result.created and not any(inbox.iterdir())
+    stored = next(p for p in state.inputs.iterdir() if p.suffix == ".pdf")
+    assert stored.with_suffix(".json").is_file()
+    done = run_digitization(DigitizeRequest(
+        job_id=result.job_id, input_path=str(stored), out_dir=str(tmp_path / "out"),
+        formats=("dicom",)))
+    assert done.ok, done.reason
+    ds = pydicom.dcmread(done.files["dicom"])
+    assert (ds.PatientID, ds.AccessionNumber) == ("PID-INBOX", "ACC-9")
+
+
+def test_the_inbox_watcher_makes_one_job_of_an_input_and_its_sidecar(printed_pdf, tmp_path):
+    import time
+
+    from ecgbridge.jobs.intake import Intake
+    from ecgbridge.jobs.journal import Journal
+    from ecgbridge.jobs.store import StateFolder
+    from ecgbridge.sources.folder import FolderWatcher
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "cart.json").write_text(json.dumps({"PatientID": "PID-W"}))
+    shutil.copy(printed_pdf, inbox / "cart.pdf")
+    state = StateFolder(tmp_path / "state")
+    journal = Journal.in_state_folder(state.root)
+    watcher = FolderWatcher(inbox, Intake(state, journal).take_file, stable_seconds=0.2,
+                            poll_seconds=0.05)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 15
+        while any(inbox.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(inbox.iterdir())
+        assert [job.input_name for job in journal.list_jobs()] == ["cart.pdf"]
+    finally:
+        watcher.stop()
+        journal.close()
