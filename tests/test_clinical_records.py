@@ -537,3 +537,18 @@ def test_the_inbox_watcher_makes_one_job_of_an_input_and_its_sidecar(printed_pdf
     finally:
         watcher.stop()
         journal.close()
+
+
+def test_a_sidecar_follows_its_input_into_quarantine_and_back(tmp_path):
+    from ecgbridge.jobs.store import StateFolder
+
+    state = StateFolder(tmp_path / "state")
+    job_id = "a" * 16
+    stored = state.input_path(job_id, "scan.png")
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_bytes(b"png")
+    stored.with_suffix(".json").write_text('{"PatientID": "1"}')
+    quarantined = state.quarantine_input(job_id, stored, "no PatientID")
+    assert quarantined.with_suffix(".json").is_file() and not stored.with_suffix(".json").exists()
+    back = state.release_from_quarantine(job_id, quarantined)
+    assert back.with_suffix(".json").read_text() == '{"PatientID": "1"}'
