@@ -289,19 +289,28 @@ def test_a_cart_waveform_keeps_its_time_and_filters_and_says_what_changed():
     assert "MEDIAN BEAT" in notes and "not modified" not in notes
 
 
+def _dciodvfy_errors(ds: pydicom.Dataset, path: Path) -> list[str]:
+    path.write_bytes(dicom_bytes(ds))
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (result.stdout + result.stderr).splitlines()
+            if line.startswith("Error")]
+
+
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy not installed")
-def test_dciodvfy_accepts_history_filters_and_zone(record_signals, tmp_path):
+def test_dciodvfy_accepts_history_filters_zone_equipment_and_the_unknown_time(
+    record_signals, tmp_path
+):
     source = SourceInfo(name="cart.pdf", sha256="c" * 64, media_type="application/pdf",
                         acquisition_datetime="20210205133933", acquisition_evidence="printed",
                         filters={"low_hz": 0.05, "high_hz": 150.0, "notch_hz": 50.0})
     ds = to_dicom_waveform(_page_ecg(record_signals, source),
                            settings=RecordSettings(timezone="Europe/Berlin"))
-    path = tmp_path / "x.dcm"
-    path.write_bytes(dicom_bytes(ds))
-    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-    errors = [line for line in (result.stdout + result.stderr).splitlines()
-              if line.startswith("Error")]
-    assert errors == []
+    assert _dciodvfy_errors(ds, tmp_path / "printed.dcm") == []
+    unknown = _page_ecg(record_signals, SourceInfo(name="x.png", sha256="7" * 64))
+    assert _dciodvfy_errors(to_dicom_waveform(unknown), tmp_path / "unknown.dcm") == []
+    cart = to_dicom_waveform(read_dicom_waveform(get_testdata_file("waveform_ecg.dcm")))
+    assert "ContributingEquipmentSequence" in cart
+    assert _dciodvfy_errors(cart, tmp_path / "cart.dcm") == []
 
 
 def test_convert_is_deterministic_and_references_its_source(record_signals):
