@@ -51,6 +51,8 @@ _MIN_ROW_FRACTION = 0.4
 _PITCH_TOLERANCE = 0.3
 #: Most trace rows a page may show more or fewer than the layout chosen for it.
 _MAX_ROW_MISCOUNT = 1
+#: Labels that name fewer leads than this cannot overrule an inferred layout.
+MIN_NAMED_LEADS = 3
 #: Score margin below which two candidates are too close to call (the prior decides).
 _CLOSE_CALL = 1.0
 
@@ -705,11 +707,18 @@ def decide_layout(
                          "strips")
         return LayoutDecision(rows, origins, True, tuple(notes))
     check = check_labels(inferred, all_labels, ppm_x)
+    named = {s.lead for r in label_rows for s in r if s.lead}
     if len(check.contradict) > check.agree + check.look_alike:
-        note = (f"layout {inference.candidate.name} inferred from the rows "
-                f"({inference.evidence}) but the labels read disagree ({check.words()}); "
-                "the labels were followed")
-        return LayoutDecision(label_rows, origins, True, (note,))
+        if len(named) >= MIN_NAMED_LEADS:
+            note = (f"layout {inference.candidate.name} inferred from the rows "
+                    f"({inference.evidence}) but the labels read disagree "
+                    f"({check.words()}); the labels were followed")
+            return LayoutDecision(label_rows, origins, True, (note,))
+        # Too few leads named to follow: the words read are more likely misread.
+        note = (f"lead labels read name too few leads to follow ({check.words()}): "
+                f"layout {inference.candidate.name} inferred from {inference.evidence}; "
+                f"{order_note or 'standard row order'}")
+        return LayoutDecision(inferred, new_origins, False, (note,))
     order = order_note or "standard row order"
     note = (f"lead labels unreadable: layout {inference.candidate.name} inferred from "
             f"{inference.evidence}; {order} ({check.words()})")

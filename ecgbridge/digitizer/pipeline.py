@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ecgbridge.digitizer import calibration_check, postprocess, timebase
+from ecgbridge.digitizer import quality as quality_model
 from ecgbridge.digitizer.consistency import choose_reading, is_implausible, is_trusted
 from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.geometry import (
@@ -43,18 +44,13 @@ from ecgbridge.digitizer.layout import (
     layout_name,
     standard_panels,
 )
-from ecgbridge.digitizer.layout_inference import decide_layout, row_shapes
+from ecgbridge.digitizer.layout_inference import MIN_NAMED_LEADS, decide_layout, row_shapes
 from ecgbridge.digitizer.normalise import ink_maps, to_rgb
 from ecgbridge.digitizer.options import DEFAULT_SPEED_MM_S, DigitizeOptions
 from ecgbridge.digitizer.perspective import estimate_axes, estimate_perspective
 from ecgbridge.digitizer.pulse import CalibrationPulse, find_pulse
 from ecgbridge.digitizer.rows import TraceRow, find_rows
-from ecgbridge.digitizer.segment import (
-    learned_trace_mask,
-    model_available,
-    pulse_search_mask,
-    segment_page,
-)
+from ecgbridge.digitizer.segment import learned_masks, model_available, segment_page
 from ecgbridge.digitizer.trace import (
     TracePath,
     follow_trace,
@@ -97,7 +93,7 @@ _STANDARD_TRACE_MM = 250.0
 #: Width of the calibration pulse in seconds (IEC 60601-2-25 style printouts).
 _PULSE_SECONDS = 0.2
 #: A page must yield at least this many distinct, labelled leads.
-_MIN_LEADS_PER_PAGE = 3
+_MIN_LEADS_PER_PAGE = MIN_NAMED_LEADS
 #: Quality given to a lead computed from other leads instead of read from the page.
 _DERIVED_QUALITY = 0.3
 #: Rows within this many seconds of 10 s get their time origin from their end.
@@ -247,6 +243,12 @@ def _merge_pages(
         )
     calib = results[0].calibration
     derived_warnings += limit_notes
+    # The reading's evidence decides how far each lead can be trusted (< 0.5: not).
+    judged = quality_model.lead_quality(quality_model.lead_evidence(
+        signals, options.fs, quality, panels, calib))
+    quality = [0.0 if not np.isfinite(signals[i]).any()
+               else min(q, _DERIVED_QUALITY) if lead in derived else q
+               for i, (lead, q) in enumerate(zip(LEADS, judged, strict=True))]
     if derived_warnings:
         calib = Calibration(**{**calib.__dict__,
                                "warnings": tuple(calib.warnings) + tuple(derived_warnings)})
@@ -397,10 +399,9 @@ def digitize_raster_page_with(
             ppm_x = ppm_y = w / _ASSUMED_PAGE_WIDTH_MM
             warnings.append(_PAGE_WIDTH_SCALE_WARNING)
     if seg is not None:
-        mask = learned_trace_mask(seg, dark_ink, ppm_x)
+        masks = learned_masks(seg, dark_ink, ppm_x, ppm_y, has_grid)
+        mask, pulse_mask = masks.trace, masks.pulse_search
         rows = find_rows(mask, ppm_x, ppm_y)
-        # A pulse's thin straight strokes are where the model is least sure.
-        pulse_mask = pulse_search_mask(dark_ink, mask, ppm_x)
     else:
         mask, rows = _trace_mask_and_rows(dark_ink, ppm_x, ppm_y, has_grid)
         pulse_mask = mask
