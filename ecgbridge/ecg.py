@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ecgbridge.standards import DEFAULT_GAIN_MM_MV, DEFAULT_SPEED_MM_S
+
 #: The 12 standard leads in the order every ECG holds them.
 LEADS: tuple[str, ...] = (
     "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
@@ -150,8 +152,8 @@ class Calibration:
     layout: str = "unknown"
     px_per_mm_x: float = float("nan")
     px_per_mm_y: float = float("nan")
-    mm_per_mv: float = 10.0
-    mm_per_s: float = 25.0
+    mm_per_mv: float = DEFAULT_GAIN_MM_MV
+    mm_per_s: float = DEFAULT_SPEED_MM_S
     rotation_deg: float = 0.0
     # Typed str so callers may pass the plain words; __post_init__ stores the enum members.
     gain_source: str = CalibrationSource.DEFAULT

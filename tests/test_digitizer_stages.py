@@ -379,7 +379,7 @@ def test_misread_rhythm_strip_label_is_corrected_from_the_grid() -> None:
 
 def test_qrs_right_after_the_pulse_fall_is_kept() -> None:
     from ecgbridge.digitizer.layout import PanelSlot
-    from ecgbridge.digitizer.pipeline import _blank_pulse_fall
+    from ecgbridge.digitizer.panels import blank_pulse_fall
 
     ppm = 7.874
     mask = np.zeros((400, 700), np.uint8)
@@ -394,7 +394,7 @@ def test_qrs_right_after_the_pulse_fall_is_kept() -> None:
     assert pulse is not None
     slot = PanelSlot("I", 0, 4, int(pulse.x_fall), 690, 1.0)
     ys = path.y[slot.x0 - path.x0: slot.x1 - path.x0].copy()
-    _blank_pulse_fall(ys, path, slot, pulse)
+    blank_pulse_fall(ys, path, slot, pulse)
     blanked = np.flatnonzero(np.isnan(ys))
     assert blanked.size and blanked.max() <= 4  # the fall stroke only
     assert np.nanmin(ys[:20]) < base - 35  # the R wave 12 px after the fall is kept

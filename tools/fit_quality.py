@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ecgbridge.digitizer import pipeline  # noqa: E402
+from ecgbridge.digitizer import merge, pipeline  # noqa: E402
 from ecgbridge.digitizer import quality as quality_model  # noqa: E402
 from ecgbridge.digitizer.options import DigitizeOptions  # noqa: E402
 from ecgbridge.ecg import LEADS  # noqa: E402
@@ -55,14 +55,14 @@ def page_rows(image: Path, entry: dict, score, record_dirs: list[str]):
         captured.append(judge(*args, **kwargs))
         return captured[-1]
 
-    pipeline.quality_model.lead_evidence = capture
+    merge.quality_model.lead_evidence = capture
     try:
         loaded = load_input(image)
         ecg = pipeline.digitize_pages(loaded.pages, DigitizeOptions(), source=loaded.source)
     except EcgBridgeError:
         return [], []
     finally:
-        pipeline.quality_model.lead_evidence = judge
+        merge.quality_model.lead_evidence = judge
     truth, fs = score.read_truth(entry["record"], record_dirs)
     n = truth.shape[0]
     times = np.arange(ecg.signals.shape[1]) / ecg.fs

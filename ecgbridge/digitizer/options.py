@@ -9,23 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ecgbridge.errors import OptionError
+from ecgbridge.standards import KNOWN_LAYOUTS
 
-#: Paper speed (mm/s) and gain (mm/mV) assumed when neither the user nor the page says.
-DEFAULT_SPEED_MM_S: float = 25.0
-DEFAULT_GAIN_MM_MV: float = 10.0
-#: Gains a cart prints at (mm/mV): half, standard and double.
-STANDARD_GAINS_MM_PER_MV: tuple[float, ...] = (5.0, 10.0, 20.0)
-#: Paper speeds a cart prints at (mm/s).
-STANDARD_SPEEDS_MM_PER_S: tuple[float, ...] = (12.5, 25.0, 50.0)
-#: A measured gain within this fraction of a standard gain is that standard gain.
-GAIN_SNAP_TOLERANCE: float = 0.12
-#: No lead of a surface ECG goes beyond this many mV from its baseline.
-MAX_PLAUSIBLE_MV: float = 5.0
-
-#: Layout names accepted by ``layout=``; "auto" detects the layout from the page.
-KNOWN_LAYOUTS: tuple[str, ...] = (
-    "auto", "3x4", "3x4+II", "3x4+V1", "3x4+3", "6x2", "6x2+II", "12x1", "12x1+II", "6x1",
-)
 #: Engines accepted by ``engine=``: "classical" (thresholds and grid-line removal),
 #: "learned" (the packaged segmentation model finds trace ink), "auto" (classical, and
 #: the learned reading where it keeps the limb-lead laws clearly better).

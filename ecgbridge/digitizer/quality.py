@@ -5,7 +5,8 @@ Quality is a logistic model of the evidence a reading leaves behind, none of whi
 needs the truth:
 
 - how much of the lead's printed panel was traced (coverage) and how sure the lead's
-  name is (its label read, or the layout inferred);
+  name is (its label read; leads named from an inferred layout are lowered by a
+  fixed factor);
 - how the page was calibrated (a pulse found, or the standard gain assumed) and read
   (classical or learned engine);
 - whether the limb leads keep Einthoven's and Goldberger's laws, for the page and for
@@ -30,17 +31,20 @@ from ecgbridge.ecg import LEADS, Calibration, PanelInfo
 
 #: Names of the evidence, in the order of :data:`WEIGHTS`.
 FEATURES = (
-    "prior", "coverage", "gain_assumed", "learned_engine", "layout_inferred",
-    "page_residual", "lead_residual", "log_amplitude", "roughness", "jumps",
+    "prior", "coverage", "gain_assumed", "learned_engine", "page_residual", "lead_residual",
+    "log_amplitude", "roughness", "jumps",
 )
 #: Logistic weights of the standardised evidence (fitted, see the module docstring).
-WEIGHTS = (0.0717, 0.3908, 0.0480, -0.1928, 0.4018, -1.2734, -0.7305, -0.0221, 0.1336, -0.6859)
+WEIGHTS = (0.0717, 0.3908, 0.0480, -0.1928, -1.2734, -0.7305, -0.0221, 0.1336, -0.6859)
 #: Means and standard deviations that standardise the evidence.
-FEATURE_MEAN = (0.4956, 0.9936, 0.4483, 0.6724, 0.7414, 0.6022, 0.6019, -0.1700, 0.0002, 0.0019)
-FEATURE_STD = (0.2702, 0.0379, 0.4973, 0.4693, 0.4379, 0.4810, 0.5117, 0.2756, 0.0010, 0.0049)
+FEATURE_MEAN = (0.4956, 0.9936, 0.4483, 0.6724, 0.6022, 0.6019, -0.1700, 0.0002, 0.0019)
+FEATURE_STD = (0.2702, 0.0379, 0.4973, 0.4693, 0.4810, 0.5117, 0.2756, 0.0010, 0.0049)
 #: Bias of the logistic model.
 BIAS = -1.0495
 
+#: Quality of leads named from an inferred layout, relative to labelled ones: a lead
+#: named wrongly is a wrong lead however well it was traced.
+INFERRED_LAYOUT_FACTOR = 0.6
 #: A residual that cannot be measured counts as this (unrelated traces give ~1.73).
 _UNKNOWN_RESIDUAL = 1.0
 #: Per-sample steps larger than this (mV, at any rate scaled to 500 Hz) are jumps.
@@ -72,8 +76,6 @@ def lead_evidence(signals: np.ndarray, fs: float, prior: Sequence[float],
     """
     by_lead = {lead: signals[i] for i, lead in enumerate(LEADS) if np.isfinite(signals[i]).any()}
     page_residual = _residual_or_unknown(limb_lead_residual(by_lead))
-    inferred = any("inferred" in w or "named from the standard" in w
-                   for w in calibration.warnings)
     rows = []
     for i, lead in enumerate(LEADS):
         sig = signals[i]
@@ -85,7 +87,6 @@ def lead_evidence(signals: np.ndarray, fs: float, prior: Sequence[float],
             _coverage(sig, fs, [p for p in panels if p.lead == lead]),
             float(calibration.gain_source == "default"),
             float(calibration.engine == "learned"),
-            float(inferred),
             page_residual,
             lead_residual,
             *_shape(sig, fs),
@@ -93,8 +94,17 @@ def lead_evidence(signals: np.ndarray, fs: float, prior: Sequence[float],
     return np.asarray(rows, dtype=np.float64)
 
 
-def lead_quality(evidence: np.ndarray) -> tuple[float, ...]:
+def lead_quality(evidence: np.ndarray, layout_inferred: bool) -> tuple[float, ...]:
     """Quality in [0, 1] of each lead from its evidence (:func:`lead_evidence`).
+
+    Parameters
+    ----------
+    evidence : numpy.ndarray
+        (leads, len(FEATURES)) evidence.
+    layout_inferred : bool
+        The leads were named from the layout the page's rows show, not from labels
+        read: their names are a guess, and the quality is lowered by
+        :data:`INFERRED_LAYOUT_FACTOR`.
 
     Returns
     -------
@@ -103,7 +113,14 @@ def lead_quality(evidence: np.ndarray) -> tuple[float, ...]:
     """
     z = (evidence - np.asarray(FEATURE_MEAN)) / np.asarray(FEATURE_STD)
     logit = z @ np.asarray(WEIGHTS) + BIAS
-    return tuple(float(v) for v in 1.0 / (1.0 + np.exp(-logit)))
+    factor = INFERRED_LAYOUT_FACTOR if layout_inferred else 1.0
+    return tuple(float(v) * factor for v in 1.0 / (1.0 + np.exp(-logit)))
+
+
+def layout_was_inferred(calibration: Calibration) -> bool:
+    """True when the page's leads were named from its rows' layout, not from labels."""
+    return any("inferred" in w or "named from the standard" in w
+               for w in calibration.warnings)
 
 
 def _residual_or_unknown(residual: float | None) -> float:

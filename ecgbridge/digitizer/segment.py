@@ -164,6 +164,9 @@ def learned_trace_mask(seg: Segmentation, dark_ink: np.ndarray, px_per_mm: float
 
 #: Ink darker than the grid by at least this much (relative darkness) is told from it.
 _INK_GRID_CONTRAST = 0.2
+#: Below this scale (px/mm, about 90 dpi) 1-mm grid lines leave no room between them:
+#: taking them out would take the traces with them.
+_MIN_PX_PER_MM_LINES_OUT = 3.5
 #: How far from the model's regions (mm) a stroke it missed may be.
 _MISSED_STROKE_MM = 3.0
 
@@ -212,7 +215,8 @@ def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
     px_per_mm_x, px_per_mm_y : float
         Scale.
     has_grid : bool
-        Whether a grid was measured (its lines are taken out only then).
+        Whether a grid was measured (its lines are taken out only then, and only
+        at :data:`_MIN_PX_PER_MM_LINES_OUT` or more).
 
     Returns
     -------
@@ -220,7 +224,7 @@ def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
     """
     raw = learned_trace_mask(seg, dark_ink, px_per_mm_x)
     trace = raw
-    if has_grid:
+    if has_grid and min(px_per_mm_x, px_per_mm_y) >= _MIN_PX_PER_MM_LINES_OUT:
         trace = learned_trace_mask(
             seg, without_ruled_lines(dark_ink, px_per_mm_x, px_per_mm_y), px_per_mm_x)
     levels = _ink_and_grid_levels(dark_ink, raw, px_per_mm_x)

@@ -20,12 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ecgbridge.ecg import LEADS, normalise_lead_name
-
-#: Main-grid shapes: layout base name -> (rows, columns).
-GRID_SHAPES: dict[str, tuple[int, int]] = {"3x4": (3, 4), "6x2": (6, 2), "12x1": (12, 1)}
-
-#: Rhythm strips of the ``+3`` suffix, top to bottom.
-THREE_RHYTHM_LEADS: tuple[str, ...] = ("V1", "II", "V5")
+from ecgbridge.standards import GRID_SHAPES, THREE_RHYTHM_LEADS
 
 #: Layout names the renderer accepts without a custom rhythm lead.
 STANDARD_LAYOUTS: tuple[str, ...] = ("3x4", "3x4+II", "3x4+3", "6x2", "6x2+II", "12x1")

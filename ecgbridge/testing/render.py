@@ -31,18 +31,21 @@ import cv2
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS
+from ecgbridge.standards import (
+    DEFAULT_GAIN_MM_MV,
+    DEFAULT_SPEED_MM_S,
+    PULSE_MV,
+    PULSE_SECONDS,
+    STANDARD_TRACE_MM,
+)
 from ecgbridge.testing import distort
 from ecgbridge.testing.layouts import parse_layout
 
 #: Paper size in mm (US letter, landscape).
 PAGE_WIDTH_MM: float = 279.4
 PAGE_HEIGHT_MM: float = 215.9
-#: Left edge of the traces and the width they span, in mm (10 s at 25 mm/s).
+#: Left edge of the traces, in mm (they span STANDARD_TRACE_MM: 10 s at 25 mm/s).
 TRACE_X0_MM: float = 20.0
-TRACE_AREA_WIDTH_MM: float = 250.0
-#: Calibration pulse: 1 mV high, 0.2 s wide.
-PULSE_MV: float = 1.0
-PULSE_SECONDS: float = 0.2
 #: Grid: 1 mm minor, 5 mm major lines.
 GRID_MINOR_MM: int = 1
 GRID_MAJOR_MM: int = 5
@@ -261,8 +264,8 @@ def render_page(
     lead_order: Sequence[str] | None = None,
     rhythm_leads: Sequence[str] | None = None,
     dpi: float = 200.0,
-    paper_speed: float = 25.0,
-    gain: float = 10.0,
+    paper_speed: float = DEFAULT_SPEED_MM_S,
+    gain: float = DEFAULT_GAIN_MM_MV,
     grid_color: GridColor = "red",
     dotted_minor: bool = False,
     line_width_mm: float = 0.25,
@@ -379,7 +382,7 @@ def render_page(
     top_mm = 10.0 + (5.0 * len(header_lines) + 3.0 if header_lines else 0.0)
     bottom_mm = 12.0
     pitch_mm = (PAGE_HEIGHT_MM - top_mm - bottom_mm) / spec.rows
-    page_seconds = TRACE_AREA_WIDTH_MM / paper_speed
+    page_seconds = STANDARD_TRACE_MM / paper_speed
 
     image = np.full((height, width, 3), 255, dtype=np.uint8)
     if major_rgb is not None and minor_rgb is not None:
@@ -392,8 +395,8 @@ def render_page(
     label_boxes: list[np.ndarray] = []
     for slot in spec.slots:
         baseline_mm = float(round(top_mm + pitch_mm * (slot.row + 0.6)))
-        x0_mm = TRACE_X0_MM + slot.start_fraction * TRACE_AREA_WIDTH_MM
-        x1_mm = TRACE_X0_MM + slot.end_fraction * TRACE_AREA_WIDTH_MM
+        x0_mm = TRACE_X0_MM + slot.start_fraction * STANDARD_TRACE_MM
+        x1_mm = TRACE_X0_MM + slot.end_fraction * STANDARD_TRACE_MM
         start_s = slot.start_fraction * page_seconds
         end_s = slot.end_fraction * page_seconds
         s0 = min(n, int(round(start_s * fs)))
@@ -552,7 +555,7 @@ def _draw_grid(
     major: tuple[int, int, int], minor: tuple[int, int, int], dotted_minor: bool,
 ) -> None:
     """Lines at every whole millimetre of the page (major every 5 mm)."""
-    x_mm = np.arange(int(np.ceil(TRACE_X0_MM - 15)), int(TRACE_X0_MM + TRACE_AREA_WIDTH_MM + 5) + 1)
+    x_mm = np.arange(int(np.ceil(TRACE_X0_MM - 15)), int(TRACE_X0_MM + STANDARD_TRACE_MM + 5) + 1)
     y_mm = np.arange(int(np.ceil(y0_mm)), int(np.floor(y1_mm)) + 1)
     xa, xb = x_mm[0] * ppm, x_mm[-1] * ppm
     ya, yb = y_mm[0] * ppm, y_mm[-1] * ppm
