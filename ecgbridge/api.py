@@ -8,7 +8,7 @@ adds writing the outputs, for ``digitize`` and ``batch``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -82,7 +82,11 @@ def digitize(
 
 
 def digitize_input(
-    source: Source, options: DigitizeOptions, *, debug_dir: Path | None = None
+    source: Source,
+    options: DigitizeOptions,
+    *,
+    debug_dir: Path | None = None,
+    folder_pattern: str | None = None,
 ) -> Digitized:
     """Load one input (every page) and digitize it with `options`.
 
@@ -94,6 +98,9 @@ def digitize_input(
         Validated digitizer options.
     debug_dir : Path, optional
         Write each pipeline stage's image into this folder (also when digitizing fails).
+    folder_pattern : str, optional
+        Patient folder convention of a path input (see
+        :func:`ecgbridge.inputs.sidecar.folder_identity`).
 
     Returns
     -------
@@ -111,6 +118,10 @@ def digitize_input(
     from ecgbridge.inputs.load import load_input
 
     loaded = load_input(Path(source) if isinstance(source, str) else source)
+    if folder_pattern and isinstance(source, (str, os.PathLike)):
+        from ecgbridge.inputs.sidecar import with_folder_identity
+
+        loaded = with_folder_identity(loaded, Path(source), folder_pattern)
     stages: dict[str, Any] | None = {} if debug_dir is not None else None
     try:
         ecg = digitize_pages(loaded.pages, options, source=loaded.source, debug=stages)
@@ -129,6 +140,7 @@ def digitize_file(
     options: DigitizeOptions,
     *,
     debug_dir: Path | None = None,
+    write_options: Mapping[str, Any] | None = None,
 ) -> tuple[ECG, LoadedInput, list[Path]]:
     """Digitize one file and write its outputs as ``<out_dir>/<stem>.<ext>``.
 
@@ -147,6 +159,10 @@ def digitize_file(
         Validated digitizer options.
     debug_dir : Path, optional
         Folder for the stage images (a sub-folder named after the input is used).
+    write_options : Mapping, optional
+        The writers' options about the clinical record (FHIR subject, time zone,
+        policies; see :mod:`ecgbridge.encode.record_facts`), and
+        ``patient_folder_pattern`` (the input's patient folder convention).
 
     Returns
     -------
@@ -161,6 +177,10 @@ def digitize_file(
     from ecgbridge.encode.registry import WriteContext, write_outputs
 
     stage_dir = debug_dir / path.stem if debug_dir is not None else None
-    ecg, loaded = digitize_input(path, options, debug_dir=stage_dir)
-    written = write_outputs(ecg, out_dir, path.stem, formats, WriteContext(loaded=loaded))
+    written_options = dict(write_options or {})
+    pattern = written_options.get("patient_folder_pattern")
+    ecg, loaded = digitize_input(path, options, debug_dir=stage_dir,
+                                 folder_pattern=str(pattern) if pattern else None)
+    context = WriteContext(loaded=loaded, options=written_options)
+    written = write_outputs(ecg, out_dir, path.stem, formats, context)
     return ecg, loaded, written

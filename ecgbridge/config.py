@@ -245,6 +245,59 @@ class DigitizeSettings(_Section):
         return DigitizeOptions(**{f.name: getattr(self, f.name) for f in fields(DigitizeOptions)})
 
 
+class RecordsSettings(_Section):
+    """What the DICOM and FHIR records say about time and identity (README "Clinical
+    records: time, identity, provenance")."""
+
+    timezone: str | None = Field(
+        default=None,
+        description="IANA zone (e.g. Europe/Berlin) of times printed or stored without "
+        "one; empty: their UTC offset stays unknown (FHIR then gets the date only).",
+    )
+    unknown_time: Literal["digitization-time", "refuse"] = Field(
+        default="digitization-time",
+        description="DICOM needs an acquisition time (Type 1): without evidence write the "
+        "digitization time, said so in the record, or refuse (the job fails).",
+    )
+    patient_id_system: str | None = Field(
+        default=None,
+        description="FHIR subject.identifier.system of PatientIDs (the MRN system URI).",
+    )
+    missing_patient: Literal["empty", "refuse"] = Field(
+        default="empty",
+        description="Without a PatientID (no DICOM identity, no sidecar file): leave it "
+        "empty, or refuse the DICOM/FHIR outputs (the job fails with the reason).",
+    )
+    printed_identity: Literal["ignore", "accept"] = Field(
+        default="ignore",
+        description="Use the patient ID printed with a label on a vector PDF page when "
+        "nothing else gives one (ignore: only listed in the JSON summary).",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {value!r}") from exc
+        return value or None
+
+    def writer_options(self) -> dict[str, str]:
+        """The writer options (:mod:`ecgbridge.encode.record_facts`) of these settings."""
+        pairs = {
+            "timezone": self.timezone,
+            "unknown_time": self.unknown_time,
+            "patient_id_system": self.patient_id_system,
+            "missing_patient": self.missing_patient,
+            "printed_identity": self.printed_identity,
+        }
+        return {key: value for key, value in pairs.items() if value}
+
+
 class WorkerSettings(_Section):
     """The digitization process pool."""
 
@@ -344,6 +397,7 @@ class Settings(_Section):
     state: StateSettings = Field(default=StateSettings())
     deliver: DeliverSettings = Field(default=DeliverSettings())
     digitize: DigitizeSettings = Field(default=DigitizeSettings())
+    records: RecordsSettings = Field(default=RecordsSettings())
     workers: WorkerSettings = Field(default=WorkerSettings())
     retry: RetrySettings = Field(default=RetrySettings())
     http: HttpSettings = Field(default=HttpSettings())

@@ -227,7 +227,29 @@ class SourceInfo:
         Identity attributes copied from a DICOM input, keyed by DICOM keyword
         (PatientName, PatientID, PatientBirthDate, PatientSex, StudyInstanceUID,
         AccessionNumber, StudyDate, StudyTime, StudyID, ReferringPhysicianName,
-        SOPClassUID, SOPInstanceUID, SeriesInstanceUID...). Empty otherwise.
+        SOPClassUID, SOPInstanceUID, SeriesInstanceUID...), or given by a sidecar file
+        beside an image/PDF input. Empty otherwise.
+    acquisition_datetime : str
+        When the ECG was recorded, as a DICOM DT string (``YYYYMMDDHHMMSS``, optionally
+        with a ``+HHMM`` offset), taken only from evidence: the source waveform's
+        acquisition attributes, the date/time printed on the page, or a sidecar file.
+        Empty when unknown (never the processing or scan time).
+    acquisition_evidence : str
+        Where `acquisition_datetime` came from (e.g. ``"printed on the page"``).
+    record_uid : str
+        The ECG record's identity UID when the source carries one (an ecgbridge DICOM
+        waveform's SeriesInstanceUID, an ecgbridge FHIR identifier); empty otherwise.
+    filters : Mapping[str, float]
+        Filter settings in Hz when known (``low_hz``, ``high_hz``, ``notch_hz``).
+    history : tuple of str
+        What was done to the samples before (e.g. ``"digitized from a paper ECG image"``).
+    printed_identity : Mapping[str, str]
+        Patient fields printed on a vector PDF page (``PatientID``), offered but used
+        only when the ``printed_identity`` writer setting accepts them.
+    equipment : tuple of Mapping
+        Equipment that made the source waveform (``Manufacturer``,
+        ``ManufacturerModelName``, ``DeviceSerialNumber``, ``SoftwareVersions``,
+        ``InstitutionName``, ``Purpose``), carried into Contributing Equipment.
     """
 
     name: str = ""
@@ -235,9 +257,30 @@ class SourceInfo:
     media_type: str = ""
     pages: int = 1
     dicom: Mapping[str, Any] = field(default_factory=dict)
+    acquisition_datetime: str = ""
+    acquisition_evidence: str = ""
+    record_uid: str = ""
+    filters: Mapping[str, float] = field(default_factory=dict)
+    history: tuple[str, ...] = ()
+    equipment: tuple[Mapping[str, str], ...] = ()
+    printed_identity: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dicom", MappingProxyType(dict(self.dicom)))
+        object.__setattr__(self, "filters", MappingProxyType(dict(self.filters)))
+        object.__setattr__(self, "history", tuple(self.history))
+        object.__setattr__(
+            self, "printed_identity", MappingProxyType(dict(self.printed_identity))
+        )
+        object.__setattr__(
+            self, "equipment", tuple(MappingProxyType(dict(e)) for e in self.equipment)
+        )
+
+    def replace(self, **changes: Any) -> SourceInfo:
+        """Return a copy with some attributes changed."""
+        import dataclasses
+
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -398,6 +441,9 @@ class ECG:
                 "sha256": self.source.sha256,
                 "media_type": self.source.media_type,
                 "pages": self.source.pages,
+                "acquisition_datetime": self.source.acquisition_datetime or None,
+                "acquisition_evidence": self.source.acquisition_evidence or None,
+                "printed_identity": dict(self.source.printed_identity),
             },
         }
 

@@ -67,7 +67,8 @@ def _digitize(task: dict[str, Any], path: Path, base: dict[str, Any]) -> list[di
     staging.mkdir(parents=True)
     try:
         ecg, loaded, written = digitize_file(path, staging, list(task["formats"]),
-                                             task["options"])
+                                             task["options"],
+                                             write_options=task.get("write_options"))
         final.mkdir(parents=True, exist_ok=True)
         outputs = []
         for item in written:

@@ -89,13 +89,15 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
     from ecgbridge.config import load_settings
     from ecgbridge.encode.registry import parse_formats
 
-    settings = load_settings(args.config).batch
+    full = load_settings(args.config)
+    settings = full.batch
     config = BatchConfig(
         sources=list(args.sources), out_dir=args.out, formats=parse_formats(args.format),
         options=options_from(args),
         resume=args.resume, retry_failed=args.retry_failed, limit=args.limit,
         timeout_s=args.timeout or settings.timeout_s,
         progress=sys.stderr.isatty() and not args.no_progress,
+        write_options=full.records.writer_options(),
     )
     if not config.progress:
         logging.getLogger("ecgbridge.batch").setLevel(logging.INFO)

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ecgbridge.commands.record_args import add_record_arguments, record_options
+
 #: Default output formats of ``convert``: the clinical ones.
 DEFAULT_FORMATS = "dicom,fhir-r4"
 #: Formats that need the page images, which a stored waveform does not have.
@@ -36,8 +38,7 @@ def register(sub: Any) -> None:
     p.add_argument("--format", "-f", default=DEFAULT_FORMATS,
                    help="comma-separated: wfdb,csv,json,dicom,fhir-r4,fhir-r5 "
                    f"(default {DEFAULT_FORMATS})")
-    p.add_argument("--fhir-subject", default=None, metavar="REFERENCE",
-                   help="FHIR subject reference, e.g. Patient/123 (default: from DICOM identity)")
+    add_record_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -98,10 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print("ecgbridge: error: no input files", file=sys.stderr)
         return 2
-    options: dict[str, Any] = {}
-    if args.fhir_subject:
-        options["fhir_subject"] = args.fhir_subject
-    context = WriteContext(options=options)
+    context = WriteContext(options=record_options(args))
     used: set[str] = set()
     failed = 0
     for path in files:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ecgbridge.commands.record_args import add_record_arguments, record_options
 from ecgbridge.digitizer.options import ENGINES, KNOWN_LAYOUTS, DigitizeOptions
 
 
@@ -28,6 +29,7 @@ def register(sub: Any) -> None:
     p.add_argument("--debug-dir", type=Path, default=None,
                    help="write each pipeline stage's intermediate image here")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    add_record_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -98,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for path in iterator:
         try:
-            digitize_file(path, args.out, formats, options, debug_dir=args.debug_dir)
+            digitize_file(path, args.out, formats, options, debug_dir=args.debug_dir,
+                          write_options=record_options(args))
         except EcgBridgeError as exc:
             failed += 1
             _report_failure(path, str(exc), show_bar)

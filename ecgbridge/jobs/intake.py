@@ -58,16 +58,25 @@ class Intake:
         """Adopt a complete file (moving it out of the inbox) and journal it.
 
         A duplicate (same SOP Instance UID or same bytes as an existing job) is
-        removed from the inbox without creating a second job.
+        removed from the inbox without creating a second job. A sidecar file beside it
+        (same name with ``.json``) is kept beside the stored input, where the worker's
+        loader reads it.
         """
         ident = identify_file(path)
+        sidecar = path.with_suffix(".json")
+        has_sidecar = path.suffix.lower() != ".json" and sidecar.is_file()
         with self._lock:
             if self.journal.has_key(ident.key):
                 if move:
                     path.unlink(missing_ok=True)
+                    if has_sidecar:
+                        sidecar.unlink(missing_ok=True)
                 log.info("duplicate input ignored", extra={"job_id": ident.job_id,
                                                            "sha256": ident.sha256})
                 return IntakeResult(ident.job_id, False, ident)
+            if has_sidecar:  # first, so the input is never stored without it
+                self.state.adopt(sidecar, ident.job_id, f"{Path(path.name).stem}.json",
+                                 move=move)
             stored = self.state.adopt(path, ident.job_id, path.name, move=move)
             job_id, created = self.journal.add_job(
                 input_key=ident.key, source=source, input_name=safe_name(path.name),

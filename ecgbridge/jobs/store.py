@@ -204,12 +204,16 @@ class StateFolder:
 
     # ------------------------------------------------------------ quarantine
     def quarantine_input(self, job_id: str, input_path: Path, reason: str) -> Path:
-        """Move a failed job's input into ``quarantine/`` with a ``.reason.txt`` beside it."""
+        """Move a failed job's input (and its sidecar ``.json``, if any) into
+        ``quarantine/`` with a ``.reason.txt`` beside it."""
         name = safe_name(input_path.name)
         target = self.quarantine / (name if name.startswith(f"{job_id}_") else f"{job_id}_{name}")
         write_text_atomic(
             target.with_name(target.name + REASON_SUFFIX), f"job {job_id}: {reason.strip()}\n"
         )
+        sidecar = input_path.with_suffix(".json")
+        if input_path.suffix.lower() != ".json" and sidecar.is_file():
+            os.replace(sidecar, target.with_suffix(".json"))
         if input_path.exists():
             os.replace(input_path, target)
             fsync_path(self.quarantine)
@@ -220,6 +224,9 @@ class StateFolder:
         prefix = f"{job_id}_"
         name = quarantined.name
         original = name[len(prefix):] if name.startswith(prefix) else name
+        sidecar = quarantined.with_suffix(".json")  # perhaps added by the operator
+        if quarantined.suffix.lower() != ".json" and sidecar.is_file():
+            self.adopt(sidecar, job_id, f"{Path(original).stem}.json", move=True)
         target = self.adopt(quarantined, job_id, original, move=True)
         quarantined.with_name(quarantined.name + REASON_SUFFIX).unlink(missing_ok=True)
         return target

@@ -47,6 +47,8 @@ class DigitizeRequest:
         Encoder format names (``"dicom"``, ``"fhir-r4"``, ``"json"`` ...).
     options : DigitizeOptions
         How to digitize (already validated).
+    record_options : tuple of (str, str)
+        Writer options about time and identity (``records`` settings).
     """
 
     job_id: str
@@ -54,6 +56,7 @@ class DigitizeRequest:
     out_dir: str
     formats: tuple[str, ...]
     options: DigitizeOptions = field(default_factory=DigitizeOptions)
+    record_options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ def _digitize_and_encode(request: DigitizeRequest, out_dir: Path) -> tuple[dict[
     partial = out_dir.with_name(out_dir.name + _PARTIAL_SUFFIX)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    context = WriteContext(loaded=loaded)
+    context = WriteContext(loaded=loaded, options=dict(request.record_options))
     relative: dict[str, str] = {}
     for fmt in request.formats:
         written = resolve_writer(fmt)(ecg, partial, request.job_id, context)

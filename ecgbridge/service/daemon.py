@@ -144,6 +144,7 @@ class Daemon:
             out_dir=str(self.state.output_dir(job.job_id).absolute()),
             formats=tuple(self.settings.encode_formats()),
             options=self._options,
+            record_options=tuple(self.settings.records.writer_options().items()),
         )
 
     def _take_inbox_file(self, path: Any) -> None:
