@@ -543,6 +543,10 @@ def _notes(ecg: ECG, present: list[int], when: AcquisitionTime | None) -> list[d
     return notes
 
 
+#: What a digitization quality means, stated with the values.
+_QUALITY_CONTRACT = "A lead whose quality is below 0.5 is not to be trusted."
+
+
 def _note_text(ecg: ECG, present: list[int]) -> str:
     if ecg.calibration.method not in codes.DIGITIZED_METHODS:
         text = "Converted by ecgbridge from a stored ECG waveform"
@@ -550,13 +554,14 @@ def _note_text(ecg: ECG, present: list[int]) -> str:
         if digitized_history(ecg):
             quality = ", ".join(f"{LEADS[i]} {ecg.quality[i]:.2f}" for i in present)
             text += (" The waveform was digitized from a paper ECG image; not an original "
-                     f"acquisition. Per-lead digitization quality (0-1): {quality}.")
+                     f"acquisition. Per-lead digitization quality (0-1): {quality}. "
+                     f"{_QUALITY_CONTRACT}")
         return text
     quality = ", ".join(f"{LEADS[i]} {ecg.quality[i]:.2f}" for i in present)
     absent = [lead for i, lead in enumerate(LEADS) if i not in present]
     text = (
         "Digitized from a paper ECG image; not an original acquisition. "
-        f"Per-lead digitization quality (0-1; below 0.5: do not trust the lead): {quality}."
+        f"Per-lead digitization quality (0-1): {quality}. {_QUALITY_CONTRACT}"
     )
     if absent:
         text += f" Not shown on the page: {', '.join(absent)}."
