@@ -97,8 +97,7 @@ def merge_pages(
     derived_warnings += limit_notes
     # The reading's evidence decides how far each lead can be trusted (< 0.5: not).
     judged = quality_model.lead_quality(
-        quality_model.lead_evidence(signals, options.fs, quality, panels, calib),
-        quality_model.layout_was_inferred(calib))
+        quality_model.lead_evidence(signals, options.fs, quality, panels, calib))
     quality = [0.0 if not np.isfinite(signals[i]).any()
                else min(q, _DERIVED_QUALITY) if lead in derived else q
                for i, (lead, q) in enumerate(zip(LEADS, judged, strict=True))]

@@ -5,8 +5,8 @@ Quality is a logistic model of the evidence a reading leaves behind, none of whi
 needs the truth:
 
 - how much of the lead's printed panel was traced (coverage) and how sure the lead's
-  name is (its label read; leads named from an inferred layout are lowered by a
-  fixed factor);
+  name is (its label read; a lead named from the layout, its label unread, is
+  lowered by a fixed factor);
 - how the page was calibrated (a pulse found, or the standard gain assumed) and read
   (classical or learned engine);
 - whether the limb leads keep Einthoven's and Goldberger's laws, for the page and for
@@ -35,16 +35,20 @@ FEATURES = (
     "log_amplitude", "roughness", "jumps",
 )
 #: Logistic weights of the standardised evidence (fitted, see the module docstring).
-WEIGHTS = (0.0717, 0.3908, 0.0480, -0.1928, -1.2734, -0.7305, -0.0221, 0.1336, -0.6859)
+WEIGHTS = (-0.0565, 0.4653, -0.0027, -0.1363, -0.6374, -0.7495, -0.4031, 1.4746, -0.3606)
 #: Means and standard deviations that standardise the evidence.
-FEATURE_MEAN = (0.4956, 0.9936, 0.4483, 0.6724, 0.6022, 0.6019, -0.1700, 0.0002, 0.0019)
-FEATURE_STD = (0.2702, 0.0379, 0.4973, 0.4693, 0.4810, 0.5117, 0.2756, 0.0010, 0.0049)
+FEATURE_MEAN = (0.6134, 0.9928, 0.4195, 0.6752, 0.5564, 0.5584, -0.1578, 0.0002, 0.0017)
+FEATURE_STD = (0.2764, 0.0467, 0.4935, 0.4683, 0.4929, 0.5140, 0.2734, 0.0010, 0.0044)
 #: Bias of the logistic model.
-BIAS = -1.0495
+BIAS = -0.6354
 
 #: Quality of leads named from an inferred layout, relative to labelled ones: a lead
 #: named wrongly is a wrong lead however well it was traced.
-INFERRED_LAYOUT_FACTOR = 0.6
+INFERRED_LAYOUT_FACTOR = 0.8
+#: The reading's own score of a lead is at most this when no label named it: half its
+#: traced share for a lead named from the standard layout, 0.3 of it on a page whose
+#: layout was inferred from its rows (a label read scores above one half).
+GUESSED_NAME_PRIOR = 0.5
 #: A residual that cannot be measured counts as this (unrelated traces give ~1.73).
 _UNKNOWN_RESIDUAL = 1.0
 #: Per-sample steps larger than this (mV, at any rate scaled to 500 Hz) are jumps.
@@ -94,17 +98,17 @@ def lead_evidence(signals: np.ndarray, fs: float, prior: Sequence[float],
     return np.asarray(rows, dtype=np.float64)
 
 
-def lead_quality(evidence: np.ndarray, layout_inferred: bool) -> tuple[float, ...]:
+def lead_quality(evidence: np.ndarray) -> tuple[float, ...]:
     """Quality in [0, 1] of each lead from its evidence (:func:`lead_evidence`).
+
+    A lead whose name is a guess (named from the layout the page's rows show, no
+    label read for it: its ``prior`` is at most :data:`GUESSED_NAME_PRIOR`) is
+    lowered by :data:`INFERRED_LAYOUT_FACTOR`.
 
     Parameters
     ----------
     evidence : numpy.ndarray
         (leads, len(FEATURES)) evidence.
-    layout_inferred : bool
-        The leads were named from the layout the page's rows show, not from labels
-        read: their names are a guess, and the quality is lowered by
-        :data:`INFERRED_LAYOUT_FACTOR`.
 
     Returns
     -------
@@ -113,14 +117,9 @@ def lead_quality(evidence: np.ndarray, layout_inferred: bool) -> tuple[float, ..
     """
     z = (evidence - np.asarray(FEATURE_MEAN)) / np.asarray(FEATURE_STD)
     logit = z @ np.asarray(WEIGHTS) + BIAS
-    factor = INFERRED_LAYOUT_FACTOR if layout_inferred else 1.0
-    return tuple(float(v) * factor for v in 1.0 / (1.0 + np.exp(-logit)))
-
-
-def layout_was_inferred(calibration: Calibration) -> bool:
-    """True when the page's leads were named from its rows' layout, not from labels."""
-    return any("inferred" in w or "named from the standard" in w
-               for w in calibration.warnings)
+    guessed = evidence[:, FEATURES.index("prior")] <= GUESSED_NAME_PRIOR
+    factor = np.where(guessed, INFERRED_LAYOUT_FACTOR, 1.0)
+    return tuple(float(v) for v in factor / (1.0 + np.exp(-logit)))
 
 
 def _residual_or_unknown(residual: float | None) -> float:
