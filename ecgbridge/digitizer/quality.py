@@ -11,8 +11,7 @@ needs the truth:
   (classical or learned engine);
 - whether the limb leads keep Einthoven's and Goldberger's laws, for the page and for
   the relation the lead takes part in;
-- whether the trace looks like an ECG: its amplitude, its roughness, and jumps no
-  pen draws.
+- whether the trace looks like an ECG: its amplitude, and jumps no pen draws.
 
 The weights were fitted on the training pages (``tools/fit_quality.py``: damaged
 renders of records outside the evaluation sets) to tell leads whose aligned SNR is
@@ -32,15 +31,15 @@ from ecgbridge.ecg import LEADS, Calibration, PanelInfo
 #: Names of the evidence, in the order of :data:`WEIGHTS`.
 FEATURES = (
     "prior", "coverage", "gain_assumed", "learned_engine", "page_residual", "lead_residual",
-    "log_amplitude", "roughness", "jumps",
+    "log_amplitude", "jumps",
 )
 #: Logistic weights of the standardised evidence (fitted, see the module docstring).
-WEIGHTS = (-0.0565, 0.4653, -0.0027, -0.1363, -0.6374, -0.7495, -0.4031, 1.4746, -0.3606)
+WEIGHTS = (-0.0204, 0.4515, -0.0523, -0.2553, -0.6594, -0.8072, -0.4599, -0.2776)
 #: Means and standard deviations that standardise the evidence.
-FEATURE_MEAN = (0.6134, 0.9928, 0.4195, 0.6752, 0.5564, 0.5584, -0.1578, 0.0002, 0.0017)
-FEATURE_STD = (0.2764, 0.0467, 0.4935, 0.4683, 0.4929, 0.5140, 0.2734, 0.0010, 0.0044)
+FEATURE_MEAN = (0.6134, 0.9928, 0.4195, 0.6752, 0.5564, 0.5584, -0.1578, 0.0017)
+FEATURE_STD = (0.2764, 0.0467, 0.4935, 0.4683, 0.4929, 0.5140, 0.2734, 0.0044)
 #: Bias of the logistic model.
-BIAS = -0.6354
+BIAS = -0.3800
 
 #: Quality of leads named from an inferred layout, relative to labelled ones: a lead
 #: named wrongly is a wrong lead however well it was traced.
@@ -49,6 +48,8 @@ INFERRED_LAYOUT_FACTOR = 0.8
 #: traced share for a lead named from the standard layout, 0.3 of it on a page whose
 #: layout was inferred from its rows (a label read scores above one half).
 GUESSED_NAME_PRIOR = 0.5
+#: Standardised evidence is clipped to this many standard deviations.
+_MAX_STANDARD_SCORE = 4.0
 #: A residual that cannot be measured counts as this (unrelated traces give ~1.73).
 _UNKNOWN_RESIDUAL = 1.0
 #: Per-sample steps larger than this (mV, at any rate scaled to 500 Hz) are jumps.
@@ -115,7 +116,9 @@ def lead_quality(evidence: np.ndarray) -> tuple[float, ...]:
     tuple of float
         One value per row of `evidence`; below 0.5: do not trust the lead.
     """
-    z = (evidence - np.asarray(FEATURE_MEAN)) / np.asarray(FEATURE_STD)
+    # Evidence far outside what the fit saw counts as its edge (no extrapolation).
+    z = np.clip((evidence - np.asarray(FEATURE_MEAN)) / np.asarray(FEATURE_STD),
+                -_MAX_STANDARD_SCORE, _MAX_STANDARD_SCORE)
     logit = z @ np.asarray(WEIGHTS) + BIAS
     guessed = evidence[:, FEATURES.index("prior")] <= GUESSED_NAME_PRIOR
     factor = np.where(guessed, INFERRED_LAYOUT_FACTOR, 1.0)
@@ -140,14 +143,11 @@ def _coverage(sig: np.ndarray, fs: float, panels: Sequence[PanelInfo]) -> float:
     return float(np.isfinite(sig[shown]).mean())
 
 
-def _shape(sig: np.ndarray, fs: float) -> tuple[float, float, float]:
-    """(log10 amplitude in mV, roughness, share of jumps) of a trace; zeros when empty."""
+def _shape(sig: np.ndarray, fs: float) -> tuple[float, float]:
+    """(log10 amplitude in mV, share of jumps) of a trace; an empty trace's when empty."""
     x = sig[np.isfinite(sig)]
     if x.size < 10:
-        return (-2.0, 0.0, 0.0)
+        return (-2.0, 0.0)
     lo, hi = np.percentile(x, [1, 99])
-    amplitude = float(hi - lo)
     step = np.abs(np.diff(x)) * (fs / 500.0)
-    roughness = float(np.median(np.abs(np.diff(x, 2)))) / (amplitude + 0.05)
-    jumps = float((step > _JUMP_MV_AT_500HZ).mean())
-    return (float(np.log10(amplitude + 0.01)), roughness, jumps)
+    return (float(np.log10(hi - lo + 0.01)), float((step > _JUMP_MV_AT_500HZ).mean()))
