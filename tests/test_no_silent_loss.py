@@ -138,3 +138,5 @@ def test_a_reading_in_which_no_lead_can_be_trusted_is_refused() -> None:
                       calibration=Calibration(layout="3x4", method="raster"))
     with pytest.raises(DigitizationError, match="no lead could be read with any confidence"):
         merge_pages([page], DigitizeOptions(), SourceInfo(), [])
+    # With engine auto, such a reading counts as one the engine could not make.
+    assert "no lead could be read" in str(merge.quality_floor_refusal(page, DigitizeOptions()))

@@ -119,3 +119,17 @@ def merge_pages(
         raise DigitizationError("no lead could be digitized from any page")
     return ECG(signals=signals, fs=options.fs, quality=tuple(quality), calibration=calib,
                panels=tuple(panels), source=source)
+
+
+def quality_floor_refusal(result: PageResult, options: DigitizeOptions
+                          ) -> DigitizationError | None:
+    """Why one page's reading would be refused by the quality floor (None: it passes).
+
+    Lets the caller of two engines fall back on the other engine's reading rather than
+    deliver nothing.
+    """
+    try:
+        merge_pages([result], options, SourceInfo(), [])
+    except DigitizationError as exc:
+        return exc
+    return None
