@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,11 +71,17 @@ class Intake:
                                                            "sha256": ident.sha256})
                 return IntakeResult(ident.job_id, False, ident)
             stored = self.state.adopt(path, ident.job_id, path.name, move=move)
-            job_id, created = self.journal.add_job(
-                input_key=ident.key, source=source, input_name=safe_name(path.name),
-                input_path=self.state.relative(stored), sha256=ident.sha256,
-                sync=False,  # the stored file is durable; its row is rebuilt from it
-            )
+            try:
+                job_id, created = self.journal.add_job(
+                    input_key=ident.key, source=source, input_name=safe_name(path.name),
+                    input_path=self.state.relative(stored), sha256=ident.sha256,
+                    sync=False,  # the stored file is durable; its row is rebuilt from it
+                )
+            except Exception:
+                if move:  # journal not writable (disk full): the file waits in the inbox
+                    with contextlib.suppress(OSError):
+                        os.replace(stored, path)
+                raise
         self._announce(job_id, created, source, ident)
         return IntakeResult(job_id, created, ident)
 

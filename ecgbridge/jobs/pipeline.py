@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecgbridge.jobs.diskfull import DISK_FULL_KIND, is_disk_full
 from ecgbridge.jobs.store import fsync_dir
 
 #: Name of the manifest listing the artifacts of a completed ``out/`` folder.
@@ -119,12 +120,27 @@ def run_digitization(request: DigitizeRequest) -> DigitizeOutcome:
     except MemoryError:
         return _failure(request, "out of memory while digitizing", "MemoryError", start)
     except Exception as exc:
+        if _caused_by_full_disk(exc):
+            # not the input's fault: the scheduler retries it once there is room
+            return _failure(request, "no space left on the disk of the state folder while "
+                            "writing the results", DISK_FULL_KIND, start)
         from ecgbridge.errors import EcgBridgeError
 
         if isinstance(exc, EcgBridgeError):
             return _failure(request, str(exc), type(exc).__name__, start)
         detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
         return _failure(request, f"internal error: {detail}", type(exc).__name__, start)
+
+
+def _caused_by_full_disk(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):  # the error itself or what it wraps
+        if seen is None:
+            return False
+        if is_disk_full(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _failure(request: DigitizeRequest, reason: str, kind: str, start: float) -> DigitizeOutcome:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from pathlib import Path
 from ecgbridge.config import RetrySettings
 from ecgbridge.deliver.base import DeliveryItem, Destination
 from ecgbridge.errors import DeliveryError
+from ecgbridge.jobs.diskfull import DISK_FULL_KIND, DiskBackoff, is_disk_full
 from ecgbridge.jobs.journal import Job, Journal
 from ecgbridge.jobs.pipeline import (
     DigitizeOutcome,
@@ -118,6 +120,8 @@ class DigitizationScheduler:
         self._accepting = True
         self._crashes: dict[str, int] = {}
         self._suspects: set[str] = set()
+        #: pauses digitization while the state disk is full (jobs wait, none fails)
+        self.disk = DiskBackoff("digitization", log)
 
     @property
     def in_flight(self) -> int:
@@ -174,14 +178,19 @@ class DigitizationScheduler:
                 self._check_timeouts()
                 if self._accepting:
                     self._submit()
-            except Exception:  # the scheduler must survive anything
-                log.exception("scheduler iteration failed")
+            except Exception as exc:  # the scheduler must survive anything
+                if is_disk_full(exc):
+                    self.disk.failed("no space left on the disk of the state folder")
+                else:
+                    log.exception("scheduler iteration failed")
             self._wake.wait(self.poll_seconds)
             self._wake.clear()
 
     def _submit(self) -> None:
         if self._pool is None or any(j in self._suspects for j in self._running):
             return  # a suspect runs alone
+        if self.disk.waiting():
+            return  # the state disk is full: try again after the pause
         free = self.queue_size - len(self._running)
         if free <= 0:
             return
@@ -229,9 +238,17 @@ class DigitizationScheduler:
             except Exception as exc:
                 self._fail(job_id, f"internal error: {type(exc).__name__}: {exc}")
                 continue
+            if not outcome.ok and outcome.error_kind == DISK_FULL_KIND:
+                self._suspects.discard(job_id)
+                self.disk.failed(outcome.reason)  # stays "received": retried after the pause
+                continue
             try:
                 self._record(outcome)
             except Exception as exc:
+                if is_disk_full(exc):  # the journal could not be written: retried later
+                    self.disk.failed("no space left on the disk of the state folder "
+                                     "(journal)")
+                    continue
                 # Otherwise the job would stay "received" and be digitized again forever.
                 log.exception("cannot record the outcome of job %s", job_id)
                 self._fail(job_id, f"cannot record the result: {type(exc).__name__}: {exc}")
@@ -288,6 +305,7 @@ class DigitizationScheduler:
             self.journal.mark_digitized(
                 outcome.job_id, files, outcome.sop_instance_uid, self.destinations
             )
+            self.disk.succeeded()
             self.metrics.inc("ecgbridge_digitized_total")
             self.metrics.observe("ecgbridge_digitize_duration_seconds", outcome.seconds)
             log.info(
@@ -307,14 +325,24 @@ class DigitizationScheduler:
         if job is None:
             return
         quarantined: str | None = None
+        source = self.state.resolve(job.input_path)
         try:
-            target = self.state.quarantine_input(
-                job_id, self.state.resolve(job.input_path), reason
-            )
+            target = self.state.quarantine_input(job_id, source, reason)
             quarantined = self.state.relative(target)
         except OSError as exc:
-            log.error("cannot quarantine the input of job %s: %s", job_id, exc)
-        self.journal.mark_failed(job_id, reason, quarantined)
+            if is_disk_full(exc):  # the job stays "received" and is tried again later
+                self.disk.failed("no space left on the disk of the state folder (quarantine)")
+                return
+            log.error("cannot quarantine the input of job %s: %s", job_id, exc.strerror or exc)
+        try:
+            self.journal.mark_failed(job_id, reason, quarantined)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            if quarantined is not None:  # put the input back where its job expects it
+                os.replace(self.state.resolve(quarantined), source)
+            self.disk.failed("no space left on the disk of the state folder (journal)")
+            return
         self.metrics.inc("ecgbridge_failed_total")
         log.warning("job failed", extra={"job_id": job_id, "sha256": job.sha256,
                                          "reason": redact(reason, job.input_name)})
@@ -353,6 +381,8 @@ class DeliveryWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: why the last attempt failed (None after a success), for /healthz
+        self.last_error: str | None = None
 
     def wake(self) -> None:
         """Look for due deliveries now."""
@@ -413,6 +443,7 @@ class DeliveryWorker:
             self._failed(job, delivery.attempts + 1, f"internal error: {type(exc).__name__}: "
                                                      f"{exc}", True)
             return True
+        self.last_error = None
         completed = self.journal.mark_delivered(job.job_id, name, receipt.detail)
         self.metrics.inc("ecgbridge_delivered_total", destination=name)
         log.info("delivered", extra={"job_id": job.job_id, "destination": name,
@@ -423,6 +454,7 @@ class DeliveryWorker:
 
     def _failed(self, job: Job, attempts: int, error: str, retryable: bool) -> None:
         name = self.destination.name
+        self.last_error = error
         self.metrics.inc("ecgbridge_delivery_failures_total", destination=name)
         if retryable and attempts < self.retry.max_attempts:
             delay = self.retry.delay(attempts)

@@ -205,11 +205,15 @@ class StateFolder:
 
     def _copy_durably(self, src: Path, target: Path) -> None:
         tmp = target.with_name(f".{target.name}{PARTIAL_SUFFIX}")
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-            fout.flush()
-            os.fsync(fout.fileno())
-        os.replace(tmp, target)
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # e.g. disk full: no half copy left behind
+            raise
 
     # ------------------------------------------------------------ quarantine
     def quarantine_input(self, job_id: str, input_path: Path, reason: str) -> Path:

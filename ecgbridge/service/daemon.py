@@ -20,6 +20,7 @@ from typing import Any
 from ecgbridge.config import Settings
 from ecgbridge.deliver.base import Destination
 from ecgbridge.errors import ConfigError
+from ecgbridge.jobs.diskfull import low_space
 from ecgbridge.jobs.intake import Intake
 from ecgbridge.jobs.journal import DEAD_LETTER, FAILED, RECEIVED, Job, Journal
 from ecgbridge.jobs.pipeline import DigitizeRequest
@@ -221,7 +222,25 @@ class Daemon:
             full = self.scp.saturated()
             if full:
                 reasons.append(f"dicom_scp saturated: {full}")
+        reasons += low_space(self._watched_folders())
+        for what, backoff in (("digitization", self.scheduler.disk),
+                              ("inbox", self.watcher.disk if self.watcher else None)):
+            problem = backoff.problem() if backoff is not None else None
+            if problem:
+                reasons.append(f"{what} waiting: {problem}")
+        pending = self.journal.pending_deliveries_by_destination()
+        for worker in self.delivery_workers:
+            error, name = worker.last_error, worker.destination.name
+            if error and pending.get(name, 0):
+                reasons.append(f"delivery to {name} failing: {error}")
         return reasons
+
+    def _watched_folders(self) -> dict[str, Any]:
+        folders: dict[str, Any] = {"state folder": self.state.root, "state/jobs": self.state.jobs}
+        outbox = self.settings.deliver.outbox
+        if outbox.enabled:
+            folders["outbox"] = outbox.path
+        return folders
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:

@@ -27,6 +27,7 @@ from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from ecgbridge.config import DicomScpSettings
+from ecgbridge.jobs.diskfull import is_disk_full
 from ecgbridge.jobs.intake import Intake
 from ecgbridge.sources.scp_guard import GuardedAssociationSocket, GuardedServer, GuardLimits
 
@@ -270,7 +271,10 @@ class StorageScp:
         except OSError as exc:
             return self._refuse_object(STATUS_OUT_OF_RESOURCES, REFUSED_NOT_STORED,
                                        f"cannot be stored: {exc.strerror or exc}", event)
-        except Exception:
+        except Exception as exc:
+            if is_disk_full(exc):  # the journal's disk: the sender may try again later
+                return self._refuse_object(STATUS_OUT_OF_RESOURCES, REFUSED_NOT_STORED,
+                                           "cannot be stored: no space left on device", event)
             log.exception("unexpected error while storing a received object")
             return self._answer(STATUS_OUT_OF_RESOURCES)
         context = {"job_id": result.job_id, "sop_instance_uid": uid,

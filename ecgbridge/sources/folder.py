@@ -23,6 +23,8 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from ecgbridge.jobs.diskfull import DiskBackoff, is_disk_full
+
 log = logging.getLogger("ecgbridge.sources.folder")
 
 #: File name endings of files still being written by their producer.
@@ -94,6 +96,8 @@ class FolderWatcher:
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._thread: threading.Thread | None = None
         self._failures: dict[Path, int] = {}
+        #: pauses intake while the state disk is full (files wait in the inbox)
+        self.disk = DiskBackoff("inbox intake", log)
 
     def start(self) -> None:
         """Scan what is already there, then watch for changes."""
@@ -146,6 +150,8 @@ class FolderWatcher:
 
     def poll(self) -> int:
         """Take every pending file that is stable now; return how many were taken."""
+        if self.disk.waiting():
+            return 0
         now = time.monotonic()
         ready: list[Path] = []
         with self._lock:
@@ -166,7 +172,7 @@ class FolderWatcher:
                     ready.append(path)
                     del self._pending[path]
         taken = 0
-        for path in ready:
+        for i, path in enumerate(ready):
             if self._stop.is_set():
                 self.notice(path)
                 break
@@ -174,9 +180,15 @@ class FolderWatcher:
                 self.take(path)
                 taken += 1
                 self._failures.pop(path, None)
+                self.disk.succeeded()
             except FileNotFoundError:
                 continue
             except Exception as exc:
+                if is_disk_full(exc):  # not the file's fault: all wait for room
+                    self.disk.failed("no space left on the disk of the state folder")
+                    for waiting in ready[i:]:
+                        self.notice(waiting)
+                    break
                 count = self._failures.get(path, 0) + 1
                 self._failures[path] = count
                 # the message of an OSError holds the file name: log only its reason
