@@ -85,6 +85,11 @@ class InboxSettings(_Section):
         gt=0.0,
         description="Full rescan of the folder this often (safety net for missed events).",
     )
+    follow_symlinks: bool = Field(
+        default=False,
+        description="Take symbolic links dropped in the inbox (off: they are left alone "
+        "with a warning, so a link cannot make the daemon read a file outside the inbox).",
+    )
 
 
 class ScpTlsSettings(_Section):
@@ -245,6 +250,11 @@ class WorkerSettings(_Section):
     )
     job_timeout_seconds: float = Field(
         default=300.0, gt=0, description="A digitization taking longer fails the job."
+    )
+    max_memory_mb: int = Field(
+        default=4096, ge=0, le=1_048_576,
+        description="Address-space cap of each worker process in MB (RLIMIT_AS; 0 = none): "
+        "an input needing more is refused as out of memory.",
     )
 
     def effective_processes(self) -> int:

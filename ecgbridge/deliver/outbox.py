@@ -25,6 +25,8 @@ OUTBOX_SUFFIXES: dict[str, str] = {
 #: Overlay images: ``<stem>.overlay.png`` (page 1), ``<stem>.p<N>.overlay.png`` (page N).
 OVERLAY_SUFFIX = ".overlay.png"
 
+#: Temporary files of write_bytes_atomic for an outbox file (job ids are hex digits).
+_PARTIAL_COPY = re.compile(r"^\.[0-9a-f]{16}\..+\.part$")
 _SAFE_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
@@ -88,6 +90,26 @@ class OutboxDestination:
     def __init__(self, settings: OutboxSettings, name: str = "outbox") -> None:
         self.settings = settings
         self.name = name
+
+    def clean_partial(self) -> int:
+        """Delete the temporary files of copies cut short (daemon killed mid-write).
+
+        Only names this destination writes are touched (``.<job_id>.<suffix>.<random>.part``);
+        return how many were removed.
+        """
+        removed = 0
+        try:
+            leftovers = list(Path(self.settings.path).glob(".*.part"))
+        except OSError:
+            return 0
+        for path in leftovers:
+            if _PARTIAL_COPY.match(path.name):
+                try:
+                    path.unlink()
+                    removed += 1
+                except OSError:
+                    continue
+        return removed
 
     def deliver(self, item: DeliveryItem) -> DeliveryReceipt:
         """Copy the configured formats of `item` into the outbox.

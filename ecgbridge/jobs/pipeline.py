@@ -28,6 +28,10 @@ from ecgbridge.jobs.store import fsync_dir
 #: Name of the manifest listing the artifacts of a completed ``out/`` folder.
 MANIFEST_FILE = "manifest.json"
 _PARTIAL_SUFFIX = ".partial"
+_OUT_OF_MEMORY = ("out of memory while digitizing: the input needs more than the worker's "
+                  "memory limit (workers.max_memory_mb)")
+#: How native libraries (OpenCV) report a failed allocation instead of MemoryError.
+_ALLOCATION_FAILURES = ("Insufficient memory", "Failed to allocate")
 
 
 @dataclass(frozen=True)
@@ -93,9 +97,14 @@ class DigitizeOutcome:
     reused: bool = False
 
 
-def worker_initializer() -> None:
-    """Pool initializer: Ctrl-C is handled by the daemon, not by each worker."""
+def worker_initializer(max_memory_bytes: int = 0) -> None:
+    """Pool initializer: Ctrl-C is handled by the daemon, not by each worker; the
+    worker dies with the daemon and its memory is capped (see ``worker_guard``)."""
+    from ecgbridge.jobs.worker_guard import die_with_parent, limit_memory
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+    limit_memory(max_memory_bytes)
 
 
 def run_digitization(request: DigitizeRequest) -> DigitizeOutcome:
@@ -118,8 +127,10 @@ def run_digitization(request: DigitizeRequest) -> DigitizeOutcome:
             seconds=time.monotonic() - start,
         )
     except MemoryError:
-        return _failure(request, "out of memory while digitizing", "MemoryError", start)
+        return _failure(request, _OUT_OF_MEMORY, "MemoryError", start)
     except Exception as exc:
+        if any(text in str(exc) for text in _ALLOCATION_FAILURES):  # OpenCV's own
+            return _failure(request, _OUT_OF_MEMORY, "MemoryError", start)
         if _caused_by_full_disk(exc):
             # not the input's fault: the scheduler retries it once there is room
             return _failure(request, "no space left on the disk of the state folder while "

@@ -49,12 +49,14 @@ def redact(text: str, *names: str) -> str:
     return text
 
 
-def make_process_pool(processes: int) -> cf.ProcessPoolExecutor:
-    """A pool of `processes` spawned workers (no fork of a multi-threaded daemon)."""
+def make_process_pool(processes: int, max_memory_bytes: int = 0) -> cf.ProcessPoolExecutor:
+    """A pool of `processes` spawned workers (no fork of a multi-threaded daemon), each
+    dying with the daemon and capped at `max_memory_bytes` of address space (0: none)."""
     return cf.ProcessPoolExecutor(
         max_workers=processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=worker_initializer,
+        initargs=(max_memory_bytes,),
     )
 
 
@@ -76,6 +78,8 @@ class DigitizationScheduler:
     job_timeout : float
         Seconds after which a running digitization fails the job (the pool is
         restarted to reclaim the stuck worker).
+    max_memory_bytes : int
+        Address-space cap of each worker (0: none).
     metrics : Metrics, optional
         Counters to update.
     on_digitized : callable, optional
@@ -96,6 +100,7 @@ class DigitizationScheduler:
         processes: int,
         queue_size: int,
         job_timeout: float = 300.0,
+        max_memory_bytes: int = 0,
         metrics: Metrics | None = None,
         on_digitized: Callable[[], None] | None = None,
         poll_seconds: float = 0.5,
@@ -108,6 +113,7 @@ class DigitizationScheduler:
         self.processes = processes
         self.queue_size = queue_size
         self.job_timeout = job_timeout
+        self.max_memory_bytes = max_memory_bytes
         self.metrics = metrics or Metrics()
         self.on_digitized = on_digitized
         self.poll_seconds = poll_seconds
@@ -139,7 +145,7 @@ class DigitizationScheduler:
 
     def start(self) -> None:
         """Start the pool and the scheduling thread."""
-        self._pool = make_process_pool(self.processes)
+        self._pool = make_process_pool(self.processes, self.max_memory_bytes)
         self._thread = threading.Thread(target=self._loop, name="ecgbridge-scheduler", daemon=True)
         self._thread.start()
 
@@ -290,7 +296,7 @@ class DigitizationScheduler:
         survivors = list(self._running)
         self._running.clear()  # re-submitted from the journal (still "received")
         self._shutdown_pool(kill=True)
-        self._pool = make_process_pool(self.processes)
+        self._pool = make_process_pool(self.processes, self.max_memory_bytes)
         if survivors:
             log.info("re-queued %d job(s) after the pool restart", len(survivors))
 

@@ -28,6 +28,7 @@ from ecgbridge.jobs.runner import DeliveryWorker, DigitizationScheduler
 from ecgbridge.jobs.store import StateFolder, recover_orphans
 from ecgbridge.service.http import HealthServer
 from ecgbridge.service.metrics import Metrics
+from ecgbridge.service.statelock import StateLock
 from ecgbridge.sources.dicom_scp import StorageScp
 from ecgbridge.sources.folder import FolderWatcher
 
@@ -82,6 +83,15 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.state = StateFolder(settings.state.path)
+        self.lock = StateLock(self.state.root)
+        self.lock.acquire()  # one daemon per state folder
+        try:
+            self._build(settings, destinations)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(self, settings: Settings, destinations: Sequence[Destination] | None) -> None:
         self.journal = Journal.in_state_folder(settings.state.path)
         self.metrics = Metrics()
         describe_metrics(self.metrics)
@@ -96,6 +106,7 @@ class Daemon:
             processes=settings.workers.effective_processes(),
             queue_size=settings.workers.queue_size,
             job_timeout=settings.workers.job_timeout_seconds,
+            max_memory_bytes=settings.workers.max_memory_mb * 2**20,
             metrics=self.metrics,
             on_digitized=self._wake_deliveries,
         )
@@ -118,6 +129,7 @@ class Daemon:
                 stable_seconds=settings.inbox.stable_seconds,
                 poll_seconds=settings.inbox.poll_seconds,
                 rescan_seconds=settings.inbox.rescan_seconds,
+                follow_symlinks=settings.inbox.follow_symlinks,
             )
         self.http: HealthServer | None = None
         if settings.http.enabled:
@@ -248,6 +260,11 @@ class Daemon:
         leftovers = self.state.clean_partial()
         if leftovers:
             log.info("removed %d half-received file(s) from the state folder", leftovers)
+        for destination in self.destinations:
+            clean = getattr(destination, "clean_partial", None)
+            removed = clean() if callable(clean) else 0
+            if removed:
+                log.info("removed %d half-written file(s) from %s", removed, destination.name)
         recovered = recover_orphans(self.state, self.journal)
         counts = self.journal.count_by_state()
         log.info("journal: %s; %d recovered", counts, len(recovered))
@@ -295,10 +312,12 @@ class Daemon:
         if self.http is not None:
             self.http.stop()
         self.journal.close()
+        self.lock.release()
 
     def stop(self) -> None:
         """Close the doors, let running jobs finish within the grace period, stop."""
         if not self._started:
+            self.lock.release()
             return
         self._started = False
         log.info("stopping: no new inputs accepted")
@@ -312,6 +331,7 @@ class Daemon:
         if self.http is not None:
             self.http.stop()
         self.journal.close()
+        self.lock.release()
         log.info("stopped")
 
     def run(self) -> int:
