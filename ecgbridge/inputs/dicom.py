@@ -15,7 +15,12 @@ from pydicom.uid import UID
 from ecgbridge.errors import ImageTooLargeError, InputError, UnsupportedInputError
 from ecgbridge.inputs.page import Page
 from ecgbridge.inputs.pdf import load_pdf
-from ecgbridge.inputs.raster import MAX_FRAMES, check_pixel_count, grey_to_rgb
+from ecgbridge.inputs.raster import (
+    MAX_FRAMES,
+    check_pixel_count,
+    check_total_pixels,
+    grey_to_rgb,
+)
 
 #: SOP classes whose pixel frames are pages.
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -144,6 +149,7 @@ def _image_pages(ds: Dataset, name: str, max_pixels: int) -> list[Page]:
         raise UnsupportedInputError(
             f"{name}: {n_frames} frames; at most {MAX_FRAMES} pages are digitized"
         )
+    check_total_pixels(rows * cols * n_frames, name, what=f"{n_frames} frames")
     syntax = _transfer_syntax(ds)
     _check_decodable(syntax, name)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()

@@ -1,0 +1,103 @@
+"""Memory: pixel budgets before decoding/rendering, and the workers' memory cap.
+
+The bombs of the issue, built at test time: a small PDF of 64 blank pages of
+3000 x 3000 pt and a small TIFF of 8 pages of 10000 x 10000 pixels. Through
+``ecgbridge digitize`` (a real subprocess, its peak memory read from wait4) and
+through the real daemon (inbox -> worker pool), next to a 64 Mpx page that only
+the workers' memory cap stops.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pypdfium2 as pdfium
+import pytest
+from PIL import Image
+
+from ecgbridge.config import load_settings
+from ecgbridge.errors import ImageTooLargeError
+from ecgbridge.inputs.load import load_input
+from ecgbridge.jobs.journal import FAILED
+from ecgbridge.service.daemon import Daemon
+
+REPO = Path(__file__).resolve().parents[1]
+#: The issue's bound on peak memory for a bomb (the refusal needs far less).
+PEAK_BYTES = 2 * 2**30
+
+
+def pdf_bomb(path: Path) -> Path:
+    doc = pdfium.PdfDocument.new()
+    for _ in range(64):
+        doc.new_page(3000, 3000)
+    doc.save(str(path))
+    return path
+
+
+def tiff_bomb(path: Path) -> Path:
+    frame = Image.new("1", (10000, 10000), 1)
+    frame.save(path, save_all=True, append_images=[frame] * 7, compression="group4")
+    return path
+
+
+def _digitize_peak(src: Path, out: Path) -> tuple[int, str, int, float]:
+    """Run ``ecgbridge digitize``: (exit status, stderr, peak RSS in bytes, seconds)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "ecgbridge", "digitize", str(src), "-o",
+                             str(out), "--no-progress"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, err, usage.ru_maxrss * 1024, time.monotonic() - start
+
+
+@pytest.mark.parametrize("make", [pdf_bomb, tiff_bomb], ids=["pdf-64-pages", "tiff-8x100Mpx"])
+def test_bombs_are_refused_by_digitize_with_little_memory(tmp_path: Path, make: object) -> None:
+    src = make(tmp_path / ("bomb.pdf" if make is pdf_bomb else "bomb.tif"))  # type: ignore[operator]
+    assert src.stat().st_size < 100_000
+    rc, err, peak, seconds = _digitize_peak(src, tmp_path / "out")
+    assert rc == 1, err
+    assert "memory guard" in err and "Traceback" not in err, err
+    assert peak < PEAK_BYTES / 4 and seconds < 30, (peak, seconds)
+
+
+def test_multiframe_budget_is_checked_before_decoding(tmp_path: Path) -> None:
+    src = tiff_bomb(tmp_path / "bomb.tif")
+    with pytest.raises(ImageTooLargeError, match="8 pages add up to 800,000,000 pixels"):
+        load_input(src)
+
+
+def test_daemon_refuses_bombs_and_caps_worker_memory(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    pdf_bomb(inbox / "bomb.pdf")
+    tiff_bomb(inbox / "bomb.tif")
+    big = np.full((8000, 8000), 255, np.uint8)  # 64 Mpx: within the budgets, not the cap
+    big[::40, :] = 180
+    big[:, ::40] = 180
+    Image.fromarray(big).save(inbox / "big.png")
+    settings = load_settings(None, environ={}, overrides={
+        "inbox.path": str(inbox), "deliver.outbox.path": str(tmp_path / "outbox"),
+        "state.path": str(tmp_path / "state"), "dicom.enabled": False, "http.port": 0,
+        "workers.processes": 1, "workers.max_memory_mb": 1200, "inbox.stable_seconds": 0.1,
+    })
+    daemon = Daemon(settings)
+    daemon.start()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and daemon.journal.count_by_state()[FAILED] < 3:
+            time.sleep(0.2)
+        reasons = sorted(job.reason for job in daemon.journal.list_jobs())
+        assert daemon.journal.count_by_state()[FAILED] == 3
+    finally:
+        daemon.stop()
+    assert sum("memory guard" in r for r in reasons) == 2, reasons
+    assert sum("out of memory" in r and "max_memory_mb" in r for r in reasons) == 1, reasons
