@@ -256,6 +256,11 @@ class WorkerSettings(_Section):
         description="Address-space cap of each worker process in MB (RLIMIT_AS; 0 = none): "
         "an input needing more is refused as out of memory.",
     )
+    page_timeout_seconds: float = Field(
+        default=120.0, ge=0, le=86400,
+        description="Time limit per page of an input (0 = none); an input taking longer "
+        "fails with that reason (job_timeout_seconds still bounds the whole job).",
+    )
 
     def effective_processes(self) -> int:
         """Pool size: the configured value or the number of CPU cores."""

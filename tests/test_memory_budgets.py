@@ -101,3 +101,26 @@ def test_daemon_refuses_bombs_and_caps_worker_memory(tmp_path: Path) -> None:
         daemon.stop()
     assert sum("memory guard" in r for r in reasons) == 2, reasons
     assert sum("out of memory" in r and "max_memory_mb" in r for r in reasons) == 1, reasons
+
+
+def test_page_time_limit_ends_a_slow_digitization(tmp_path: Path) -> None:
+    from ecgbridge.jobs.pipeline import DigitizeRequest, run_digitization
+    from ecgbridge.jobs.worker_guard import set_page_time_limit
+
+    page = np.full((1200, 1600), 255, np.uint8)
+    page[::20, :] = 200
+    page[:, ::20] = 200
+    Image.fromarray(page).save(tmp_path / "grid.png")
+    set_page_time_limit(0.05)  # far below what reading any page takes
+    try:
+        start = time.monotonic()
+        outcome = run_digitization(DigitizeRequest(
+            job_id="0123456789abcdef", input_path=str(tmp_path / "grid.png"),
+            out_dir=str(tmp_path / "out"), formats=("json",)))
+        seconds = time.monotonic() - start
+    finally:
+        set_page_time_limit(0)
+    assert not outcome.ok
+    assert "longer than 0.05 s per page (1 page(s))" in outcome.reason, outcome.reason
+    assert outcome.error_kind == "PageTimeLimitError"
+    assert seconds < 20

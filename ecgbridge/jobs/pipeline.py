@@ -97,14 +97,15 @@ class DigitizeOutcome:
     reused: bool = False
 
 
-def worker_initializer(max_memory_bytes: int = 0) -> None:
+def worker_initializer(max_memory_bytes: int = 0, page_seconds: float = 0.0) -> None:
     """Pool initializer: Ctrl-C is handled by the daemon, not by each worker; the
     worker dies with the daemon and its memory is capped (see ``worker_guard``)."""
-    from ecgbridge.jobs.worker_guard import die_with_parent, limit_memory
+    from ecgbridge.jobs.worker_guard import die_with_parent, limit_memory, set_page_time_limit
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
     limit_memory(max_memory_bytes)
+    set_page_time_limit(page_seconds)
 
 
 def run_digitization(request: DigitizeRequest) -> DigitizeOutcome:
@@ -171,8 +172,11 @@ def _digitize_and_encode(request: DigitizeRequest, out_dir: Path) -> tuple[dict[
         layout=request.layout, paper_speed=request.paper_speed, gain=request.gain, fs=request.fs,
         engine=request.engine,
     )
+    from ecgbridge.jobs.worker_guard import page_time_limit
+
     loaded = load_input(Path(request.input_path))
-    ecg = digitize_pages(loaded.pages, options, source=loaded.source)
+    with page_time_limit(len(loaded.pages)):
+        ecg = digitize_pages(loaded.pages, options, source=loaded.source)
 
     partial = out_dir.with_name(out_dir.name + _PARTIAL_SUFFIX)
     shutil.rmtree(partial, ignore_errors=True)

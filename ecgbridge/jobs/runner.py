@@ -49,14 +49,17 @@ def redact(text: str, *names: str) -> str:
     return text
 
 
-def make_process_pool(processes: int, max_memory_bytes: int = 0) -> cf.ProcessPoolExecutor:
+def make_process_pool(
+    processes: int, max_memory_bytes: int = 0, page_seconds: float = 0.0
+) -> cf.ProcessPoolExecutor:
     """A pool of `processes` spawned workers (no fork of a multi-threaded daemon), each
-    dying with the daemon and capped at `max_memory_bytes` of address space (0: none)."""
+    dying with the daemon, capped at `max_memory_bytes` of address space and
+    `page_seconds` per page (0: no cap)."""
     return cf.ProcessPoolExecutor(
         max_workers=processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=worker_initializer,
-        initargs=(max_memory_bytes,),
+        initargs=(max_memory_bytes, page_seconds),
     )
 
 
@@ -80,6 +83,8 @@ class DigitizationScheduler:
         restarted to reclaim the stuck worker).
     max_memory_bytes : int
         Address-space cap of each worker (0: none).
+    page_seconds : float
+        Time limit per page of an input (0: none).
     metrics : Metrics, optional
         Counters to update.
     on_digitized : callable, optional
@@ -101,6 +106,7 @@ class DigitizationScheduler:
         queue_size: int,
         job_timeout: float = 300.0,
         max_memory_bytes: int = 0,
+        page_seconds: float = 0.0,
         metrics: Metrics | None = None,
         on_digitized: Callable[[], None] | None = None,
         poll_seconds: float = 0.5,
@@ -114,6 +120,7 @@ class DigitizationScheduler:
         self.queue_size = queue_size
         self.job_timeout = job_timeout
         self.max_memory_bytes = max_memory_bytes
+        self.page_seconds = page_seconds
         self.metrics = metrics or Metrics()
         self.on_digitized = on_digitized
         self.poll_seconds = poll_seconds
@@ -145,7 +152,7 @@ class DigitizationScheduler:
 
     def start(self) -> None:
         """Start the pool and the scheduling thread."""
-        self._pool = make_process_pool(self.processes, self.max_memory_bytes)
+        self._pool = make_process_pool(self.processes, self.max_memory_bytes, self.page_seconds)
         self._thread = threading.Thread(target=self._loop, name="ecgbridge-scheduler", daemon=True)
         self._thread.start()
 
@@ -296,7 +303,7 @@ class DigitizationScheduler:
         survivors = list(self._running)
         self._running.clear()  # re-submitted from the journal (still "received")
         self._shutdown_pool(kill=True)
-        self._pool = make_process_pool(self.processes, self.max_memory_bytes)
+        self._pool = make_process_pool(self.processes, self.max_memory_bytes, self.page_seconds)
         if survivors:
             log.info("re-queued %d job(s) after the pool restart", len(survivors))
 

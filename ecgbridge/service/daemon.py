@@ -107,6 +107,7 @@ class Daemon:
             queue_size=settings.workers.queue_size,
             job_timeout=settings.workers.job_timeout_seconds,
             max_memory_bytes=settings.workers.max_memory_mb * 2**20,
+            page_seconds=settings.workers.page_timeout_seconds,
             metrics=self.metrics,
             on_digitized=self._wake_deliveries,
         )
