@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgbridge.commands.digitize import add_engine_argument
+from ecgbridge.commands.values import add_signal_options, positive_float, positive_int
 from ecgbridge.digitizer.options import KNOWN_LAYOUTS
 
 
@@ -29,18 +30,16 @@ def register(sub: Any) -> None:
     p.add_argument("--format", "-f", default="wfdb,csv,json",
                    help="comma-separated output formats, as for digitize (default wfdb,csv,json)")
     p.add_argument("--layout", default="auto", choices=KNOWN_LAYOUTS, help="layout hint")
-    p.add_argument("--paper-speed", type=float, default=None, metavar="MM_S")
-    p.add_argument("--gain", type=float, default=None, metavar="MM_MV")
-    p.add_argument("--fs", type=float, default=500.0, help="output sampling rate in Hz")
+    add_signal_options(p)
     add_engine_argument(p)
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="local worker processes (default: every core)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler, e.g. tcp://host:8786 (default: batch.scheduler)")
     p.add_argument("--resume", action="store_true", help="carry on: skip inputs already done")
     p.add_argument("--retry-failed", action="store_true", help="redo inputs that failed")
-    p.add_argument("--limit", type=int, default=None, help="stop after N inputs")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
+    p.add_argument("--limit", type=positive_int, default=None, help="stop after N inputs")
+    p.add_argument("--timeout", type=positive_float, default=None, metavar="S",
                    help="per-input time limit in seconds (default batch.timeout_s, 600)")
     p.add_argument("--config", "-c", type=Path, default=None, help="YAML configuration")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ecgbridge.commands.values import add_signal_options, input_stem, unique_stem
 from ecgbridge.digitizer.options import ENGINES, KNOWN_LAYOUTS
 
 
@@ -15,8 +16,10 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "digitize",
         help="digitize ECG images, PDFs or DICOM objects",
-        description="Digitize ECG pages into 12-lead signals. Every input is processed even if "
-        "some fail; one line per failed file; exit code 1 if any failed.",
+        description="Digitize ECG pages into 12-lead signals, written as OUT/<name>.<ext>. "
+        "Every input is processed even if some fail; one line per failed file and a "
+        "summary line; exit code 1 if any failed. Two inputs with the same name (x.png, "
+        "x.pdf) get x.* and x_pdf.* in one run.",
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders")
     p.add_argument("--out", "-o", type=Path, required=True, help="output folder")
@@ -25,11 +28,7 @@ def register(sub: Any) -> None:
         help="comma-separated: wfdb,csv,json,dicom,fhir-r4,fhir-r5,overlay (default wfdb,csv,json)",
     )
     p.add_argument("--layout", default="auto", choices=KNOWN_LAYOUTS, help="layout hint")
-    p.add_argument("--paper-speed", type=float, default=None, metavar="MM_S",
-                   help="paper speed in mm/s (default: read from the page, else 25)")
-    p.add_argument("--gain", type=float, default=None, metavar="MM_MV",
-                   help="gain in mm/mV (default: from the calibration pulse, else 10)")
-    p.add_argument("--fs", type=float, default=500.0, help="output sampling rate in Hz")
+    add_signal_options(p)
     add_engine_argument(p)
     p.add_argument("--debug-dir", type=Path, default=None,
                    help="write each pipeline stage's intermediate image here")
@@ -84,10 +83,16 @@ def run(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         iterator = tqdm(files, unit="page", file=sys.stderr)
-    failed = 0
+    failed = written = 0
+    used: set[str] = set()
+    renamed: list[str] = []
     for path in iterator:
+        stem = unique_stem(input_stem(path), used, path.suffix)
+        if stem != input_stem(path):
+            renamed.append(f"{path.name} -> {stem}.*")
         try:
-            digitize_file(path, args.out, formats, options, debug_dir=args.debug_dir)
+            written += len(digitize_file(path, args.out, formats, options,
+                                         debug_dir=args.debug_dir, stem=stem)[2])
         except EcgBridgeError as exc:
             failed += 1
             _report_failure(path, str(exc), show_bar)
@@ -97,9 +102,20 @@ def run(args: argparse.Namespace) -> int:
         except Exception as exc:  # a bug must not stop the other files
             failed += 1
             _report_failure(path, f"internal error {type(exc).__name__}: {exc}", show_bar)
-    if failed:
-        print(f"ecgbridge: {failed} of {len(files)} inputs failed", file=sys.stderr)
+    print(summary_line(len(files), failed, "digitized", args.out, written, renamed),
+          file=sys.stderr)
     return 1 if failed else 0
+
+
+def summary_line(total: int, failed: int, verb: str, out: Path, files: int,
+                 renamed: list[str]) -> str:
+    """The last line of ``digitize``/``convert``: what was done, where, what failed."""
+    done = total - failed
+    text = (f"ecgbridge: {failed} of {total} inputs failed; {done} {verb}" if failed
+            else f"ecgbridge: {done} of {total} inputs {verb}") + f" into {out} ({files} files)"
+    if renamed:
+        text += f"; same names kept apart: {', '.join(renamed)}"
+    return text
 
 
 def digitize_file(
@@ -109,8 +125,11 @@ def digitize_file(
     options: Any,
     *,
     debug_dir: Path | None = None,
+    stem: str | None = None,
 ) -> tuple[Any, Any, list[Path]]:
     """Digitize one file and write its outputs as ``<out_dir>/<stem>.<ext>``.
+
+    `stem` defaults to the input's name without its suffix.
 
     The one code path of ``digitize`` and ``batch``, so both write the same files.
 
@@ -136,8 +155,8 @@ def digitize_file(
         if stages and debug_dir is not None:
             from ecgbridge.report.debug_images import write_debug_images
 
-            write_debug_images(stages, debug_dir / path.stem)
-    written = write_outputs(ecg, out_dir, path.stem, formats, WriteContext(loaded=loaded))
+            write_debug_images(stages, debug_dir / (stem or path.stem))
+    written = write_outputs(ecg, out_dir, stem or path.stem, formats, WriteContext(loaded=loaded))
     return ecg, loaded, written
 
 
