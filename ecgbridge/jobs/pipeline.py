@@ -18,6 +18,7 @@ import shutil
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,11 +98,17 @@ class DigitizeOutcome:
     reused: bool = False
 
 
-def worker_initializer(max_memory_bytes: int = 0, page_seconds: float = 0.0) -> None:
+def worker_initializer(
+    max_memory_bytes: int = 0, page_seconds: float = 0.0,
+    setup: Callable[[], object] | None = None,
+) -> None:
     """Pool initializer: Ctrl-C is handled by the daemon, not by each worker; the
-    worker dies with the daemon and its memory is capped (see ``worker_guard``)."""
+    worker dies with the daemon and its memory is capped (see ``worker_guard``);
+    `setup` (picklable, e.g. the daemon's logging configuration) runs first."""
     from ecgbridge.jobs.worker_guard import die_with_parent, limit_memory, set_page_time_limit
 
+    if setup is not None:
+        setup()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
     limit_memory(max_memory_bytes)

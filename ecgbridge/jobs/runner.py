@@ -50,16 +50,17 @@ def redact(text: str, *names: str) -> str:
 
 
 def make_process_pool(
-    processes: int, max_memory_bytes: int = 0, page_seconds: float = 0.0
+    processes: int, max_memory_bytes: int = 0, page_seconds: float = 0.0,
+    setup: Callable[[], object] | None = None,
 ) -> cf.ProcessPoolExecutor:
     """A pool of `processes` spawned workers (no fork of a multi-threaded daemon), each
     dying with the daemon, capped at `max_memory_bytes` of address space and
-    `page_seconds` per page (0: no cap)."""
+    `page_seconds` per page (0: no cap), after running `setup` (picklable)."""
     return cf.ProcessPoolExecutor(
         max_workers=processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=worker_initializer,
-        initargs=(max_memory_bytes, page_seconds),
+        initargs=(max_memory_bytes, page_seconds, setup),
     )
 
 
@@ -85,6 +86,8 @@ class DigitizationScheduler:
         Address-space cap of each worker (0: none).
     page_seconds : float
         Time limit per page of an input (0: none).
+    worker_setup : callable, optional
+        Run first in each worker process (picklable: the daemon's logging set-up).
     metrics : Metrics, optional
         Counters to update.
     on_digitized : callable, optional
@@ -107,6 +110,7 @@ class DigitizationScheduler:
         job_timeout: float = 300.0,
         max_memory_bytes: int = 0,
         page_seconds: float = 0.0,
+        worker_setup: Callable[[], object] | None = None,
         metrics: Metrics | None = None,
         on_digitized: Callable[[], None] | None = None,
         poll_seconds: float = 0.5,
@@ -121,6 +125,7 @@ class DigitizationScheduler:
         self.job_timeout = job_timeout
         self.max_memory_bytes = max_memory_bytes
         self.page_seconds = page_seconds
+        self.worker_setup = worker_setup
         self.metrics = metrics or Metrics()
         self.on_digitized = on_digitized
         self.poll_seconds = poll_seconds
@@ -152,7 +157,8 @@ class DigitizationScheduler:
 
     def start(self) -> None:
         """Start the pool and the scheduling thread."""
-        self._pool = make_process_pool(self.processes, self.max_memory_bytes, self.page_seconds)
+        self._pool = make_process_pool(self.processes, self.max_memory_bytes, self.page_seconds,
+                                       self.worker_setup)
         self._thread = threading.Thread(target=self._loop, name="ecgbridge-scheduler", daemon=True)
         self._thread.start()
 
@@ -303,7 +309,8 @@ class DigitizationScheduler:
         survivors = list(self._running)
         self._running.clear()  # re-submitted from the journal (still "received")
         self._shutdown_pool(kill=True)
-        self._pool = make_process_pool(self.processes, self.max_memory_bytes, self.page_seconds)
+        self._pool = make_process_pool(self.processes, self.max_memory_bytes, self.page_seconds,
+                                       self.worker_setup)
         if survivors:
             log.info("re-queued %d job(s) after the pool restart", len(survivors))
 

@@ -9,6 +9,7 @@ journal. Anything unfinished stays in the journal and resumes at the next start.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -27,6 +28,7 @@ from ecgbridge.jobs.pipeline import DigitizeRequest
 from ecgbridge.jobs.runner import DeliveryWorker, DigitizationScheduler
 from ecgbridge.jobs.store import StateFolder, recover_orphans
 from ecgbridge.service.http import HealthServer
+from ecgbridge.service.logs import configure_logging
 from ecgbridge.service.metrics import Metrics
 from ecgbridge.service.statelock import StateLock
 from ecgbridge.sources.dicom_scp import StorageScp
@@ -108,6 +110,9 @@ class Daemon:
             job_timeout=settings.workers.job_timeout_seconds,
             max_memory_bytes=settings.workers.max_memory_mb * 2**20,
             page_seconds=settings.workers.page_timeout_seconds,
+            worker_setup=functools.partial(
+                configure_logging, settings.logging.level, settings.logging.json_format,
+                settings.logging.include_patient_ids),
             metrics=self.metrics,
             on_digitized=self._wake_deliveries,
         )
