@@ -9,7 +9,6 @@ failure on stderr; exit code 1 if any failed, 2 if there was nothing to convert.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     """Convert every input; return 1 if any failed, 2 if there was no input."""
     from ecgbridge.encode.readers import read_ecg
     from ecgbridge.encode.registry import WriteContext, parse_formats, write_outputs
-    from ecgbridge.errors import EcgBridgeError, EncodingError
+    from ecgbridge.errors import EcgBridgeError, EncodingError, describe_failure
 
     formats = parse_formats(args.format)
     unusable = sorted(set(formats) & _IMAGE_ONLY_FORMATS)
@@ -141,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             written += len(write_outputs(ecg, args.out, stem, formats, context))
         except EcgBridgeError as exc:
             failed += 1
-            reason = str(exc)
+            reason = describe_failure(exc)
             if reason.startswith(f"{path}:"):  # readers name the file themselves
                 reason = reason[len(str(path)) + 1 :].strip()
             report(f"FAILED {path}: {reason}", file=sys.stderr)
@@ -150,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
             report(f"FAILED {path}: out of memory", file=sys.stderr)
         except Exception as exc:  # a bug must not stop the other files
             failed += 1
-            report(f"FAILED {path}: cannot be converted ({_plain(exc)})", file=sys.stderr)
+            report(f"FAILED {path}: {describe_failure(exc)}", file=sys.stderr)
     summary = summary_line(len(files), failed, "converted", args.out, written, renamed)
     if skipped:
         summary += f"; {len(skipped)} other format(s) of the same recordings not converted " \
@@ -158,8 +157,3 @@ def run(args: argparse.Namespace) -> int:
     print(summary, file=sys.stderr)
     return 1 if failed else 0
 
-
-def _plain(exc: Exception) -> str:
-    """A bug's message without Python's internals (class names, object addresses)."""
-    text = str(exc).strip()
-    return re.sub(r"<[^<>]* at 0x[0-9a-f]+>", "<object>", text) or "unexpected error"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     """Digitize every input; return 1 if any failed."""
     from ecgbridge.digitizer.options import DigitizeOptions
     from ecgbridge.encode.registry import parse_formats
-    from ecgbridge.errors import EcgBridgeError
+    from ecgbridge.errors import EcgBridgeError, describe_failure
 
     formats = parse_formats(args.format)
     options = DigitizeOptions(
@@ -95,13 +96,15 @@ def run(args: argparse.Namespace) -> int:
                                          debug_dir=args.debug_dir, stem=stem)[2])
         except EcgBridgeError as exc:
             failed += 1
-            _report_failure(path, str(exc), show_bar)
+            _report_failure(path, describe_failure(exc), show_bar)
         except MemoryError:
             failed += 1
             _report_failure(path, "out of memory while digitizing", show_bar)
         except Exception as exc:  # a bug must not stop the other files
             failed += 1
-            _report_failure(path, f"internal error {type(exc).__name__}: {exc}", show_bar)
+            logging.getLogger("ecgbridge.commands.digitize").debug(
+                "unexpected failure", exc_info=True)
+            _report_failure(path, describe_failure(exc), show_bar)
     print(summary_line(len(files), failed, "digitized", args.out, written, renamed),
           file=sys.stderr)
     return 1 if failed else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,8 @@ def identity_attributes(ds: Dataset) -> dict[str, str]:
 def _uid_label(uid: str) -> str:
     if not uid:
         return "(missing SOPClassUID)"
+    if not re.fullmatch(r"[0-9.]{1,64}", uid):  # bytes, text or garbage: not a UID at all
+        return "(not a valid UID)"
     readable = UID(uid).name
     return f"{uid} ({readable})" if readable and readable != uid else uid
 

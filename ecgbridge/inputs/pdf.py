@@ -96,7 +96,7 @@ def _load_document(data: bytes, name: str, max_pixels: int, dpi: float) -> list[
         pages = []
         rendered = 0
         for index in range(n_pages):
-            pdf_page = document[index]
+            pdf_page = _open_page(document, index, name)
             try:
                 pages.append(_load_page(pdf_page, index, name, max_pixels, dpi))
             finally:
@@ -108,12 +108,21 @@ def _load_document(data: bytes, name: str, max_pixels: int, dpi: float) -> list[
         document.close()
 
 
+def _open_page(document: pdfium.PdfDocument, index: int, name: str) -> pdfium.PdfPage:
+    try:
+        return document[index]
+    except pdfium.PdfiumError as exc:
+        raise InputError(
+            f"{name}: page {index + 1} cannot be read (the PDF is damaged or truncated)"
+        ) from exc
+
+
 def _planned_pixels(document: pdfium.PdfDocument, name: str, max_pixels: int,
                     dpi: float) -> int:
     """Pixels of all pages rendered at `dpi` (each fitted under the pixel cap)."""
     total = 0
     for index in range(len(document)):
-        pdf_page = document[index]
+        pdf_page = _open_page(document, index, name)
         try:
             width_mm, height_mm = page_frame(pdf_page).size_mm
         finally:

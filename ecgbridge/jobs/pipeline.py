@@ -13,6 +13,7 @@ destination never receives two different versions of one input.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -143,12 +144,15 @@ def run_digitization(request: DigitizeRequest) -> DigitizeOutcome:
             # not the input's fault: the scheduler retries it once there is room
             return _failure(request, "no space left on the disk of the state folder while "
                             "writing the results", DISK_FULL_KIND, start)
-        from ecgbridge.errors import EcgBridgeError
+        from ecgbridge.errors import EcgBridgeError, describe_failure
 
-        if isinstance(exc, EcgBridgeError):
-            return _failure(request, str(exc), type(exc).__name__, start)
-        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        return _failure(request, f"internal error: {detail}", type(exc).__name__, start)
+        if not isinstance(exc, EcgBridgeError):  # a defect: the details go to the log only
+            detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            name = Path(request.input_path).name
+            logging.getLogger("ecgbridge.jobs.pipeline").error(
+                "digitization failed unexpectedly", extra={
+                    "job_id": request.job_id, "reason": detail.replace(name, "<input>")})
+        return _failure(request, describe_failure(exc), type(exc).__name__, start)
 
 
 def _caused_by_full_disk(exc: BaseException) -> bool:
@@ -181,7 +185,9 @@ def _digitize_and_encode(request: DigitizeRequest, out_dir: Path) -> tuple[dict[
     )
     from ecgbridge.jobs.worker_guard import page_time_limit
 
-    loaded = load_input(Path(request.input_path))
+    stored = Path(request.input_path)
+    # messages name the file as it was received, not as stored (<job_id>_<name>)
+    loaded = load_input(stored, name=stored.name.removeprefix(f"{request.job_id}_"))
     with page_time_limit(len(loaded.pages)):
         ecg = digitize_pages(loaded.pages, options, source=loaded.source)
 

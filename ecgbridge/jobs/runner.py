@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ecgbridge.config import RetrySettings
 from ecgbridge.deliver.base import DeliveryItem, Destination
-from ecgbridge.errors import DeliveryError
+from ecgbridge.errors import DeliveryError, describe_failure
 from ecgbridge.jobs.diskfull import DISK_FULL_KIND, DiskBackoff, is_disk_full
 from ecgbridge.jobs.journal import Job, Journal
 from ecgbridge.jobs.pipeline import (
@@ -236,7 +236,8 @@ class DigitizationScheduler:
             self._restart_pool("the process pool broke")
             return False
         except Exception as exc:
-            self._fail(job.job_id, f"cannot start digitization: {exc}")
+            log.exception("cannot start the digitization of job %s", job.job_id)
+            self._fail(job.job_id, f"digitization could not start: {describe_failure(exc)}")
             return True
         self._running[job.job_id] = (future, time.monotonic())
         future.add_done_callback(lambda _f: self._wake.set())
@@ -254,8 +255,9 @@ class DigitizationScheduler:
                 continue
             except cf.CancelledError:
                 continue
-            except Exception as exc:
-                self._fail(job_id, f"internal error: {type(exc).__name__}: {exc}")
+            except Exception:
+                log.exception("digitization of job %s ended unexpectedly", job_id)
+                self._fail(job_id, describe_failure(RuntimeError()))
                 continue
             if not outcome.ok and outcome.error_kind == DISK_FULL_KIND:
                 self._suspects.discard(job_id)
@@ -270,7 +272,8 @@ class DigitizationScheduler:
                     continue
                 # Otherwise the job would stay "received" and be digitized again forever.
                 log.exception("cannot record the outcome of job %s", job_id)
-                self._fail(job_id, f"cannot record the result: {type(exc).__name__}: {exc}")
+                self._fail(job_id, f"the result could not be recorded: "
+                                   f"{describe_failure(exc)}")
 
     def _worker_died(self, job_id: str) -> None:
         """A worker process died (out of memory, killed by the OS...).
@@ -460,8 +463,8 @@ class DeliveryWorker:
             self._failed(job, delivery.attempts + 1, str(exc), exc.retryable)
             return True
         except Exception as exc:  # a bug in a destination: retry, do not lose the job
-            self._failed(job, delivery.attempts + 1, f"internal error: {type(exc).__name__}: "
-                                                     f"{exc}", True)
+            log.exception("delivery to %s failed unexpectedly", name)
+            self._failed(job, delivery.attempts + 1, f"{name}: {describe_failure(exc)}", True)
             return True
         self.last_error = None
         completed = self.journal.mark_delivered(job.job_id, name, receipt.detail)
