@@ -87,8 +87,11 @@ def load_raster(data: bytes, *, name: str, max_pixels: int) -> list[Page]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{name}: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageTooLargeError(_bomb_message(name, max_pixels)) from exc
+    except UnidentifiedImageError as exc:
+        raise InputError(f"{name}: not a readable image (damaged, or an image format that "
+                         "cannot be read)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name}: not a readable image ({exc})") from exc
 
     pages: list[Page] = []
@@ -112,7 +115,7 @@ def load_raster(data: bytes, *, name: str, max_pixels: int) -> list[Page]:
                     frame.load()
                     rgb = to_rgb_array(ImageOps.exif_transpose(frame) or frame)
             except Image.DecompressionBombError as exc:
-                raise ImageTooLargeError(f"{name}: {exc}") from exc
+                raise ImageTooLargeError(_bomb_message(name, max_pixels)) from exc
             except (OSError, SyntaxError, ValueError) as exc:
                 raise InputError(
                     f"{name}: the image data is corrupt or truncated ({exc})"
@@ -121,6 +124,11 @@ def load_raster(data: bytes, *, name: str, max_pixels: int) -> list[Page]:
     if not pages:
         raise InputError(f"{name}: the image has no pages")
     return pages
+
+
+def _bomb_message(name: str, max_pixels: int) -> str:
+    return (f"{name}: the image is larger than Pillow's safety limit (and the limit of "
+            f"{max_pixels} pixels); refusing to decode it (decompression bomb guard)")
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:

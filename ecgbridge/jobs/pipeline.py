@@ -152,7 +152,11 @@ def run_digitization(request: DigitizeRequest) -> DigitizeOutcome:
             logging.getLogger("ecgbridge.jobs.pipeline").error(
                 "digitization failed unexpectedly", extra={
                     "job_id": request.job_id, "reason": detail.replace(name, "<input>")})
-        return _failure(request, describe_failure(exc), type(exc).__name__, start)
+        reason = describe_failure(exc)
+        name = Path(request.input_path).name.removeprefix(f"{request.job_id}_")
+        if isinstance(exc, EcgBridgeError) and not reason.startswith(f"{name}:"):
+            reason = f"{name}: {reason}"  # every reason names the file it is about
+        return _failure(request, reason, type(exc).__name__, start)
 
 
 def _caused_by_full_disk(exc: BaseException) -> bool:
