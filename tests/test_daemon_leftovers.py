@@ -118,3 +118,31 @@ def test_inbox_symlinks_are_not_followed_unless_allowed(tmp_path: Path, follow: 
     else:
         assert jobs == 0
         assert (inbox / "link.png").is_symlink(), "the refused link left the inbox"
+
+
+def test_a_file_received_again_is_kept_in_duplicates_and_listed_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ecgbridge.cli import main
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    daemon = _daemon(tmp_path, **{"dicom.enabled": False})
+    daemon.start()
+    try:
+        for name in ("first_copy.txt", "second_copy.txt"):
+            (tmp_path / name).write_text("the same bytes twice\n")
+            os.replace(tmp_path / name, inbox / name)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(inbox.iterdir()):
+                time.sleep(0.05)
+        assert not any(inbox.iterdir())
+        jobs = daemon.journal.list_jobs()
+    finally:
+        daemon.stop()
+    assert len(jobs) == 1
+    kept = list((tmp_path / "state" / "duplicates").iterdir())
+    assert [p.name for p in kept] == [f"{jobs[0].job_id}_second_copy.txt"]
+    assert main(["jobs", "list", "--state", str(tmp_path / "state")]) == 0
+    listing = capsys.readouterr().out
+    assert "INPUT" in listing.splitlines()[0] and "first_copy.txt" in listing

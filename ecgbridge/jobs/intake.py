@@ -60,15 +60,15 @@ class Intake:
         """Adopt a complete file (moving it out of the inbox) and journal it.
 
         A duplicate (same SOP Instance UID or same bytes as an existing job) is
-        removed from the inbox without creating a second job.
+        moved to ``state/duplicates/`` without creating a second job.
         """
         ident = identify_file(path)
         with self._lock:
             if self.journal.has_key(ident.key):
                 if move:
-                    path.unlink(missing_ok=True)
-                log.info("duplicate input ignored", extra={"job_id": ident.job_id,
-                                                           "sha256": ident.sha256})
+                    self.state.keep_duplicate(path, ident.job_id)
+                log.warning("input received again: not processed, kept in state/duplicates",
+                            extra={"job_id": ident.job_id, "sha256": ident.sha256})
                 return IntakeResult(ident.job_id, False, ident)
             stored = self.state.adopt(path, ident.job_id, path.name, move=move)
             try:

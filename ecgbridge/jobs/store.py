@@ -8,6 +8,8 @@ Layout::
       inputs/.<random>.part      an object being received (never journaled, removed at start)
       jobs/<job_id>/out/         encoded artifacts (same files re-sent after a restart)
       quarantine/<job_id>_<name> inputs that failed, with <job_id>_<name>.reason.txt
+      duplicates/<job_id>_<name> inbox files received again (same bytes or SOP Instance
+                                 UID as job <job_id>), kept for review, not processed
 
 An input is first made durable and only then recorded in the journal; a crash
 between the two is repaired at start-up by :func:`recover_orphans`, which
@@ -36,6 +38,7 @@ log = logging.getLogger("ecgbridge.jobs.store")
 INPUTS_DIR = "inputs"
 JOBS_DIR = "jobs"
 QUARANTINE_DIR = "quarantine"
+DUPLICATES_DIR = "duplicates"
 OUTPUT_SUBDIR = "out"
 #: Suffix of files still being received.
 PARTIAL_SUFFIX = ".part"
@@ -226,6 +229,21 @@ class StateFolder:
         if input_path.exists():
             os.replace(input_path, target)
             fsync_dir(self.quarantine)
+        return target
+
+    def keep_duplicate(self, src: Path, job_id: str) -> Path:
+        """Move an inbox file that repeats job `job_id` into ``duplicates/``; return it."""
+        folder = self.root / DUPLICATES_DIR
+        folder.mkdir(exist_ok=True)
+        base = f"{job_id}_{safe_name(src.name)}"
+        target, n = folder / base, 2
+        while target.exists():
+            target, n = folder / f"{base}.{n}", n + 1
+        try:
+            os.replace(src, target)
+        except OSError:
+            self._copy_durably(src, target)
+            Path(src).unlink(missing_ok=True)
         return target
 
     def release_from_quarantine(self, job_id: str, quarantined: Path) -> Path:
