@@ -211,7 +211,11 @@ class DigitizeSettings(_Section):
         le=100.0,
         description="Gain in mm/mV; empty uses the calibration pulse.",
     )
-    fs: float = Field(default=500.0, ge=200.0, le=1000.0, description="Output sampling rate in Hz.")
+    fs: float = Field(
+        default=500.0, ge=50.0, le=10000.0,
+        description="Output sampling rate in Hz, 50-10000 as on the command line; the DICOM "
+        "waveform resamples to 200-1000 Hz (over 1000 to 1000, under 200 to 500).",
+    )
     engine: str = Field(
         default="auto",
         description="auto, learned (segmentation model) or classical (thresholds); "

@@ -146,3 +146,23 @@ def test_a_file_received_again_is_kept_in_duplicates_and_listed_by_name(
     assert main(["jobs", "list", "--state", str(tmp_path / "state")]) == 0
     listing = capsys.readouterr().out
     assert "INPUT" in listing.splitlines()[0] and "first_copy.txt" in listing
+
+
+def test_a_failed_start_leaves_no_state_folder(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ,
+               "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        done = subprocess.run(
+            [sys.executable, "-m", "ecgbridge", "serve", "--state", str(tmp_path / "state"),
+             "--inbox", str(tmp_path / "inbox"), "--outbox", str(tmp_path / "outbox"),
+             "--dicom-port", str(port), "--http-port", "0"],
+            capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 1, done.stderr
+    assert f"dicom.port: cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "state").exists()
