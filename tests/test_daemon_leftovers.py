@@ -83,7 +83,7 @@ def test_workers_die_with_a_killed_daemon(tmp_path: Path) -> None:
 def test_half_written_outbox_files_are_removed_at_start(tmp_path: Path) -> None:
     outbox = tmp_path / "outbox"
     outbox.mkdir()
-    ours = outbox / ".0123456789abcdef.json.k2j4_x.part"
+    ours = outbox / ".0123456789abcdef.json.k2j4_x9a.part"
     theirs = outbox / ".someone-else.part"
     done = outbox / "0123456789abcdef.json"
     for path in (ours, theirs, done):

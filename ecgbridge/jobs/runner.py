@@ -456,6 +456,7 @@ class DeliveryWorker:
             job_id=job.job_id,
             files={fmt: self.state.resolve(p) for fmt, p in job.files.items()},
             sop_instance_uid=job.sop_instance_uid,
+            input_name=job.input_name, received_at=job.received_at,
         )
         try:
             receipt = self.destination.deliver(item)
