@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_support import free_port
+from daemon_support import SC_IMAGE, free_port, pattern_image, secondary_capture
 from PIL import Image
+from pydicom import dcmread
+from pynetdicom import AE
 
 from ecgbridge.config import load_settings
 from ecgbridge.jobs.journal import DELIVERED, FAILED, RECEIVED
@@ -65,6 +67,18 @@ def _daemon(root: Path) -> Daemon:
         "retry.base_seconds": 0.2, "retry.max_seconds": 1.0, "deliver.outbox.formats": ["json"],
     }
     return Daemon(load_settings(None, environ={}, overrides=overrides))
+
+
+def _c_store(daemon: Daemon, path: Path) -> int:
+    ae = AE(ae_title="DISKTEST")
+    ae.add_requested_context(SC_IMAGE)
+    port = daemon.scp.port if daemon.scp else 0
+    assoc = ae.associate("127.0.0.1", port, ae_title="ECGBRIDGE")
+    assert assoc.is_established
+    try:
+        return int(assoc.send_c_store(dcmread(path)).Status)
+    finally:
+        assoc.release()
 
 
 def _health(daemon: Daemon) -> dict[str, Any]:
@@ -136,15 +150,20 @@ def test_full_state_and_outbox_wait_then_deliver(tmp_path: Path, page_png: Path)
             assert not [p for p in (state / "inputs").iterdir() if p.name != ".filler"]
             reasons = _health(daemon)["degraded"]
             assert any("state folder disk full" in r for r in reasons), reasons
+            sc = tmp_path / "sc.dcm"
+            secondary_capture(sc, pattern_image())
+            assert _c_store(daemon, sc) == 0xA700  # refused, not acknowledged: resent later
             state_filler.unlink()
+            assert _c_store(daemon, sc) == 0x0000
             _until("the job digitized", lambda: daemon.journal.count_by_state()[RECEIVED] == 0
                    and daemon.scheduler.in_flight == 0)
             _until("delivery failing reported", lambda: any(
                 "delivery to outbox failing" in r for r in _health(daemon)["degraded"]))
             outbox_filler.unlink()
-            _until("the job delivered", lambda: daemon.journal.count_by_state()[DELIVERED] == 1)
+            _until("the page delivered", lambda: daemon.journal.count_by_state()[DELIVERED] == 1)
             assert not (inbox / "page.png").exists()
-            assert daemon.journal.count_by_state()[FAILED] == 0
+            counts = daemon.journal.count_by_state()
+            assert counts[FAILED] == 1 and counts[RECEIVED] == 0  # the test pattern: no ECG
             assert len(list(outbox.glob("*.json"))) == 1
         finally:
             daemon.stop()
