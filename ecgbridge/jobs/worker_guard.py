@@ -33,6 +33,7 @@ from ecgbridge.errors import EcgBridgeError
 log = logging.getLogger("ecgbridge.jobs.worker_guard")
 
 _PR_SET_PDEATHSIG = 1
+_M_ARENA_MAX = -8
 #: Seconds allowed per page in this worker (0: no limit); set by the pool initializer.
 _page_seconds = 0.0
 
@@ -96,6 +97,18 @@ def die_with_parent(poll_seconds: float = 1.0) -> None:
     threading.Thread(target=watch, name="ecgbridge-parent-watch", daemon=True).start()
 
 
+def _limit_malloc_arenas(arenas: int = 4) -> None:
+    """Few glibc malloc arenas: each reserves 64 MB of address space, and a library's
+    thread pool (one thread per core) would otherwise use the cap up on a large machine."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):
+        pass
+
+
 def limit_memory(max_bytes: int) -> bool:
     """Cap this process's address space at `max_bytes` (0: no cap); True if set."""
     if max_bytes <= 0:
@@ -104,6 +117,7 @@ def limit_memory(max_bytes: int) -> bool:
         import resource
     except ImportError:  # not on POSIX
         return False
+    _limit_malloc_arenas()
     try:
         _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         if hard != resource.RLIM_INFINITY:
