@@ -164,6 +164,7 @@ def digitize_file(
 
 
 def _report_failure(path: Path, reason: str, show_bar: bool) -> None:
+    reason = reason.removeprefix(f"{path.name}: ")  # the line names the file already
     line = f"FAILED {path}: {reason}"
     if show_bar:
         from tqdm import tqdm
