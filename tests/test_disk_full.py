@@ -124,6 +124,7 @@ def test_full_jobs_folder_waits_then_delivers(tmp_path: Path, page_png: Path) ->
                    lambda: daemon.scheduler.disk.problem() is not None)
             health = _health(daemon)
             assert health["status"] == "degraded", health
+            assert 'ecgbridge_waiting_for_disk{what="digitization"} 1' in daemon.metrics.render()
             assert any("no space left" in r or "disk full" in r for r in health["degraded"])
             time.sleep(1.0)  # a second try (after the first pause) also fails, no hot loop
             counts = daemon.journal.count_by_state()

@@ -199,6 +199,14 @@ class Daemon:
             lambda: [((), float(self.journal.count_by_state()[RECEIVED]))],
         )
         self.metrics.gauge(
+            "ecgbridge_waiting_for_disk", "1 while digitization / inbox intake pause for a "
+            "full state disk, by what waits.",
+            lambda: [((("what", "digitization"),),
+                      float(self.scheduler.disk.problem() is not None)),
+                     ((("what", "inbox"),),
+                      float(self.watcher is not None and self.watcher.disk.problem() is not None))],
+        )
+        self.metrics.gauge(
             "ecgbridge_in_flight", "Jobs being digitized in the worker pool now.",
             lambda: [((), float(self.scheduler.in_flight))],
         )
