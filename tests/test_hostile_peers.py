@@ -28,6 +28,7 @@ from daemon_support import (
     have_openssl,
     pattern_image,
     secondary_capture,
+    storescu,
 )
 from pydicom import dcmread
 from pynetdicom import AE
@@ -246,3 +247,28 @@ def test_oversized_object_and_pdu_are_refused(tmp_path: Path) -> None:
         assert daemon.journal.count_by_state()["received"] == 1
     finally:
         daemon.stop()
+
+
+def test_a_large_object_is_received_into_a_file_not_memory(running: Daemon,
+                                                           tmp_path: Path) -> None:
+    import tracemalloc
+
+    import numpy as np
+
+    big = tmp_path / "big.dcm"
+    rng = np.random.default_rng(7)
+    uid = secondary_capture(big, rng.integers(0, 256, (2400, 3200, 3), dtype=np.uint8))
+    size = big.stat().st_size  # 23 MB of pixels
+    port = running.scp.port if running.scp else 0
+    tracemalloc.start()  # the sender is dcmtk in its own process: this is the SCP's memory
+    try:
+        sent = storescu(port, [big])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sent.returncode == 0, sent.stderr
+    # held in memory without spooling: the whole data set (23.5 MB); with it 0.6 MB
+    assert peak < size / 8, f"{peak / 2**20:.1f} MB held for a {size / 2**20:.0f} MB object"
+    stored = list((Path(running.settings.state.path) / "inputs").glob(f"*_{uid}.dcm"))
+    assert len(stored) == 1 and stored[0].stat().st_size >= size - 1024
+    assert not list((Path(running.settings.state.path) / "inputs").glob(".spool-*"))

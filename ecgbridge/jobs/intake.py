@@ -122,6 +122,29 @@ class Intake:
         self._announce(job_id, created, SOURCE_DICOM, ident)
         return IntakeResult(job_id, created, ident)
 
+    def take_dicom_file(self, path: Path, sop_instance_uid: str) -> IntakeResult:
+        """Adopt a received DICOM object already written in ``state/inputs/`` and journal it.
+
+        `path` is the spooled file (DICOM file format); it is renamed into place, or
+        left for its writer to remove when the object is a duplicate.
+        """
+        uid = sop_instance_uid.strip()
+        key = f"sop:{uid}"
+        ident = InputIdentity(key=key, sha256="", sop_instance_uid=uid)
+        if self.journal.has_key(key):
+            log.info("duplicate DICOM object ignored",
+                     extra={"job_id": ident.job_id, "sop_instance_uid": uid})
+            return IntakeResult(ident.job_id, False, ident)
+        name = f"{safe_name(uid, 'object')}.dcm"
+        stored = self.state.adopt_spooled(path, ident.job_id, name)
+        job_id, created = self.journal.add_job(
+            input_key=key, source=SOURCE_DICOM, input_name=name,
+            input_path=self.state.relative(stored), sha256="",
+            sync=False,  # the stored file is durable; its row is rebuilt from it
+        )
+        self._announce(job_id, created, SOURCE_DICOM, ident)
+        return IntakeResult(job_id, created, ident)
+
     def _announce(self, job_id: str, created: bool, source: str, ident: InputIdentity) -> None:
         if not created:
             return

@@ -6,6 +6,7 @@ Layout::
       journal.sqlite3            job journal (see ecgbridge.jobs.journal)
       inputs/<job_id>_<name>     received inputs, fsynced before they are journaled
       inputs/.<random>.part      an object being received (never journaled, removed at start)
+      inputs/.spool-<random>     a C-STORE data set arriving (the same)
       jobs/<job_id>/out/         encoded artifacts (same files re-sent after a restart)
       quarantine/<job_id>_<name> inputs that failed, with <job_id>_<name>.reason.txt
       duplicates/<job_id>_<name> inbox files received again (same bytes or SOP Instance
@@ -206,6 +207,18 @@ class StateFolder:
         fsync_dir(self.inputs)
         return target
 
+    def adopt_spooled(self, src: Path, job_id: str, name: str) -> Path:
+        """Make a file received into ``inputs/`` durable under the job's input name.
+
+        The data is fsynced before the rename, so a crash never leaves a final name
+        on incomplete content; the folder is fsynced after it.
+        """
+        target = self.input_path(job_id, name)
+        _fsync_file(src)
+        os.replace(src, target)
+        fsync_dir(self.inputs)
+        return target
+
     def _copy_durably(self, src: Path, target: Path) -> None:
         tmp = target.with_name(f".{target.name}{PARTIAL_SUFFIX}")
         try:
@@ -266,9 +279,10 @@ class StateFolder:
     def clean_partial(self) -> int:
         """Delete half-received temporary files (never acknowledged); return how many."""
         removed = 0
-        for leftover in self.inputs.glob(f".*{PARTIAL_SUFFIX}"):
-            leftover.unlink(missing_ok=True)
-            removed += 1
+        for pattern in (f".*{PARTIAL_SUFFIX}", ".spool-*"):  # .spool-*: a C-STORE cut short
+            for leftover in self.inputs.glob(pattern):
+                leftover.unlink(missing_ok=True)
+                removed += 1
         return removed
 
 
