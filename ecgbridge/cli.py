@@ -8,9 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ecgbridge import __version__
 from ecgbridge.commands import COMMAND_MODULES
 from ecgbridge.errors import EcgBridgeError
+from ecgbridge.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

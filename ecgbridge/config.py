@@ -17,19 +17,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ecgbridge.deliver.settings import (
     DicomDestinationSettings,
     FhirDestinationSettings,
     OutboxSettings,
 )
-from ecgbridge.digitizer.options import ENGINES, KNOWN_LAYOUTS
-from ecgbridge.errors import ConfigError
+from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.errors import ConfigError, OptionError
 
 #: Prefix of environment variables that override configuration keys.
 ENV_PREFIX = "ECGBRIDGE_"
@@ -44,6 +53,8 @@ DEFAULT_DICOM_PORT = 11112
 DEFAULT_AE_TITLE = "ECGBRIDGE"
 #: Default port of the health/metrics HTTP endpoint.
 DEFAULT_HTTP_PORT = 8484
+#: The digitizer's defaults, which the ``digitize:`` section starts from.
+_DEFAULT_OPTIONS = DigitizeOptions()
 #: Longest AE title DICOM allows.
 MAX_AE_TITLE_LENGTH = 16
 
@@ -85,11 +96,8 @@ class InboxSettings(_Section):
         gt=0.0,
         description="Full rescan of the folder this often (safety net for missed events).",
     )
-    follow_symlinks: bool = Field(
-        default=False,
-        description="Take symbolic links dropped in the inbox (off: they are left alone "
-        "with a warning, so a link cannot make the daemon read a file outside the inbox).",
-    )
+    follow_symlinks: bool = Field(default=False, description="Take symbolic links dropped "
+                                  "in the inbox (off: left alone, with a warning).")
 
 
 class ScpTlsSettings(_Section):
@@ -196,48 +204,100 @@ class DeliverSettings(_Section):
 
 
 class DigitizeSettings(_Section):
-    """How pages are digitized (see ``ecgbridge digitize --help``)."""
+    """How pages are digitized (see ``ecgbridge digitize --help``).
 
-    layout: str = Field(default="auto", description="Layout hint or auto.")
+    The fields of :class:`~ecgbridge.digitizer.options.DigitizeOptions`, with its
+    defaults; :meth:`to_options` builds one, so its ranges are the only ones checked.
+    """
+
+    layout: str = Field(default=_DEFAULT_OPTIONS.layout, description="Layout hint or auto.")
     paper_speed: float | None = Field(
-        default=None,
-        ge=5.0,
-        le=200.0,
+        default=_DEFAULT_OPTIONS.paper_speed,
         description="Paper speed in mm/s; empty reads it from the page.",
     )
     gain: float | None = Field(
-        default=None,
-        ge=1.0,
-        le=100.0,
+        default=_DEFAULT_OPTIONS.gain,
         description="Gain in mm/mV; empty uses the calibration pulse.",
     )
-    fs: float = Field(
-        default=500.0, ge=50.0, le=10000.0,
-        description="Output sampling rate in Hz, 50-10000 as on the command line; the DICOM "
-        "waveform resamples to 200-1000 Hz (over 1000 to 1000, under 200 to 500).",
-    )
+    fs: float = Field(default=_DEFAULT_OPTIONS.fs, description="Output sampling rate in Hz.")
     engine: str = Field(
-        default="auto",
+        default=_DEFAULT_OPTIONS.engine,
         description="auto, learned (segmentation model) or classical (thresholds); "
         "auto reads classically and uses the model's reading where it keeps the "
         "limb-lead laws clearly better.",
     )
 
-    @field_validator("engine")
+    @field_validator("layout", "paper_speed", "gain", "fs", "engine")
     @classmethod
-    def _known_engine(cls, value: str) -> str:
-        if value not in ENGINES:
-            raise ValueError(f"unknown engine {value!r}; expected one of {', '.join(ENGINES)}")
+    def _checked_by_options(cls, value: Any, info: ValidationInfo) -> Any:
+        try:  # each field on its own, so the error names its key
+            DigitizeOptions(**{str(info.field_name): value})
+        except OptionError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
-    @field_validator("layout")
+    def to_options(self) -> DigitizeOptions:
+        """The digitizer options these settings stand for.
+
+        Raises
+        ------
+        ecgbridge.errors.OptionError
+            If a value is unknown or out of range.
+        """
+        return DigitizeOptions(**{f.name: getattr(self, f.name) for f in fields(DigitizeOptions)})
+
+
+class RecordsSettings(_Section):
+    """What the DICOM and FHIR records say about time and identity (README "Clinical
+    records: time, identity, provenance")."""
+
+    timezone: str | None = Field(
+        default=None,
+        description="IANA zone (e.g. Europe/Berlin) of times printed or stored without "
+        "one; empty: their UTC offset stays unknown (FHIR then gets the date only).",
+    )
+    unknown_time: Literal["digitization-time", "refuse"] = Field(
+        default="digitization-time",
+        description="DICOM needs an acquisition time (Type 1): without evidence write the "
+        "digitization time, said so in the record, or refuse (the job fails).",
+    )
+    patient_id_system: str | None = Field(
+        default=None,
+        description="FHIR subject.identifier.system of PatientIDs (the MRN system URI).",
+    )
+    missing_patient: Literal["empty", "refuse"] = Field(
+        default="empty",
+        description="Without a PatientID (no DICOM identity, no sidecar file): leave it "
+        "empty, or refuse the DICOM/FHIR outputs (the job fails with the reason).",
+    )
+    printed_identity: Literal["ignore", "accept"] = Field(
+        default="ignore",
+        description="Use the patient ID printed with a label on a vector PDF page when "
+        "nothing else gives one (ignore: only listed in the JSON summary).",
+    )
+
+    @field_validator("timezone")
     @classmethod
-    def _known_layout(cls, value: str) -> str:
-        if value not in KNOWN_LAYOUTS:
-            raise ValueError(
-                f"unknown layout {value!r}; expected one of {', '.join(KNOWN_LAYOUTS)}"
-            )
-        return value
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {value!r}") from exc
+        return value or None
+
+    def writer_options(self) -> dict[str, str]:
+        """The writer options (:mod:`ecgbridge.encode.record_facts`) of these settings."""
+        pairs = {
+            "timezone": self.timezone,
+            "unknown_time": self.unknown_time,
+            "patient_id_system": self.patient_id_system,
+            "missing_patient": self.missing_patient,
+            "printed_identity": self.printed_identity,
+        }
+        return {key: value for key, value in pairs.items() if value}
 
 
 class WorkerSettings(_Section):
@@ -255,16 +315,10 @@ class WorkerSettings(_Section):
     job_timeout_seconds: float = Field(
         default=300.0, gt=0, description="A digitization taking longer fails the job."
     )
-    max_memory_mb: int = Field(
-        default=4096, ge=0, le=1_048_576,
-        description="Address-space cap of each worker process in MB (RLIMIT_AS; 0 = none): "
-        "an input needing more is refused as out of memory.",
-    )
-    page_timeout_seconds: float = Field(
-        default=120.0, ge=0, le=86400,
-        description="Time limit per page of an input (0 = none); an input taking longer "
-        "fails with that reason (job_timeout_seconds still bounds the whole job).",
-    )
+    max_memory_mb: int = Field(default=4096, ge=0, le=1_048_576, description="Address-space "
+                               "cap of each worker in MB (RLIMIT_AS; 0 = none).")
+    page_timeout_seconds: float = Field(default=120.0, ge=0, le=86400, description="Time "
+                                        "limit per page of an input in seconds (0 = none).")
 
     def effective_processes(self) -> int:
         """Pool size: the configured value or the number of CPU cores."""
@@ -349,6 +403,7 @@ class Settings(_Section):
     state: StateSettings = Field(default=StateSettings())
     deliver: DeliverSettings = Field(default=DeliverSettings())
     digitize: DigitizeSettings = Field(default=DigitizeSettings())
+    records: RecordsSettings = Field(default=RecordsSettings())
     workers: WorkerSettings = Field(default=WorkerSettings())
     retry: RetrySettings = Field(default=RetrySettings())
     http: HttpSettings = Field(default=HttpSettings())

@@ -6,12 +6,16 @@ an :class:`ECG`; everything upstream produces one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+
+from ecgbridge.standards import DEFAULT_GAIN_MM_MV, DEFAULT_SPEED_MM_S
 
 #: The 12 standard leads in the order every ECG holds them.
 LEADS: tuple[str, ...] = (
@@ -82,6 +86,29 @@ class PanelInfo:
     rhythm_strip: bool = False
 
 
+class CalibrationSource(StrEnum):
+    """Where a gain or paper speed came from (string-valued: JSON holds the words)."""
+
+    PULSE = "pulse"
+    PRINTED = "printed"
+    USER = "user"
+    VECTOR = "vector"
+    DEFAULT = "default"
+
+
+class CalibrationMethod(StrEnum):
+    """How the samples were obtained: traced on a raster page, read from vector PDF
+    paths, or read from a waveform file (WFDB, CSV, DICOM, FHIR)."""
+
+    RASTER = "raster"
+    VECTOR = "vector"
+    WAVEFORM = "waveform"
+
+
+#: Values of :attr:`Calibration.engine`: the ink engine of a raster page, or "" otherwise.
+CALIBRATION_ENGINES: tuple[str, ...] = ("", "classical", "learned")
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Scale and geometry the digitizer found (or was told).
@@ -98,10 +125,11 @@ class Calibration:
         Paper speed (25 by default).
     rotation_deg : float
         Rotation removed by deskewing, counter-clockwise positive.
-    gain_source, speed_source : str
-        ``"pulse"``, ``"printed"``, ``"user"``, ``"vector"`` or ``"default"``.
-    method : str
-        ``"raster"`` or ``"vector"``.
+    gain_source, speed_source : CalibrationSource
+        ``"pulse"``, ``"printed"``, ``"user"``, ``"vector"`` or ``"default"`` (plain
+        strings are accepted and converted).
+    method : CalibrationMethod
+        ``"raster"``, ``"vector"`` or ``"waveform"``.
     engine : str
         For raster pages, how trace ink was found: ``"learned"`` (segmentation model)
         or ``"classical"``; empty otherwise.
@@ -111,20 +139,57 @@ class Calibration:
         coordinates refer to; empty means identity.
     warnings : tuple of str
         Anything a reviewer should know (assumed defaults, repaired leads...).
+
+    Raises
+    ------
+    ValueError
+        On construction, for a source, method or engine not listed above, a gain or
+        paper speed that is not a positive finite number, a pixel pitch that is neither
+        NaN (unknown) nor positive, a rotation that is not finite, or a transform that is
+        neither empty nor 9 finite values.
     """
 
     layout: str = "unknown"
     px_per_mm_x: float = float("nan")
     px_per_mm_y: float = float("nan")
-    mm_per_mv: float = 10.0
-    mm_per_s: float = 25.0
+    mm_per_mv: float = DEFAULT_GAIN_MM_MV
+    mm_per_s: float = DEFAULT_SPEED_MM_S
     rotation_deg: float = 0.0
-    gain_source: str = "default"
-    speed_source: str = "default"
-    method: str = "raster"
+    # Typed str so callers may pass the plain words; __post_init__ stores the enum members.
+    gain_source: str = CalibrationSource.DEFAULT
+    speed_source: str = CalibrationSource.DEFAULT
+    method: str = CalibrationMethod.RASTER
     engine: str = ""
     transform: tuple[float, ...] = ()
     warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, kind in (("gain_source", CalibrationSource), ("speed_source", CalibrationSource),
+                           ("method", CalibrationMethod)):
+            value = getattr(self, name)
+            if value not in set(kind):
+                raise ValueError(f"Calibration.{name} must be one of "
+                                 f"{', '.join(kind)}; got {value!r}")
+            object.__setattr__(self, name, kind(value))
+        if self.engine not in CALIBRATION_ENGINES:
+            raise ValueError(f"Calibration.engine must be one of {CALIBRATION_ENGINES}; "
+                             f"got {self.engine!r}")
+        for name in ("mm_per_mv", "mm_per_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"Calibration.{name} must be positive and finite; got {value!r}")
+        for name in ("px_per_mm_x", "px_per_mm_y"):
+            value = getattr(self, name)
+            if not (math.isnan(value) or (math.isfinite(value) and value > 0)):
+                raise ValueError(f"Calibration.{name} must be NaN (unknown) or positive; "
+                                 f"got {value!r}")
+        if not math.isfinite(self.rotation_deg):
+            raise ValueError(f"Calibration.rotation_deg must be finite; got {self.rotation_deg!r}")
+        if len(self.transform) not in (0, 9) or not all(map(math.isfinite, self.transform)):
+            raise ValueError("Calibration.transform must be empty or 9 finite values; "
+                             f"got {len(self.transform)} values")
+        object.__setattr__(self, "transform", tuple(float(v) for v in self.transform))
+        object.__setattr__(self, "warnings", tuple(str(w) for w in self.warnings))
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
@@ -135,9 +200,9 @@ class Calibration:
             "mm_per_mv": self.mm_per_mv,
             "mm_per_s": self.mm_per_s,
             "rotation_deg": self.rotation_deg,
-            "gain_source": self.gain_source,
-            "speed_source": self.speed_source,
-            "method": self.method,
+            "gain_source": str(self.gain_source),
+            "speed_source": str(self.speed_source),
+            "method": str(self.method),
             "engine": self.engine,
             "transform": list(self.transform),
             "warnings": list(self.warnings),
@@ -162,7 +227,29 @@ class SourceInfo:
         Identity attributes copied from a DICOM input, keyed by DICOM keyword
         (PatientName, PatientID, PatientBirthDate, PatientSex, StudyInstanceUID,
         AccessionNumber, StudyDate, StudyTime, StudyID, ReferringPhysicianName,
-        SOPClassUID, SOPInstanceUID, SeriesInstanceUID...). Empty otherwise.
+        SOPClassUID, SOPInstanceUID, SeriesInstanceUID...), or given by a sidecar file
+        beside an image/PDF input. Empty otherwise.
+    acquisition_datetime : str
+        When the ECG was recorded, as a DICOM DT string (``YYYYMMDDHHMMSS``, optionally
+        with a ``+HHMM`` offset), taken only from evidence: the source waveform's
+        acquisition attributes, the date/time printed on the page, or a sidecar file.
+        Empty when unknown (never the processing or scan time).
+    acquisition_evidence : str
+        Where `acquisition_datetime` came from (e.g. ``"printed on the page"``).
+    record_uid : str
+        The ECG record's identity UID when the source carries one (an ecgbridge DICOM
+        waveform's SeriesInstanceUID, an ecgbridge FHIR identifier); empty otherwise.
+    filters : Mapping[str, float]
+        Filter settings in Hz when known (``low_hz``, ``high_hz``, ``notch_hz``).
+    history : tuple of str
+        What was done to the samples before (e.g. ``"digitized from a paper ECG image"``).
+    printed_identity : Mapping[str, str]
+        Patient fields printed on a vector PDF page (``PatientID``), offered but used
+        only when the ``printed_identity`` writer setting accepts them.
+    equipment : tuple of Mapping
+        Equipment that made the source waveform (``Manufacturer``,
+        ``ManufacturerModelName``, ``DeviceSerialNumber``, ``SoftwareVersions``,
+        ``InstitutionName``, ``Purpose``), carried into Contributing Equipment.
     """
 
     name: str = ""
@@ -170,9 +257,30 @@ class SourceInfo:
     media_type: str = ""
     pages: int = 1
     dicom: Mapping[str, Any] = field(default_factory=dict)
+    acquisition_datetime: str = ""
+    acquisition_evidence: str = ""
+    record_uid: str = ""
+    filters: Mapping[str, float] = field(default_factory=dict)
+    history: tuple[str, ...] = ()
+    equipment: tuple[Mapping[str, str], ...] = ()
+    printed_identity: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dicom", MappingProxyType(dict(self.dicom)))
+        object.__setattr__(self, "filters", MappingProxyType(dict(self.filters)))
+        object.__setattr__(self, "history", tuple(self.history))
+        object.__setattr__(
+            self, "printed_identity", MappingProxyType(dict(self.printed_identity))
+        )
+        object.__setattr__(
+            self, "equipment", tuple(MappingProxyType(dict(e)) for e in self.equipment)
+        )
+
+    def replace(self, **changes: Any) -> SourceInfo:
+        """Return a copy with some attributes changed."""
+        import dataclasses
+
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -333,6 +441,9 @@ class ECG:
                 "sha256": self.source.sha256,
                 "media_type": self.source.media_type,
                 "pages": self.source.pages,
+                "acquisition_datetime": self.source.acquisition_datetime or None,
+                "acquisition_evidence": self.source.acquisition_evidence or None,
+                "printed_identity": dict(self.source.printed_identity),
             },
         }
 

@@ -17,6 +17,10 @@ class ConfigError(EcgBridgeError, ValueError):
     """A configuration value is invalid; the message names the key."""
 
 
+class OptionError(EcgBridgeError, ValueError):
+    """A digitizer option is unknown or out of range; the message names the option."""
+
+
 class InputError(EcgBridgeError, ValueError):
     """An input file or object cannot be read (corrupt, truncated, unsupported)."""
 

@@ -4,7 +4,7 @@
 * ``record_signals(name)``: ``(signals (12, n) mV in LEADS order, fs)`` of one record.
 * ``sample_record``: the same for HR06004.
 * ``rendered_page(record="HR06004", **render_kwargs)``: a
-  :class:`ecgbridge.synth.RenderedPage`; identical calls share one rendering per session.
+  :class:`ecgbridge.testing.RenderedPage`; identical calls share one rendering per session.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def load_record(name: str) -> tuple[np.ndarray, float]:
 
 @lru_cache(maxsize=16)
 def _render_cached(record: str, frozen_kwargs: tuple[tuple[str, Any], ...]) -> Any:
-    from ecgbridge.synth import render_page
+    from ecgbridge.testing import render_page
 
     signals, fs = load_record(record)
     return render_page(signals, fs, **dict(frozen_kwargs))
@@ -70,7 +70,7 @@ def sample_record() -> tuple[np.ndarray, float]:
 def rendered_page() -> Callable[..., Any]:
     """Factory: ``rendered_page(record="HR06004", layout="3x4+II", dpi=150, ...)``.
 
-    Keyword arguments go to :func:`ecgbridge.synth.render_page`; they must be
+    Keyword arguments go to :func:`ecgbridge.testing.render_page`; they must be
     hashable (use tuples, not lists).  Results are cached for the session.
     """
 

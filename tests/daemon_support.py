@@ -25,7 +25,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from ecgbridge.jobs.pipeline import DigitizeOutcome, DigitizeRequest
+from ecgbridge.jobs.worker import DigitizeOutcome, DigitizeRequest
 
 #: The dcmtk binaries (pynetdicom installs Python scripts with the same names earlier on PATH).
 DCMTK_BIN = Path("/usr/bin")

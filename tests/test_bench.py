@@ -1,4 +1,4 @@
-"""Synthetic scored sets (ecgbridge.synth.devset) and the ``ecgbridge bench`` command."""
+"""Synthetic scored sets (ecgbridge.testing.devset) and the ``ecgbridge bench`` command."""
 
 from __future__ import annotations
 
@@ -11,8 +11,14 @@ import pytest
 
 from ecgbridge.cli import main
 from ecgbridge.ecg import ECG, LEADS
-from ecgbridge.synth.bench import BenchReport, PageResult, find_pages, score_predictions
-from ecgbridge.synth.devset import list_records, load_record, plan_pages, render_set
+from ecgbridge.report.bench import (
+    BenchReport,
+    PageTiming,
+    find_pages,
+    load_record,
+    score_predictions,
+)
+from ecgbridge.testing.devset import list_records, plan_pages, render_set
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +97,9 @@ def test_scoring_perfect_and_noisy_predictions(small_set):
 
 def test_report_statistics_use_the_pages_that_digitized():
     pages = tuple(
-        PageResult(name=f"p{i}.png", seconds=s, repeats=(s,), ok=True, traced_peak_mb=10.0 * i)
+        PageTiming(name=f"p{i}.png", seconds=s, repeats=(s,), ok=True, traced_peak_mb=10.0 * i)
         for i, s in enumerate([0.1, 0.2, 0.3, 0.4, 1.0], start=1)
-    ) + (PageResult(name="bad.png", seconds=0.01, repeats=(0.01,), ok=False, error="X"),)
+    ) + (PageTiming(name="bad.png", seconds=0.01, repeats=(0.01,), ok=False, error="X"),)
     report = BenchReport(pages=pages, repeat=1, max_rss_mb=100.0)
     assert report.failed == 1
     assert report.median_s == pytest.approx(0.3)

@@ -16,8 +16,8 @@ from ecgbridge.digitizer.pipeline import digitize_pages
 from ecgbridge.ecg import LEADS
 from ecgbridge.errors import DigitizationError
 from ecgbridge.inputs.page import Page
-from ecgbridge.synth import render as synth_render
-from ecgbridge.synth.render import render_page
+from ecgbridge.testing import render as synth_render
+from ecgbridge.testing.render import render_page
 
 
 def test_snap_gain_accepts_only_near_standard_gains() -> None:

@@ -14,12 +14,14 @@ from ecgbridge.cli import main
 
 
 @pytest.mark.parametrize(("command", "option", "value", "message"), [
-    ("digitize", "--fs", "-1", "argument --fs: must be 50-10000 Hz, got -1"),
-    ("digitize", "--fs", "nan", "argument --fs: must be 50-10000 Hz, got nan"),
-    ("digitize", "--gain", "0", "argument --gain: must be 1-100 mm/mV, got 0"),
-    ("digitize", "--paper-speed", "0", "argument --paper-speed: must be 5-200 mm/s, got 0"),
+    ("digitize", "--fs", "-1", "argument --fs: output sampling rate must be 50-10000 Hz, got -1.0"),
+    ("digitize", "--fs", "nan", "argument --fs: output sampling rate must be 50-10000 Hz, got nan"),
+    ("digitize", "--gain", "0", "argument --gain: gain must be 1-100 mm/mV, got 0.0"),
+    ("digitize", "--paper-speed", "0",
+     "argument --paper-speed: paper speed must be 5-200 mm/s, got 0.0"),
     ("digitize", "--paper-speed", "fast", "argument --paper-speed: 'fast' is not a number"),
-    ("batch", "--fs", "0", "argument --fs: must be 50-10000 Hz, got 0"),
+    ("batch", "--fs", "0",
+     "argument --fs: output sampling rate must be 50-10000 Hz, got 0.0"),
     ("batch", "--workers", "0", "argument --workers: must be at least 1, got 0"),
     ("batch", "--timeout", "-5", "argument --timeout: must be a number above 0, got -5"),
     ("bench", "--repeat", "0", "argument --repeat: must be at least 1, got 0"),

@@ -169,3 +169,19 @@ def test_serve_reports_bad_flag_value_by_key(capsys: pytest.CaptureFixture[str])
     assert main(["serve", "--print-config", "--dicom-port", "99999"]) == 1
     err = capsys.readouterr().err
     assert "dicom.port" in err and "command line" in err
+
+
+def test_digitize_settings_are_the_digitizer_options_with_one_set_of_ranges(tmp_path: Path) -> None:
+    from dataclasses import fields
+
+    from ecgbridge.config import DigitizeSettings
+    from ecgbridge.digitizer.options import FS_RANGE_HZ, DigitizeOptions
+
+    assert list(DigitizeSettings.model_fields) == [f.name for f in fields(DigitizeOptions)]
+    assert DigitizeSettings().to_options() == DigitizeOptions()
+    low, high = FS_RANGE_HZ
+    assert DigitizeSettings(fs=low, gain=20.0).to_options() == DigitizeOptions(fs=low, gain=20.0)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"digitize:\n  fs: {high * 2}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"digitize\.fs: output sampling rate must be"):
+        load_settings(cfg)

@@ -23,9 +23,9 @@ from peers import (
 from pydicom import dcmread
 from pynetdicom import AE, evt
 
+from ecgbridge.codes import TWELVE_LEAD_ECG_WAVEFORM as TWELVE_LEAD_ECG_WAVEFORM_STORAGE
 from ecgbridge.deliver.base import DeliveryItem
 from ecgbridge.deliver.dicom_store import (
-    TWELVE_LEAD_ECG_WAVEFORM_STORAGE,
     DicomStoreDestination,
     describe_status,
     is_retryable_status,
@@ -488,3 +488,52 @@ def test_mutual_tls_store_into_orthanc(
         with pytest.raises(DeliveryError) as caught:
             peer.namespace.call(lambda: plain.deliver(item))
         assert caught.value.retryable is True
+
+
+@pytest.mark.slow
+def test_a_rerun_lands_once_in_orthanc_under_the_sidecar_patient(
+    orthanc: OrthancPeer, tmp_path: Path, record_signals: Any
+) -> None:
+    """Issue 12: a re-run's file is byte-identical, so a PACS keeps exactly one instance,
+    filed under the patient and study of the sidecar file."""
+    import io
+    import json
+    import urllib.request
+
+    import numpy as np
+    from PIL import Image
+
+    from ecgbridge.ecg import ECG, Calibration
+    from ecgbridge.encode.registry import WriteContext, write_outputs
+    from ecgbridge.inputs.load import load_input
+
+    png = tmp_path / "scan.png"
+    Image.fromarray(np.full((64, 64, 3), 255, dtype=np.uint8)).save(png)
+    png.with_suffix(".json").write_text(json.dumps({
+        "PatientID": "PID-12", "PatientName": "Sidecar^Test", "StudyInstanceUID": "1.2.826.0.1.12",
+        "AcquisitionDateTime": "2021-02-05T13:39:33+01:00"}))
+    signals, fs = record_signals("E07506")
+    files = []
+    for run in ("first", "second"):
+        ecg = ECG(signals=signals, fs=fs, quality=(0.9,) * 12,
+                  calibration=Calibration(method="raster"), source=load_input(png).source)
+        (path,) = write_outputs(ecg, tmp_path / run, "scan", ["dicom"], WriteContext())
+        files.append(path)
+    assert files[0].read_bytes() == files[1].read_bytes()
+    uid = str(dcmread(files[0]).SOPInstanceUID)
+    destination = DicomStoreDestination(_orthanc_settings(orthanc))
+    for n, path in enumerate(files):
+        item = DeliveryItem(job_id=f"rerun-{n}", files={"dicom": path}, sop_instance_uid=uid)
+        orthanc.namespace.call(lambda item=item: destination.deliver(item))
+    assert orthanc.instance_uids() == [uid]
+    orthanc_id = orthanc.rest("/instances")[0]
+    tags = orthanc.rest(f"/instances/{orthanc_id}/simplified-tags")
+    assert (tags["PatientID"], tags["StudyInstanceUID"]) == ("PID-12", "1.2.826.0.1.12")
+    url = f"http://{orthanc.host}:{orthanc.http_port}/instances/{orthanc_id}/file"
+
+    def fetch() -> bytes:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return bytes(response.read())
+
+    stored_ds = dcmread(io.BytesIO(orthanc.namespace.call(fetch)))
+    assert stored_ds == dcmread(files[0])  # the data set Orthanc keeps is the file's

@@ -9,6 +9,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from ecgbridge.deliver.fhir_client import (
     conditional_create_query,
     operation_outcome_text,
 )
-from ecgbridge.deliver.http import HttpClient
+from ecgbridge.deliver.http import HttpAnswer, HttpClient
 from ecgbridge.deliver.oauth import SmartBackendServicesGrant
 from ecgbridge.deliver.settings import (
     FhirDestinationSettings,
@@ -466,3 +467,32 @@ def test_smart_key_must_fit_the_algorithm(smart_keys: dict[str, Path]) -> None:
         FhirDestination(settings)
     assert caught.value.retryable is False
     assert "ES384 needs an EC P-384 key" in str(caught.value)
+
+
+class _RecordingTransport:
+    """A transport that keeps each request and answers 201 like a FHIR server."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, bytes | None, dict[str, str]]] = []
+
+    def request(self, method: str, url: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None, peer: str = "server") -> HttpAnswer:
+        self.requests.append((method, url, body, dict(headers or {})))
+        answer_headers = Message()
+        answer_headers["Location"] = "http://fhir.test/fhir/Observation/42/_history/1"
+        return HttpAnswer(201, answer_headers, b"")
+
+
+def test_an_injected_transport_carries_the_conditional_create(item: DeliveryItem) -> None:
+    transport = _RecordingTransport()
+    settings = FhirDestinationSettings(enabled=True, base_url="http://fhir.test/fhir",
+                                       bearer_token=SecretStr(TOKEN))
+    receipt = FhirDestination(settings, transport=transport).deliver(item)
+
+    assert receipt.detail == "201 Observation/42"
+    [(method, url, body, headers)] = transport.requests
+    assert (method, url) == ("POST", "http://fhir.test/fhir/Observation")
+    assert body == Path(item.files["fhir-r4"]).read_bytes()
+    ident = _identifier(item)
+    assert headers["If-None-Exist"].startswith("identifier=" + ident["system"])
+    assert headers["Authorization"] == f"Bearer {TOKEN}"

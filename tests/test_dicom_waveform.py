@@ -15,11 +15,10 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from ecgbridge import codes
 from ecgbridge.ecg import ECG, LEADS, Calibration, SourceInfo
-from ecgbridge.encode import codes
 from ecgbridge.encode.dicom_waveform import (
     PADDING_VALUE,
-    TWELVE_LEAD_ECG_SOP_CLASS_UID,
     check_waveform_limits,
     conform_sampling,
     derive_limb_leads,
@@ -146,7 +145,7 @@ def test_output_has_the_12_lead_ecg_structure(record, sc_file, tmp_path, kind):
     assert path.name == f"{kind}.dcm"
     ds = pydicom.dcmread(path)
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
-    assert ds.SOPClassUID == TWELVE_LEAD_ECG_SOP_CLASS_UID == ds.file_meta.MediaStorageSOPClassUID
+    assert ds.SOPClassUID == codes.TWELVE_LEAD_ECG_WAVEFORM == ds.file_meta.MediaStorageSOPClassUID
     assert ds.Modality == "ECG"
     assert ds.Manufacturer == "ecgbridge" and ds.SoftwareVersions
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
@@ -197,7 +196,13 @@ def test_dciodvfy_accepts_reencoded_pydicom_sample(tmp_path):
     ds = pydicom.dcmread(path)
     assert "Converted" in ds.WaveformSequence[0].ChannelDefinitionSequence[0] \
         .ChannelDerivationDescription
-    assert "WaveformAnnotationSequence" not in ds  # no digitization quality to report
+    items = ds.get("WaveformAnnotationSequence", [])
+    assert not any("ConceptNameCodeSequence" in item for item in items)  # no quality to report
+    texts = [str(item.UnformattedTextValue) for item in items]
+    # the sample's 1.25 µV steps cannot be kept at 1 µV: said, not "not modified"
+    assert texts[-2:] == ["ecgbridge: re-quantised to 1 uV steps by ecgbridge",
+                          "ecgbridge: acquisition time: the source DICOM waveform's "
+                          "AcquisitionDateTime"]
 
 
 # --- round trips ----------------------------------------------------------------------
@@ -254,7 +259,9 @@ def test_secondary_capture_identity_lands_in_the_same_study(record, sc_file):
     (ref,) = ds.ReferencedInstanceSequence
     assert ref.ReferencedSOPClassUID == SECONDARY_CAPTURE
     assert ref.ReferencedSOPInstanceUID == sc.SOPInstanceUID
-    assert ds.AcquisitionDateTime == "20240101120000"  # the source's study date and time
+    # the image's study/scan time is not the ECG's acquisition time
+    assert ds.AcquisitionDateTime != "20240101120000"
+    assert ds.SeriesDescription.endswith("acquisition time unknown")
 
 
 def test_explicit_patient_and_study_override_the_source(record, sc_file):
@@ -270,15 +277,20 @@ def test_explicit_patient_and_study_override_the_source(record, sc_file):
 
 def test_uids_are_deterministic_and_content_derived(record, sc_file):
     ecg = ecg_sources(record, sc_file)["png"]
-    first, second = to_dicom_waveform(ecg), to_dicom_waveform(ecg)
+    when = "2021-02-05T13:39:33"
+    first = to_dicom_waveform(ecg, acquisition_datetime=when)
+    second = to_dicom_waveform(ecg, acquisition_datetime=when)
+    assert dicom_bytes(first) == dicom_bytes(second)
     for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
         uid = first[keyword].value
         assert uid == second[keyword].value and uid.startswith("2.25.") and len(uid) <= 64
-    changed = to_dicom_waveform(ecg.replace(signals=ecg.signals + 0.01))
+    changed = to_dicom_waveform(ecg.replace(signals=ecg.signals + 0.01),
+                                acquisition_datetime=when)
     assert changed.SOPInstanceUID != first.SOPInstanceUID
     assert changed.SeriesInstanceUID == first.SeriesInstanceUID  # same source file
     other_source = ecg.replace(source=SourceInfo(sha256="f" * 64, media_type="image/png"))
-    assert to_dicom_waveform(other_source).SeriesInstanceUID != first.SeriesInstanceUID
+    assert to_dicom_waveform(other_source, acquisition_datetime=when).SeriesInstanceUID \
+        != first.SeriesInstanceUID
 
 
 # --- limits and bad values ------------------------------------------------------------

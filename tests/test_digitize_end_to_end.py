@@ -1,6 +1,6 @@
 """End to end: render pages from real records, digitize them, compare with the truth.
 
-Every case is a page drawn by :func:`ecgbridge.synth.render_page` from a fixture
+Every case is a page drawn by :func:`ecgbridge.testing.render_page` from a fixture
 record, handed to :func:`ecgbridge.digitize` as an RGB array with no layout hint.
 The truth is exact (the renderer knows every sample's pixel), so the bounds
 below are what a good classical digitizer reaches on such pages:

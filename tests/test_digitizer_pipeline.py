@@ -14,7 +14,7 @@ from ecgbridge.digitizer.pipeline import digitize_pages
 from ecgbridge.ecg import LEADS
 from ecgbridge.errors import DigitizationError, NotAnEcgError
 from ecgbridge.inputs.page import Page
-from ecgbridge.synth.render import render_page
+from ecgbridge.testing.render import render_page
 
 FS = 500.0
 DATA = Path(__file__).parent / "data"
@@ -329,11 +329,11 @@ def test_calibration_pulse_edge_is_not_read_as_signal(gap_mm: float) -> None:
 
 
 def test_rows_without_pulse_share_their_earliest_start() -> None:
-    from ecgbridge.digitizer.pipeline import _first_ink_to_first_sample
+    from ecgbridge.digitizer.timebase import first_ink_to_first_sample
 
     ppm = 200 / 25.4
     spans = [(80.0, 2000.0), (80.0, 2000.0), (78.0, 2000.0), (78.0, 2000.0), (400.0, 2000.0)]
-    out = _first_ink_to_first_sample(spans, ppm)
+    out = first_ink_to_first_sample(spans, ppm)
     # The four rows within 4 mm start together; a row starting 40 mm later keeps its start.
     assert [o for o, _e in out] == [78.0, 78.0, 78.0, 78.0, 400.0]
     assert [e for _o, e in out] == [e for _o, e in spans]
@@ -365,9 +365,9 @@ def test_small_real_scan_is_not_resampled_for_a_sub_pixel_keystone() -> None:
 
 
 def test_largest_corner_shift_between_two_homographies() -> None:
-    from ecgbridge.digitizer.pipeline import _largest_corner_shift
+    from ecgbridge.digitizer.rectify import largest_corner_shift
 
     shift = np.array([[1.0, 0.0, 3.0], [0.0, 1.0, -1.0], [0.0, 0.0, 1.0]])
-    assert _largest_corner_shift(shift, np.eye(3), (600, 300)) == pytest.approx(3.0)
+    assert largest_corner_shift(shift, np.eye(3), (600, 300)) == pytest.approx(3.0)
     scale = np.diag([1.01, 1.0, 1.0])
-    assert _largest_corner_shift(scale, np.eye(3), (600, 300)) == pytest.approx(6.0)
+    assert largest_corner_shift(scale, np.eye(3), (600, 300)) == pytest.approx(6.0)

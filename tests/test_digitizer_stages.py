@@ -62,6 +62,32 @@ def test_grid_with_only_major_lines_still_gives_millimetres() -> None:
     assert gy.px_per_mm == pytest.approx(6.0, rel=2e-3)
 
 
+def test_blurred_grid_without_distinct_major_lines_gives_its_millimetres() -> None:
+    """A grey 120-dpi copy, blurred: 1-mm and 5-mm lines alike, and no harmonics left.
+
+    Only the 1-mm line frequency stands out of the spectrum; its sub-harmonics (which
+    the trace rows make look like combs) are not the grid (read 1.6 times too coarse
+    before).
+    """
+    ppm, rng = 4.7244, np.random.default_rng(3)
+    h, w = 1020, 1320
+    dark = np.zeros((h, w), np.float32)
+    for pos in np.arange(3.0, max(h, w), ppm):
+        k = int(round(pos))
+        if k < w:
+            dark[:, k] = 0.35
+        if k < h:
+            dark[k, :] = 0.35
+    xs = np.arange(w)
+    for row in range(6):
+        ys = 90 + row * 112 + 6 * np.sin(xs / 17.0) + rng.normal(0.0, 1.0, w)
+        dark[np.clip(ys.astype(int), 0, h - 1), xs] = 1.0
+    dark = cv2.GaussianBlur(dark, (0, 0), 1.6) + rng.normal(0.0, 0.02, dark.shape)
+    gx, gy = measure_grid(np.clip(dark, 0.0, 1.0).astype(np.float32))
+    assert gx.px_per_mm == pytest.approx(ppm, rel=5e-3)
+    assert gy.px_per_mm == pytest.approx(ppm, rel=5e-3)
+
+
 def test_no_grid_on_a_plain_page() -> None:
     page = np.full((600, 900, 3), 250, np.uint8)
     xs = np.arange(50, 850)
@@ -353,7 +379,7 @@ def test_misread_rhythm_strip_label_is_corrected_from_the_grid() -> None:
 
 def test_qrs_right_after_the_pulse_fall_is_kept() -> None:
     from ecgbridge.digitizer.layout import PanelSlot
-    from ecgbridge.digitizer.pipeline import _blank_pulse_fall
+    from ecgbridge.digitizer.panels import blank_pulse_fall
 
     ppm = 7.874
     mask = np.zeros((400, 700), np.uint8)
@@ -368,7 +394,7 @@ def test_qrs_right_after_the_pulse_fall_is_kept() -> None:
     assert pulse is not None
     slot = PanelSlot("I", 0, 4, int(pulse.x_fall), 690, 1.0)
     ys = path.y[slot.x0 - path.x0: slot.x1 - path.x0].copy()
-    _blank_pulse_fall(ys, path, slot, pulse)
+    blank_pulse_fall(ys, path, slot, pulse)
     blanked = np.flatnonzero(np.isnan(ys))
     assert blanked.size and blanked.max() <= 4  # the fall stroke only
     assert np.nanmin(ys[:20]) < base - 35  # the R wave 12 px after the fall is kept

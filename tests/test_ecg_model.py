@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from ecgbridge import ECG, LEADS
-from ecgbridge.ecg import Calibration, SourceInfo, normalise_lead_name
+from ecgbridge.ecg import (
+    Calibration,
+    CalibrationMethod,
+    CalibrationSource,
+    SourceInfo,
+    normalise_lead_name,
+)
 
 
 def test_leads_are_the_standard_twelve_in_order():
@@ -75,3 +81,29 @@ def test_summary_is_json_serialisable_and_has_no_samples():
 def test_quality_is_clipped_to_unit_interval():
     ecg = ECG(signals=np.zeros((12, 3)), quality=(2.0,) + (-1.0,) * 11)
     assert ecg.quality[0] == 1.0 and ecg.quality[1] == 0.0
+
+
+def test_calibration_takes_plain_words_and_keeps_them_in_json():
+    cal = Calibration(gain_source="pulse", speed_source="user", method="vector")
+    assert cal.gain_source is CalibrationSource.PULSE
+    assert cal.method is CalibrationMethod.VECTOR
+    doc = json.loads(json.dumps(cal.to_dict()))
+    assert (doc["gain_source"], doc["speed_source"], doc["method"]) == ("pulse", "user", "vector")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"gain_source": "guessed"}, "gain_source"),
+        ({"method": "ocr"}, "method"),
+        ({"engine": "auto"}, "engine"),
+        ({"mm_per_mv": 0.0}, "mm_per_mv"),
+        ({"mm_per_s": float("inf")}, "mm_per_s"),
+        ({"px_per_mm_x": -3.0}, "px_per_mm_x"),
+        ({"rotation_deg": float("nan")}, "rotation_deg"),
+        ({"transform": (1.0, 0.0, 0.0)}, "transform"),
+    ],
+)
+def test_calibration_refuses_impossible_values(changes, field):
+    with pytest.raises(ValueError, match=f"Calibration.{field}"):
+        Calibration(**changes)

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from peers import fhir_server_unavailable, running_fhir_server
 
+from ecgbridge import codes
 from ecgbridge.ecg import ECG, LEADS, Calibration, SourceInfo
-from ecgbridge.encode import codes
 from ecgbridge.encode.fhir_observation import (
     check_observation,
     encode_data,
+    fhir_json,
     observation_model,
     read_fhir_observation,
     to_fhir_model,
@@ -26,6 +27,7 @@ from ecgbridge.encode.fhir_observation import (
     write_fhir_r5,
 )
 from ecgbridge.encode.readers import read_ecg
+from ecgbridge.encode.record_facts import RecordSettings, fhir_record_identifier
 from ecgbridge.encode.registry import WriteContext
 from ecgbridge.errors import EncodingError, InputError
 
@@ -74,7 +76,8 @@ def test_observation_validates_and_follows_the_ecg_example(digitized, version):
             assert sd["period"] == 2 and "interval" not in sd
         else:
             assert sd["interval"] == 2 and sd["intervalUnit"] == "ms" and "period" not in sd
-    assert doc["identifier"] == [{"system": "urn:ecgbridge:source-sha256", "value": SHA}]
+    assert doc["identifier"] == [fhir_record_identifier(digitized)]
+    assert doc["identifier"][0]["system"] == "urn:dicom:uid"
     assert "Digitized" in doc["method"]["text"]
     assert "V6 0.93" in doc["note"][0]["text"]  # per-lead quality is reported
 
@@ -126,16 +129,18 @@ def test_absent_leads_get_no_component_and_an_empty_ecg_is_refused(digitized):
         to_fhir_observation(digitized.replace(signals=np.full_like(signals, np.nan)))
 
 
-def test_subject_and_effective_come_from_the_dicom_identity(digitized):
+def test_subject_comes_from_the_dicom_identity_but_not_the_time_of_an_image(digitized):
+    """A Secondary Capture's study/scan time is not the ECG's acquisition time."""
     source = SourceInfo(
         name="page.dcm", sha256=SHA, media_type="application/dicom",
         dicom={"PatientName": "TEST^ECG", "PatientID": "TEST-ECG-1", "StudyDate": "20240101",
-               "StudyTime": "120000"},
+               "StudyTime": "120000", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.7"},
     )
-    doc = to_fhir_observation(digitized.replace(source=source))
-    assert doc["subject"]["identifier"]["value"] == "TEST-ECG-1"
+    doc = to_fhir_observation(digitized.replace(source=source),
+                              settings=RecordSettings(patient_id_system="urn:oid:1.2.3.4"))
+    assert doc["subject"]["identifier"] == {"system": "urn:oid:1.2.3.4", "value": "TEST-ECG-1"}
     assert doc["subject"]["type"] == "Patient"
-    assert doc["effectiveDateTime"].startswith("2024-01-01T12:00:00")
+    assert "effectiveDateTime" not in doc
     observation_model(doc, "R4")
 
 
@@ -151,14 +156,14 @@ def test_given_subject_device_and_effective_win(digitized):
 def test_without_a_known_time_effective_is_omitted_not_invented(digitized):
     doc = to_fhir_observation(digitized)
     assert "effectiveDateTime" not in doc and "subject" not in doc
-    assert doc["issued"]  # processing time
-
+    assert "issued" not in doc  # no wall clock: the same input gives the same bytes
+    assert fhir_json(to_fhir_observation(digitized)) == fhir_json(doc)
 
 def test_identifier_is_deterministic_for_the_same_content(digitized):
     anonymous = digitized.replace(source=SourceInfo())
     a, b = to_fhir_observation(anonymous), to_fhir_observation(anonymous)
     assert a["identifier"] == b["identifier"]
-    assert a["identifier"][0]["system"] == codes.FHIR_IDENTIFIER_SYSTEM_CONTENT
+    assert a["identifier"][0]["system"] == "urn:dicom:uid"
     changed = to_fhir_observation(anonymous.replace(signals=anonymous.signals + 0.01))
     assert changed["identifier"] != a["identifier"]
 
@@ -276,15 +281,22 @@ def test_empty_data_is_an_input_error(digitized):
 
 
 @pytest.mark.parametrize(
-    ("dicom", "expected"),
-    [({"AcquisitionDateTime": "20240304050607.123+0130"}, "2024-03-04T05:06:07+01:30"),
-     ({"AcquisitionDateTime": "20240304"}, "2024-03-04"),
-     ({"ContentDate": "20240304", "ContentTime": "0506"}, "2024-03-04T05:06:00")],
+    ("acquired", "zone", "expected"),
+    [("20240304050607.123+0130", "", "2024-03-04T05:06:07+01:30"),
+     ("20240304", "", "2024-03-04"),
+     ("202403040506", "", "2024-03-04"),  # no zone known: the date only, never a guess
+     ("202403040506", "Europe/Berlin", "2024-03-04T05:06:00+01:00"),
+     ("20240704050607", "Europe/Berlin", "2024-07-04T05:06:07+02:00"),
+     ("20240704050607-0500", "Europe/Berlin", "2024-07-04T05:06:07-05:00")],
 )
-def test_dicom_times_become_fhir_datetimes(digitized, dicom, expected):
-    source = SourceInfo(sha256=SHA, media_type="application/dicom", dicom=dicom)
-    doc = to_fhir_observation(digitized.replace(source=source))
-    assert doc["effectiveDateTime"].startswith(expected)
+def test_source_times_become_fhir_datetimes_with_an_explicit_zone(
+    digitized, acquired, zone, expected
+):
+    source = SourceInfo(sha256=SHA, media_type="application/dicom",
+                        acquisition_datetime=acquired, acquisition_evidence="test")
+    doc = to_fhir_observation(digitized.replace(source=source),
+                              settings=RecordSettings(timezone=zone))
+    assert doc["effectiveDateTime"] == expected
     observation_model(doc, "R4")
 
 

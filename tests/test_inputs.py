@@ -28,13 +28,13 @@ from pydicom.uid import (
 )
 from vector_pdf_maker import PageSpec, Strip, make_pdf
 
-from ecgbridge.errors import ImageTooLargeError, InputError, UnsupportedInputError
-from ecgbridge.inputs.dicom import (
+from ecgbridge.codes import (
     ENCAPSULATED_PDF,
     MULTIFRAME_GRAYSCALE_BYTE_SC,
-    SECONDARY_CAPTURE,
     VL_PHOTOGRAPHIC_IMAGE,
 )
+from ecgbridge.codes import SECONDARY_CAPTURE_IMAGE as SECONDARY_CAPTURE
+from ecgbridge.errors import ImageTooLargeError, InputError, UnsupportedInputError
 from ecgbridge.inputs.load import load_input
 
 SCHILLER = Path(__file__).parent / "data" / "vector_pdf" / "schiller_6x1_2pages.pdf"

@@ -27,10 +27,10 @@ from ecgbridge.jobs.journal import (
     Journal,
     job_id_for_key,
 )
-from ecgbridge.jobs.pipeline import DigitizeRequest, read_manifest, run_digitization
 from ecgbridge.jobs.runner import DeliveryWorker, DigitizationScheduler
 from ecgbridge.jobs.store import REASON_SUFFIX, StateFolder, identify_file, recover_orphans
-from ecgbridge.service.metrics import Metrics
+from ecgbridge.jobs.worker import DigitizeRequest, read_manifest, run_digitization
+from ecgbridge.metrics import Metrics
 
 
 @pytest.fixture()

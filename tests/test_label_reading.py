@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ecgbridge.digitizer.labels import find_label_words
 from ecgbridge.digitizer.layout import LabelEvidence, complete_standard_layout
-from ecgbridge.digitizer.pipeline import _late_starts_to_common_origin
+from ecgbridge.digitizer.timebase import late_starts_to_common_origin
 
 #: A condensed bold face (as thermal cart printouts use); not shipped with ecgbridge.
 CONDENSED_BOLD = Path("/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf")
@@ -48,11 +48,11 @@ def test_condensed_bold_labels_after_a_marker_are_read(lead: str) -> None:
 def test_late_row_starts_move_to_the_shared_origin() -> None:
     ppm = 10.0
     spans = [(300.0, 5000.0), (1500.0, 5000.0), (310.0, 5010.0), (320.0, 2500.0)]
-    moved = _late_starts_to_common_origin(spans, ppm)
+    moved = late_starts_to_common_origin(spans, ppm)
     # The late row (its first waves lost) starts with the others; short rows keep their end.
     assert moved == [(300.0, 5000.0), (300.0, 5000.0), (310.0, 5010.0), (320.0, 2500.0)]
     # Without two rows sharing a start there is no common origin to trust.
-    assert _late_starts_to_common_origin([(300.0, 5000.0), (1500.0, 5000.0)], ppm) == [
+    assert late_starts_to_common_origin([(300.0, 5000.0), (1500.0, 5000.0)], ppm) == [
         (300.0, 5000.0), (1500.0, 5000.0)]
 
 

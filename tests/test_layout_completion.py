@@ -14,6 +14,7 @@ from ecgbridge.digitizer.layout import LabelEvidence, PanelSlot, complete_standa
 from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.digitizer.pipeline import digitize_pages
 from ecgbridge.digitizer.postprocess import name_unlabelled_strips
+from ecgbridge.digitizer.quality import INFERRED_LAYOUT_FACTOR
 from ecgbridge.ecg import ECG, LEADS, PanelInfo
 from ecgbridge.errors import DigitizationError
 from ecgbridge.inputs.page import Page
@@ -160,7 +161,8 @@ def test_one_readable_label_agreeing_with_the_standard_layout(
     for panel in page.panels:
         if not panel.rhythm_strip:
             assert _lead_at(ecg, panel.x0_px + 20, panel.baseline_px) == panel.lead
-    assert max(ecg.quality) <= 0.3  # an assumed layout, as on a page without labels
+    # An assumed layout, as on a page without labels: the quality says so.
+    assert max(ecg.quality) <= INFERRED_LAYOUT_FACTOR
 
 
 def test_one_readable_label_contradicting_the_standard_layout_is_refused(

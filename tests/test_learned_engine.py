@@ -2,7 +2,7 @@
 
 The segmentation model ships as package data and runs through OpenCV's DNN module.
 These tests check that a built wheel carries it, that on a damaged page rendered by
-:mod:`ecgbridge.synth` its trace map covers the drawn trace and little else, and that
+:mod:`ecgbridge.testing` its trace map covers the drawn trace and little else, and that
 the engine choice works both ways and is recorded.
 """
 
@@ -24,6 +24,7 @@ from ecgbridge.digitizer.consistency import choose_reading, is_implausible, is_t
 from ecgbridge.digitizer.segment import (
     MODEL_FILE,
     Segmentation,
+    learned_masks,
     model_available,
     segment_page,
 )
@@ -176,3 +177,51 @@ def test_stage_images_are_those_of_the_reading_delivered(rendered_page, monkeypa
                                        debug=alone)
     assert shown.keys() == alone.keys()
     assert np.array_equal(shown["2_grid_removed"], alone["2_grid_removed"])
+
+
+def _pulse_with_a_gap(grid_darkness: float) -> tuple[np.ndarray, Segmentation]:
+    """A pulse drawn on a grid, and model regions that missed its rise's upper half."""
+    dark = np.zeros((200, 200), np.float32)
+    dark[::8, :] = grid_darkness
+    dark[:, ::8] = grid_darkness
+    cv2.rectangle(dark, (60, 60), (100, 140), 0.9, 2)
+    trace = cv2.dilate((dark >= 0.85).astype(np.float32), np.ones((3, 3), np.uint8))
+    trace[55:100, 55:65] = 0.0
+    return dark, Segmentation(trace=trace, text=np.zeros_like(trace), scale=1.0)
+
+
+def test_pulse_search_mask_restores_the_strokes_the_model_missed():
+    dark, seg = _pulse_with_a_gap(grid_darkness=0.3)
+    masks = learned_masks(seg, dark, 8.0, 8.0, has_grid=True)
+    assert masks.grid_told_apart
+    assert masks.pulse_search[62:98, 59:62].all()
+    assert not masks.pulse_search[16, 20] and not masks.pulse_search[20, 16]  # grid stays out
+    assert not masks.trace[62:98, 59:62].any()  # the trace mask is the model's
+
+
+def test_pulse_search_mask_adds_nothing_when_the_grid_is_as_dark_as_ink():
+    dark, seg = _pulse_with_a_gap(grid_darkness=0.8)
+    masks = learned_masks(seg, dark, 8.0, 8.0, has_grid=False)
+    assert not masks.grid_told_apart
+    assert not masks.pulse_search[62:98, 59:62].any()
+    assert (masks.pulse_search == masks.trace).all()
+
+
+def test_grid_lines_beside_a_stroke_stay_out_of_the_learned_mask():
+    """Model regions are coarser than the pen: a grid line as dark as a stroke's
+    edge, inside the region, is not taken for ink."""
+    dark = np.zeros((300, 400), np.float32)
+    for k in range(0, 400, 8):
+        dark[:, k] = 0.5
+    for k in range(0, 300, 8):
+        dark[k, :] = 0.5
+    xs = np.arange(20, 380)
+    ys = (150 + 40 * np.sin(xs / 25.0)).astype(int)
+    for x, y in zip(xs, ys, strict=True):
+        dark[y - 1:y + 2, x] = 0.95
+    region = cv2.dilate((dark > 0.9).astype(np.float32), np.ones((7, 7), np.uint8))
+    seg = Segmentation(trace=region, text=np.zeros_like(region), scale=1.0)
+    masks = learned_masks(seg, dark, 8.0, 8.0, has_grid=True)
+    on_grid_only = (dark == 0.5) & (region > 0)
+    assert masks.trace[on_grid_only].mean() < 0.1
+    assert masks.trace[dark > 0.9].mean() > 0.8

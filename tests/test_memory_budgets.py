@@ -111,7 +111,7 @@ def test_daemon_refuses_bombs_and_caps_worker_memory(tmp_path: Path) -> None:
 
 
 def test_page_time_limit_ends_a_slow_digitization(tmp_path: Path) -> None:
-    from ecgbridge.jobs.pipeline import DigitizeRequest, run_digitization
+    from ecgbridge.jobs.worker import DigitizeRequest, run_digitization
     from ecgbridge.jobs.worker_guard import set_page_time_limit
 
     page = np.full((1200, 1600), 255, np.uint8)

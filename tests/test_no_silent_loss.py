@@ -7,8 +7,8 @@ import io
 import numpy as np
 import pydicom
 
+from ecgbridge.digitizer.merge import PageResult, merge_pages
 from ecgbridge.digitizer.options import DigitizeOptions
-from ecgbridge.digitizer.pipeline import PageResult, _merge_pages
 from ecgbridge.digitizer.postprocess import name_unlabelled_strips
 from ecgbridge.ecg import ECG, LEADS, Calibration, PanelInfo, SourceInfo
 from ecgbridge.encode.dicom_waveform import (
@@ -56,12 +56,13 @@ def test_a_strip_matching_no_panel_is_named_in_a_warning(
 
 def _page_result(signals: np.ndarray, read: dict[str, tuple[int, int]],
                  printed: tuple[str, ...]) -> PageResult:
-    result = PageResult(calibration=Calibration(layout="3x4", method="raster"))
-    for lead, (start, stop) in read.items():
-        result.signals[lead] = _shown(signals[LEADS.index(lead)], start, stop)
-        result.quality[lead] = 0.9
-    result.panels = [_panel(lead, 0, 1250) for lead in printed]
-    return result
+    return PageResult(
+        signals={lead: _shown(signals[LEADS.index(lead)], start, stop)
+                 for lead, (start, stop) in read.items()},
+        quality={lead: 0.9 for lead in read},
+        panels=[_panel(lead, 0, 1250) for lead in printed],
+        calibration=Calibration(layout="3x4", method="raster"),
+    )
 
 
 def test_a_printed_lead_that_was_not_read_is_named_not_derived(
@@ -70,7 +71,7 @@ def test_a_printed_lead_that_was_not_read_is_named_not_derived(
     signals, fs = sample_record
     # I and II read; III printed but not traced; aVR, aVL, aVF not on the page.
     page = _page_result(signals, {"I": (0, 5000), "II": (0, 5000)}, ("I", "II", "III"))
-    ecg = _merge_pages([page], DigitizeOptions(fs=fs), SourceInfo(), [])
+    ecg = merge_pages([page], DigitizeOptions(fs=fs), SourceInfo(), [])
     assert "III" not in ecg.present_leads()
     assert {"aVR", "aVL", "aVF"} <= set(ecg.present_leads())
     assert set(ecg.derived_leads()) == {"aVR", "aVL", "aVF"}
@@ -108,12 +109,12 @@ def test_fhir_note_names_the_derived_lead(sample_record: tuple[np.ndarray, float
 def test_a_derived_lead_beyond_5_mv_is_left_out_with_a_warning() -> None:
     t = np.arange(5000) / 500.0
     wave = np.sin(2 * np.pi * t)
-    page = PageResult(calibration=Calibration(layout="3x4", method="raster"))
     # I and II are plausible, but III = II - I reaches 6.5 mV.
-    page.signals = {"I": -2.0 * wave, "II": 4.5 * wave}
-    page.quality = {"I": 0.9, "II": 0.9}
-    page.panels = [_panel("I", 0, 5000), _panel("II", 0, 5000)]
-    ecg = _merge_pages([page], DigitizeOptions(), SourceInfo(), [])
+    page = PageResult(signals={"I": -2.0 * wave, "II": 4.5 * wave},
+                      quality={"I": 0.9, "II": 0.9},
+                      panels=[_panel("I", 0, 5000), _panel("II", 0, 5000)],
+                      calibration=Calibration(layout="3x4", method="raster"))
+    ecg = merge_pages([page], DigitizeOptions(), SourceInfo(), [])
     assert "III" not in ecg.present_leads() and "aVL" in ecg.present_leads()
     assert np.nanmax(np.abs(ecg.signals)) <= 5.0
     assert any(w.startswith("lead III left out") and "derived" in w

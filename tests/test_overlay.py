@@ -10,6 +10,15 @@ import numpy as np
 import pytest
 
 from ecgbridge.ecg import ECG, LEADS, Calibration, PanelInfo
+from ecgbridge.encode.overlay import (
+    QUALITY_GOOD_RGB,
+    QUALITY_POOR_RGB,
+    TRACE_RGB,
+    draw_overlay,
+    overlay_file_name,
+    panel_trace,
+    rectified_page,
+)
 from ecgbridge.encode.registry import WriteContext, write_outputs
 from ecgbridge.errors import EncodingError
 from ecgbridge.inputs.page import LoadedInput, Page
@@ -18,15 +27,6 @@ from ecgbridge.report.debug_images import (
     debug_file_name,
     stage_to_rgb,
     write_debug_images,
-)
-from ecgbridge.report.overlay import (
-    QUALITY_GOOD_RGB,
-    QUALITY_POOR_RGB,
-    TRACE_RGB,
-    draw_overlay,
-    overlay_file_name,
-    panel_trace,
-    rectified_page,
 )
 
 

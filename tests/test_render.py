@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from ecgbridge.ecg import LEADS
-from ecgbridge.synth import render_page
-from ecgbridge.synth.distort import rotation_homography, transform_points
-from ecgbridge.synth.layouts import parse_layout
-from ecgbridge.synth.render import TRACE_X0_MM
+from ecgbridge.testing import render_page
+from ecgbridge.testing.distort import tilt_homography, transform_points
+from ecgbridge.testing.layouts import parse_layout
+from ecgbridge.testing.render import TRACE_X0_MM
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -141,7 +141,7 @@ def test_rotation_moves_truth_with_the_pixels(sample_record):
     signals, fs = sample_record
     flat = render_page(signals, fs, layout="3x4+II", dpi=150)
     turned = render_page(signals, fs, layout="3x4+II", dpi=150, rotation_deg=5.0)
-    h = rotation_homography(5.0, flat.width, flat.height)
+    h = tilt_homography(5.0, flat.width, flat.height)
     for a, b in zip(flat.panels, turned.panels, strict=True):
         np.testing.assert_allclose(b.trace_xy, transform_points(a.trace_xy, h), atol=1e-6)
     # counter-clockwise: the right end of the rhythm strip moves up

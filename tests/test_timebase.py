@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from ecgbridge.digitizer.options import DigitizeOptions
-from ecgbridge.digitizer.pipeline import _origins_from_row_ends, digitize_pages
-from ecgbridge.digitizer.timebase import consensus_start, first_sample_origin
+from ecgbridge.digitizer.pipeline import digitize_pages
+from ecgbridge.digitizer.timebase import consensus_start, first_sample_origin, origins_from_row_ends
 from ecgbridge.digitizer.trace import TracePath
 from ecgbridge.inputs.page import Page
-from ecgbridge.synth.render import render_page
+from ecgbridge.testing.render import render_page
 from tests.test_digitizer_pipeline import FS, synthetic_record
 
 
@@ -80,11 +80,11 @@ def test_row_ends_give_the_origin_behind_an_unrecognised_pulse() -> None:
     spans = [(start, end), (start, end), (start, end - 200.0)]
     paths = [_full_row(int(start), int(end - start))] * 3
     pulse_px = 0.2 * px_per_s
-    out = _origins_from_row_ends(spans, paths, px_per_s, ppm, pen_px=3.0,
+    out = origins_from_row_ends(spans, paths, px_per_s, ppm, pen_px=3.0,
                                  max_shift_px=pulse_px + ppm)
     assert out is not None
     assert out[0][0] == pytest.approx(start + pulse_px, abs=2.0)
     # One full row alone (the other ends 0.2 s earlier) is not trusted with that shift.
     spans = [(start, end), (start, end - pulse_px)]
-    assert _origins_from_row_ends(spans, paths[:2], px_per_s, ppm, pen_px=3.0,
+    assert origins_from_row_ends(spans, paths[:2], px_per_s, ppm, pen_px=3.0,
                                   max_shift_px=pulse_px + ppm) is None

@@ -198,8 +198,8 @@ def receive_rate(n_objects: int, rounds: int, height: int, width: int, work: Pat
 
 def end_to_end(n_pages: int, work: Path, workers: int) -> dict[str, Any]:
     """Latency receipt -> delivery of rendered ECG pages through ``ecgbridge serve``."""
-    from ecgbridge.synth.devset import load_record
-    from ecgbridge.synth.render import render_page
+    from ecgbridge.report.bench import load_record
+    from ecgbridge.testing.render import render_page
 
     records_dir = REPO / "tests" / "data" / "records"
     names = sorted(p.stem for p in records_dir.glob("*.hea"))

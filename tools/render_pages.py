@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ecgbridge.synth.devset import PROFILES, render_set  # noqa: E402
+from ecgbridge.testing.devset import PROFILES, render_set  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Training pages for the segmenter from the project's own renderer (:mod:`ecgbridge.synth`).
+"""Training pages for the segmenter from the project's own renderer (:mod:`ecgbridge.testing`).
 
 Pages drawn in other styles than the benchmark generator's (fonts, pens, grid colours,
 dotted grids, pulse gaps, separators, 12x1/6x2 orders) with random damage, labelled
@@ -16,9 +16,9 @@ import wfdb
 from segmenter_data import TrainingPage, _dark_in, at_model_scale
 
 from ecgbridge.ecg import LEADS
-from ecgbridge.synth import render_page
-from ecgbridge.synth.distort import transform_points
-from ecgbridge.synth.render import PULSE_MV, PULSE_SECONDS, TRACE_X0_MM
+from ecgbridge.testing import render_page
+from ecgbridge.testing.distort import transform_points
+from ecgbridge.testing.render import PULSE_MV, PULSE_SECONDS, TRACE_X0_MM
 
 #: Records never rendered for training (they are the shared validation set's).
 VALIDATION_RECORDS = {"A1983", "A1984", "E07508", "E07509", "HR06003", "HR06004",

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The source tree's ecgbridge: its renderer (ecgbridge.testing) is not in the wheel.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from segmenter_data import IGNORE, TEXT, TRACE, TrainingPage, load_set  # noqa: E402
 from segmenter_synth import render_training_pages  # noqa: E402
 

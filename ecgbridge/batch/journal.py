@@ -11,21 +11,30 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ecgbridge.encode.atomic import write_text_atomic
+from ecgbridge.fsutil import write_text_atomic
 
 JOURNAL_FILE = "journal.sqlite"
 INDEX_CSV = "index.csv"
 INDEX_PARQUET = "index.parquet"
 SUMMARY_FILE = "summary.json"
 
-#: Page states.
-DONE = "done"
-FAILED = "failed"
-SKIPPED = "skipped"
-STATES: tuple[str, ...] = (DONE, FAILED, SKIPPED)
+
+
+class PageState(StrEnum):
+    """What became of one page (string-valued: the journal and index hold the words)."""
+
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+#: The states by name, and all of them.
+DONE, FAILED, SKIPPED = PageState
+STATES: tuple[PageState, ...] = tuple(PageState)
 
 #: Index columns, in order. ``page`` is 1-based; 0 means the whole input (it failed to load
 #: or was skipped before any page was read).
@@ -118,7 +127,7 @@ class Journal:
 
     def counts(self) -> dict[str, int]:
         """Pages per state, plus ``inputs`` (distinct paths)."""
-        out = {s: 0 for s in STATES}
+        out = {str(s): 0 for s in STATES}
         for state, n in self._db.execute("SELECT state, COUNT(*) FROM pages GROUP BY state"):
             out[str(state)] = int(n)
         distinct = self._db.execute("SELECT COUNT(DISTINCT path) FROM pages").fetchone()

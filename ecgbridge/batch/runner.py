@@ -14,6 +14,7 @@ from typing import Any
 from ecgbridge.batch.engines import WorkerLost
 from ecgbridge.batch.inputs import count_inputs, iter_inputs
 from ecgbridge.batch.journal import DONE, FAILED, SKIPPED, Journal
+from ecgbridge.digitizer.options import DigitizeOptions
 
 log = logging.getLogger("ecgbridge.batch")
 
@@ -28,13 +29,14 @@ class BatchConfig:
     sources: list[str]
     out_dir: Path
     formats: list[str]
-    options: dict[str, Any]
+    options: DigitizeOptions
     resume: bool = False
     retry_failed: bool = False
     limit: int | None = None
     timeout_s: float = 600.0
     progress: bool = False
     log_every_s: float = 30.0
+    write_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,7 +131,8 @@ class _Run:
             if self.c.limit is not None and count >= self.c.limit:
                 return
             yield {"path": str(path), "rel": rel, "out_dir": str(self.c.out_dir.resolve()),
-                   "formats": self.c.formats, "options": self.c.options, "attempts": 1}
+                   "formats": self.c.formats, "options": self.c.options, "attempts": 1,
+                   "write_options": self.c.write_options}
 
     def _fresh_paths(self) -> Iterator[tuple[Path, str]]:
         failed_redo = list(self.journal.failed_inputs()) if self.c.retry_failed else []

@@ -1,7 +1,7 @@
 """One batch task: digitize one input file, write its outputs, return its journal rows.
 
 Runs in a worker process (local pool or Dask worker). The outputs are written by
-:func:`ecgbridge.commands.digitize.digitize_file` (the ``digitize`` code path) into a
+:func:`ecgbridge.api.digitize_file` (the ``digitize`` code path) into a
 staging folder under ``DIR/_batch/staging`` and then renamed into place, so a killed
 worker never leaves a partial set; only the small rows travel back.
 """
@@ -30,7 +30,7 @@ def process_input(task: dict[str, Any]) -> list[dict[str, Any]]:
     ----------
     task : dict
         ``path``, ``out_dir``, ``rel`` (output sub-folder), ``formats`` (list),
-        ``options`` (DigitizeOptions fields), ``attempts``.
+        ``options`` (a DigitizeOptions), ``attempts``.
 
     Returns
     -------
@@ -58,16 +58,16 @@ def process_input(task: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _digitize(task: dict[str, Any], path: Path, base: dict[str, Any]) -> list[dict[str, Any]]:
-    from ecgbridge.commands.digitize import digitize_file
-    from ecgbridge.digitizer.options import DigitizeOptions
+    from ecgbridge.api import digitize_file
 
     out_dir = Path(task["out_dir"])
     final = out_dir / task["rel"] if task["rel"] else out_dir
     staging = out_dir / "_batch" / STAGING_DIR / uuid.uuid4().hex
     staging.mkdir(parents=True)
     try:
-        options = DigitizeOptions(**task["options"])
-        ecg, loaded, written = digitize_file(path, staging, list(task["formats"]), options)
+        ecg, loaded, written = digitize_file(path, staging, list(task["formats"]),
+                                             task["options"],
+                                             write_options=task.get("write_options"))
         final.mkdir(parents=True, exist_ok=True)
         outputs = []
         for item in written:

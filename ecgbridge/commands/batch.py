@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ecgbridge.commands.digitize import add_engine_argument
-from ecgbridge.commands.values import add_signal_options, positive_float, positive_int
-from ecgbridge.digitizer.options import KNOWN_LAYOUTS
+from ecgbridge.commands.digitize import add_option_arguments, options_from
+from ecgbridge.commands.values import positive_float, positive_int
 
 
 def register(sub: Any) -> None:
@@ -29,9 +28,7 @@ def register(sub: Any) -> None:
                    help="print the summary of the batch in DIR (rewrites its index) and exit")
     p.add_argument("--format", "-f", default="wfdb,csv,json",
                    help="comma-separated output formats, as for digitize (default wfdb,csv,json)")
-    p.add_argument("--layout", default="auto", choices=KNOWN_LAYOUTS, help="layout hint")
-    add_signal_options(p)
-    add_engine_argument(p)
+    add_option_arguments(p)
     p.add_argument("--workers", type=positive_int, default=None,
                    help="local worker processes (default: every core)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -93,14 +90,15 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
     from ecgbridge.config import load_settings
     from ecgbridge.encode.registry import parse_formats
 
-    settings = load_settings(args.config).batch
+    full = load_settings(args.config)
+    settings = full.batch
     config = BatchConfig(
         sources=list(args.sources), out_dir=args.out, formats=parse_formats(args.format),
-        options={"layout": args.layout, "paper_speed": args.paper_speed, "gain": args.gain,
-                 "fs": args.fs, "engine": args.engine},
+        options=options_from(args),
         resume=args.resume, retry_failed=args.retry_failed, limit=args.limit,
         timeout_s=args.timeout or settings.timeout_s,
         progress=sys.stderr.isatty() and not args.no_progress,
+        write_options=full.records.writer_options(),
     )
     if not config.progress:
         logging.getLogger("ecgbridge.batch").setLevel(logging.INFO)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgbridge.commands.values import positive_int
+from ecgbridge.digitizer.options import ENGINES
 
 
 def register(sub: Any) -> None:
@@ -35,7 +36,7 @@ def register(sub: Any) -> None:
                    help="score against SETDIR/manifest.json (usually SETDIR = DIR)")
     p.add_argument("--records", type=Path, action="append", default=[], metavar="RDIR",
                    help="truth record folder for --score (repeatable; default SETDIR/records)")
-    p.add_argument("--engine", default="auto", choices=("auto", "learned", "classical"),
+    p.add_argument("--engine", default="auto", choices=ENGINES,
                    help="digitizer engine (default auto, as digitize)")
     p.add_argument("--pred-out", type=Path, default=None, metavar="PRED",
                    help="also write each prediction as WFDB here (for an external scorer)")
@@ -45,7 +46,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; 2 if there is nothing to run or the score set is unusable,
     1 if any page failed, else 0."""
-    from ecgbridge.synth.bench import PageResult, find_pages, run_benchmark, score_predictions
+    from ecgbridge.report.bench import PageTiming, find_pages, run_benchmark, score_predictions
 
     try:
         pages = find_pages(args.folder)
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"ecgbridge: error: --score: {problem}", file=sys.stderr)
             return 2
 
-    def show(result: PageResult) -> None:
+    def show(result: PageTiming) -> None:
         status = "ok" if result.ok else f"FAILED {result.error}"
         print(f"{result.name:32s} {result.seconds:8.3f} s  {status}", flush=True)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgbridge.commands.digitize import summary_line
+from ecgbridge.commands.record_args import add_record_arguments, record_options
 from ecgbridge.commands.values import unique_stem
 
 #: Default output formats of ``convert``: the clinical ones.
@@ -42,8 +43,7 @@ def register(sub: Any) -> None:
     p.add_argument("--format", "-f", default=DEFAULT_FORMATS,
                    help="comma-separated: wfdb,csv,json,dicom,fhir-r4,fhir-r5 "
                    f"(default {DEFAULT_FORMATS})")
-    p.add_argument("--fhir-subject", default=None, metavar="REFERENCE",
-                   help="FHIR subject reference, e.g. Patient/123 (default: from DICOM identity)")
+    add_record_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.set_defaults(func=run)
 
@@ -124,10 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
         iterator = tqdm(files, unit="file", file=sys.stderr)
     report = tqdm.write if show_bar else print
-    options: dict[str, Any] = {}
-    if args.fhir_subject:
-        options["fhir_subject"] = args.fhir_subject
-    context = WriteContext(options=options)
+    context = WriteContext(options=record_options(args))
     used: set[str] = set()
     renamed: list[str] = []
     failed = written = 0

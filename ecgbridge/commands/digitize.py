@@ -8,8 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ecgbridge.commands.values import add_signal_options, input_stem, unique_stem
-from ecgbridge.digitizer.options import ENGINES, KNOWN_LAYOUTS
+from ecgbridge.commands.record_args import add_record_arguments, record_options
+from ecgbridge.commands.values import input_stem, option_value, unique_stem
+from ecgbridge.digitizer.options import (
+    ENGINES,
+    FS_RANGE_HZ,
+    GAIN_RANGE_MM_MV,
+    KNOWN_LAYOUTS,
+    PAPER_SPEED_RANGE_MM_S,
+    DigitizeOptions,
+)
 
 
 def register(sub: Any) -> None:
@@ -28,22 +36,48 @@ def register(sub: Any) -> None:
         "--format", "-f", default="wfdb,csv,json",
         help="comma-separated: wfdb,csv,json,dicom,fhir-r4,fhir-r5,overlay (default wfdb,csv,json)",
     )
-    p.add_argument("--layout", default="auto", choices=KNOWN_LAYOUTS, help="layout hint")
-    add_signal_options(p)
-    add_engine_argument(p)
+    add_option_arguments(p)
     p.add_argument("--debug-dir", type=Path, default=None,
                    help="write each pipeline stage's intermediate image here")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    add_record_arguments(p)
     p.set_defaults(func=run)
 
 
-def add_engine_argument(p: argparse.ArgumentParser) -> None:
-    """The ``--engine`` option shared by ``digitize`` and ``batch``."""
-    p.add_argument("--engine", default="auto", choices=ENGINES,
+def add_option_arguments(p: argparse.ArgumentParser) -> None:
+    """The digitizer options shared by ``digitize`` and ``batch`` (see :func:`options_from`)."""
+    defaults = DigitizeOptions()
+    p.add_argument("--layout", default=defaults.layout, choices=KNOWN_LAYOUTS,
+                   help="layout hint")
+    (speed_low, speed_high), (gain_low, gain_high) = PAPER_SPEED_RANGE_MM_S, GAIN_RANGE_MM_MV
+    fs_low, fs_high = FS_RANGE_HZ
+    p.add_argument("--paper-speed", type=option_value("paper_speed"),
+                   default=defaults.paper_speed, metavar="MM_S",
+                   help=f"paper speed in mm/s, {speed_low:g}-{speed_high:g} (default: read "
+                   "from the page, else 25)")
+    p.add_argument("--gain", type=option_value("gain"), default=defaults.gain, metavar="MM_MV",
+                   help=f"gain in mm/mV, {gain_low:g}-{gain_high:g} (default: from the "
+                   "calibration pulse, else 10)")
+    p.add_argument("--fs", type=option_value("fs"), default=defaults.fs, metavar="HZ",
+                   help=f"output sampling rate in Hz, {fs_low:g}-{fs_high:g} (default "
+                   f"{defaults.fs:g}; the DICOM waveform resamples to 200-1000 Hz as documented)")
+    p.add_argument("--engine", default=defaults.engine, choices=ENGINES,
                    help="how trace ink is found: the packaged segmentation model (learned), "
                    "thresholds and grid-line removal (classical), or auto: classical, and "
                    "the learned reading where it keeps the limb-lead laws clearly better "
                    "(default auto)")
+
+
+def options_from(args: argparse.Namespace) -> DigitizeOptions:
+    """The digitizer options given on the command line.
+
+    Raises
+    ------
+    ecgbridge.errors.OptionError
+        If a value is out of range.
+    """
+    return DigitizeOptions(layout=args.layout, paper_speed=args.paper_speed, gain=args.gain,
+                           fs=args.fs, engine=args.engine)
 
 
 _SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pdf", ".dcm", ".dicom", ""}
@@ -65,15 +99,12 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Digitize every input; return 1 if any failed."""
-    from ecgbridge.digitizer.options import DigitizeOptions
+    from ecgbridge.api import digitize_file
     from ecgbridge.encode.registry import parse_formats
     from ecgbridge.errors import EcgBridgeError, describe_failure
 
     formats = parse_formats(args.format)
-    options = DigitizeOptions(
-        layout=args.layout, paper_speed=args.paper_speed, gain=args.gain, fs=args.fs,
-        engine=args.engine,
-    )
+    options = options_from(args)
     files = expand_inputs(args.inputs)
     if not files:
         print("ecgbridge: error: no input files", file=sys.stderr)
@@ -93,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
             renamed.append(f"{path.name} -> {stem}.*")
         try:
             written += len(digitize_file(path, args.out, formats, options,
-                                         debug_dir=args.debug_dir, stem=stem)[2])
+                                         debug_dir=args.debug_dir, stem=stem,
+                                         write_options=record_options(args))[2])
         except EcgBridgeError as exc:
             failed += 1
             _report_failure(path, describe_failure(exc), show_bar)
@@ -119,48 +151,6 @@ def summary_line(total: int, failed: int, verb: str, out: Path, files: int,
     if renamed:
         text += f"; same names kept apart: {', '.join(renamed)}"
     return text
-
-
-def digitize_file(
-    path: Path,
-    out_dir: Path,
-    formats: list[str],
-    options: Any,
-    *,
-    debug_dir: Path | None = None,
-    stem: str | None = None,
-) -> tuple[Any, Any, list[Path]]:
-    """Digitize one file and write its outputs as ``<out_dir>/<stem>.<ext>``.
-
-    `stem` defaults to the input's name without its suffix.
-
-    The one code path of ``digitize`` and ``batch``, so both write the same files.
-
-    Returns
-    -------
-    tuple
-        ``(ecg, loaded_input, files_written)``.
-
-    Raises
-    ------
-    EcgBridgeError
-        The input cannot be read or digitized, or an output cannot be written.
-    """
-    from ecgbridge.digitizer.pipeline import digitize_pages
-    from ecgbridge.encode.registry import WriteContext, write_outputs
-    from ecgbridge.inputs.load import load_input
-
-    loaded = load_input(path)
-    stages: dict[str, Any] | None = {} if debug_dir is not None else None
-    try:
-        ecg = digitize_pages(loaded.pages, options, source=loaded.source, debug=stages)
-    finally:
-        if stages and debug_dir is not None:
-            from ecgbridge.report.debug_images import write_debug_images
-
-            write_debug_images(stages, debug_dir / (stem or path.stem))
-    written = write_outputs(ecg, out_dir, stem or path.stem, formats, WriteContext(loaded=loaded))
-    return ecg, loaded, written
 
 
 def _report_failure(path: Path, reason: str, show_bar: bool) -> None:

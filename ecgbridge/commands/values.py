@@ -1,9 +1,9 @@
 """Command-line values checked while parsing, and output names kept apart.
 
 An option value out of range ends in argparse's usage message naming the option and
-the accepted range (``argument --fs: must be 50-10000 Hz, got -1``), never in a
-traceback from deep inside the digitizer. The ranges are those the digitizer
-accepts (:class:`ecgbridge.digitizer.options.DigitizeOptions`).
+the accepted range (``argument --fs: output sampling rate must be 50-10000 Hz, got
+-1.0``), never in a traceback from deep inside the digitizer. The digitizer's options
+are checked by :class:`ecgbridge.digitizer.options.DigitizeOptions` itself.
 """
 
 from __future__ import annotations
@@ -12,23 +12,30 @@ import argparse
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-#: Accepted ranges of the digitizer's options: (low, high, unit).
-PAPER_SPEED_RANGE = (5.0, 200.0, "mm/s")
-GAIN_RANGE = (1.0, 100.0, "mm/mV")
-SAMPLING_RATE_RANGE = (50.0, 10000.0, "Hz")
+from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.errors import OptionError
 
 
-def ranged_float(low: float, high: float, unit: str) -> Callable[[str], float]:
-    """An argparse ``type`` accepting a finite number within ``[low, high]``."""
+def option_value(field: str) -> Callable[[str], float]:
+    """An argparse ``type``: a number that :class:`DigitizeOptions` accepts as `field`.
+
+    The check is the options' own (one set of ranges for the command line, the API and
+    the daemon's ``digitize:`` settings); its :class:`~ecgbridge.errors.OptionError`
+    becomes argparse's message.
+    """
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value) or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be {low:g}-{high:g} {unit}, got {text}")
+        given: dict[str, Any] = {field: value}
+        try:
+            DigitizeOptions(**given)
+        except OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
         return value
 
     parse.__name__ = "number"
@@ -55,22 +62,6 @@ def positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
     return value
-
-
-paper_speed = ranged_float(*PAPER_SPEED_RANGE)
-gain = ranged_float(*GAIN_RANGE)
-sampling_rate = ranged_float(*SAMPLING_RATE_RANGE)
-
-
-def add_signal_options(p: argparse.ArgumentParser) -> None:
-    """``--paper-speed``, ``--gain`` and ``--fs`` with their checked ranges."""
-    p.add_argument("--paper-speed", type=paper_speed, default=None, metavar="MM_S",
-                   help="paper speed in mm/s, 5-200 (default: read from the page, else 25)")
-    p.add_argument("--gain", type=gain, default=None, metavar="MM_MV",
-                   help="gain in mm/mV, 1-100 (default: from the calibration pulse, else 10)")
-    p.add_argument("--fs", type=sampling_rate, default=500.0, metavar="HZ",
-                   help="output sampling rate in Hz, 50-10000 (default 500; the DICOM "
-                   "waveform resamples to 200-1000 Hz as documented)")
 
 
 def unique_stem(stem: str, used: set[str], suffix: str) -> str:

@@ -14,6 +14,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
+from ecgbridge import codes
 from ecgbridge.deliver.base import DeliveryItem, DeliveryReceipt
 from ecgbridge.deliver.settings import DicomDestinationSettings, DicomTlsSettings
 from ecgbridge.errors import DeliveryError
@@ -21,12 +22,7 @@ from ecgbridge.errors import DeliveryError
 log = logging.getLogger(__name__)
 
 #: Waveform storage SOP classes ecgbridge sends (PS3.4 Annex B).
-TWELVE_LEAD_ECG_WAVEFORM_STORAGE = "1.2.840.10008.5.1.4.1.1.9.1.1"
-GENERAL_ECG_WAVEFORM_STORAGE = "1.2.840.10008.5.1.4.1.1.9.1.2"
-SENDABLE_SOP_CLASSES: tuple[str, ...] = (
-    TWELVE_LEAD_ECG_WAVEFORM_STORAGE,
-    GENERAL_ECG_WAVEFORM_STORAGE,
-)
+SENDABLE_SOP_CLASSES: tuple[str, ...] = (codes.TWELVE_LEAD_ECG_WAVEFORM, codes.GENERAL_ECG_WAVEFORM)
 
 #: Transfer syntaxes proposed for each SOP class, preferred first.
 PROPOSED_TRANSFER_SYNTAXES: tuple[UID, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)

@@ -13,6 +13,7 @@ from ecgbridge.deliver.base import DeliveryItem, DeliveryReceipt
 from ecgbridge.deliver.http import (
     HttpAnswer,
     HttpClient,
+    HttpTransport,
     build_ssl_context,
     is_retryable_http_status,
 )
@@ -87,12 +88,23 @@ class FhirDestination:
         Base URL, FHIR version, authentication, TLS and timeout.
     name : str
         Destination name in the journal.
+    transport : HttpTransport, optional
+        What requests go through (server and token endpoint); by default an
+        :class:`~ecgbridge.deliver.http.HttpClient` with the settings' timeout and TLS.
     """
 
-    def __init__(self, settings: FhirDestinationSettings, name: str = "fhir") -> None:
+    def __init__(
+        self,
+        settings: FhirDestinationSettings,
+        name: str = "fhir",
+        *,
+        transport: HttpTransport | None = None,
+    ) -> None:
         self.settings = settings
         self.name = name
-        self._http = HttpClient(settings.timeout_s, self._ssl_context(), label="fhir")
+        self._http: HttpTransport = transport or HttpClient(
+            settings.timeout_s, self._ssl_context(), label="fhir"
+        )
         self._tokens: TokenCache | None = None
         if settings.oauth2 is not None:
             self._tokens = TokenCache(ClientSecretGrant(settings.oauth2, self._http))

@@ -16,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
+from typing import Protocol
 
 from ecgbridge.errors import DeliveryError
 
@@ -61,6 +62,15 @@ class HttpAnswer:
     status: int
     headers: Message
     body: bytes
+
+
+class HttpTransport(Protocol):
+    """What the FHIR and OAuth2 clients send their requests through (:class:`HttpClient`,
+    or a test's own transport)."""
+
+    def request(self, method: str, url: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None, peer: str = "server") -> HttpAnswer:
+        """Send a request and return the answer, whatever its status (see HttpClient)."""
 
 
 class HttpClient:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from ecgbridge.deliver.http import HttpAnswer, HttpClient, is_retryable_http_status
+from ecgbridge.deliver.http import HttpAnswer, HttpTransport, is_retryable_http_status
 from ecgbridge.deliver.settings import OAuth2ClientCredentials, SmartBackendServices
 from ecgbridge.errors import DeliveryError
 
@@ -126,7 +126,7 @@ def _oauth_error_text(body: bytes) -> str:
 class ClientSecretGrant:
     """Client credentials with a client secret (HTTP Basic at the token endpoint)."""
 
-    def __init__(self, settings: OAuth2ClientCredentials, http: HttpClient) -> None:
+    def __init__(self, settings: OAuth2ClientCredentials, http: HttpTransport) -> None:
         self.settings = settings
         self.http = http
 
@@ -159,7 +159,7 @@ class SmartBackendServicesGrant:
         Client id, key, algorithm, scope and (optionally) the token endpoint.
     fhir_base_url : str
         Used to discover the token endpoint when the settings give none.
-    http : HttpClient
+    http : HttpTransport
         Transport.
 
     Raises
@@ -170,7 +170,7 @@ class SmartBackendServicesGrant:
     """
 
     def __init__(
-        self, settings: SmartBackendServices, fhir_base_url: str, http: HttpClient
+        self, settings: SmartBackendServices, fhir_base_url: str, http: HttpTransport
     ) -> None:
         self.settings = settings
         self.fhir_base_url = fhir_base_url.rstrip("/")
@@ -217,7 +217,7 @@ class SmartBackendServicesGrant:
         return parse_token_response(answer, token_url)
 
 
-def discover_token_endpoint(fhir_base_url: str, http: HttpClient) -> str:
+def discover_token_endpoint(fhir_base_url: str, http: HttpTransport) -> str:
     """Read ``token_endpoint`` from ``<base>/.well-known/smart-configuration``.
 
     Raises

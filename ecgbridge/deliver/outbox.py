@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from glob import escape as glob_escape
@@ -10,8 +9,8 @@ from pathlib import Path
 
 from ecgbridge.deliver.base import DeliveryItem, DeliveryReceipt
 from ecgbridge.deliver.settings import OutboxSettings
-from ecgbridge.encode.atomic import write_bytes_atomic
 from ecgbridge.errors import DeliveryError
+from ecgbridge.fsutil import fsync_path, write_bytes_atomic
 
 #: File name suffix in the outbox per format (the WFDB ``.dat`` follows its ``.hea``).
 OUTBOX_SUFFIXES: dict[str, str] = {
@@ -143,7 +142,7 @@ class OutboxDestination:
             folder.mkdir(parents=True, exist_ok=True)
             for fmt in self.settings.formats:
                 written.extend(self._copy(item, fmt, folder, stem))
-            _fsync_dir(folder)
+            fsync_path(folder, strict=False)  # the renames; passed over where unsupported
         except OSError as exc:
             raise DeliveryError(
                 f"outbox: cannot write job {item.job_id} into {folder}: {exc.strerror or exc}",
@@ -195,17 +194,3 @@ def _further_overlay_pages(first_page: Path) -> list[tuple[int, Path]]:
         if match:
             pages.append((int(match.group(1)), candidate))
     return sorted(pages)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the renames durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,10 +1,10 @@
 """Sanity checks of a raster page's calibration: gain, amplitudes and column widths.
 
 A calibration pulse is 1 mV high at one of the standard gains
-(:data:`~ecgbridge.digitizer.options.STANDARD_GAINS_MM_PER_MV`); rows of one page
+(:data:`~ecgbridge.standards.STANDARD_GAINS_MM_PER_MV`); rows of one page
 share it. A pulse that implies another gain was misread (a pulse cut by a crease,
 a QRS taken for its edge), and a gain that makes leads reach beyond
-:data:`~ecgbridge.digitizer.options.MAX_PLAUSIBLE_MV` is not the page's. These
+:data:`~ecgbridge.standards.MAX_PLAUSIBLE_MV` is not the page's. These
 checks decide the gain from the rows' pulses, disregard pulses that disagree, and
 make sure that no implausible lead is delivered without a word.
 """
@@ -18,14 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecgbridge.digitizer.options import (
-    DEFAULT_GAIN_MM_MV,
-    GAIN_SNAP_TOLERANCE,
-    MAX_PLAUSIBLE_MV,
-    STANDARD_GAINS_MM_PER_MV,
-)
+from ecgbridge.digitizer.pulse import GAIN_SNAP_TOLERANCE
 from ecgbridge.ecg import PanelInfo
 from ecgbridge.errors import DigitizationError
+from ecgbridge.standards import DEFAULT_GAIN_MM_MV, MAX_PLAUSIBLE_MV, STANDARD_GAINS_MM_PER_MV
 
 #: Percentile of |value| taken as a lead's peak (robust to a few stray samples).
 _PEAK_PERCENTILE = 99.5
@@ -102,7 +98,7 @@ def decide_gain(row_gains: Sequence[float | None], user_gain: float | None = Non
     """Decide a page's gain from its rows' calibration pulses.
 
     Every pulse is snapped to the nearest standard gain when within
-    :data:`~ecgbridge.digitizer.options.GAIN_SNAP_TOLERANCE` of it. The gain most
+    :data:`~ecgbridge.digitizer.pulse.GAIN_SNAP_TOLERANCE` of it. The gain most
     rows agree on is the page's; rows that disagree are outliers (named in a
     warning). When the majority's pulses match no standard gain, or no gain has
     more pulses than any other, the pulses are disregarded and the default gain is

@@ -30,9 +30,22 @@ MAX_UNCONFIRMED_RESIDUAL = 1.5
 _MIN_RMS_MV = 0.05
 
 
-def _relation_residual(signals: Mapping[str, np.ndarray], plus: tuple[str, ...],
+def relation_residual(signals: Mapping[str, np.ndarray], plus: tuple[str, ...],
                        minus: tuple[str, ...]) -> float | None:
-    """RMS of ``sum(plus) - sum(minus)`` relative to the leads' RMS, where all are finite."""
+    """RMS of ``sum(plus) - sum(minus)`` relative to the leads' RMS, where all are finite.
+
+    Parameters
+    ----------
+    signals : mapping
+        Lead name -> samples (mV, NaN where not shown), all on one time base.
+    plus, minus : tuple of str
+        The leads added and subtracted.
+
+    Returns
+    -------
+    float or None
+        None when a lead is missing or too few instants show them all.
+    """
     leads = plus + minus
     if not all(lead in signals for lead in leads):
         return None
@@ -62,8 +75,8 @@ def limb_lead_residual(signals: Mapping[str, np.ndarray]) -> float | None:
         0 for leads that obey both laws exactly; about sqrt(3) = 1.73 for unrelated
         traces of equal size.
     """
-    found = [r for r in (_relation_residual(signals, ("I", "III"), ("II",)),
-                         _relation_residual(signals, ("aVR", "aVL", "aVF"), ()))
+    found = [r for r in (relation_residual(signals, ("I", "III"), ("II",)),
+                         relation_residual(signals, ("aVR", "aVL", "aVF"), ()))
              if r is not None]
     return float(np.mean(found)) if found else None
 

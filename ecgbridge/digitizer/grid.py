@@ -24,6 +24,12 @@ MAJOR_MM = 5.0
 _MIN_PEAK_RATIO = 6.0
 #: A lower-frequency comb must have a peak this strong (relative to the best comb's).
 _MIN_FUNDAMENTAL_PEAK = 0.5
+#: A best comb whose own fundamental peak is below this fraction of the spectrum's
+#: strongest peak is not a grid's comb (blur left only one line frequency).
+_WEAK_COMB_PEAK = 0.25
+#: 1-mm line spacings (px) at which blur can leave only the lines' own frequency
+#: (about 55 to 400 dpi).
+_MIN_BLURRED_MINOR_PX, _MAX_BLURRED_MINOR_PX = 2.2, 16.0
 #: Smallest oscillation of the mean darkness profile (0-1 scale) that counts as a grid.
 _MIN_AMPLITUDE = 0.001
 
@@ -100,7 +106,14 @@ def measure_pitch(profile: np.ndarray) -> GridPitch:
     # the higher harmonics, as on 100-dpi scans, but it has no peak of its own.
     top = scores.max()
     best_peak = float(spec[cand[int(np.argmax(scores))]])
-    good = cand[(scores >= 0.6 * top) & (spec[cand] >= _MIN_FUNDAMENTAL_PEAK * best_peak)]
+    strongest = cand[int(np.argmax(spec[cand]))]
+    if best_peak < _WEAK_COMB_PEAK * float(spec[strongest]) \
+            and _reads_as_minor_lines(1.0 / float(freqs[strongest]), n):
+        # A blurred grid shows its 1-mm lines and hardly any harmonics or 5-mm lines:
+        # the best comb's own peak is noise, and so are its "sub-harmonics".
+        good = np.array([strongest])
+    else:
+        good = cand[(scores >= 0.6 * top) & (spec[cand] >= _MIN_FUNDAMENTAL_PEAK * best_peak)]
     # Local maxima in the single spectrum among 'good'.
     best_f0 = float(freqs[good[0]])
     for i in good:
@@ -140,6 +153,12 @@ def measure_pitch(profile: np.ndarray) -> GridPitch:
     refined = _refine_period(p, harmonic_period)
     scale = refined / harmonic_period
     return GridPitch(px_per_mm * scale, strength, has_sub)
+
+
+def _reads_as_minor_lines(period: float, n: int) -> bool:
+    """True if lines `period` px apart can be a blurred page's 1-mm grid lines."""
+    return _MIN_BLURRED_MINOR_PX <= period <= _MAX_BLURRED_MINOR_PX \
+        and 100.0 <= n / period <= 450.0
 
 
 def _is_sharp_peak(p: np.ndarray, f: float, floor: float) -> bool:
@@ -210,10 +229,21 @@ def measure_grid(ink: np.ndarray) -> tuple[GridPitch, GridPitch]:
     gx, gy = measure_pitch(px), measure_pitch(py)
     if gx.strength == 0 and gy.strength == 0:
         return gx, gy
-    if gy.strength == 0 or (gx.strength > 0 and gx.px_per_mm > _SQUARE_TOLERANCE * gy.px_per_mm):
+    if gy.strength == 0:
         gy = _remeasure(py, gx.px_per_mm, gy.strength)
-    elif gx.strength == 0 or gy.px_per_mm > _SQUARE_TOLERANCE * gx.px_per_mm:
+    elif gx.strength == 0:
         gx = _remeasure(px, gy.px_per_mm, gx.strength)
+    elif max(gx.px_per_mm, gy.px_per_mm) > _SQUARE_TOLERANCE * min(gx.px_per_mm, gy.px_per_mm):
+        # Cells are square: an axis with a clear comb tells the other; without one,
+        # the finer reading is checked on the other axis.
+        if max(gx.strength, gy.strength) >= _CLEAR_COMB:
+            x_tells = gx.strength >= gy.strength
+        else:
+            x_tells = gx.px_per_mm > gy.px_per_mm
+        if x_tells:
+            gy = _remeasure(py, gx.px_per_mm, gy.strength)
+        else:
+            gx = _remeasure(px, gy.px_per_mm, gx.strength)
     if gx.strength == 0 or gy.strength == 0 or not np.isfinite(gx.px_per_mm + gy.px_per_mm):
         return NO_GRID, NO_GRID
     # An ECG page is at least ~12 cm on its long side; a finer "grid" is something else
@@ -227,6 +257,8 @@ def measure_grid(ink: np.ndarray) -> tuple[GridPitch, GridPitch]:
 _REMEASURE_MIN_RATIO = 4.0
 #: Smallest long side (mm) of an ECG page or crop (10 s at 25 mm/s is 250 mm of trace).
 _MIN_PAGE_MM = 120.0
+#: Peak-to-floor ratio of a comb clear enough to tell the other axis' pitch.
+_CLEAR_COMB = 60.0
 #: Grid cells are square; a larger x/y disagreement than this is a mis-read of one axis.
 _SQUARE_TOLERANCE = 1.4
 

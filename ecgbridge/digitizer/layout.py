@@ -15,17 +15,7 @@ import numpy as np
 
 from ecgbridge.digitizer.labels import LabelWord
 from ecgbridge.ecg import LEADS
-
-#: Standard lead order per row when no label can be read (rows top to bottom).
-STANDARD_ROWS: dict[int, tuple[tuple[str, ...], ...]] = {
-    3: (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6")),
-    4: (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"), ("II",)),
-    6: (("I", "V1"), ("II", "V2"), ("III", "V3"), ("aVR", "V4"), ("aVL", "V5"), ("aVF", "V6")),
-    7: (("I", "V1"), ("II", "V2"), ("III", "V3"), ("aVR", "V4"), ("aVL", "V5"), ("aVF", "V6"),
-        ("II",)),
-    12: tuple((lead,) for lead in ("I", "II", "III", "aVR", "aVL", "aVF",
-                                    "V1", "V2", "V3", "V4", "V5", "V6")),
-}
+from ecgbridge.standards import STANDARD_ROWS
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecgbridge.digitizer.options import GAIN_SNAP_TOLERANCE, STANDARD_GAINS_MM_PER_MV
 from ecgbridge.digitizer.trace import TracePath
+from ecgbridge.standards import STANDARD_GAINS_MM_PER_MV
+
+#: A measured gain within this fraction of a standard gain is that standard gain.
+GAIN_SNAP_TOLERANCE: float = 0.12
 
 #: Pulse width range in mm (0.2 s at 25 or 50 mm/s, with slack).
 _MIN_WIDTH_MM, _MAX_WIDTH_MM = 1.5, 14.0

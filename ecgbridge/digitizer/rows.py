@@ -1,5 +1,8 @@
 """Step 5: find the trace rows (their baselines, vertical bands and horizontal extent).
 
+:class:`TraceRow` is where a row lies; :class:`PageRow` is what the later stages
+read in it (its trace, pulse, time origin, labels and panels).
+
 Every long ink component contributes, per pixel column, the median row of its ink
 there. Baselines are where traces spend most of their time, so a histogram of these
 per-column medians peaks at each trace row regardless of how tall the QRS complexes are.
@@ -11,6 +14,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from ecgbridge.digitizer.labels import LabelWord
+from ecgbridge.digitizer.layout import PanelSlot
+from ecgbridge.digitizer.pulse import CalibrationPulse
+from ecgbridge.digitizer.trace import TracePath
 
 #: A component at least this wide (mm) is a trace candidate.
 MIN_TRACE_COMPONENT_MM = 6.0
@@ -58,6 +66,43 @@ class TraceRow:
     coverage: float
     trace_top: int = 0
     trace_bottom: int = 0
+
+
+@dataclass(frozen=True)
+class PageRow:
+    """One trace row of a page, as the stages read it.
+
+    Attributes
+    ----------
+    row : TraceRow
+        Where the row lies on the page.
+    path : TracePath
+        The followed trace.
+    pulse : CalibrationPulse or None
+        The row's calibration pulse (at its start, else at its end): its gain and foot.
+    start_pulse : CalibrationPulse or None
+        The pulse before the signal, whose fall marks the row's time 0.
+    signal_gap : float or None
+        Blank gap (px) between `start_pulse`'s fall and the signal, if there is one.
+    x_origin : float
+        Column (px) of the row's time 0 (placed by the time base and the layout).
+    x_end : float
+        Column (px) where the row's signal ends.
+    labels : tuple of LabelWord
+        Lead labels read in the row (set by the layout stage).
+    slots : tuple of PanelSlot
+        The row's named panels (set by the layout stage).
+    """
+
+    row: TraceRow
+    path: TracePath
+    pulse: CalibrationPulse | None
+    start_pulse: CalibrationPulse | None
+    signal_gap: float | None
+    x_origin: float
+    x_end: float
+    labels: tuple[LabelWord, ...] = ()
+    slots: tuple[PanelSlot, ...] = ()
 
 
 def column_medians(mask: np.ndarray, px_per_mm: float) -> tuple[np.ndarray, np.ndarray]:

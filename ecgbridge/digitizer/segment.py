@@ -17,7 +17,7 @@ from importlib import resources
 import cv2
 import numpy as np
 
-from ecgbridge.digitizer.inkmask import trace_mask
+from ecgbridge.digitizer.inkmask import trace_mask, without_ruled_lines
 
 #: The page is resized so that its long side has this many pixels before inference.
 MODEL_LONG_SIDE_PX = 1100
@@ -132,8 +132,8 @@ _HALF_DARKNESS = 0.5
 _NEARBY_MM = 0.5
 
 
-def learned_trace_mask(seg: Segmentation, dark_ink: np.ndarray, px_per_mm: float
-                       ) -> np.ndarray:
+def learned_trace_mask(seg: Segmentation, dark_ink: np.ndarray, px_per_mm: float,
+                       threshold: float = _PROBABILITY_THRESHOLD) -> np.ndarray:
     """Binary ink mask (uint8 0/1) of traces and printed text from model probabilities.
 
     The model runs at about 4 px/mm, so its regions are coarser than the page. Inside
@@ -150,11 +150,104 @@ def learned_trace_mask(seg: Segmentation, dark_ink: np.ndarray, px_per_mm: float
         Relative darkness of the page (0 paper, 1 darkest ink).
     px_per_mm : float
         Scale, sizing the neighbourhood and the speck filter.
+    threshold : float
+        Probability above which a pixel is in the model's regions.
     """
-    region = np.maximum(seg.trace, seg.text) > _PROBABILITY_THRESHOLD
+    region = np.maximum(seg.trace, seg.text) > threshold
     side = max(3, 2 * int(round(_NEARBY_MM * px_per_mm)) + 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
     inked = np.where(region, dark_ink, 0.0).astype(np.float32)
     nearby = cv2.dilate(inked, kernel)
     keep = region & (inked >= _HALF_DARKNESS * nearby)
     return trace_mask(keep.astype(np.float32), 0.5, px_per_mm)
+
+
+#: Ink darker than the grid by at least this much (relative darkness) is told from it.
+_INK_GRID_CONTRAST = 0.2
+#: Below this scale (px/mm, about 90 dpi) 1-mm grid lines leave no room between them:
+#: taking them out would take the traces with them.
+_MIN_PX_PER_MM_LINES_OUT = 3.5
+#: How far from the model's regions (mm) a stroke it missed may be.
+_MISSED_STROKE_MM = 3.0
+
+
+@dataclass(frozen=True)
+class LearnedMasks:
+    """Binary masks (uint8 0/1) made from the model's regions.
+
+    Attributes
+    ----------
+    trace : numpy.ndarray
+        Trace and text ink, for following traces and reading labels.
+    pulse_search : numpy.ndarray
+        A superset of the model's raw mask, for finding calibration pulses.
+    grid_told_apart : bool
+        True when the ink is clearly darker than the grid lines (missed strokes were
+        added back for the pulse search).
+    """
+
+    trace: np.ndarray
+    pulse_search: np.ndarray
+    grid_told_apart: bool
+
+
+def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
+                  px_per_mm_y: float, has_grid: bool) -> LearnedMasks:
+    """The trace mask and the pulse-search mask of a page from the model's regions.
+
+    - Grid lines (ink running straight for several centimetres) are taken out of the
+      darkness before the half-darkness rule of :func:`learned_trace_mask`: the lines
+      beside a stroke, as dark as its edge, would widen it (steep QRS strokes and
+      label glyphs keep their shape without them). Where a trace is no darker than a
+      line it crosses, a line-wide gap is left, which trace following bridges.
+    - For the pulse search, ink near the model's regions that is clearly darker than
+      the grid is added back to the model's raw mask: calibration pulses are thin,
+      straight and drawn where no signal is, and the model is least sure of them
+      (gaps in their edges and top). Where the grid is about as dark as the ink
+      (black or grey grids, copies), added ink would be grid: nothing is added.
+
+    Parameters
+    ----------
+    seg : Segmentation
+        Model probabilities on the page's pixel grid.
+    dark_ink : numpy.ndarray
+        Relative darkness of the page (0 paper, 1 darkest ink).
+    px_per_mm_x, px_per_mm_y : float
+        Scale.
+    has_grid : bool
+        Whether a grid was measured (its lines are taken out only then, and only
+        at :data:`_MIN_PX_PER_MM_LINES_OUT` or more).
+
+    Returns
+    -------
+    LearnedMasks
+    """
+    raw = learned_trace_mask(seg, dark_ink, px_per_mm_x)
+    trace = raw
+    if has_grid and min(px_per_mm_x, px_per_mm_y) >= _MIN_PX_PER_MM_LINES_OUT:
+        trace = learned_trace_mask(
+            seg, without_ruled_lines(dark_ink, px_per_mm_x, px_per_mm_y), px_per_mm_x)
+    levels = _ink_and_grid_levels(dark_ink, raw, px_per_mm_x)
+    if levels is None or levels[0] - levels[1] < _INK_GRID_CONTRAST:
+        return LearnedMasks(trace, raw, False)
+    ink_level, grid_level = levels
+    added = _near(raw, px_per_mm_x) & (dark_ink > 0.5 * (ink_level + grid_level))
+    pulse = np.maximum(raw, trace_mask(added.astype(np.float32), 0.5, px_per_mm_x))
+    return LearnedMasks(trace, pulse, True)
+
+
+def _near(mask: np.ndarray, px_per_mm: float) -> np.ndarray:
+    """Pixels within :data:`_MISSED_STROKE_MM` of the mask."""
+    side = 2 * int(round(_MISSED_STROKE_MM * px_per_mm)) + 1
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))) > 0
+
+
+def _ink_and_grid_levels(dark_ink: np.ndarray, mask: np.ndarray, px_per_mm: float
+                         ) -> tuple[float, float] | None:
+    """(typical darkness of the masked ink, darkness of the lines around it), or None."""
+    if not mask.any():
+        return None
+    around = dark_ink[_near(mask, px_per_mm) & (mask == 0)]
+    if around.size == 0:
+        return None
+    return float(np.median(dark_ink[mask > 0])), float(np.percentile(around, 95))

@@ -1,8 +1,9 @@
 """Encoders (ECG -> file formats) and readers (file formats -> ECG).
 
-:data:`WRITERS` maps a ``--format`` name to a function
-``write(ecg, out_dir, stem, context) -> list[Path]``; modules register themselves
-in :mod:`ecgbridge.encode.registry`.
+:data:`WRITERS` (in :mod:`ecgbridge.encode.registry`) maps a ``--format`` name to the
+``"module:function"`` of a writer ``write(ecg, out_dir, stem, context) -> list[Path]``,
+imported when first used. Every writer lives in this package, the review overlay
+(``overlay``: traces drawn over the page) included.
 """
 
 from ecgbridge.encode.registry import WRITERS, WriteContext, available_formats, write_outputs

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS
-from ecgbridge.encode.atomic import write_text_atomic
 from ecgbridge.errors import InputError
+from ecgbridge.fsutil import write_text_atomic
 
 
 def ecg_to_csv(ecg: ECG) -> str:

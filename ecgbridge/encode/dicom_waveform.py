@@ -20,9 +20,16 @@ Encoding rules
   quality goes into the Waveform Annotation module as a numeric measurement per channel
   (private concept ``(DIGQ, 99ECGBRIDGE, "Digitization quality")``, UCUM ``1``): the
   standard puts measurements about channels there, not in the derivation text.
-* UIDs are deterministic: the SOP Instance UID hashes the source file's SHA-256 with the
-  encoded samples; the Series (and, for non-DICOM inputs, the Study) Instance UID hashes
-  the source SHA-256 only, so re-processing a file lands in the same series.
+* Times and UIDs follow :mod:`ecgbridge.encode.record_facts`: AcquisitionDateTime,
+  ContentDate and ContentTime are the acquisition time from evidence (TimezoneOffsetFromUTC
+  when the zone is known). They are Type 1, so without evidence the ``digitization-time``
+  policy (default) writes the digitization time and says so in SeriesDescription and a
+  history annotation (the SOP Instance UID then differs per run), and the ``refuse``
+  policy raises. No wall-clock InstanceCreationDate/Time.
+  The SeriesInstanceUID is the ECG record's UID (source identity); the SOP Instance UID
+  hashes it with the rest of the dataset, so one UID always names one content.
+* History (digitized from paper, resampled, re-quantised, where the time came from) and
+  filter settings: see :mod:`ecgbridge.encode.dicom_provenance`.
 * When the ECG came from a DICOM object, patient and study identity are copied from
   ``ecg.source.dicom`` and ReferencedInstanceSequence points at the source instance
   (without PurposeOfReferenceCodeSequence: CID 7004 has no code for "source image").
@@ -30,6 +37,7 @@ Encoding rules
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import struct
@@ -43,21 +51,38 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from ecgbridge.ecg import ECG, LEADS, Calibration, SourceInfo, normalise_lead_name
-from ecgbridge.encode import codes
-from ecgbridge.encode.atomic import write_bytes_atomic
+from ecgbridge import codes
+from ecgbridge.ecg import (
+    ECG,
+    LEADS,
+    Calibration,
+    CalibrationMethod,
+    SourceInfo,
+    normalise_lead_name,
+)
+from ecgbridge.encode.dicom_provenance import (
+    add_filter_settings,
+    digitized_history,
+    equipment_items,
+    history_lines,
+    source_facts,
+    text_annotation,
+)
+from ecgbridge.encode.record_facts import (
+    AcquisitionTime,
+    RecordSettings,
+    acquisition_time,
+    content_uid,
+    patient_identity,
+    record_settings,
+    record_uid,
+    study_uid,
+)
 from ecgbridge.errors import EncodingError, InputError
+from ecgbridge.fsutil import write_bytes_atomic
 
-#: SOP Class UID of 12-Lead ECG Waveform Storage.
-TWELVE_LEAD_ECG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.9.1.1"
-#: SOP Class UIDs of waveform objects :func:`read_dicom_waveform` accepts.
-WAVEFORM_SOP_CLASS_UIDS: dict[str, str] = {
-    TWELVE_LEAD_ECG_SOP_CLASS_UID: "12-lead ECG",
-    "1.2.840.10008.5.1.4.1.1.9.1.2": "General ECG",
-    "1.2.840.10008.5.1.4.1.1.9.1.3": "Ambulatory ECG",
-}
 #: Modality of ECG waveforms.
 MODALITY_ECG = "ECG"
 #: Sampling-rate range of the 12-lead ECG IOD in Hz.
@@ -85,6 +110,8 @@ DERIVED_SERIES_NUMBER = 990
 UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:ecgbridge:dicom-uid")
 #: ChannelDerivationDescription of a lead the page does not show (computed from others).
 DERIVED_LEAD_DESCRIPTION = "Not on the page: computed from other limb leads by ecgbridge"
+#: ChannelDerivationDescription of a converted waveform that was digitized from paper.
+CONVERTED_DIGITIZED_DESCRIPTION = "Converted by ecgbridge; digitized from a paper ECG image"
 #: Maximum length of a LO value (ChannelDerivationDescription).
 _LO_MAX = 64
 
@@ -114,6 +141,7 @@ def to_dicom_waveform(
     series_number: int = DERIVED_SERIES_NUMBER,
     allow_resample: bool = True,
     now: datetime | None = None,
+    settings: RecordSettings | None = None,
 ) -> Dataset:
     """Encode `ecg` as a DICOM 12-Lead ECG Waveform dataset (with file meta).
 
@@ -130,8 +158,8 @@ def to_dicom_waveform(
         General Study values by keyword (``StudyInstanceUID``, ``AccessionNumber``...);
         override those copied from a DICOM source.
     acquisition_datetime : datetime or str, optional
-        When the ECG was recorded (DICOM DT string or datetime). Default: the source's
-        acquisition/content/study date and time, else the processing time.
+        When the ECG was recorded (ISO 8601 or DICOM DT); overrides the evidence of
+        the source (see :mod:`ecgbridge.encode.record_facts`).
     instance_number : int
         InstanceNumber (Type 1).
     series_number : int
@@ -140,7 +168,11 @@ def to_dicom_waveform(
         Resample rates or lengths the IOD does not allow (see module docstring);
         when False such ECGs raise EncodingError.
     now : datetime, optional
-        Processing time (ContentDate/Time, InstanceCreationDate/Time); default now.
+        Digitization time, used only when the acquisition time is unknown and
+        ``settings.unknown_time`` is ``"digitization-time"`` (default: now).
+    settings : RecordSettings, optional
+        Time zone, unknown-time and missing-patient policies (default: without an
+        acquisition time, the digitization time, said so).
 
     Returns
     -------
@@ -150,11 +182,18 @@ def to_dicom_waveform(
     Raises
     ------
     EncodingError
-        No lead to encode, amplitude beyond ±327 mV, or a rate/length the IOD does not
-        allow when `allow_resample` is False.
+        No lead to encode, amplitude beyond ±327 mV, a rate/length the IOD does not
+        allow when `allow_resample` is False, no acquisition time under the ``refuse``
+        policy, or no PatientID under the ``refuse`` policy.
     """
     src = source if source is not None else ecg.source
-    now = now or datetime.now().astimezone()
+    subject = ecg if source is None else ecg.replace(source=src)
+    settings = settings or RecordSettings()
+    if acquisition_datetime is not None:
+        given = acquisition_datetime
+        text = given.isoformat() if isinstance(given, datetime) else str(given)
+        settings = dataclasses.replace(settings, acquisition_datetime=text)
+    when = _acquisition_or_policy(subject, settings, now)
     signals, fs = conform_sampling(ecg.signals, ecg.fs, allow_resample=allow_resample)
     present = [i for i in range(len(LEADS)) if np.isfinite(signals[i]).any()]
     if not present:
@@ -162,33 +201,37 @@ def to_dicom_waveform(
     check_waveform_limits(len(present), signals.shape[1], fs)
     sensitivity = choose_sensitivity(signals[present])
     raw = quantize(signals[present], sensitivity)
-    content_hash = _content_hash(raw, fs, [LEADS[i] for i in present])
-    source_key = src.sha256 or content_hash
 
     ds = Dataset()
     ds.SpecificCharacterSet = CHARACTER_SET_UTF8
-    ds.SOPClassUID = TWELVE_LEAD_ECG_SOP_CLASS_UID
-    ds.SOPInstanceUID = _derived_uid("sop-instance", source_key, content_hash)
-    ds.InstanceCreationDate = now.strftime("%Y%m%d")
-    ds.InstanceCreationTime = now.strftime("%H%M%S")
-    _set_identity(ds, src, patient, study, source_key)
+    ds.SOPClassUID = codes.TWELVE_LEAD_ECG_WAVEFORM
+    ds.SOPInstanceUID = "0"  # replaced below by the UID of this content
+    if src.equipment:
+        ds.ContributingEquipmentSequence = Sequence(equipment_items(src.equipment))
+    if when.offset is not None:
+        ds.TimezoneOffsetFromUTC = when.dicom_offset()
+    identity = patient_identity(subject, settings)
+    _set_identity(ds, identity, patient, study, study_uid(subject), settings)
     # General Series
     ds.Modality = MODALITY_ECG
-    ds.SeriesInstanceUID = _derived_uid("series", source_key)
+    ds.SeriesInstanceUID = record_uid(subject)
     ds.SeriesNumber = str(series_number)
     digitized = ecg.calibration.method in codes.DIGITIZED_METHODS
-    ds.SeriesDescription = f"ECG {'digitized' if digitized else 'converted'} by ecgbridge"
+    description = f"ECG {'digitized' if digitized else 'converted'} by ecgbridge"
+    if when.evidence == _DIGITIZATION_TIME:
+        description += "; acquisition time unknown"
+    ds.SeriesDescription = description
     # General Equipment
-    from ecgbridge import __version__
+    from ecgbridge.version import __version__
 
     ds.Manufacturer = "ecgbridge"
     ds.ManufacturerModelName = "ecgbridge"
     ds.SoftwareVersions = __version__
     # Waveform Identification
     ds.InstanceNumber = str(instance_number)
-    ds.ContentDate = now.strftime("%Y%m%d")
-    ds.ContentTime = now.strftime("%H%M%S")
-    ds.AcquisitionDateTime = _acquisition_datetime(acquisition_datetime, src, now)
+    ds.ContentDate = when.local.strftime("%Y%m%d")
+    ds.ContentTime = when.local.strftime("%H%M%S" if when.precision == "second" else "%H%M")
+    ds.AcquisitionDateTime = when.dicom_dt()
     reference = _referenced_instance(src)
     if reference is not None:
         ds.ReferencedInstanceSequence = Sequence([reference])
@@ -196,20 +239,25 @@ def to_dicom_waveform(
     ds.AcquisitionContextSequence = Sequence([])
     # Waveform
     derived = set(ecg.derived_leads())
-    derivations = [
-        DERIVED_LEAD_DESCRIPTION if LEADS[i] in derived else derivation_description(ecg.calibration)
-        for i in present
-    ]
+    how = derivation_description(ecg.calibration)
+    if not digitized and digitized_history(ecg):
+        how = CONVERTED_DIGITIZED_DESCRIPTION
+    derivations = [DERIVED_LEAD_DESCRIPTION if LEADS[i] in derived else how for i in present]
     group = _multiplex_group(raw, fs, [LEADS[i] for i in present], sensitivity, derivations)
+    add_filter_settings(group, src.filters)
     ds.WaveformSequence = Sequence([group])
-    if digitized:
+    annotations = []
+    if digitized or digitized_history(ecg):
         annotations = [
             _quality_annotation(channel + 1, ecg.quality[lead_index])
             for channel, lead_index in enumerate(present)
             if np.isfinite(ecg.quality[lead_index])
         ]
-        if annotations:
-            ds.WaveformAnnotationSequence = Sequence(annotations)
+    history = history_lines(ecg, fs, signals[present], raw, sensitivity, when)
+    annotations.extend(text_annotation(line) for line in history)
+    if annotations:
+        ds.WaveformAnnotationSequence = Sequence(annotations)
+        if any("ConceptNameCodeSequence" in item for item in annotations):
             ds.CodingSchemeIdentificationSequence = Sequence([_private_scheme_item()])
 
     meta = FileMetaDataset()
@@ -218,7 +266,34 @@ def to_dicom_waveform(
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationVersionName = f"ECGBRIDGE_{__version__}"[:16]
     ds.file_meta = meta
+    uid = content_uid(ds.SeriesInstanceUID, dicom_bytes(ds))
+    ds.SOPInstanceUID = uid
+    meta.MediaStorageSOPInstanceUID = UID(uid)
     return ds
+
+
+#: Evidence text of the digitization-time policy.
+_DIGITIZATION_TIME = "digitization time (acquisition time unknown)"
+
+
+def _acquisition_or_policy(
+    ecg: ECG, settings: RecordSettings, now: datetime | None
+) -> AcquisitionTime:
+    when = acquisition_time(ecg, settings)
+    if when is not None and when.precision in ("minute", "second"):
+        return when
+    if settings.unknown_time == "digitization-time":
+        moment = (now or datetime.now().astimezone()).replace(microsecond=0)
+        return AcquisitionTime(
+            moment.replace(tzinfo=None), "second", moment.utcoffset(), _DIGITIZATION_TIME
+        )
+    what = "only its date is known" if when is not None else "no evidence gives it"
+    raise EncodingError(
+        f"the acquisition time of the ECG is unknown ({what}: no date and time printed on "
+        "the page, in a sidecar file or in the source waveform) and a DICOM waveform needs "
+        "one (Type 1); give it (sidecar AcquisitionDateTime, --acquired) or allow the "
+        "digitization time (unknown_time: digitization-time)"
+    )
 
 
 def dicom_bytes(ds: Dataset) -> bytes:
@@ -232,11 +307,13 @@ def write_dicom(ecg: ECG, out_dir: Path, stem: str, context: Any = None) -> list
     """Write ``<stem>.dcm`` (12-Lead ECG Waveform), atomically.
 
     ``context.options`` may hold ``dicom_patient`` / ``dicom_study`` mappings
-    (see :func:`to_dicom_waveform`).
+    (see :func:`to_dicom_waveform`) and the settings of
+    :func:`~ecgbridge.encode.record_facts.record_settings`.
     """
     options = (getattr(context, "options", None) or {}) if context is not None else {}
     ds = to_dicom_waveform(
-        ecg, patient=options.get("dicom_patient"), study=options.get("dicom_study")
+        ecg, patient=options.get("dicom_patient"), study=options.get("dicom_study"),
+        settings=record_settings(options),
     )
     return [write_bytes_atomic(out_dir / f"{stem}.dcm", dicom_bytes(ds))]
 
@@ -455,22 +532,28 @@ def _private_scheme_item() -> Dataset:
 
 def _set_identity(
     ds: Dataset,
-    src: SourceInfo,
+    identity: Mapping[str, Any],
     patient: Mapping[str, Any] | None,
     study: Mapping[str, Any] | None,
-    source_key: str,
+    default_study_uid: str,
+    settings: RecordSettings,
 ) -> None:
     values: dict[str, Any] = {}
     for keyword in (*PATIENT_KEYWORDS, *STUDY_KEYWORDS):
-        if src.dicom.get(keyword) not in (None, ""):
-            values[keyword] = src.dicom[keyword]
+        if identity.get(keyword) not in (None, ""):
+            values[keyword] = identity[keyword]
     for given in (patient, study):
         if given:
             values.update({k: v for k, v in given.items()})
     for keyword in _TYPE2_IDENTITY:
         values.setdefault(keyword, "")
+    if not str(values.get("PatientID") or "").strip() and settings.missing_patient == "refuse":
+        raise EncodingError(
+            "no PatientID is known for this ECG (no DICOM source identity, sidecar file or "
+            "folder convention gave one) and the missing-patient policy is 'refuse'"
+        )
     if not values.get("StudyInstanceUID"):
-        values["StudyInstanceUID"] = _derived_uid("study", source_key)
+        values["StudyInstanceUID"] = default_study_uid
     for keyword, value in values.items():
         setattr(ds, keyword, "" if value is None else _dicom_value(value))
 
@@ -490,44 +573,6 @@ def _referenced_instance(src: SourceInfo) -> Dataset | None:
     item.ReferencedSOPClassUID = str(sop_class)
     item.ReferencedSOPInstanceUID = str(sop_instance)
     return item
-
-
-def _acquisition_datetime(
-    given: datetime | str | None, src: SourceInfo, now: datetime
-) -> str:
-    if isinstance(given, datetime):
-        return given.strftime("%Y%m%d%H%M%S")
-    if given:
-        return str(given)
-    known = source_datetime(src)
-    return known if known else now.strftime("%Y%m%d%H%M%S")
-
-
-def source_datetime(src: SourceInfo) -> str | None:
-    """Return the source's acquisition time as a DICOM DT string, or None if unknown.
-
-    Tries AcquisitionDateTime, then AcquisitionDate/Time, ContentDate/Time and
-    StudyDate/Time of ``src.dicom``.
-    """
-    d = src.dicom
-    if d.get("AcquisitionDateTime"):
-        return str(d["AcquisitionDateTime"])
-    for date_kw, time_kw in (
-        ("AcquisitionDate", "AcquisitionTime"),
-        ("ContentDate", "ContentTime"),
-        ("StudyDate", "StudyTime"),
-    ):
-        date = str(d.get(date_kw) or "")
-        if len(date) == 8 and date.isdigit():
-            return date + str(d.get(time_kw) or "").split(".")[0]
-    return None
-
-
-def _content_hash(raw: np.ndarray, fs: float, leads: list[str]) -> str:
-    h = hashlib.sha256()
-    h.update(f"{fs!r}|{','.join(leads)}|".encode())
-    h.update(np.ascontiguousarray(raw).astype("<i2").tobytes())
-    return h.hexdigest()
 
 
 def _derived_uid(kind: str, *parts: str) -> str:
@@ -623,14 +668,15 @@ def read_dicom_waveform(source: Path | str | Dataset) -> ECG:
         if kw in ds and ds.get(kw) not in (None, "")
     }
     identity = {k: str(v) for k, v in identity.items()}
+    facts = source_facts(ds, group, index)
     return ECG.from_leads(
         leads,
         fs=fs,
         n_samples=values.shape[0],
         quality=quality,
-        calibration=Calibration(layout="waveform", method=codes.WAVEFORM_METHOD),
+        calibration=Calibration(layout="waveform", method=CalibrationMethod.WAVEFORM),
         source=SourceInfo(
-            name=name, sha256=digest, media_type="application/dicom", dicom=identity
+            name=name, sha256=digest, media_type="application/dicom", dicom=identity, **facts
         ),
     )
 

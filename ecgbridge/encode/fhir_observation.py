@@ -11,34 +11,50 @@ Shape (after ``Observation/ekg`` in the FHIR specification):
   microvolts, so the round trip is exact to 0.5 µV; R4 gives ``period`` in ms, R5
   ``interval`` + ``intervalUnit`` "ms". ``E`` marks samples the page does not show,
   ``L``/``U`` values beyond ±32.767 mV (``lowerLimit``/``upperLimit``).
-* ``identifier`` ``urn:ecgbridge:source-sha256`` | SHA-256 of the source file (or
-  ``urn:ecgbridge:content-sha256`` | hash of the samples), so re-posting is idempotent
-  (conditional create on the identifier).
-* ``subject`` from a given reference or the DICOM patient identity (logical reference
-  by PatientID); ``effectiveDateTime`` from the given time or the source's acquisition
-  time (local time zone assumed for DICOM times), omitted when unknown; ``issued`` is the
-  processing time; ``device`` names ecgbridge, ``method`` says how the trace was
-  obtained, and a ``note`` lists the per-lead digitization quality and names the leads
-  the page does not show that were computed from the other limb leads.
+* ``identifier`` ``urn:dicom:uid`` | ``urn:oid:<record UID>``: the ECG record's UID
+  (:func:`ecgbridge.encode.record_facts.record_uid`, also the SeriesInstanceUID of the
+  DICOM waveform of the same ECG), so ``digitize`` and ``convert`` agree and re-posting is
+  idempotent (conditional create on the identifier).
+* ``subject`` from a given reference or the patient identity (logical reference by
+  PatientID, ``identifier.system`` from the ``patient_id_system`` option);
+  ``effectiveDateTime`` only from evidence (given time, source waveform, printed on the
+  page, sidecar; a naive time gets the ``timezone`` option's offset, without one only
+  the date is written), omitted when unknown; ``issued`` only when given (no wall
+  clock: the same input gives the same bytes); ``device`` names ecgbridge, ``method``
+  says how the trace was obtained, and notes give the per-lead digitization quality,
+  the leads computed from other limb leads, and the history of the samples
+  (``ecgbridge history: ...``; digitized from paper, resampled, re-quantised).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from ecgbridge.ecg import ECG, LEADS, Calibration, SourceInfo
-from ecgbridge.encode import codes
-from ecgbridge.encode.atomic import write_text_atomic
+from ecgbridge import codes
+from ecgbridge.ecg import ECG, LEADS, Calibration, CalibrationMethod, SourceInfo
+from ecgbridge.encode.dicom_provenance import DIGITIZED_PREFIX, TIME_PREFIX, digitized_history
+from ecgbridge.encode.record_facts import (
+    AcquisitionTime,
+    RecordSettings,
+    acquisition_time,
+    fhir_record_identifier,
+    fhir_to_dicom_dt,
+    patient_identity,
+    record_settings,
+    uid_from_fhir_identifiers,
+)
 from ecgbridge.errors import EncodingError, InputError
+from ecgbridge.fsutil import write_text_atomic
 
 FhirVersion = Literal["R4", "R5"]
 
@@ -48,6 +64,11 @@ SAMPLED_DATA_FACTOR = 0.001
 SAMPLED_DATA_LIMIT_MV = 32.767
 #: Tokens of a SampledData data string that are not numbers.
 NOT_A_NUMBER_TOKENS = frozenset({"E", "L", "U"})
+#: Start of the note holding the history of the samples.
+HISTORY_NOTE_PREFIX = "ecgbridge history: "
+_QUALITY_NOTE = re.compile(
+    r"Per-lead digitization quality \(0-1\): ((?:[A-Za-z0-9]+ [0-9.]+(?:, )?)+)"
+)
 _DECIMAL = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 
 
@@ -60,6 +81,7 @@ def to_fhir_observation(
     device: str | Mapping[str, Any] | None = None,
     status: str = "final",
     issued: datetime | None = None,
+    settings: RecordSettings | None = None,
 ) -> dict[str, Any]:
     """Return the ECG as a FHIR Observation (JSON-ready dict).
 
@@ -73,14 +95,16 @@ def to_fhir_observation(
         ``"Patient/123"`` or a Reference dict. Default: a logical reference built from
         ``ecg.source.dicom`` (PatientID, IssuerOfPatientID), else none.
     effective : datetime or str, optional
-        When the ECG was recorded (FHIR dateTime string or datetime). Default: the
-        source's DICOM acquisition time, else omitted.
+        When the ECG was recorded (FHIR dateTime / DICOM DT string or datetime).
+        Default: the evidence of the source, else omitted.
     device : str or Mapping, optional
         ``"Device/1"`` or a Reference dict. Default: a display-only reference to ecgbridge.
     status : str
         Observation.status.
     issued : datetime, optional
-        Processing time (default now).
+        ``issued`` (omitted by default, so outputs are deterministic).
+    settings : RecordSettings, optional
+        Time zone and patient policies (see :mod:`ecgbridge.encode.record_facts`).
 
     Returns
     -------
@@ -97,7 +121,7 @@ def to_fhir_observation(
     present = [i for i in range(len(LEADS)) if np.isfinite(ecg.signals[i]).any()]
     if not present:
         raise EncodingError("cannot encode a FHIR Observation: the ECG has no lead with samples")
-    from ecgbridge import __version__
+    from ecgbridge.version import __version__
 
     period_ms = 1000.0 / ecg.fs
     components = []
@@ -129,9 +153,10 @@ def to_fhir_observation(
             {"code": _codeable(codes.FHIR_LEAD_CODES[lead]), "valueSampledData": sampled}
         )
 
+    settings = settings or RecordSettings()
     obs: dict[str, Any] = {
         "resourceType": "Observation",
-        "identifier": [_identifier(ecg)],
+        "identifier": [fhir_record_identifier(ecg)],
         "status": status,
         "category": [_codeable(codes.OBSERVATION_CATEGORY_PROCEDURE)],
         "code": {
@@ -139,17 +164,28 @@ def to_fhir_observation(
             "text": "12-lead ECG",
         },
     }
-    subject_ref = _reference(subject) if subject is not None else _subject_from_source(ecg.source)
+    subject_ref = (
+        _reference(subject) if subject is not None
+        else _subject_from_identity(patient_identity(ecg, settings), settings.patient_id_system)
+    )
     if subject_ref is not None:
         obs["subject"] = subject_ref
-    effective_text = _fhir_datetime(effective) if effective is not None else None
-    if effective_text is None:
-        effective_text = _source_effective(ecg.source)
-    if effective_text is not None:
-        obs["effectiveDateTime"] = effective_text
-    obs["issued"] = (issued or datetime.now().astimezone()).isoformat(timespec="seconds")
-    obs["note"] = [{"text": _note_text(ecg, present)}]
-    obs["method"] = {"text": _method_text(ecg.calibration)}
+    elif settings.missing_patient == "refuse":
+        raise EncodingError(
+            "no patient is known for this ECG (no subject given, no PatientID from a DICOM "
+            "source, sidecar file or folder convention) and the missing-patient policy is "
+            "'refuse'"
+        )
+    if effective is not None:
+        given = effective.isoformat() if isinstance(effective, datetime) else str(effective)
+        settings = dataclasses.replace(settings, acquisition_datetime=given)
+    when = acquisition_time(ecg, settings)
+    if when is not None:
+        obs["effectiveDateTime"] = when.fhir()
+    if issued is not None:
+        obs["issued"] = issued.astimezone().isoformat(timespec="seconds")
+    obs["note"] = _notes(ecg, present, when)
+    obs["method"] = {"text": _method_text(ecg.calibration, digitized_history(ecg))}
     obs["device"] = (
         _reference(device) if device is not None else {"display": f"ecgbridge {__version__}"}
     )
@@ -308,6 +344,7 @@ def _write(ecg: ECG, path: Path, version: FhirVersion, context: Any) -> Path:
         version=version,
         subject=options.get("fhir_subject"),
         device=options.get("fhir_device"),
+        settings=record_settings(options),
     )
     check_observation(doc, version)
     observation_model(doc, version)
@@ -365,16 +402,19 @@ def read_fhir_observation(source: Path | str | Mapping[str, Any]) -> ECG:
     if period <= 0:
         raise InputError(f"{label}: sampling period must be positive, got {period} ms")
     identity = _identity_from_subject(doc.get("subject"))
+    facts = _read_provenance(doc, leads)
+    quality = facts.pop("quality")
     fs = 1000.0 / period
     if abs(fs - round(fs)) < 1e-4:  # periods are written with 9 decimals (1000/360 Hz...)
         fs = float(round(fs))
     return ECG.from_leads(
         leads,
         fs=fs,
-        quality=tuple(1.0 if lead in leads else 0.0 for lead in LEADS),
-        calibration=Calibration(layout="waveform", method=codes.WAVEFORM_METHOD),
+        quality=quality,
+        calibration=Calibration(layout="waveform", method=CalibrationMethod.WAVEFORM),
         source=SourceInfo(
-            name=name, sha256=digest, media_type="application/fhir+json", dicom=identity
+            name=name, sha256=digest, media_type="application/fhir+json", dicom=identity,
+            **facts,
         ),
     )
 
@@ -442,15 +482,6 @@ def _decimal(x: float) -> float | int:
     return int(value) if value.is_integer() else value
 
 
-def _identifier(ecg: ECG) -> dict[str, str]:
-    if ecg.source.sha256:
-        return {"system": codes.FHIR_IDENTIFIER_SYSTEM_SOURCE, "value": ecg.source.sha256}
-    h = hashlib.sha256()
-    h.update(f"{ecg.fs!r}|".encode())
-    h.update(np.ascontiguousarray(np.round(ecg.signals * 1000.0)).tobytes())
-    return {"system": codes.FHIR_IDENTIFIER_SYSTEM_CONTENT, "value": h.hexdigest()}
-
-
 def _reference(ref: str | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(ref, str):
         if not ref.strip():
@@ -459,82 +490,78 @@ def _reference(ref: str | Mapping[str, Any]) -> dict[str, Any]:
     return dict(ref)
 
 
-def _subject_from_source(src: SourceInfo) -> dict[str, Any] | None:
-    patient_id = str(src.dicom.get("PatientID") or "").strip()
+def _subject_from_identity(identity: Mapping[str, Any], system: str = "") -> dict[str, Any] | None:
+    patient_id = str(identity.get("PatientID") or "").strip()
     if not patient_id:
         return None
-    identifier: dict[str, Any] = {"value": patient_id}
-    issuer = str(src.dicom.get("IssuerOfPatientID") or "").strip()
+    identifier: dict[str, Any] = {"system": system} if system else {}
+    identifier["value"] = patient_id
+    issuer = str(identity.get("IssuerOfPatientID") or "").strip()
     if issuer:
         identifier["assigner"] = {"display": issuer}
     ref: dict[str, Any] = {"type": "Patient", "identifier": identifier}
-    name = str(src.dicom.get("PatientName") or "").strip()
+    name = str(identity.get("PatientName") or "").strip()
     if name:
         ref["display"] = name.replace("^", " ").strip()
     return ref
 
 
-def _fhir_datetime(value: datetime | str) -> str:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.astimezone()
-        return value.isoformat(timespec="seconds")
-    return str(value)
-
-
-def _source_effective(src: SourceInfo) -> str | None:
-    """FHIR dateTime of the source's DICOM acquisition time (DT string), or None.
-
-    A DT offset (``+0100``) is kept; without one the machine's local zone is assumed,
-    as DICOM times are local times. Partial dates stay partial (FHIR allows them).
-    """
-    from ecgbridge.encode.dicom_waveform import source_datetime
-
-    dt = source_datetime(src)
-    if not dt:
-        return None
-    match = re.match(
-        r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.\d+)?([+-]\d{4})?$", dt.strip()
-    )
-    if match is None:
-        return None
-    year = int(match.group(1))
-    month, day, hour, minute, second = (int(p) if p else None for p in match.groups()[1:6])
-    offset = match.group(7)
-    if month is None or day is None:
-        return f"{year:04d}" if month is None else f"{year:04d}-{month:02d}"
-    if hour is None:
-        return f"{year:04d}-{month:02d}-{day:02d}"
-    try:
-        if offset:
-            sign = 1 if offset[0] == "+" else -1
-            zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])))
-            when = datetime(year, month, day, hour, minute or 0, second or 0, tzinfo=zone)
-        else:
-            when = datetime(year, month, day, hour, minute or 0, second or 0).astimezone()
-    except ValueError:
-        return f"{year:04d}-{month:02d}-{day:02d}"
-    return when.isoformat(timespec="seconds")
-
-
-def _method_text(calibration: Calibration) -> str:
+def _method_text(calibration: Calibration, source_history: str = "") -> str:
     method = codes.DIGITIZED_METHODS.get(calibration.method)
     if method is None:
-        return "Converted from a stored ECG waveform by ecgbridge"
+        text = "Converted from a stored ECG waveform by ecgbridge"
+        if source_history:
+            text += f"; that waveform was {source_history}"
+        return text
     return (
         f"Digitized from an ECG image by ecgbridge ({method}; layout {calibration.layout}, "
         f"{calibration.mm_per_s:g} mm/s, {calibration.mm_per_mv:g} mm/mV)"
     )
 
 
+def _notes(ecg: ECG, present: list[int], when: AcquisitionTime | None) -> list[dict[str, str]]:
+    notes = [{"text": _note_text(ecg, present)}]
+    lines = [line for line in ecg.source.history if not line.startswith(TIME_PREFIX)]
+    method = codes.DIGITIZED_METHODS.get(ecg.calibration.method)
+    if method is not None:
+        lines.append(f"{DIGITIZED_PREFIX} by ecgbridge ({method})")
+    else:
+        rows = ecg.signals[present]
+        finite = rows[np.isfinite(rows)]
+        micro = finite / SAMPLED_DATA_FACTOR
+        if finite.size and float(np.abs(micro - np.round(micro)).max()) > 1e-3:
+            lines.append("re-quantised to 1 uV steps by ecgbridge")
+    if when is not None:
+        lines.append(f"{TIME_PREFIX}: {when.evidence}")
+        if when.has_time and when.offset is None:
+            lines.append(
+                f"{TIME_PREFIX} {when.local.strftime('%H:%M:%S')} local time, zone unknown "
+                "(effectiveDateTime holds the date only; set the timezone setting)"
+            )
+    if lines:
+        notes.append({"text": HISTORY_NOTE_PREFIX + " | ".join(dict.fromkeys(lines))})
+    return notes
+
+
+#: What a digitization quality means, stated with the values.
+_QUALITY_CONTRACT = "A lead whose quality is below 0.5 is not to be trusted."
+
+
 def _note_text(ecg: ECG, present: list[int]) -> str:
     if ecg.calibration.method not in codes.DIGITIZED_METHODS:
-        return "Converted from a stored ECG waveform; samples are not modified."
+        text = "Converted by ecgbridge from a stored ECG waveform"
+        text += f" ({ecg.source.media_type})." if ecg.source.media_type else "."
+        if digitized_history(ecg):
+            quality = ", ".join(f"{LEADS[i]} {ecg.quality[i]:.2f}" for i in present)
+            text += (" The waveform was digitized from a paper ECG image; not an original "
+                     f"acquisition. Per-lead digitization quality (0-1): {quality}. "
+                     f"{_QUALITY_CONTRACT}")
+        return text
     quality = ", ".join(f"{LEADS[i]} {ecg.quality[i]:.2f}" for i in present)
     absent = [lead for i, lead in enumerate(LEADS) if i not in present]
     text = (
         "Digitized from a paper ECG image; not an original acquisition. "
-        f"Per-lead digitization quality (0-1): {quality}."
+        f"Per-lead digitization quality (0-1): {quality}. {_QUALITY_CONTRACT}"
     )
     if absent:
         text += f" Not shown on the page: {', '.join(absent)}."
@@ -545,3 +572,30 @@ def _note_text(ecg: ECG, present: list[int]) -> str:
     if ecg.calibration.warnings:
         text += " Warnings: " + "; ".join(ecg.calibration.warnings)
     return text
+
+
+def _read_provenance(doc: Mapping[str, Any], leads: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """SourceInfo fields and quality an Observation gives (ecgbridge's notes, identifier)."""
+    texts = [str(n.get("text") or "") for n in doc.get("note") or [] if isinstance(n, Mapping)]
+    history: tuple[str, ...] = ()
+    for text in texts:
+        if text.startswith(HISTORY_NOTE_PREFIX):
+            history = tuple(p.strip() for p in text[len(HISTORY_NOTE_PREFIX):].split(" | "))
+    quality = [1.0 if lead in leads else 0.0 for lead in LEADS]
+    for text in texts:
+        match = _QUALITY_NOTE.search(text)
+        if match and any(line.startswith(DIGITIZED_PREFIX) for line in history):
+            for name, value in re.findall(r"(I{1,3}|aV[RLF]|V[1-6]) (\d\.\d+)", match.group(1)):
+                if name in leads:
+                    quality[LEADS.index(name)] = float(value)
+    acquired = fhir_to_dicom_dt(str(doc.get("effectiveDateTime") or ""))
+    time_line = next((h for h in history if h.startswith(TIME_PREFIX + ":")), "")
+    evidence = time_line.split(":", 1)[1].strip() if time_line else \
+        "the source FHIR Observation's effectiveDateTime"
+    return {
+        "quality": tuple(quality),
+        "acquisition_datetime": acquired,
+        "acquisition_evidence": evidence if acquired else "",
+        "record_uid": uid_from_fhir_identifiers(doc.get("identifier")),
+        "history": history,
+    }

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ecgbridge import __version__
 from ecgbridge.ecg import ECG
-from ecgbridge.encode.atomic import write_text_atomic
+from ecgbridge.fsutil import write_text_atomic
+from ecgbridge.version import __version__
 
 
 def ecg_summary_json(ecg: ECG) -> str:

@@ -16,8 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from ecgbridge.ecg import ECG, LEADS, Calibration, SourceInfo
-from ecgbridge.encode import codes
+from ecgbridge.ecg import ECG, LEADS, Calibration, CalibrationMethod
 from ecgbridge.errors import InputError
 
 WaveformFormat = Literal["wfdb", "csv", "dicom", "fhir"]
@@ -125,21 +124,24 @@ def _read_fhir(path: Path) -> ECG:
         doc = observations[0]
     ecg = read_fhir_observation(doc)
     return ecg.replace(
-        source=SourceInfo(
+        source=ecg.source.replace(
             name=path.name,
             sha256=hashlib.sha256(data).hexdigest(),
             media_type=MEDIA_TYPES["fhir"],
-            dicom=dict(ecg.source.dicom),
         )
     )
 
 
 def _as_waveform(ecg: ECG, name: str, digest: str, fmt: str) -> ECG:
+    """Mark a WFDB/CSV reading as a stored waveform, keeping the provenance it carried
+    (WFDB header comments: record UID, acquisition time, history, digitization quality)."""
     present = set(ecg.present_leads())
+    carried = any(h.startswith("digitized from") for h in ecg.source.history)
+    quality = ecg.quality if carried else tuple(1.0 if lead in present else 0.0 for lead in LEADS)
     return ecg.replace(
-        quality=tuple(1.0 if lead in present else 0.0 for lead in LEADS),
-        calibration=Calibration(layout="waveform", method=codes.WAVEFORM_METHOD),
-        source=SourceInfo(name=name, sha256=digest, media_type=MEDIA_TYPES[fmt]),
+        quality=quality,
+        calibration=Calibration(layout="waveform", method=CalibrationMethod.WAVEFORM),
+        source=ecg.source.replace(name=name, sha256=digest, media_type=MEDIA_TYPES[fmt]),
     )
 
 

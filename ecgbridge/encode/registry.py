@@ -38,7 +38,7 @@ WRITERS: dict[str, str] = {
     "dicom": "ecgbridge.encode.dicom_waveform:write_dicom",
     "fhir-r4": "ecgbridge.encode.fhir_observation:write_fhir_r4",
     "fhir-r5": "ecgbridge.encode.fhir_observation:write_fhir_r5",
-    "overlay": "ecgbridge.report.overlay:write_overlay",
+    "overlay": "ecgbridge.encode.overlay:write_overlay",
 }
 
 

@@ -1,4 +1,10 @@
-"""WFDB (format 16, 1 µV per unit) writer and reader."""
+"""WFDB (format 16, 1 µV per unit) writer and reader.
+
+Provenance travels in header comments, read back by :func:`read_wfdb`:
+``ecgbridge-record: <record UID>``, ``ecgbridge-acquired: <DICOM DT>`` (with its evidence),
+``ecgbridge-history: <line> | <line>`` and, for digitized ECGs,
+``ecgbridge-quality: I 0.93, II 0.88, ...``.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS
-from ecgbridge.encode.atomic import output_mode
 from ecgbridge.errors import EncodingError, InputError
+from ecgbridge.fsutil import output_mode
 
 #: ADC units per mV: 1 µV resolution, ±32.767 mV range.
 WFDB_GAIN = 1000.0
@@ -63,7 +69,7 @@ def write_wfdb(ecg: ECG, out_dir: Path, stem: str, context: object = None) -> li
             fmt=["16"] * len(LEADS),
             adc_gain=[WFDB_GAIN] * len(LEADS),
             baseline=[0] * len(LEADS),
-            comments=[f"digitized by ecgbridge from {ecg.source.name or 'an image'}"],
+            comments=provenance_comments(ecg, context),
             write_dir=tmp,
         )
         written = []
@@ -73,6 +79,57 @@ def write_wfdb(ecg: ECG, out_dir: Path, stem: str, context: object = None) -> li
             os.replace(Path(tmp) / f"{stem}.{ext}", dest)
             written.append(dest)
     return written
+
+
+def provenance_comments(ecg: ECG, context: object = None) -> list[str]:
+    """Header comments holding the ECG's record UID, acquisition time, history, quality."""
+    from ecgbridge import codes
+    from ecgbridge.encode.record_facts import acquisition_time, record_settings, record_uid
+
+    digitized = codes.DIGITIZED_METHODS.get(ecg.calibration.method)
+    made = "digitized by ecgbridge from" if digitized else "converted by ecgbridge from"
+    comments = [f"{made} {ecg.source.name or 'an ECG'}", f"{_RECORD} {record_uid(ecg)}"]
+    options = getattr(context, "options", None) or {}
+    when = acquisition_time(ecg, record_settings(options))
+    if when is not None:
+        comments.append(f"{_ACQUIRED} {when.dicom_dt()}{when.dicom_offset()} ({when.evidence})")
+    history = list(ecg.source.history)
+    if digitized:
+        history.append(f"digitized from a paper ECG image by ecgbridge ({digitized})")
+    if history:
+        comments.append(f"{_HISTORY} " + " | ".join(dict.fromkeys(history)))
+    if digitized or any(h.startswith("digitized from") for h in history):
+        present = set(ecg.present_leads())
+        comments.append(f"{_QUALITY} " + ", ".join(
+            f"{lead} {q:.2f}" for lead, q in zip(LEADS, ecg.quality, strict=True)
+            if lead in present))
+    return comments
+
+
+_RECORD = "ecgbridge-record:"
+_ACQUIRED = "ecgbridge-acquired:"
+_HISTORY = "ecgbridge-history:"
+_QUALITY = "ecgbridge-quality:"
+
+
+def read_provenance(comments: list[str]) -> dict[str, object]:
+    """SourceInfo fields and quality (``"quality"``: lead -> value) of header comments."""
+    out: dict[str, object] = {}
+    for line in comments:
+        text = line.strip()
+        if text.startswith(_RECORD):
+            out["record_uid"] = text[len(_RECORD):].strip()
+        elif text.startswith(_ACQUIRED):
+            value, _, evidence = text[len(_ACQUIRED):].strip().partition(" ")
+            out["acquisition_datetime"] = value
+            out["acquisition_evidence"] = evidence.strip("() ") or "WFDB header"
+        elif text.startswith(_HISTORY):
+            out["history"] = tuple(
+                h.strip() for h in text[len(_HISTORY):].split(" | ") if h.strip())
+        elif text.startswith(_QUALITY):
+            pairs = re.findall(r"(\S+) (\d+(?:\.\d+)?)", text[len(_QUALITY):])
+            out["quality"] = {lead.rstrip(","): float(v) for lead, v in pairs}
+    return out
 
 
 def read_wfdb(path: Path) -> ECG:
@@ -106,4 +163,9 @@ def read_wfdb(path: Path) -> ECG:
     fs = float(rec.fs)
     if not math.isfinite(fs) or fs <= 0:
         raise InputError(f"{path}: invalid sampling rate {rec.fs}")
-    return ECG.from_leads(leads, fs=fs, n_samples=rec.sig_len)
+    ecg = ECG.from_leads(leads, fs=fs, n_samples=rec.sig_len)
+    facts = read_provenance(list(rec.comments or []))
+    given = facts.pop("quality", None)
+    if isinstance(given, dict):
+        ecg = ecg.replace(quality=tuple(float(given.get(lead, 0.0)) for lead in LEADS))
+    return ecg.replace(source=ecg.source.replace(**facts))

@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from ecgbridge import codes
 from ecgbridge.errors import ImageTooLargeError, InputError, UnsupportedInputError
 from ecgbridge.inputs.page import Page
 from ecgbridge.inputs.pdf import load_pdf
@@ -22,25 +23,6 @@ from ecgbridge.inputs.raster import (
     check_total_pixels,
     grey_to_rgb,
 )
-
-#: SOP classes whose pixel frames are pages.
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-MULTIFRAME_SINGLE_BIT_SC = "1.2.840.10008.5.1.4.1.1.7.1"
-MULTIFRAME_GRAYSCALE_BYTE_SC = "1.2.840.10008.5.1.4.1.1.7.2"
-MULTIFRAME_GRAYSCALE_WORD_SC = "1.2.840.10008.5.1.4.1.1.7.3"
-MULTIFRAME_TRUE_COLOR_SC = "1.2.840.10008.5.1.4.1.1.7.4"
-VL_PHOTOGRAPHIC_IMAGE = "1.2.840.10008.5.1.4.1.1.77.1.4"
-#: SOP class whose EncapsulatedDocument is a PDF.
-ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
-
-IMAGE_SOP_CLASSES: frozenset[str] = frozenset({
-    SECONDARY_CAPTURE,
-    MULTIFRAME_SINGLE_BIT_SC,
-    MULTIFRAME_GRAYSCALE_BYTE_SC,
-    MULTIFRAME_GRAYSCALE_WORD_SC,
-    MULTIFRAME_TRUE_COLOR_SC,
-    VL_PHOTOGRAPHIC_IMAGE,
-})
 
 #: Identity attributes copied into ``SourceInfo.dicom`` (as plain strings).
 IDENTITY_KEYWORDS: tuple[str, ...] = (
@@ -92,9 +74,9 @@ def load_dicom(data: bytes, *, name: str, max_pixels: int) -> DicomContent:
     ds = _read(data, name)
     sop_class = str(ds.get("SOPClassUID", ""))
     identity = identity_attributes(ds)
-    if sop_class == ENCAPSULATED_PDF or (not sop_class and "EncapsulatedDocument" in ds):
+    if sop_class == codes.ENCAPSULATED_PDF or (not sop_class and "EncapsulatedDocument" in ds):
         pages = _encapsulated_pdf_pages(ds, name, max_pixels)
-    elif sop_class in IMAGE_SOP_CLASSES or (not sop_class and "PixelData" in ds):
+    elif sop_class in codes.IMAGE_SOP_CLASSES or (not sop_class and "PixelData" in ds):
         pages = _image_pages(ds, name, max_pixels)
     else:
         raise UnsupportedInputError(
@@ -139,7 +121,7 @@ def _read(data: bytes, name: str) -> Dataset:
 def _transfer_syntax(ds: Dataset) -> UID:
     meta = getattr(ds, "file_meta", None)
     uid = meta.get("TransferSyntaxUID") if meta is not None else None
-    return UID(str(uid)) if uid else UID("1.2.840.10008.1.2.1")
+    return UID(str(uid)) if uid else UID(codes.EXPLICIT_VR_LITTLE_ENDIAN)
 
 
 def _image_pages(ds: Dataset, name: str, max_pixels: int) -> list[Page]:

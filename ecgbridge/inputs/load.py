@@ -14,7 +14,15 @@ from ecgbridge.inputs import sniff
 from ecgbridge.inputs.dicom import load_dicom
 from ecgbridge.inputs.page import LoadedInput, Page
 from ecgbridge.inputs.pdf import load_pdf
+from ecgbridge.inputs.printed import (
+    PRINTED_EVIDENCE,
+    page_texts,
+    printed_acquisition_time,
+    printed_filters,
+    printed_identity,
+)
 from ecgbridge.inputs.raster import check_pixel_count, grey_to_rgb, load_raster
+from ecgbridge.inputs.sidecar import SIDECAR_EVIDENCE, read_sidecar
 
 #: Default limit on decoded pixels per page (width x height).
 DEFAULT_MAX_PIXELS: int = 100_000_000
@@ -53,8 +61,11 @@ def load_input(
     -------
     LoadedInput
         The pages (RGB uint8) and a :class:`~ecgbridge.ecg.SourceInfo` with name,
-        sha256 of the input bytes, media type, page count and, for DICOM, the
-        identity attributes.
+        sha256 of the input bytes, media type, page count, for DICOM the identity
+        attributes, for a path the sidecar file's identity (``X.json`` beside ``X.png``,
+        see :mod:`ecgbridge.inputs.sidecar`), and for vector PDFs the acquisition time
+        and filter settings printed in the text layer (:mod:`ecgbridge.inputs.printed`).
+        An image's own scan/study time is never taken as the acquisition time.
 
     Raises
     ------
@@ -78,11 +89,33 @@ def load_input(
         path = Path(source)
         label = name or path.name
         data = _read_file(path, label)
+        return with_sidecar(load_bytes(data, name=label, max_pixels=max_pixels), path)
     else:
         raise TypeError(
             f"load_input expects a path, bytes or a numpy array, got {type(source).__name__}"
         )
     return load_bytes(data, name=label, max_pixels=max_pixels)
+
+
+def with_sidecar(loaded: LoadedInput, path: Path) -> LoadedInput:
+    """Add the identity and acquisition time of the sidecar file beside `path`, if any.
+
+    Sidecar values override those of a DICOM source and the printed time.
+
+    Raises
+    ------
+    InputError
+        A sidecar that is present but wrong (see :mod:`ecgbridge.inputs.sidecar`).
+    """
+    values = read_sidecar(path)
+    if not values:
+        return loaded
+    acquired = values.pop("AcquisitionDateTime", "")
+    source = loaded.source.replace(dicom={**loaded.source.dicom, **values})
+    if acquired:
+        source = source.replace(acquisition_datetime=acquired,
+                                acquisition_evidence=SIDECAR_EVIDENCE)
+    return LoadedInput(pages=loaded.pages, source=source)
 
 
 def load_bytes(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedInput:
@@ -108,12 +141,18 @@ def load_bytes(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
             "expected PNG, JPEG, "
             "TIFF, BMP, PDF or DICOM"
         )
+    texts = page_texts(pages)
+    printed = printed_acquisition_time(texts)
     source = SourceInfo(
         name=name,
         sha256=hashlib.sha256(data).hexdigest(),
         media_type=media_type,
         pages=len(pages),
         dicom=identity,
+        acquisition_datetime=printed,
+        acquisition_evidence=PRINTED_EVIDENCE if printed else "",
+        filters=printed_filters(texts),
+        printed_identity=printed_identity(texts),
     )
     return LoadedInput(pages=tuple(pages), source=source)
 

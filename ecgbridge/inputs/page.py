@@ -48,8 +48,9 @@ class Page:
     index : int
         0-based page number within the input.
     dpi : float or None
-        Resolution the page was rendered at, when known (PDF); never used as the
-        scale of the ECG, which comes from the grid.
+        Resolution the page was rendered at, when known (PDF). The scale of a raster
+        page comes from its grid; only when no grid is found is it taken from `dpi`
+        (with a warning). Vector pages use it to place their paths on the image.
     paths : tuple of VectorPath
         Vector strokes when the page came from a PDF with vector content.
     texts : tuple of TextItem

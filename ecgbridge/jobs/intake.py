@@ -60,18 +60,29 @@ class Intake:
         """Adopt a complete file (moving it out of the inbox) and journal it.
 
         A duplicate (same SOP Instance UID or same bytes as an existing job) is
-        moved to ``state/duplicates/`` without creating a second job.
+        moved to ``state/duplicates/`` without creating a second job. A sidecar file
+        beside it (same name with ``.json``) is kept beside the stored input, where the
+        worker's loader reads it (and beside a duplicate in ``state/duplicates/``).
         """
         ident = identify_file(path)
+        sidecar = path.with_suffix(".json")
+        has_sidecar = path.suffix.lower() != ".json" and sidecar.is_file()
         with self._lock:
             if self.journal.has_key(ident.key):
                 if move:
                     self.state.keep_duplicate(path, ident.job_id)
+                    if has_sidecar:
+                        self.state.keep_duplicate(sidecar, ident.job_id)
                 log.warning("input received again: not processed, kept in state/duplicates",
                             extra={"job_id": ident.job_id, "sha256": ident.sha256})
                 return IntakeResult(ident.job_id, False, ident)
-            stored = self.state.adopt(path, ident.job_id, path.name, move=move)
+            stored_sidecar = None
+            if has_sidecar:  # first, so the input is never stored without it
+                stored_sidecar = self.state.adopt(sidecar, ident.job_id,
+                                                  f"{Path(path.name).stem}.json", move=move)
+            stored: Path | None = None
             try:
+                stored = self.state.adopt(path, ident.job_id, path.name, move=move)
                 job_id, created = self.journal.add_job(
                     input_key=ident.key, source=source, input_name=safe_name(path.name),
                     input_path=self.state.relative(stored), sha256=ident.sha256,
@@ -79,8 +90,12 @@ class Intake:
                 )
             except Exception:
                 if move:  # journal not writable (disk full): the file waits in the inbox
-                    with contextlib.suppress(OSError):
-                        os.replace(stored, path)
+                    if stored is not None:
+                        with contextlib.suppress(OSError):
+                            os.replace(stored, path)
+                    if stored_sidecar is not None:
+                        with contextlib.suppress(OSError):
+                            os.replace(stored_sidecar, sidecar)
                 raise
         self._announce(job_id, created, source, ident)
         return IntakeResult(job_id, created, ident)

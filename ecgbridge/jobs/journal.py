@@ -31,24 +31,41 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 #: File name of the journal inside the state folder.
 JOURNAL_FILE = "journal.sqlite3"
 
-RECEIVED = "received"
-DIGITIZED = "digitized"
-DELIVERED = "delivered"
-FAILED = "failed"
-DEAD_LETTER = "dead-letter"
-#: Every job state.
-JOB_STATES: tuple[str, ...] = (RECEIVED, DIGITIZED, DELIVERED, FAILED, DEAD_LETTER)
 
-PENDING = "pending"
-DEAD = "dead"
-#: Every delivery state (``delivered`` is shared with the job state).
-DELIVERY_STATES: tuple[str, ...] = (PENDING, DELIVERED, DEAD)
+
+class JobState(StrEnum):
+    """Where a job is: received -> digitized -> delivered, or failed / dead-letter.
+
+    String-valued, so the journal's ``state`` column and JSON output hold the plain words.
+    """
+
+    RECEIVED = "received"
+    DIGITIZED = "digitized"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DEAD_LETTER = "dead-letter"
+
+
+class DeliveryState(StrEnum):
+    """Where one job's delivery to one destination is (``delivered`` as for the job)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+#: The states by name (``DELIVERED`` is the job's; a delivery's compares equal), and all.
+RECEIVED, DIGITIZED, DELIVERED, FAILED, DEAD_LETTER = JobState
+PENDING, DEAD = DeliveryState.PENDING, DeliveryState.DEAD
+JOB_STATES: tuple[JobState, ...] = tuple(JobState)
+DELIVERY_STATES: tuple[DeliveryState, ...] = tuple(DeliveryState)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -96,7 +113,7 @@ class Delivery:
 
     job_id: str
     destination: str
-    state: str
+    state: DeliveryState
     attempts: int
     next_attempt_at: float
     last_error: str = ""
@@ -114,7 +131,7 @@ class Job:
     input_name: str
     input_path: str
     sha256: str
-    state: str
+    state: JobState
     reason: str
     attempts: int
     sop_instance_uid: str
@@ -262,7 +279,7 @@ class Journal:
 
     def count_by_state(self) -> dict[str, int]:
         """Number of jobs per state (every state present, zeros included)."""
-        counts = dict.fromkeys(JOB_STATES, 0)
+        counts = {str(state): 0 for state in JOB_STATES}
         with self._lock:
             for row in self._db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
                 counts[row["state"]] = int(row["n"])
@@ -472,7 +489,7 @@ def _job_from_row(row: sqlite3.Row, drows: Sequence[sqlite3.Row]) -> Job:
         input_name=row["input_name"],
         input_path=row["input_path"],
         sha256=row["sha256"],
-        state=row["state"],
+        state=JobState(row["state"]),
         reason=row["reason"],
         attempts=int(row["attempts"]),
         sop_instance_uid=row["sop_instance_uid"],
@@ -485,7 +502,7 @@ def _job_from_row(row: sqlite3.Row, drows: Sequence[sqlite3.Row]) -> Job:
             Delivery(
                 job_id=d["job_id"],
                 destination=d["destination"],
-                state=d["state"],
+                state=DeliveryState(d["state"]),
                 attempts=int(d["attempts"]),
                 next_attempt_at=float(d["next_attempt_at"]),
                 last_error=d["last_error"],

@@ -26,14 +26,14 @@ from ecgbridge.deliver.base import DeliveryItem, Destination
 from ecgbridge.errors import DeliveryError, describe_failure
 from ecgbridge.jobs.diskfull import DISK_FULL_KIND, DiskBackoff, is_disk_full
 from ecgbridge.jobs.journal import Job, Journal
-from ecgbridge.jobs.pipeline import (
+from ecgbridge.jobs.store import StateFolder
+from ecgbridge.jobs.worker import (
     DigitizeOutcome,
     DigitizeRequest,
     run_digitization,
     worker_initializer,
 )
-from ecgbridge.jobs.store import StateFolder
-from ecgbridge.service.metrics import Metrics
+from ecgbridge.metrics import Metrics
 
 log = logging.getLogger("ecgbridge.jobs.runner")
 

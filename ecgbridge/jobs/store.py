@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecgbridge.encode.atomic import write_text_atomic
+from ecgbridge.fsutil import fsync_path, write_text_atomic
 from ecgbridge.jobs.journal import Journal, job_id_for_key
 
 log = logging.getLogger("ecgbridge.jobs.store")
@@ -53,15 +53,6 @@ Buffer = bytes | bytearray | memoryview
 
 _DICOM_MAGIC_OFFSET = 128
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def fsync_dir(folder: Path) -> None:
-    """fsync a directory (so the names created in it survive a crash) or a file."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def safe_name(name: str, default: str = "input") -> str:
@@ -184,7 +175,7 @@ class StateFolder:
                 os.close(fd)
             Path(tmp).unlink(missing_ok=True)
             raise
-        fsync_dir(self.inputs)
+        fsync_path(self.inputs)
         return target
 
     def adopt(self, src: Path, job_id: str, name: str, *, move: bool = True) -> Path:
@@ -201,10 +192,10 @@ class StateFolder:
                 self._copy_durably(src, target)
                 Path(src).unlink(missing_ok=True)
             else:
-                _fsync_file(target)  # the producer may never have flushed it
+                fsync_path(target)  # the producer may never have flushed it
         else:
             self._copy_durably(src, target)
-        fsync_dir(self.inputs)
+        fsync_path(self.inputs)
         return target
 
     def adopt_spooled(self, src: Path, job_id: str, name: str) -> Path:
@@ -214,9 +205,9 @@ class StateFolder:
         on incomplete content; the folder is fsynced after it.
         """
         target = self.input_path(job_id, name)
-        _fsync_file(src)
+        fsync_path(src)
         os.replace(src, target)
-        fsync_dir(self.inputs)
+        fsync_path(self.inputs)
         return target
 
     def _copy_durably(self, src: Path, target: Path) -> None:
@@ -233,15 +224,19 @@ class StateFolder:
 
     # ------------------------------------------------------------ quarantine
     def quarantine_input(self, job_id: str, input_path: Path, reason: str) -> Path:
-        """Move a failed job's input into ``quarantine/`` with a ``.reason.txt`` beside it."""
+        """Move a failed job's input (and its sidecar ``.json``, if any) into
+        ``quarantine/`` with a ``.reason.txt`` beside it."""
         name = safe_name(input_path.name)
         target = self.quarantine / (name if name.startswith(f"{job_id}_") else f"{job_id}_{name}")
         write_text_atomic(
             target.with_name(target.name + REASON_SUFFIX), f"job {job_id}: {reason.strip()}\n"
         )
+        sidecar = input_path.with_suffix(".json")
+        if input_path.suffix.lower() != ".json" and sidecar.is_file():
+            os.replace(sidecar, target.with_suffix(".json"))
         if input_path.exists():
             os.replace(input_path, target)
-            fsync_dir(self.quarantine)
+            fsync_path(self.quarantine)
         return target
 
     def keep_duplicate(self, src: Path, job_id: str) -> Path:
@@ -264,6 +259,9 @@ class StateFolder:
         prefix = f"{job_id}_"
         name = quarantined.name
         original = name[len(prefix):] if name.startswith(prefix) else name
+        sidecar = quarantined.with_suffix(".json")  # perhaps added by the operator
+        if quarantined.suffix.lower() != ".json" and sidecar.is_file():
+            self.adopt(sidecar, job_id, f"{Path(original).stem}.json", move=True)
         target = self.adopt(quarantined, job_id, original, move=True)
         quarantined.with_name(quarantined.name + REASON_SUFFIX).unlink(missing_ok=True)
         return target
@@ -284,14 +282,6 @@ class StateFolder:
                 leftover.unlink(missing_ok=True)
                 removed += 1
         return removed
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def recover_orphans(state: StateFolder, journal: Journal) -> list[str]:

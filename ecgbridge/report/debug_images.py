@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ecgbridge.encode.atomic import write_bytes_atomic
+from ecgbridge.fsutil import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

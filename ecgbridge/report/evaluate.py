@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS
-from ecgbridge.encode.atomic import write_text_atomic
 from ecgbridge.errors import EcgBridgeError, InputError
+from ecgbridge.fsutil import write_text_atomic
 from ecgbridge.report.metrics import (
     DEFAULT_MAX_SHIFT_S,
     DEFAULT_SNR_CAP_DB,
@@ -505,7 +505,7 @@ def lead_metrics_csv_text(report: EvaluationReport) -> str:
 
 def metrics_document(report: EvaluationReport) -> dict[str, Any]:
     """The content of ``metrics.json``: summary, per-lead means and every record."""
-    return _clean({
+    return json_safe({
         "summary": report.summary(),
         "per_lead": {m: per_lead_means(report.scores, m) for m in METRIC_NAMES},
         "error_histogram": {
@@ -535,11 +535,12 @@ def _fmt(x: float) -> str:
     return "" if not math.isfinite(x) else f"{x:.6g}"
 
 
-def _clean(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
+    """`x` with every non-finite float (in nested dicts, lists, tuples) replaced by None."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     return x

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ecgbridge.ecg import LEADS
-from ecgbridge.encode.atomic import write_bytes_atomic
 from ecgbridge.errors import EcgBridgeError
+from ecgbridge.fsutil import write_bytes_atomic
 from ecgbridge.report.metrics import ErrorHistogram, LeadScore
 
 if TYPE_CHECKING:

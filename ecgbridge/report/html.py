@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgbridge.ecg import LEADS
-from ecgbridge.encode.atomic import write_text_atomic
+from ecgbridge.fsutil import write_text_atomic
 from ecgbridge.report.evaluate import EvaluationReport
 from ecgbridge.report.metrics import METRIC_NAMES, per_lead_means
 

@@ -24,12 +24,12 @@ from ecgbridge.errors import ConfigError
 from ecgbridge.jobs.diskfull import low_space
 from ecgbridge.jobs.intake import Intake
 from ecgbridge.jobs.journal import DEAD_LETTER, FAILED, RECEIVED, Job, Journal
-from ecgbridge.jobs.pipeline import DigitizeRequest
 from ecgbridge.jobs.runner import DeliveryWorker, DigitizationScheduler
 from ecgbridge.jobs.store import StateFolder, recover_orphans
+from ecgbridge.jobs.worker import DigitizeRequest
+from ecgbridge.metrics import Metrics
 from ecgbridge.service.http import HealthServer
 from ecgbridge.service.logs import configure_logging
-from ecgbridge.service.metrics import Metrics
 from ecgbridge.service.statelock import StateLock
 from ecgbridge.sources.dicom_scp import StorageScp
 from ecgbridge.sources.folder import FolderWatcher
@@ -37,11 +37,12 @@ from ecgbridge.sources.folder import FolderWatcher
 log = logging.getLogger("ecgbridge.service")
 
 
-def build_destinations(settings: Settings) -> list[Destination]:
-    """The enabled destinations of `settings` (outbox, DICOM, FHIR)."""
-    from ecgbridge.deliver.factory import build_destinations as factory
+def destinations_of(settings: Settings) -> list[Destination]:
+    """The enabled destinations of `settings` (outbox, DICOM, FHIR), built by
+    :func:`ecgbridge.deliver.factory.build_destinations`."""
+    from ecgbridge.deliver.factory import build_destinations
 
-    return factory(
+    return build_destinations(
         outbox=settings.deliver.outbox, dicom=settings.deliver.dicom, fhir=settings.deliver.fhir
     )
 
@@ -84,6 +85,7 @@ class Daemon:
         self, settings: Settings, destinations: Sequence[Destination] | None = None
     ) -> None:
         self.settings = settings
+        self._options = settings.digitize.to_options()
         self.state = StateFolder(settings.state.path)
         self.lock = StateLock(self.state.root)
         self.lock.acquire()  # one daemon per state folder
@@ -98,7 +100,7 @@ class Daemon:
         self.metrics = Metrics()
         describe_metrics(self.metrics)
         self.destinations = list(
-            build_destinations(settings) if destinations is None else destinations
+            destinations_of(settings) if destinations is None else destinations
         )
         names = [d.name for d in self.destinations]
         if len(set(names)) != len(names):
@@ -155,13 +157,13 @@ class Daemon:
 
     # ----------------------------------------------------------- callbacks
     def _request_for(self, job: Job) -> DigitizeRequest:
-        d = self.settings.digitize
         return DigitizeRequest(
             job_id=job.job_id,
             input_path=str(self.state.resolve(job.input_path).absolute()),
             out_dir=str(self.state.output_dir(job.job_id).absolute()),
             formats=tuple(self.settings.encode_formats()),
-            layout=d.layout, paper_speed=d.paper_speed, gain=d.gain, fs=d.fs, engine=d.engine,
+            options=self._options,
+            record_options=tuple(self.settings.records.writer_options().items()),
         )
 
     def _take_inbox_file(self, path: Any) -> None:

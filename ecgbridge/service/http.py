@@ -9,7 +9,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ecgbridge.service.metrics import CONTENT_TYPE, Metrics
+from ecgbridge.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("ecgbridge.service.http")
 

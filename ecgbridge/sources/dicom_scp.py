@@ -27,6 +27,7 @@ from pynetdicom.dimse_primitives import C_ECHO
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from ecgbridge import codes
 from ecgbridge.config import DicomScpSettings
 from ecgbridge.jobs.diskfull import is_disk_full
 from ecgbridge.jobs.intake import Intake
@@ -41,24 +42,8 @@ from ecgbridge.sources.spool import (
 
 log = logging.getLogger("ecgbridge.sources.dicom_scp")
 
-SECONDARY_CAPTURE_IMAGE = "1.2.840.10008.5.1.4.1.1.7"
-MULTIFRAME_SINGLE_BIT_SC = "1.2.840.10008.5.1.4.1.1.7.1"
-MULTIFRAME_GRAYSCALE_BYTE_SC = "1.2.840.10008.5.1.4.1.1.7.2"
-MULTIFRAME_GRAYSCALE_WORD_SC = "1.2.840.10008.5.1.4.1.1.7.3"
-MULTIFRAME_TRUE_COLOR_SC = "1.2.840.10008.5.1.4.1.1.7.4"
-ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
-VL_PHOTOGRAPHIC_IMAGE = "1.2.840.10008.5.1.4.1.1.77.1.4"
-
 #: SOP classes the SCP stores.
-ACCEPTED_SOP_CLASSES: tuple[str, ...] = (
-    SECONDARY_CAPTURE_IMAGE,
-    MULTIFRAME_SINGLE_BIT_SC,
-    MULTIFRAME_GRAYSCALE_BYTE_SC,
-    MULTIFRAME_GRAYSCALE_WORD_SC,
-    MULTIFRAME_TRUE_COLOR_SC,
-    ENCAPSULATED_PDF,
-    VL_PHOTOGRAPHIC_IMAGE,
-)
+ACCEPTED_SOP_CLASSES: tuple[str, ...] = codes.PAGE_SOP_CLASSES
 
 STATUS_SUCCESS = 0x0000
 #: Refused: SOP class not supported.

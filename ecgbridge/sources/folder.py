@@ -8,7 +8,12 @@ A file is taken only when it is complete:
 * a file written in place is taken once its size and mtime have not changed for
   ``stable_seconds`` (partial writes are waited for);
 * files that arrived while the daemon was down are found by a scan at start-up,
-  and a periodic rescan catches events the OS dropped.
+  and a periodic rescan catches events the OS dropped;
+* a sidecar file ``X.json`` (patient, study, acquisition time; see
+  :mod:`ecgbridge.inputs.sidecar`) is not a job of its own while an input ``X.*`` lies
+  beside it: the intake adopts it with that input. Write the sidecar first (or rename
+  the input into the inbox last); a sidecar whose input was already taken becomes a job
+  that fails with its reason.
 """
 
 from __future__ import annotations
@@ -35,6 +40,19 @@ def is_candidate_name(name: str) -> bool:
     """True for names the watcher may take (no dotfiles, no temporary names)."""
     lowered = name.lower()
     return bool(name) and not name.startswith(".") and not lowered.endswith(TEMPORARY_SUFFIXES)
+
+
+def is_waiting_sidecar(path: Path) -> bool:
+    """True for ``X.json`` while another file ``X.*`` (its input) lies beside it."""
+    if path.suffix.lower() != ".json":
+        return False
+    try:
+        return any(
+            other != path and other.stem == path.stem and is_candidate_name(other.name)
+            for other in path.parent.iterdir()
+        )
+    except OSError:
+        return False
 
 
 @dataclass
@@ -188,6 +206,8 @@ class FolderWatcher:
                     del self._pending[path]
         taken = 0
         for i, path in enumerate(ready):
+            if is_waiting_sidecar(path):
+                continue
             if self._stop.is_set():
                 self.notice(path)
                 break

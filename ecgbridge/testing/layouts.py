@@ -20,19 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ecgbridge.ecg import LEADS, normalise_lead_name
-
-#: Main-grid shapes: layout base name -> (rows, columns).
-GRID_SHAPES: dict[str, tuple[int, int]] = {"3x4": (3, 4), "6x2": (6, 2), "12x1": (12, 1)}
-
-#: Rhythm strips of the ``+3`` suffix, top to bottom.
-THREE_RHYTHM_LEADS: tuple[str, ...] = ("V1", "II", "V5")
+from ecgbridge.standards import GRID_SHAPES, THREE_RHYTHM_LEADS
 
 #: Layout names the renderer accepts without a custom rhythm lead.
 STANDARD_LAYOUTS: tuple[str, ...] = ("3x4", "3x4+II", "3x4+3", "6x2", "6x2+II", "12x1")
 
 
 @dataclass(frozen=True)
-class PanelSlot:
+class RenderSlot:
     """One trace position on the page.
 
     Attributes
@@ -68,7 +63,7 @@ class LayoutSpec:
     name: str
     rows: int
     columns: int
-    slots: tuple[PanelSlot, ...]
+    slots: tuple[RenderSlot, ...]
     rhythm_leads: tuple[str, ...]
 
 
@@ -118,11 +113,11 @@ def parse_layout(
             strips = (normalise_lead_name(suffix),)
         except ValueError as exc:
             raise ValueError(f"layout {layout!r}: rhythm suffix {suffix!r} is not a lead") from exc
-    slots: list[PanelSlot] = []
+    slots: list[RenderSlot] = []
     for k, lead in enumerate(order):
         column, row = divmod(k, rows)
         slots.append(
-            PanelSlot(
+            RenderSlot(
                 lead=lead,
                 row=row,
                 column=column,
@@ -132,7 +127,7 @@ def parse_layout(
             )
         )
     for i, lead in enumerate(strips):
-        slots.append(PanelSlot(lead, rows + i, 0, 1, 0.0, 1.0, rhythm_strip=True))
+        slots.append(RenderSlot(lead, rows + i, 0, 1, 0.0, 1.0, rhythm_strip=True))
     return LayoutSpec(
         name=layout, rows=rows + len(strips), columns=columns, slots=tuple(slots),
         rhythm_leads=strips,

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ecgbridge.ecg import ECG
+from ecgbridge.ecg import ECG, LEADS, normalise_lead_name
+from ecgbridge.report.evaluate import json_safe
 
 #: File suffixes treated as pages.
 PAGE_SUFFIXES: frozenset[str] = frozenset(
@@ -43,7 +44,7 @@ Digitizer = Callable[[Path], ECG]
 
 
 @dataclass(frozen=True)
-class PageResult:
+class PageTiming:
     """Outcome of one page.
 
     Attributes
@@ -74,7 +75,7 @@ class PageResult:
 class BenchReport:
     """Benchmark summary (times over the pages that digitized)."""
 
-    pages: tuple[PageResult, ...]
+    pages: tuple[PageTiming, ...]
     repeat: int
     max_rss_mb: float
     scores: dict[str, Any] | None = field(default=None)
@@ -122,7 +123,7 @@ class BenchReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN as None)."""
-        return _clean({
+        return json_safe({
             "pages": [p.__dict__ | {"repeats": list(p.repeats)} for p in self.pages],
             "repeat": self.repeat,
             "failed": self.failed,
@@ -165,19 +166,13 @@ def find_pages(folder: Path) -> list[Path]:
     )
 
 
-def _default_digitizer(path: Path) -> ECG:
-    from ecgbridge.api import digitize
-
-    return digitize(path)
-
-
 def run_benchmark(
     paths: Sequence[Path],
     *,
     repeat: int = 1,
     trace_memory: bool = True,
-    digitizer: Digitizer | None = None,
-    on_page: Callable[[PageResult], None] | None = None,
+    digitizer: Digitizer,
+    on_page: Callable[[PageTiming], None] | None = None,
 ) -> tuple[BenchReport, dict[str, ECG]]:
     """Digitize every page `repeat` times and measure time and memory.
 
@@ -189,8 +184,8 @@ def run_benchmark(
         Timed runs per page (>= 1).
     trace_memory : bool
         Run one extra pass under tracemalloc to measure each page's peak allocation.
-    digitizer : callable, optional
-        ``f(path) -> ECG``; default :func:`ecgbridge.api.digitize`.
+    digitizer : callable
+        ``f(path) -> ECG``, e.g. :func:`ecgbridge.api.digitize` with the options to time.
     on_page : callable, optional
         Called with each page's timing result as soon as it is known.
 
@@ -203,8 +198,8 @@ def run_benchmark(
     if repeat < 1:
         raise ValueError(f"repeat must be at least 1, got {repeat}")
     limit_threads()
-    run = digitizer or _default_digitizer
-    results: list[PageResult] = []
+    run = digitizer
+    results: list[PageTiming] = []
     predictions: dict[str, ECG] = {}
     for path in paths:
         times: list[float] = []
@@ -220,7 +215,7 @@ def run_benchmark(
             times.append(time.perf_counter() - t0)
             if r == 0:
                 predictions[path.stem] = ecg
-        result = PageResult(
+        result = PageTiming(
             name=path.name, seconds=float(statistics.median(times)), repeats=tuple(times),
             ok=not error, error=error,
         )
@@ -233,7 +228,7 @@ def run_benchmark(
     return report, predictions
 
 
-def _with_traced_peak(result: PageResult, path: Path, run: Digitizer) -> PageResult:
+def _with_traced_peak(result: PageTiming, path: Path, run: Digitizer) -> PageTiming:
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
@@ -242,7 +237,7 @@ def _with_traced_peak(result: PageResult, path: Path, run: Digitizer) -> PageRes
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    return PageResult(**(result.__dict__ | {"traced_peak_mb": peak / 2**20}))
+    return PageTiming(**(result.__dict__ | {"traced_peak_mb": peak / 2**20}))
 
 
 def _max_rss_mb() -> float:
@@ -286,8 +281,6 @@ def score_predictions(
         score_record,
         windows_from_manifest,
     )
-    from ecgbridge.synth.devset import load_record
-
     manifest_path = set_dir / "manifest.json"
     if not manifest_path.is_file():
         raise ValueError(f"{set_dir}: no manifest.json")
@@ -331,14 +324,29 @@ def score_predictions(
             "snr_db": float(np.mean([i["snr_db"] for i in sel])),
             "aligned_snr_db": float(np.mean([i["aligned_snr_db"] for i in sel])),
         }
-    return _clean({"summary": summary, "by_layout": by_layout, "images": rows})
+    return json_safe({"summary": summary, "by_layout": by_layout, "images": rows})
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
+def load_record(records_dir: Path, name: str) -> tuple[np.ndarray, float]:
+    """Read one record into ``(signals (12, n) mV in LEADS order, fs)``.
+
+    Raises
+    ------
+    ValueError
+        If the record does not hold the 12 standard leads.
+    """
+    import wfdb
+
+    rec = wfdb.rdrecord(str(records_dir / name))
+    signals = np.full((len(LEADS), rec.sig_len), np.nan)
+    for i, lead in enumerate(rec.sig_name):
+        try:
+            row = LEADS.index(normalise_lead_name(lead))
+        except ValueError:
+            continue
+        scale = 1e-3 if (rec.units[i] or "").lower() in ("uv", "µv") else 1.0
+        signals[row] = rec.p_signal[:, i] * scale
+    missing = [lead for lead, row in zip(LEADS, signals, strict=True) if np.isnan(row).all()]
+    if missing:
+        raise ValueError(f"record {name}: leads {', '.join(missing)} are missing")
+    return signals, float(rec.fs)

@@ -23,8 +23,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ecgbridge.ecg import LEADS, normalise_lead_name
-from ecgbridge.synth.render import FONTS, GRID_COLORS, NO_GRID, RenderedPage, render_page
+from ecgbridge.ecg import LEADS
+from ecgbridge.report.bench import load_record
+from ecgbridge.testing.render import FONTS, GRID_COLORS, NO_GRID, RenderedPage, render_page
 
 #: Layouts drawn in a "mixed" set and their relative frequencies.
 LAYOUT_WEIGHTS: dict[str, float] = {
@@ -62,31 +63,6 @@ def list_records(records_dir: Path) -> list[str]:
     if not names:
         raise ValueError(f"{records_dir}: no WFDB records (*.hea) found")
     return names
-
-
-def load_record(records_dir: Path, name: str) -> tuple[np.ndarray, float]:
-    """Read one record into ``(signals (12, n) mV in LEADS order, fs)``.
-
-    Raises
-    ------
-    ValueError
-        If the record does not hold the 12 standard leads.
-    """
-    import wfdb
-
-    rec = wfdb.rdrecord(str(records_dir / name))
-    signals = np.full((len(LEADS), rec.sig_len), np.nan)
-    for i, lead in enumerate(rec.sig_name):
-        try:
-            row = LEADS.index(normalise_lead_name(lead))
-        except ValueError:
-            continue
-        scale = 1e-3 if (rec.units[i] or "").lower() in ("uv", "µv") else 1.0
-        signals[row] = rec.p_signal[:, i] * scale
-    missing = [lead for lead, row in zip(LEADS, signals, strict=True) if np.isnan(row).all()]
-    if missing:
-        raise ValueError(f"record {name}: leads {', '.join(missing)} are missing")
-    return signals, float(rec.fs)
 
 
 def plan_pages(

@@ -1,4 +1,7 @@
-"""Coded values used by the clinical encoders and readers.
+"""DICOM UIDs and the coded values of the clinical encoders, readers and DICOM peers.
+
+Every SOP Class and Transfer Syntax UID ecgbridge names is defined here once (PS3.4
+Annex B, PS3.6 Annex A), as are the codes it writes into DICOM and FHIR objects.
 
 Lead codes come from ISO/IEEE 11073-10101 (MDC) in two spellings: DICOM uses the
 ``2:n`` form of CID 3001 "ECG Leads" (scheme ``MDC``), FHIR uses the 32-bit
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ecgbridge.ecg import LEADS
+from ecgbridge.ecg import LEADS, CalibrationMethod
 
 
 class CodedConcept(NamedTuple):
@@ -21,6 +24,40 @@ class CodedConcept(NamedTuple):
     scheme: str
     meaning: str
 
+
+# --- DICOM UIDs ------------------------------------------------------------------
+
+#: Secondary Capture Image Storage and its multi-frame variants: pixel frames are pages.
+SECONDARY_CAPTURE_IMAGE = "1.2.840.10008.5.1.4.1.1.7"
+MULTIFRAME_SINGLE_BIT_SC = "1.2.840.10008.5.1.4.1.1.7.1"
+MULTIFRAME_GRAYSCALE_BYTE_SC = "1.2.840.10008.5.1.4.1.1.7.2"
+MULTIFRAME_GRAYSCALE_WORD_SC = "1.2.840.10008.5.1.4.1.1.7.3"
+MULTIFRAME_TRUE_COLOR_SC = "1.2.840.10008.5.1.4.1.1.7.4"
+#: VL Photographic Image Storage (a photographed page).
+VL_PHOTOGRAPHIC_IMAGE = "1.2.840.10008.5.1.4.1.1.77.1.4"
+#: Encapsulated PDF Storage (EncapsulatedDocument is a PDF).
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+
+#: SOP classes that hold ECG pages (stored by the SCP, read by :mod:`ecgbridge.inputs`).
+PAGE_SOP_CLASSES: tuple[str, ...] = (
+    SECONDARY_CAPTURE_IMAGE,
+    MULTIFRAME_SINGLE_BIT_SC,
+    MULTIFRAME_GRAYSCALE_BYTE_SC,
+    MULTIFRAME_GRAYSCALE_WORD_SC,
+    MULTIFRAME_TRUE_COLOR_SC,
+    ENCAPSULATED_PDF,
+    VL_PHOTOGRAPHIC_IMAGE,
+)
+#: The page SOP classes whose pixel frames are the pages (all but the PDF).
+IMAGE_SOP_CLASSES: frozenset[str] = frozenset(PAGE_SOP_CLASSES) - {ENCAPSULATED_PDF}
+
+#: 12-Lead ECG Waveform Storage (what ecgbridge writes).
+TWELVE_LEAD_ECG_WAVEFORM = "1.2.840.10008.5.1.4.1.1.9.1.1"
+#: General ECG Waveform Storage (also sent to a PACS).
+GENERAL_ECG_WAVEFORM = "1.2.840.10008.5.1.4.1.1.9.1.2"
+
+#: Explicit VR Little Endian: assumed for a DICOM file without a transfer syntax.
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 # --- coding schemes ---------------------------------------------------------------
 
@@ -126,11 +163,9 @@ DICOM_CONCEPT_DIGITIZATION_QUALITY = CodedConcept(
 
 #: Calibration.method values meaning "digitized from a page" -> wording for outputs.
 DIGITIZED_METHODS: dict[str, str] = {
-    "raster": "raster trace extraction",
-    "vector": "vector PDF paths",
+    CalibrationMethod.RASTER: "raster trace extraction",
+    CalibrationMethod.VECTOR: "vector PDF paths",
 }
-#: Calibration.method of ECGs read from waveform files (WFDB, CSV, DICOM, FHIR).
-WAVEFORM_METHOD = "waveform"
 
 
 def lead_from_dicom_code(value: str, scheme: str) -> str | None:

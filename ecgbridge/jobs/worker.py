@@ -1,4 +1,5 @@
-"""What a worker process does with one job: load, digitize, encode into the job folder.
+"""The daemon's worker: what a pool process does with one job (digitize, encode into the
+job folder).
 
 :func:`run_digitization` runs in the daemon's process pool. It takes and returns
 plain picklable dataclasses and never raises: every failure becomes a
@@ -24,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.fsutil import fsync_path
 from ecgbridge.jobs.diskfull import DISK_FULL_KIND, is_disk_full
-from ecgbridge.jobs.store import fsync_dir
 
 #: Name of the manifest listing the artifacts of a completed ``out/`` folder.
 MANIFEST_FILE = "manifest.json"
@@ -50,19 +52,18 @@ class DigitizeRequest:
         Absolute path of the job's ``out`` folder.
     formats : tuple of str
         Encoder format names (``"dicom"``, ``"fhir-r4"``, ``"json"`` ...).
-    layout, paper_speed, gain, fs, engine
-        Digitizer options (see :class:`ecgbridge.digitizer.options.DigitizeOptions`).
+    options : DigitizeOptions
+        How to digitize (already validated).
+    record_options : tuple of (str, str)
+        Writer options about time and identity (``records`` settings).
     """
 
     job_id: str
     input_path: str
     out_dir: str
     formats: tuple[str, ...]
-    layout: str = "auto"
-    paper_speed: float | None = None
-    gain: float | None = None
-    fs: float = 500.0
-    engine: str = "auto"
+    options: DigitizeOptions = field(default_factory=DigitizeOptions)
+    record_options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def run_digitization(request: DigitizeRequest) -> DigitizeOutcome:
         if not isinstance(exc, EcgBridgeError):  # a defect: the details go to the log only
             detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
             name = Path(request.input_path).name
-            logging.getLogger("ecgbridge.jobs.pipeline").error(
+            logging.getLogger("ecgbridge.jobs.worker").error(
                 "digitization failed unexpectedly", extra={
                     "job_id": request.job_id, "reason": detail.replace(name, "<input>")})
         reason = describe_failure(exc)
@@ -178,27 +179,20 @@ def _failure(request: DigitizeRequest, reason: str, kind: str, start: float) -> 
 
 
 def _digitize_and_encode(request: DigitizeRequest, out_dir: Path) -> tuple[dict[str, str], str]:
-    from ecgbridge.digitizer.options import DigitizeOptions
-    from ecgbridge.digitizer.pipeline import digitize_pages
+    from ecgbridge.api import digitize_input
     from ecgbridge.encode.registry import WriteContext, resolve_writer
-    from ecgbridge.inputs.load import load_input
-
-    options = DigitizeOptions(
-        layout=request.layout, paper_speed=request.paper_speed, gain=request.gain, fs=request.fs,
-        engine=request.engine,
-    )
     from ecgbridge.jobs.worker_guard import page_time_limit
 
     stored = Path(request.input_path)
     # messages name the file as it was received, not as stored (<job_id>_<name>)
-    loaded = load_input(stored, name=stored.name.removeprefix(f"{request.job_id}_"))
-    with page_time_limit(len(loaded.pages)):
-        ecg = digitize_pages(loaded.pages, options, source=loaded.source)
+    ecg, loaded = digitize_input(stored, request.options,
+                                 name=stored.name.removeprefix(f"{request.job_id}_"),
+                                 page_guard=page_time_limit)
 
     partial = out_dir.with_name(out_dir.name + _PARTIAL_SUFFIX)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    context = WriteContext(loaded=loaded)
+    context = WriteContext(loaded=loaded, options=dict(request.record_options))
     relative: dict[str, str] = {}
     for fmt in request.formats:
         written = resolve_writer(fmt)(ecg, partial, request.job_id, context)
@@ -207,11 +201,11 @@ def _digitize_and_encode(request: DigitizeRequest, out_dir: Path) -> tuple[dict[
     manifest = {"job_id": request.job_id, "files": relative, "sop_instance_uid": uid}
     (partial / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     for item in partial.iterdir():
-        fsync_dir(item)
-    fsync_dir(partial)
+        fsync_path(item)
+    fsync_path(partial)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(partial, out_dir)
-    fsync_dir(out_dir.parent)
+    fsync_path(out_dir.parent)
     return {k: str(out_dir / v) for k, v in relative.items()}, uid
 
 

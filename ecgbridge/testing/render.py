@@ -31,23 +31,26 @@ import cv2
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS
-from ecgbridge.synth import distort
-from ecgbridge.synth.layouts import parse_layout
+from ecgbridge.standards import (
+    DEFAULT_GAIN_MM_MV,
+    DEFAULT_SPEED_MM_S,
+    PULSE_MV,
+    PULSE_SECONDS,
+    STANDARD_TRACE_MM,
+)
+from ecgbridge.testing import distort
+from ecgbridge.testing.layouts import parse_layout
 
 #: Paper size in mm (US letter, landscape).
 PAGE_WIDTH_MM: float = 279.4
 PAGE_HEIGHT_MM: float = 215.9
-#: Left edge of the traces and the width they span, in mm (10 s at 25 mm/s).
+#: Left edge of the traces, in mm (they span STANDARD_TRACE_MM: 10 s at 25 mm/s).
 TRACE_X0_MM: float = 20.0
-TRACE_WIDTH_MM: float = 250.0
-#: Calibration pulse: 1 mV high, 0.2 s wide.
-PULSE_MV: float = 1.0
-PULSE_SECONDS: float = 0.2
 #: Grid: 1 mm minor, 5 mm major lines.
 GRID_MINOR_MM: int = 1
 GRID_MAJOR_MM: int = 5
 #: Default printed label cap height in mm.
-LABEL_HEIGHT_MM: float = 3.0
+PRINTED_LABEL_HEIGHT_MM: float = 3.0
 #: Fonts for printed text: name -> OpenCV Hershey font.
 FONTS: dict[str, int] = {
     "sans": cv2.FONT_HERSHEY_SIMPLEX,
@@ -261,8 +264,8 @@ def render_page(
     lead_order: Sequence[str] | None = None,
     rhythm_leads: Sequence[str] | None = None,
     dpi: float = 200.0,
-    paper_speed: float = 25.0,
-    gain: float = 10.0,
+    paper_speed: float = DEFAULT_SPEED_MM_S,
+    gain: float = DEFAULT_GAIN_MM_MV,
     grid_color: GridColor = "red",
     dotted_minor: bool = False,
     line_width_mm: float = 0.25,
@@ -272,7 +275,7 @@ def render_page(
     labels: bool = True,
     label_position: str = "above",
     label_font: str = "sans",
-    label_height_mm: float = LABEL_HEIGHT_MM,
+    label_height_mm: float = PRINTED_LABEL_HEIGHT_MM,
     separators: bool = True,
     print_scale: bool = True,
     header_text: str | None = None,
@@ -296,7 +299,7 @@ def render_page(
         Sampling rate in Hz.
     layout : str
         ``"3x4+II"``, ``"3x4"``, ``"3x4+3"`` (V1, II, V5 strips), ``"6x2"``, ``"6x2+II"``,
-        ``"12x1"``, or any base with a ``+LEAD`` strip (see :mod:`ecgbridge.synth.layouts`).
+        ``"12x1"``, or any base with a ``+LEAD`` strip (see :mod:`ecgbridge.testing.layouts`).
     lead_order : sequence of str, optional
         The 12 leads in slot order, column by column, top to bottom (default standard).
     rhythm_leads : sequence of str, optional
@@ -379,7 +382,7 @@ def render_page(
     top_mm = 10.0 + (5.0 * len(header_lines) + 3.0 if header_lines else 0.0)
     bottom_mm = 12.0
     pitch_mm = (PAGE_HEIGHT_MM - top_mm - bottom_mm) / spec.rows
-    page_seconds = TRACE_WIDTH_MM / paper_speed
+    page_seconds = STANDARD_TRACE_MM / paper_speed
 
     image = np.full((height, width, 3), 255, dtype=np.uint8)
     if major_rgb is not None and minor_rgb is not None:
@@ -392,8 +395,8 @@ def render_page(
     label_boxes: list[np.ndarray] = []
     for slot in spec.slots:
         baseline_mm = float(round(top_mm + pitch_mm * (slot.row + 0.6)))
-        x0_mm = TRACE_X0_MM + slot.start_fraction * TRACE_WIDTH_MM
-        x1_mm = TRACE_X0_MM + slot.end_fraction * TRACE_WIDTH_MM
+        x0_mm = TRACE_X0_MM + slot.start_fraction * STANDARD_TRACE_MM
+        x1_mm = TRACE_X0_MM + slot.end_fraction * STANDARD_TRACE_MM
         start_s = slot.start_fraction * page_seconds
         end_s = slot.end_fraction * page_seconds
         s0 = min(n, int(round(start_s * fs)))
@@ -449,11 +452,11 @@ def render_page(
         distortions["crease"] = crease_info
     homography = np.eye(3)
     if rotation_deg:
-        homography = distort.rotation_homography(rotation_deg, width, height) @ homography
+        homography = distort.tilt_homography(rotation_deg, width, height) @ homography
     if perspective:
         homography = distort.perspective_homography(perspective, width, height, rng) @ homography
     if rotation_deg or perspective:
-        image = distort.warp_image(image, homography)
+        image = distort.warp_page(image, homography)
     distortions["rotation_deg"] = float(rotation_deg)
     distortions["perspective_strength"] = float(perspective)
     distortions["perspective_homography_xy"] = homography.tolist() if perspective else None
@@ -552,7 +555,7 @@ def _draw_grid(
     major: tuple[int, int, int], minor: tuple[int, int, int], dotted_minor: bool,
 ) -> None:
     """Lines at every whole millimetre of the page (major every 5 mm)."""
-    x_mm = np.arange(int(np.ceil(TRACE_X0_MM - 15)), int(TRACE_X0_MM + TRACE_WIDTH_MM + 5) + 1)
+    x_mm = np.arange(int(np.ceil(TRACE_X0_MM - 15)), int(TRACE_X0_MM + STANDARD_TRACE_MM + 5) + 1)
     y_mm = np.arange(int(np.ceil(y0_mm)), int(np.floor(y1_mm)) + 1)
     xa, xb = x_mm[0] * ppm, x_mm[-1] * ppm
     ya, yb = y_mm[0] * ppm, y_mm[-1] * ppm

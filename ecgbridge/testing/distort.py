@@ -14,7 +14,7 @@ import numpy as np
 PAPER_WHITE: tuple[int, int, int] = (255, 255, 255)
 
 
-def rotation_homography(angle_deg: float, width: int, height: int) -> np.ndarray:
+def tilt_homography(angle_deg: float, width: int, height: int) -> np.ndarray:
     """Homography rotating the page about its centre.
 
     Parameters
@@ -71,7 +71,7 @@ def perspective_homography(
     return cv2.getPerspectiveTransform(src, dst).astype(np.float64)
 
 
-def warp_image(image: np.ndarray, homography: np.ndarray) -> np.ndarray:
+def warp_page(image: np.ndarray, homography: np.ndarray) -> np.ndarray:
     """Warp `image` with `homography` (same output size, white border, bilinear)."""
     h, w = image.shape[:2]
     return cv2.warpPerspective(

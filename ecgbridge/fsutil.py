@@ -1,8 +1,12 @@
-"""Atomic file writing: a reader never sees a half-written output.
+"""File-system helpers used by every layer that writes: atomic writes and fsync.
+
+A reader never sees a half-written output: :func:`write_bytes_atomic` writes a hidden
+temporary file, fsyncs it and renames it into place; :func:`fsync_path` makes a file's
+bytes, or the names created in a folder, survive a crash or power cut.
 
 Outputs get the permissions an ordinary ``open()`` would give them (``0666`` minus the
 process umask), like the WFDB files written by the ``wfdb`` package, unless
-:func:`set_output_mode` fixed a mode (the ``records.file_mode`` setting).
+:func:`set_output_mode` fixed a mode.
 """
 
 from __future__ import annotations
@@ -75,3 +79,29 @@ def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = True) -> Path:
 def write_text_atomic(path: Path, text: str, *, fsync: bool = True) -> Path:
     """Write UTF-8 `text` to `path` atomically."""
     return write_bytes_atomic(path, text.encode("utf-8"), fsync=fsync)
+
+
+def fsync_path(path: Path, *, strict: bool = True) -> None:
+    """fsync a file (its bytes) or a folder (the names created in it).
+
+    Parameters
+    ----------
+    path : Path
+        File or folder.
+    strict : bool
+        With False, a folder that cannot be opened or fsynced (some network or
+        Windows file systems) is passed over instead of raising :class:`OSError`.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if strict:
+            raise
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        if strict:
+            raise
+    finally:
+        os.close(fd)

@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS, Calibration, PanelInfo
-from ecgbridge.encode.atomic import write_bytes_atomic
 from ecgbridge.errors import EncodingError
+from ecgbridge.fsutil import write_bytes_atomic
 
 #: Colour of the redrawn traces (RGB): a saturated blue stands out on red, pink, green,
 #: grey and black grids and on black printed traces.

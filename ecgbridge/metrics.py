@@ -1,6 +1,8 @@
 """Counters, gauges and histograms rendered in the Prometheus text exposition format.
 
-Written by hand (format version 0.0.4) to avoid a dependency; thread-safe.
+Written by hand (format version 0.0.4) to avoid a dependency; thread-safe. It depends on
+nothing else in ecgbridge, so the job runner (which counts) and the service (which serves
+``/metrics``) both use it without the jobs layer importing the service layer.
 """
 
 from __future__ import annotations

@@ -1,0 +1,154 @@
+"""Per-lead quality: how far a digitized lead can be trusted, from evidence on the page.
+
+The contract (README, "Quality"): **quality < 0.5 means "do not trust this lead"**.
+Quality is a logistic model of the evidence a reading leaves behind, none of which
+needs the truth:
+
+- how much of the lead's printed panel was traced (coverage) and how sure the lead's
+  name is (its label read; leads named from an inferred layout are lowered by a
+  fixed factor);
+- how the page was calibrated (a pulse found, or the standard gain assumed) and read
+  (classical or learned engine);
+- whether the limb leads keep Einthoven's and Goldberger's laws, for the page and for
+  the relation the lead takes part in;
+- whether the trace looks like an ECG: its amplitude, its roughness, and jumps no
+  pen draws.
+
+The weights were fitted on the training pages (``tools/fit_quality.py``: damaged
+renders of records outside the evaluation sets) to tell leads whose aligned SNR is
+under 5 dB from the others, and the bias set so that the 0.5 threshold catches those
+leads with margin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ecgbridge.digitizer.consistency import limb_lead_residual, relation_residual
+from ecgbridge.ecg import LEADS, Calibration, PanelInfo
+
+#: Names of the evidence, in the order of :data:`WEIGHTS`.
+FEATURES = (
+    "prior", "coverage", "gain_assumed", "learned_engine", "page_residual", "lead_residual",
+    "log_amplitude", "roughness", "jumps",
+)
+#: Logistic weights of the standardised evidence (fitted, see the module docstring).
+WEIGHTS = (0.0717, 0.3908, 0.0480, -0.1928, -1.2734, -0.7305, -0.0221, 0.1336, -0.6859)
+#: Means and standard deviations that standardise the evidence.
+FEATURE_MEAN = (0.4956, 0.9936, 0.4483, 0.6724, 0.6022, 0.6019, -0.1700, 0.0002, 0.0019)
+FEATURE_STD = (0.2702, 0.0379, 0.4973, 0.4693, 0.4810, 0.5117, 0.2756, 0.0010, 0.0049)
+#: Bias of the logistic model.
+BIAS = -1.0495
+
+#: Quality of leads named from an inferred layout, relative to labelled ones: a lead
+#: named wrongly is a wrong lead however well it was traced.
+INFERRED_LAYOUT_FACTOR = 0.6
+#: A residual that cannot be measured counts as this (unrelated traces give ~1.73).
+_UNKNOWN_RESIDUAL = 1.0
+#: Per-sample steps larger than this (mV, at any rate scaled to 500 Hz) are jumps.
+_JUMP_MV_AT_500HZ = 0.3
+#: The relation each limb lead takes part in: (plus, minus).
+_RELATIONS = {
+    **{lead: (("I", "III"), ("II",)) for lead in ("I", "II", "III")},
+    **{lead: (("aVR", "aVL", "aVF"), ()) for lead in ("aVR", "aVL", "aVF")},
+}
+
+
+def lead_evidence(signals: np.ndarray, fs: float, prior: Sequence[float],
+                  panels: Sequence[PanelInfo], calibration: Calibration) -> np.ndarray:
+    """The evidence on each lead, as a (12, len(FEATURES)) array (rows in LEADS order).
+
+    Parameters
+    ----------
+    signals : numpy.ndarray
+        (12, n) samples in mV, NaN where not read.
+    fs : float
+        Sampling rate (Hz).
+    prior : sequence of float
+        The reading's own per-lead score: share of the panel traced, weighted by how
+        sure its label is.
+    panels : sequence of PanelInfo
+        Where each lead was printed.
+    calibration : Calibration
+        How the page was read.
+    """
+    by_lead = {lead: signals[i] for i, lead in enumerate(LEADS) if np.isfinite(signals[i]).any()}
+    page_residual = _residual_or_unknown(limb_lead_residual(by_lead))
+    rows = []
+    for i, lead in enumerate(LEADS):
+        sig = signals[i]
+        relation = _RELATIONS.get(lead)
+        lead_residual = (_residual_or_unknown(relation_residual(by_lead, *relation))
+                         if relation else page_residual)
+        rows.append((
+            float(prior[i]),
+            _coverage(sig, fs, [p for p in panels if p.lead == lead]),
+            float(calibration.gain_source == "default"),
+            float(calibration.engine == "learned"),
+            page_residual,
+            lead_residual,
+            *_shape(sig, fs),
+        ))
+    return np.asarray(rows, dtype=np.float64)
+
+
+def lead_quality(evidence: np.ndarray, layout_inferred: bool) -> tuple[float, ...]:
+    """Quality in [0, 1] of each lead from its evidence (:func:`lead_evidence`).
+
+    Parameters
+    ----------
+    evidence : numpy.ndarray
+        (leads, len(FEATURES)) evidence.
+    layout_inferred : bool
+        The leads were named from the layout the page's rows show, not from labels
+        read: their names are a guess, and the quality is lowered by
+        :data:`INFERRED_LAYOUT_FACTOR`.
+
+    Returns
+    -------
+    tuple of float
+        One value per row of `evidence`; below 0.5: do not trust the lead.
+    """
+    z = (evidence - np.asarray(FEATURE_MEAN)) / np.asarray(FEATURE_STD)
+    logit = z @ np.asarray(WEIGHTS) + BIAS
+    factor = INFERRED_LAYOUT_FACTOR if layout_inferred else 1.0
+    return tuple(float(v) * factor for v in 1.0 / (1.0 + np.exp(-logit)))
+
+
+def layout_was_inferred(calibration: Calibration) -> bool:
+    """True when the page's leads were named from its rows' layout, not from labels."""
+    return any("inferred" in w or "named from the standard" in w
+               for w in calibration.warnings)
+
+
+def _residual_or_unknown(residual: float | None) -> float:
+    return _UNKNOWN_RESIDUAL if residual is None else min(float(residual), 2.0)
+
+
+def _coverage(sig: np.ndarray, fs: float, panels: Sequence[PanelInfo]) -> float:
+    """Share of the lead's printed panels that has samples (0 when nothing was read)."""
+    if not panels:
+        return float(np.isfinite(sig).mean()) if sig.size else 0.0
+    shown = np.zeros(sig.size, dtype=bool)
+    for p in panels:
+        a = max(0, int(round(p.start_s * fs)))
+        b = min(sig.size, int(round((p.start_s + p.duration_s) * fs)))
+        shown[a:b] = True
+    if not shown.any():
+        return 0.0
+    return float(np.isfinite(sig[shown]).mean())
+
+
+def _shape(sig: np.ndarray, fs: float) -> tuple[float, float, float]:
+    """(log10 amplitude in mV, roughness, share of jumps) of a trace; zeros when empty."""
+    x = sig[np.isfinite(sig)]
+    if x.size < 10:
+        return (-2.0, 0.0, 0.0)
+    lo, hi = np.percentile(x, [1, 99])
+    amplitude = float(hi - lo)
+    step = np.abs(np.diff(x)) * (fs / 500.0)
+    roughness = float(np.median(np.abs(np.diff(x, 2)))) / (amplitude + 0.05)
+    jumps = float((step > _JUMP_MV_AT_500HZ).mean())
+    return (float(np.log10(amplitude + 0.01)), roughness, jumps)

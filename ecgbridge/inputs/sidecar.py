@@ -1,0 +1,171 @@
+"""Identity and acquisition time of an image/PDF input from a sidecar file beside it.
+
+``scan_0001.png`` may come with ``scan_0001.json``::
+
+    {"PatientID": "1282423", "PatientName": "Testmann^Test", "PatientBirthDate": "2001-01-01",
+     "PatientSex": "M", "AccessionNumber": "ACC-17", "StudyInstanceUID": "1.2.3.4",
+     "AcquisitionDateTime": "2021-02-05T13:39:33"}
+
+Keys are DICOM keywords (:data:`SIDECAR_KEYS`); dates may be ISO (``2001-01-01``) or
+DICOM (``20010101``). A JSON object holding none of these keys is not a sidecar (e.g.
+ecgbridge's own ``<stem>.json`` summary) and is ignored; one that holds some of them and
+also unknown keys, or bad values, is refused with the reason (a misspelt key must not
+silently file an ECG without its patient).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ecgbridge.errors import InputError
+from ecgbridge.inputs.page import LoadedInput
+
+#: Keys a sidecar may hold (DICOM keywords).
+SIDECAR_KEYS: tuple[str, ...] = (
+    "PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientSex",
+    "AccessionNumber", "StudyInstanceUID", "StudyID", "StudyDate", "StudyTime",
+    "StudyDescription", "ReferringPhysicianName", "AcquisitionDateTime",
+)
+#: Evidence text of a sidecar acquisition time.
+SIDECAR_EVIDENCE = "sidecar file"
+#: Largest sidecar read.
+_MAX_BYTES = 64 * 1024
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def folder_identity(path: Path, pattern: str) -> dict[str, str]:
+    """Identity from the input's folder names by a configured regular expression.
+
+    `pattern` is matched (``re.search``) against the input's path relative to nothing:
+    its folders joined by ``/`` (e.g. ``inbox/1282423/ACC-17``); its named groups
+    ``PatientID``, ``AccessionNumber`` and ``StudyID`` become identity, e.g.
+    ``inbox/(?P<PatientID>[^/]+)$`` for ``inbox/<PatientID>/scan.png``.
+
+    Raises
+    ------
+    InputError
+        If the pattern is not a valid regular expression, names another group, or does
+        not match (a configured convention that does not hold is an error, not a silent
+        empty PatientID).
+    """
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"patient folder pattern {pattern!r} is not a regular expression "
+                         f"({exc})") from exc
+    allowed = {"PatientID", "AccessionNumber", "StudyID"}
+    unknown = sorted(set(regex.groupindex) - allowed)
+    if unknown or not regex.groupindex:
+        raise InputError(f"patient folder pattern {pattern!r} must name groups among "
+                         f"{', '.join(sorted(allowed))}")
+    folders = path.absolute().parent.as_posix()
+    match = regex.search(folders)
+    if match is None:
+        raise InputError(f"{path.name}: its folder does not follow the patient folder "
+                         f"pattern {pattern!r}")
+    return {key: value for key, value in match.groupdict().items() if value}
+
+
+def with_folder_identity(loaded: LoadedInput, path: Path, pattern: str) -> LoadedInput:
+    """`loaded` with the identity its folder names give (a sidecar file wins).
+
+    Raises
+    ------
+    InputError
+        See :func:`folder_identity`.
+    """
+    from_folder = folder_identity(path, pattern)
+    given = read_sidecar(path)
+    values = {k: v for k, v in from_folder.items() if k not in given}
+    source = loaded.source.replace(dicom={**loaded.source.dicom, **values})
+    return LoadedInput(pages=loaded.pages, source=source)
+
+
+def sidecar_path(path: Path) -> Path:
+    """The sidecar file of an input: the same name with ``.json``."""
+    return path.with_suffix(".json")
+
+
+def read_sidecar(path: Path) -> dict[str, str]:
+    """Read the sidecar of input `path`; ``{}`` when there is none.
+
+    Returns
+    -------
+    dict
+        DICOM keyword -> value (dates as ``YYYYMMDD``; ``AcquisitionDateTime`` as given,
+        checked to be a date and time).
+
+    Raises
+    ------
+    InputError
+        The sidecar is unreadable, not a JSON object, has unknown keys next to known
+        ones, or bad values.
+    """
+    side = sidecar_path(path)
+    if side == path or not side.is_file():
+        return {}
+    try:
+        if side.stat().st_size > _MAX_BYTES:
+            raise InputError(f"{side.name}: sidecar file larger than {_MAX_BYTES} bytes")
+        doc = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{side.name}: sidecar file is not readable JSON ({exc})") from exc
+    if not isinstance(doc, dict) or not any(key in doc for key in SIDECAR_KEYS):
+        return {}
+    unknown = sorted(set(doc) - set(SIDECAR_KEYS))
+    if unknown:
+        raise InputError(
+            f"{side.name}: sidecar file has unknown keys {', '.join(unknown)} "
+            f"(known: {', '.join(SIDECAR_KEYS)})"
+        )
+    return {key: _checked(side.name, key, doc[key]) for key in SIDECAR_KEYS if key in doc}
+
+
+def _checked(name: str, key: str, value: Any) -> str:
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise InputError(f"{name}: sidecar {key} must be a string, got {type(value).__name__}")
+    text = str(value).strip()
+    if key in ("PatientBirthDate", "StudyDate") and text:
+        digits = text.replace("-", "")
+        if not re.match(r"^\d{8}$", digits):
+            raise InputError(f"{name}: sidecar {key} {text!r} is not a date (YYYY-MM-DD)")
+        return digits
+    if key == "StudyTime" and text:
+        digits = text.replace(":", "")
+        if not re.match(r"^\d{2,6}(\.\d+)?$", digits):
+            raise InputError(f"{name}: sidecar {key} {text!r} is not a time (HH:MM:SS)")
+        return digits
+    if key == "PatientSex" and text and text not in ("M", "F", "O"):
+        raise InputError(f"{name}: sidecar PatientSex {text!r} must be M, F or O")
+    if key == "StudyInstanceUID" and text and (not _UID.match(text) or len(text) > 64):
+        raise InputError(f"{name}: sidecar StudyInstanceUID {text!r} is not a DICOM UID")
+    if key == "AcquisitionDateTime" and text:
+        return _dicom_datetime(name, text)
+    return text
+
+
+_ISO_DT = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?"
+    r"(Z|[+-]\d{2}:?\d{2})?$"
+)
+_DICOM_DT = re.compile(r"^\d{12}(\d{2})?(\.\d{1,6})?([+-]\d{4})?$")
+
+
+def _dicom_datetime(name: str, text: str) -> str:
+    """DICOM DT (``YYYYMMDDHHMM[SS][+HHMM]``) of an ISO 8601 or DICOM date and time."""
+    if _DICOM_DT.match(text):
+        return re.sub(r"\.\d+", "", text)
+    match = _ISO_DT.match(text)
+    if match is None:
+        raise InputError(
+            f"{name}: sidecar AcquisitionDateTime {text!r} is not a date and time "
+            "(YYYY-MM-DDTHH:MM:SS, optionally with a zone)"
+        )
+    year, month, day, hour, minute, second, zone = match.groups()
+    value = f"{year}{month}{day}{hour}{minute}{second or ''}"
+    if zone:
+        value += "+0000" if zone == "Z" else zone.replace(":", "")
+    return value

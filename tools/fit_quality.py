@@ -1,0 +1,135 @@
+"""Fit the per-lead quality model (ecgbridge/digitizer/quality.py) on training pages.
+
+Usage::
+
+    python tools/fit_quality.py --pages DIR [--pages DIR ...] --set SET_DIR \
+        [--scorer ../shared/eval/score.py] [--recall 0.93]
+
+Each ``--pages`` folder holds the pages' images (any subset of SET_DIR's manifest).
+The pages are digitized here (default options), the evidence of every lead is
+captured, and each lead is labelled by the independent scorer's aligned SNR against
+the truth record (bad: under 5 dB). A logistic regression is fitted on the
+standardised evidence; its bias is then set so that quality < 0.5 catches the
+``--recall`` share of the bad leads. The constants to paste into quality.py are
+printed, with the recall and the share of good leads flagged.
+
+Fit on training pages only (``../shared/data/train`` or your own renders), never on
+the evaluation sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ecgbridge.digitizer import merge, pipeline  # noqa: E402
+from ecgbridge.digitizer import quality as quality_model  # noqa: E402
+from ecgbridge.digitizer.options import DigitizeOptions  # noqa: E402
+from ecgbridge.ecg import LEADS  # noqa: E402
+from ecgbridge.errors import EcgBridgeError  # noqa: E402
+from ecgbridge.inputs.load import load_input  # noqa: E402
+
+BAD_SNR_DB = 5.0
+
+
+def _scorer(path: Path):
+    spec = importlib.util.spec_from_file_location("score", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def page_rows(image: Path, entry: dict, score, record_dirs: list[str]):
+    """(evidence rows, aligned SNR per lead) of one page; empty when it is refused."""
+    captured = []
+    judge = quality_model.lead_evidence
+
+    def capture(*args, **kwargs):
+        captured.append(judge(*args, **kwargs))
+        return captured[-1]
+
+    merge.quality_model.lead_evidence = capture
+    try:
+        loaded = load_input(image)
+        ecg = pipeline.digitize_pages(loaded.pages, DigitizeOptions(), source=loaded.source)
+    except EcgBridgeError:
+        return [], []
+    finally:
+        merge.quality_model.lead_evidence = judge
+    truth, fs = score.read_truth(entry["record"], record_dirs)
+    n = truth.shape[0]
+    times = np.arange(ecg.signals.shape[1]) / ecg.fs
+    pred = score.to_truth_grid(times, ecg.signals.T, n, fs)
+    idxs = [score.window_index(entry["windows"].get(lead), n) for lead in score.LEADS]
+    _mean, per_lead, _k = score.aligned_image_snr(truth, pred, idxs, int(0.2 * fs), 60.0)
+    evidence = captured[-1]
+    rows, snrs = [], []
+    for i, lead in enumerate(LEADS):
+        snr = per_lead[score.LEADS.index(lead)]
+        if np.isfinite(ecg.signals[i]).any() and np.isfinite(snr):
+            rows.append(evidence[i])
+            snrs.append(snr)
+    return rows, snrs
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 50) -> np.ndarray:
+    """Newton-fitted logistic regression (last weight is the bias); y = 1 for good."""
+    xb = np.hstack([x, np.ones((x.shape[0], 1))])
+    w = np.zeros(xb.shape[1])
+    reg = l2 * np.eye(w.size)
+    reg[-1, -1] = 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-xb @ w))
+        grad = xb.T @ (p - y) + reg @ w
+        hess = xb.T @ (xb * (p * (1 - p))[:, None]) + reg
+        w -= np.linalg.solve(hess, grad)
+    return w
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pages", action="append", required=True, type=Path)
+    ap.add_argument("--set", required=True, type=Path, help="set with manifest.json")
+    ap.add_argument("--scorer", type=Path, default=Path("../shared/eval/score.py"))
+    ap.add_argument("--records", action="append", default=None)
+    ap.add_argument("--recall", type=float, default=0.93)
+    args = ap.parse_args(argv)
+    score = _scorer(args.scorer)
+    record_dirs = args.records or [str(args.set / "records"),
+                                   str(args.scorer.resolve().parents[1] / "data" / "records")]
+    manifest = {e["image"]: e for e in json.loads((args.set / "manifest.json").read_text())}
+    rows, snrs = [], []
+    for folder in args.pages:
+        for image in sorted(folder.iterdir()):
+            if image.name in manifest:
+                r, s = page_rows(image, manifest[image.name], score, record_dirs)
+                rows += r
+                snrs += s
+                print(f"{image.name}: {len(r)} leads", file=sys.stderr)
+    x, snr = np.asarray(rows), np.asarray(snrs)
+    good = (snr >= BAD_SNR_DB).astype(float)
+    mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-3)
+    w = fit_logistic((x - mean) / std, good)
+    logit = ((x - mean) / std) @ w[:-1]
+    # Bias: the bad leads' logits below 0 in the asked share.
+    bias = -float(np.quantile(logit[good == 0], args.recall))
+    flagged = logit + bias < 0
+    print(f"leads {len(snr)}, bad {int((good == 0).sum())}: recall "
+          f"{flagged[good == 0].mean():.3f}, good flagged {flagged[good == 1].mean():.3f}")
+    fmt = ", ".join
+    print(f"WEIGHTS = ({fmt(f'{v:.4f}' for v in w[:-1])})")
+    print(f"FEATURE_MEAN = ({fmt(f'{v:.4f}' for v in mean)})")
+    print(f"FEATURE_STD = ({fmt(f'{v:.4f}' for v in std)})")
+    print(f"BIAS = {bias:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
