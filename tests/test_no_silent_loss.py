@@ -6,7 +6,9 @@ import io
 
 import numpy as np
 import pydicom
+import pytest
 
+from ecgbridge.digitizer import merge
 from ecgbridge.digitizer.merge import PageResult, merge_pages
 from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.digitizer.postprocess import name_unlabelled_strips
@@ -17,6 +19,7 @@ from ecgbridge.encode.dicom_waveform import (
     to_dicom_waveform,
 )
 from ecgbridge.encode.fhir_observation import to_fhir_observation
+from ecgbridge.errors import DigitizationError
 
 
 def _panel(lead: str, start: int, stop: int, strip: bool = False, y0: float = 0.0) -> PanelInfo:
@@ -106,7 +109,10 @@ def test_fhir_note_names_the_derived_lead(sample_record: tuple[np.ndarray, float
     assert "computed from" not in plain["note"][0]["text"]
 
 
-def test_a_derived_lead_beyond_5_mv_is_left_out_with_a_warning() -> None:
+def test_a_derived_lead_beyond_5_mv_is_left_out_with_a_warning(monkeypatch) -> None:
+    # Sine waves of several mV are no ECG: the quality floor would refuse the page,
+    # which is not what this test is about.
+    monkeypatch.setattr(merge, "MIN_BEST_LEAD_QUALITY", 0.0)
     t = np.arange(5000) / 500.0
     wave = np.sin(2 * np.pi * t)
     # I and II are plausible, but III = II - I reaches 6.5 mV.
@@ -119,3 +125,16 @@ def test_a_derived_lead_beyond_5_mv_is_left_out_with_a_warning() -> None:
     assert np.nanmax(np.abs(ecg.signals)) <= 5.0
     assert any(w.startswith("lead III left out") and "derived" in w
                for w in ecg.calibration.warnings)
+
+
+def test_a_reading_in_which_no_lead_can_be_trusted_is_refused() -> None:
+    """Traces that jump like no pen draws, breaking the limb-lead laws: not delivered."""
+    rng = np.random.default_rng(5)
+    leads = ("I", "II", "III", "aVR", "aVL", "aVF")
+    page = PageResult(signals={lead: np.cumsum(rng.normal(0, 0.4, 5000)) % 3.0 - 1.5
+                               for lead in leads},
+                      quality={lead: 0.5 for lead in leads},
+                      panels=[_panel(lead, 0, 5000) for lead in leads],
+                      calibration=Calibration(layout="3x4", method="raster"))
+    with pytest.raises(DigitizationError, match="no lead could be read with any confidence"):
+        merge_pages([page], DigitizeOptions(), SourceInfo(), [])

@@ -3,14 +3,15 @@
 Usage::
 
     python tools/fit_quality.py --pages DIR [--pages DIR ...] --set SET_DIR \
-        [--scorer ../shared/eval/score.py] [--recall 0.93]
+        [--scorer ../shared/eval/score.py] [--recall 0.9] [--cache evidence.npz]
 
 Each ``--pages`` folder holds the pages' images (any subset of SET_DIR's manifest).
 The pages are digitized here (default options), the evidence of every lead is
 captured, and each lead is labelled by the independent scorer's aligned SNR against
 the truth record (bad: under 5 dB). A logistic regression is fitted on the
-standardised evidence; its bias is then set so that quality < 0.5 catches the
-``--recall`` share of the bad leads. The constants to paste into quality.py are
+standardised evidence; its bias is then set so that quality < 0.5 (with the fixed
+factor of leads whose name is a guess) catches the ``--recall`` share of the bad
+leads. The constants to paste into quality.py are
 printed, with the recall and the share of good leads flagged.
 
 Fit on training pages only (``../shared/data/train`` or your own renders), never on
@@ -99,8 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", required=True, type=Path, help="set with manifest.json")
     ap.add_argument("--scorer", type=Path, default=Path("../shared/eval/score.py"))
     ap.add_argument("--records", action="append", default=None)
-    ap.add_argument("--recall", type=float, default=0.93)
+    ap.add_argument("--recall", type=float, default=0.9)
+    ap.add_argument("--cache", type=Path, help="evidence and SNRs saved here (.npz) and "
+                    "reused when it exists: refit without digitizing again")
     args = ap.parse_args(argv)
+    if args.cache and args.cache.exists():
+        saved = np.load(args.cache)
+        return _fit(saved["x"], saved["snr"], args.recall)
     score = _scorer(args.scorer)
     record_dirs = args.records or [str(args.set / "records"),
                                    str(args.scorer.resolve().parents[1] / "data" / "records")]
@@ -114,13 +120,28 @@ def main(argv: list[str] | None = None) -> int:
                 snrs += s
                 print(f"{image.name}: {len(r)} leads", file=sys.stderr)
     x, snr = np.asarray(rows), np.asarray(snrs)
+    if args.cache:
+        np.savez(args.cache, x=x, snr=snr)
+    return _fit(x, snr, args.recall)
+
+
+def _fit(x: np.ndarray, snr: np.ndarray, recall: float) -> int:
+    """Fit, print the constants and the figures reached on the fitted leads."""
     good = (snr >= BAD_SNR_DB).astype(float)
     mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-3)
     w = fit_logistic((x - mean) / std, good)
     logit = ((x - mean) / std) @ w[:-1]
-    # Bias: the bad leads' logits below 0 in the asked share.
-    bias = -float(np.quantile(logit[good == 0], args.recall))
-    flagged = logit + bias < 0
+    # Bias: the largest (fewest leads flagged) at which quality < 0.5, with the fixed
+    # factor of guessed lead names applied, catches the asked share of the bad leads.
+    factor = np.where(x[:, quality_model.FEATURES.index("prior")]
+                      <= quality_model.GUESSED_NAME_PRIOR,
+                      quality_model.INFERRED_LAYOUT_FACTOR, 1.0)
+    bias, flagged = 0.0, np.zeros(len(snr), dtype=bool)
+    for b in np.linspace(4.0, -4.0, 801):
+        flagged = factor / (1.0 + np.exp(-(logit + b))) < 0.5
+        bias = float(b)
+        if flagged[good == 0].mean() >= recall:
+            break
     print(f"leads {len(snr)}, bad {int((good == 0).sum())}: recall "
           f"{flagged[good == 0].mean():.3f}, good flagged {flagged[good == 1].mean():.3f}")
     fmt = ", ".join

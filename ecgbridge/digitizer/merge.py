@@ -20,6 +20,8 @@ from ecgbridge.standards import STANDARD_DURATION_S
 
 #: Quality given to a lead computed from other leads instead of read from the page.
 _DERIVED_QUALITY = 0.3
+#: A reading in which not one lead reaches this quality is refused, not delivered.
+MIN_BEST_LEAD_QUALITY = 0.15
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,15 @@ def merge_pages(
     derived_warnings += limit_notes
     # The reading's evidence decides how far each lead can be trusted (< 0.5: not).
     judged = quality_model.lead_quality(
-        quality_model.lead_evidence(signals, options.fs, quality, panels, calib),
-        quality_model.layout_was_inferred(calib))
+        quality_model.lead_evidence(signals, options.fs, quality, panels, calib))
     quality = [0.0 if not np.isfinite(signals[i]).any()
                else min(q, _DERIVED_QUALITY) if lead in derived else q
                for i, (lead, q) in enumerate(zip(LEADS, judged, strict=True))]
+    if max(quality) < MIN_BEST_LEAD_QUALITY:
+        raise DigitizationError(
+            f"no lead could be read with any confidence (best per-lead quality "
+            f"{max(quality):.2f}, under {MIN_BEST_LEAD_QUALITY}): the traces found do not "
+            "behave like the leads of one ECG; nothing is delivered")
     if derived_warnings:
         calib = Calibration(**{**calib.__dict__,
                                "warnings": tuple(calib.warnings) + tuple(derived_warnings)})

@@ -5,14 +5,13 @@ Quality is a logistic model of the evidence a reading leaves behind, none of whi
 needs the truth:
 
 - how much of the lead's printed panel was traced (coverage) and how sure the lead's
-  name is (its label read; leads named from an inferred layout are lowered by a
-  fixed factor);
+  name is (its label read; a lead named from the layout, its label unread, is
+  lowered by a fixed factor);
 - how the page was calibrated (a pulse found, or the standard gain assumed) and read
   (classical or learned engine);
 - whether the limb leads keep Einthoven's and Goldberger's laws, for the page and for
   the relation the lead takes part in;
-- whether the trace looks like an ECG: its amplitude, its roughness, and jumps no
-  pen draws.
+- whether the trace looks like an ECG: its amplitude, and jumps no pen draws.
 
 The weights were fitted on the training pages (``tools/fit_quality.py``: damaged
 renders of records outside the evaluation sets) to tell leads whose aligned SNR is
@@ -32,19 +31,25 @@ from ecgbridge.ecg import LEADS, Calibration, PanelInfo
 #: Names of the evidence, in the order of :data:`WEIGHTS`.
 FEATURES = (
     "prior", "coverage", "gain_assumed", "learned_engine", "page_residual", "lead_residual",
-    "log_amplitude", "roughness", "jumps",
+    "log_amplitude", "jumps",
 )
 #: Logistic weights of the standardised evidence (fitted, see the module docstring).
-WEIGHTS = (0.0717, 0.3908, 0.0480, -0.1928, -1.2734, -0.7305, -0.0221, 0.1336, -0.6859)
+WEIGHTS = (-0.0204, 0.4515, -0.0523, -0.2553, -0.6594, -0.8072, -0.4599, -0.2776)
 #: Means and standard deviations that standardise the evidence.
-FEATURE_MEAN = (0.4956, 0.9936, 0.4483, 0.6724, 0.6022, 0.6019, -0.1700, 0.0002, 0.0019)
-FEATURE_STD = (0.2702, 0.0379, 0.4973, 0.4693, 0.4810, 0.5117, 0.2756, 0.0010, 0.0049)
+FEATURE_MEAN = (0.6134, 0.9928, 0.4195, 0.6752, 0.5564, 0.5584, -0.1578, 0.0017)
+FEATURE_STD = (0.2764, 0.0467, 0.4935, 0.4683, 0.4929, 0.5140, 0.2734, 0.0044)
 #: Bias of the logistic model.
-BIAS = -1.0495
+BIAS = -0.3800
 
 #: Quality of leads named from an inferred layout, relative to labelled ones: a lead
 #: named wrongly is a wrong lead however well it was traced.
-INFERRED_LAYOUT_FACTOR = 0.6
+INFERRED_LAYOUT_FACTOR = 0.8
+#: The reading's own score of a lead is at most this when no label named it: half its
+#: traced share for a lead named from the standard layout, 0.3 of it on a page whose
+#: layout was inferred from its rows (a label read scores above one half).
+GUESSED_NAME_PRIOR = 0.5
+#: Standardised evidence is clipped to this many standard deviations.
+_MAX_STANDARD_SCORE = 4.0
 #: A residual that cannot be measured counts as this (unrelated traces give ~1.73).
 _UNKNOWN_RESIDUAL = 1.0
 #: Per-sample steps larger than this (mV, at any rate scaled to 500 Hz) are jumps.
@@ -94,33 +99,30 @@ def lead_evidence(signals: np.ndarray, fs: float, prior: Sequence[float],
     return np.asarray(rows, dtype=np.float64)
 
 
-def lead_quality(evidence: np.ndarray, layout_inferred: bool) -> tuple[float, ...]:
+def lead_quality(evidence: np.ndarray) -> tuple[float, ...]:
     """Quality in [0, 1] of each lead from its evidence (:func:`lead_evidence`).
+
+    A lead whose name is a guess (named from the layout the page's rows show, no
+    label read for it: its ``prior`` is at most :data:`GUESSED_NAME_PRIOR`) is
+    lowered by :data:`INFERRED_LAYOUT_FACTOR`.
 
     Parameters
     ----------
     evidence : numpy.ndarray
         (leads, len(FEATURES)) evidence.
-    layout_inferred : bool
-        The leads were named from the layout the page's rows show, not from labels
-        read: their names are a guess, and the quality is lowered by
-        :data:`INFERRED_LAYOUT_FACTOR`.
 
     Returns
     -------
     tuple of float
         One value per row of `evidence`; below 0.5: do not trust the lead.
     """
-    z = (evidence - np.asarray(FEATURE_MEAN)) / np.asarray(FEATURE_STD)
+    # Evidence far outside what the fit saw counts as its edge (no extrapolation).
+    z = np.clip((evidence - np.asarray(FEATURE_MEAN)) / np.asarray(FEATURE_STD),
+                -_MAX_STANDARD_SCORE, _MAX_STANDARD_SCORE)
     logit = z @ np.asarray(WEIGHTS) + BIAS
-    factor = INFERRED_LAYOUT_FACTOR if layout_inferred else 1.0
-    return tuple(float(v) * factor for v in 1.0 / (1.0 + np.exp(-logit)))
-
-
-def layout_was_inferred(calibration: Calibration) -> bool:
-    """True when the page's leads were named from its rows' layout, not from labels."""
-    return any("inferred" in w or "named from the standard" in w
-               for w in calibration.warnings)
+    guessed = evidence[:, FEATURES.index("prior")] <= GUESSED_NAME_PRIOR
+    factor = np.where(guessed, INFERRED_LAYOUT_FACTOR, 1.0)
+    return tuple(float(v) for v in factor / (1.0 + np.exp(-logit)))
 
 
 def _residual_or_unknown(residual: float | None) -> float:
@@ -141,14 +143,11 @@ def _coverage(sig: np.ndarray, fs: float, panels: Sequence[PanelInfo]) -> float:
     return float(np.isfinite(sig[shown]).mean())
 
 
-def _shape(sig: np.ndarray, fs: float) -> tuple[float, float, float]:
-    """(log10 amplitude in mV, roughness, share of jumps) of a trace; zeros when empty."""
+def _shape(sig: np.ndarray, fs: float) -> tuple[float, float]:
+    """(log10 amplitude in mV, share of jumps) of a trace; an empty trace's when empty."""
     x = sig[np.isfinite(sig)]
     if x.size < 10:
-        return (-2.0, 0.0, 0.0)
+        return (-2.0, 0.0)
     lo, hi = np.percentile(x, [1, 99])
-    amplitude = float(hi - lo)
     step = np.abs(np.diff(x)) * (fs / 500.0)
-    roughness = float(np.median(np.abs(np.diff(x, 2)))) / (amplitude + 0.05)
-    jumps = float((step > _JUMP_MV_AT_500HZ).mean())
-    return (float(np.log10(amplitude + 0.01)), roughness, jumps)
+    return (float(np.log10(hi - lo + 0.01)), float((step > _JUMP_MV_AT_500HZ).mean()))
