@@ -8,7 +8,8 @@ adds writing the outputs, for ``digitize`` and ``batch``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -87,6 +88,8 @@ def digitize_input(
     *,
     debug_dir: Path | None = None,
     folder_pattern: str | None = None,
+    name: str | None = None,
+    page_guard: Callable[[int], AbstractContextManager[object]] | None = None,
 ) -> Digitized:
     """Load one input (every page) and digitize it with `options`.
 
@@ -101,6 +104,12 @@ def digitize_input(
     folder_pattern : str, optional
         Patient folder convention of a path input (see
         :func:`ecgbridge.inputs.sidecar.folder_identity`).
+    name : str, optional
+        The input's name in messages and provenance (default: the file name), e.g. the
+        name a file was received under when it is stored under another.
+    page_guard : callable, optional
+        Called with the number of pages; the context manager it returns is held
+        around digitization (the daemon worker's per-page time limit).
 
     Returns
     -------
@@ -117,14 +126,16 @@ def digitize_input(
     from ecgbridge.digitizer.pipeline import digitize_pages
     from ecgbridge.inputs.load import load_input
 
-    loaded = load_input(Path(source) if isinstance(source, str) else source)
+    loaded = load_input(Path(source) if isinstance(source, str) else source, name=name)
     if folder_pattern and isinstance(source, (str, os.PathLike)):
         from ecgbridge.inputs.sidecar import with_folder_identity
 
         loaded = with_folder_identity(loaded, Path(source), folder_pattern)
     stages: dict[str, Any] | None = {} if debug_dir is not None else None
+    guard = page_guard(len(loaded.pages)) if page_guard is not None else nullcontext()
     try:
-        ecg = digitize_pages(loaded.pages, options, source=loaded.source, debug=stages)
+        with guard:
+            ecg = digitize_pages(loaded.pages, options, source=loaded.source, debug=stages)
     finally:
         if stages and debug_dir is not None:
             from ecgbridge.report.debug_images import write_debug_images
@@ -141,6 +152,7 @@ def digitize_file(
     *,
     debug_dir: Path | None = None,
     write_options: Mapping[str, Any] | None = None,
+    stem: str | None = None,
 ) -> tuple[ECG, LoadedInput, list[Path]]:
     """Digitize one file and write its outputs as ``<out_dir>/<stem>.<ext>``.
 
@@ -163,6 +175,9 @@ def digitize_file(
         The writers' options about the clinical record (FHIR subject, time zone,
         policies; see :mod:`ecgbridge.encode.record_facts`), and
         ``patient_folder_pattern`` (the input's patient folder convention).
+    stem : str, optional
+        Name of the outputs without suffix (default: the input's name without its
+        suffix); ``digitize`` keeps same-named inputs apart with it.
 
     Returns
     -------
@@ -176,11 +191,12 @@ def digitize_file(
     """
     from ecgbridge.encode.registry import WriteContext, write_outputs
 
-    stage_dir = debug_dir / path.stem if debug_dir is not None else None
+    stem = stem or path.stem
+    stage_dir = debug_dir / stem if debug_dir is not None else None
     written_options = dict(write_options or {})
     pattern = written_options.get("patient_folder_pattern")
     ecg, loaded = digitize_input(path, options, debug_dir=stage_dir,
                                  folder_pattern=str(pattern) if pattern else None)
     context = WriteContext(loaded=loaded, options=written_options)
-    written = write_outputs(ecg, out_dir, path.stem, formats, context)
+    written = write_outputs(ecg, out_dir, stem, formats, context)
     return ecg, loaded, written

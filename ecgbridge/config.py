@@ -96,6 +96,8 @@ class InboxSettings(_Section):
         gt=0.0,
         description="Full rescan of the folder this often (safety net for missed events).",
     )
+    follow_symlinks: bool = Field(default=False, description="Take symbolic links dropped "
+                                  "in the inbox (off: left alone, with a warning).")
 
 
 class ScpTlsSettings(_Section):
@@ -313,6 +315,10 @@ class WorkerSettings(_Section):
     job_timeout_seconds: float = Field(
         default=300.0, gt=0, description="A digitization taking longer fails the job."
     )
+    max_memory_mb: int = Field(default=4096, ge=0, le=1_048_576, description="Address-space "
+                               "cap of each worker in MB (RLIMIT_AS; 0 = none).")
+    page_timeout_seconds: float = Field(default=120.0, ge=0, le=86400, description="Time "
+                                        "limit per page of an input in seconds (0 = none).")
 
     def effective_processes(self) -> int:
         """Pool size: the configured value or the number of CPU cores."""

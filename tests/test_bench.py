@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -121,7 +122,7 @@ def test_bench_command_times_scores_and_counts_failures(small_set, tmp_path, cap
     code = main(["bench", str(pages), "--score", str(out), "--json", str(report_path),
                  "--no-memory", "--pred-out", str(tmp_path / "pred")])
     text = capsys.readouterr().out
-    assert code == 0
+    assert code == 1  # a page failed
     failed_lines = [line for line in text.splitlines() if " FAILED " in line]
     assert any(line.startswith("zz_broken.png ") for line in failed_lines)
     assert f"SUMMARY pages=4 failed={len(failed_lines)} " in text
@@ -134,6 +135,19 @@ def test_bench_command_times_scores_and_counts_failures(small_set, tmp_path, cap
     assert doc["max_rss_mb"] > 0
     written = sorted(p.name for p in (tmp_path / "pred").glob("*.hea"))
     assert len(written) == len(ok)
+
+
+def test_bench_checks_the_score_set_before_digitizing(small_set, tmp_path, capsys):
+    out, _ = small_set
+    started = time.monotonic()
+    code = main(["bench", str(out), "--score", str(out), "--records", str(tmp_path),
+                 "--no-memory"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "truth record(s) not found in" in captured.err and "--records" in captured.err
+    assert " ok" not in captured.out and time.monotonic() - started < 5  # nothing digitized
+    assert main(["bench", str(out), "--score", str(tmp_path)]) == 2
+    assert "has no manifest.json" in capsys.readouterr().err
 
 
 def test_bench_refuses_an_empty_folder(tmp_path, capsys):

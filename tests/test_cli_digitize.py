@@ -129,8 +129,10 @@ def test_folder_without_inputs_is_a_usage_error(tmp_path, capsys):
 def test_an_out_of_range_option_is_refused_once_by_name(tmp_path, capsys, command):
     page = tmp_path / "page.png"
     page.write_bytes(b"not read: the options are checked first")
-    rc = main([command, str(page), "--out", str(tmp_path / "out"), "--fs", "20"])
+    with pytest.raises(SystemExit) as exited:  # checked while parsing: a usage error
+        main([command, str(page), "--out", str(tmp_path / "out"), "--fs", "20"])
     err = capsys.readouterr().err
-    assert rc == 1
+    assert exited.value.code == 2
     assert err.count("output sampling rate must be 50-10000 Hz, got 20.0") == 1
+    assert "argument --fs: " in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.json"))

@@ -106,7 +106,7 @@ def test_convert_of_its_own_output_folder_skips_the_summaries(record_copy, tmp_p
     second = tmp_path / "second"
     assert main(["convert", str(first), "--out", str(second), "--format", "csv"]) == 0, \
         capsys.readouterr().err
-    assert [p.name for p in second.iterdir()] == ["E07506.fhir-r5.csv"]
+    assert [p.name for p in second.iterdir()] == ["E07506.csv"]  # no .fhir-r5 in the name
 
 
 def test_convert_passes_the_fhir_subject(record_copy, tmp_path):
@@ -122,8 +122,16 @@ def test_convert_keeps_stems_apart_and_refuses_image_only_formats(record_copy, t
     ecg = read_ecg(record_copy)
     write_csv(ecg, record_copy.parent, "E07506")  # E07506.csv beside E07506.hea
     out = tmp_path / "out"
+    # from a folder: one recording in two formats is converted once (the WFDB record)
     assert main(["convert", str(record_copy.parent), "--out", str(out), "--format", "csv"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["E07506.csv", "E07506_hea.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["E07506.csv"]
+    assert "E07506.csv" in capsys.readouterr().err  # named as not converted
+    # given one by one, both are converted under names kept apart, and the summary says so
+    out2 = tmp_path / "out2"
+    assert main(["convert", str(record_copy), str(record_copy.with_suffix(".csv")),
+                 "--out", str(out2), "--format", "csv"]) == 0
+    assert sorted(p.name for p in out2.iterdir()) == ["E07506.csv", "E07506_csv.csv"]
+    assert "E07506.csv -> E07506_csv.*" in capsys.readouterr().err
     assert main(["convert", str(record_copy), "--out", str(out), "--format", "overlay"]) == 1
     assert "needs the page image" in capsys.readouterr().err
 

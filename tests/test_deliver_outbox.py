@@ -129,3 +129,22 @@ def test_multi_page_overlays_are_all_copied(tmp_path: Path) -> None:
         "job-9.p2.overlay.png": b"page two",
         "job-9.p3.overlay.png": b"page three",
     }
+
+
+def test_naming_pattern_names_the_files_and_is_checked(tmp_path: Path) -> None:
+    import dataclasses
+    import time as _time
+
+    from pydantic import ValidationError
+
+    base = make_delivery_item(tmp_path / "work", job_id="0123456789abcdef")
+    received = _time.mktime((2026, 12, 4, 7, 30, 0, 0, 0, 0)) - _time.timezone
+    item = dataclasses.replace(base, input_name="Doe, Jane (scan 2).pdf", received_at=received)
+    outbox = tmp_path / "outbox"
+    settings = OutboxSettings(path=outbox, naming="{date}_{input}_{job_id}", formats=["json"])
+    OutboxDestination(settings).deliver(item)
+    assert [p.name for p in outbox.iterdir()] == ["20261204_Doe_Jane_scan_2_0123456789abcdef.json"]
+    for bad, message in (("{input}", "must contain {job_id}"), ("{job_id}_{who}", "unknown"),
+                         ("x/{job_id}", "without folders"), ("{job_id", "not a naming")):
+        with pytest.raises(ValidationError, match=message):
+            OutboxSettings(path=outbox, naming=bad)

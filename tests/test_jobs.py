@@ -403,5 +403,5 @@ def test_an_outcome_that_cannot_be_recorded_fails_the_job_once(
     _run_until_settled(scheduler, journal, job_id, linger_s=0.5)  # room for a wrong re-run
     job = journal.get(job_id)
     assert job is not None and job.state == FAILED
-    assert "cannot record the result" in (job.reason or "")
+    assert "the result could not be recorded" in (job.reason or "")
     assert recorded == ["x"]

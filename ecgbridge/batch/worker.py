@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import time
-import traceback
 import uuid
 from pathlib import Path
 from typing import Any
@@ -108,14 +107,9 @@ def _page_rows(ecg: Any, loaded: Any, base: dict[str, Any], outputs: list[str]) 
 
 
 def _reason(exc: BaseException) -> str:
-    from ecgbridge.errors import EcgBridgeError
+    from ecgbridge.errors import describe_failure
 
-    if isinstance(exc, EcgBridgeError):
-        return str(exc) or type(exc).__name__
-    if isinstance(exc, OSError):
-        return f"cannot read the input: {exc.strerror or exc}"
-    detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    return f"internal error: {detail}"
+    return describe_failure(exc)
 
 
 def _hash_file(path: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgbridge.commands.digitize import add_option_arguments, options_from
+from ecgbridge.commands.values import positive_float, positive_int
 
 
 def register(sub: Any) -> None:
@@ -28,14 +29,14 @@ def register(sub: Any) -> None:
     p.add_argument("--format", "-f", default="wfdb,csv,json",
                    help="comma-separated output formats, as for digitize (default wfdb,csv,json)")
     add_option_arguments(p)
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="local worker processes (default: every core)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler, e.g. tcp://host:8786 (default: batch.scheduler)")
     p.add_argument("--resume", action="store_true", help="carry on: skip inputs already done")
     p.add_argument("--retry-failed", action="store_true", help="redo inputs that failed")
-    p.add_argument("--limit", type=int, default=None, help="stop after N inputs")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
+    p.add_argument("--limit", type=positive_int, default=None, help="stop after N inputs")
+    p.add_argument("--timeout", type=positive_float, default=None, metavar="S",
                    help="per-input time limit in seconds (default batch.timeout_s, 600)")
     p.add_argument("--config", "-c", type=Path, default=None, help="YAML configuration")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ecgbridge.commands.values import positive_int
 from ecgbridge.digitizer.options import ENGINES
 
 
@@ -19,12 +20,13 @@ def register(sub: Any) -> None:
         description="Digitize every page in DIR single-threaded and print seconds per page, "
         "the median and p95, peak memory (tracemalloc + max RSS) and failures. With --score "
         "SETDIR, score the predictions against SETDIR/manifest.json (the shared scorer's "
-        "format, e.g. a set written by tools/render_pages.py).",
+        "format, e.g. a set written by tools/render_pages.py); the manifest and every truth "
+        "record are checked before anything is digitized. Exit code 1 if any page failed.",
     )
     p.add_argument("folder", type=Path, metavar="DIR", help="folder of page files")
-    p.add_argument("--repeat", type=int, default=1, metavar="N",
+    p.add_argument("--repeat", type=positive_int, default=1, metavar="N",
                    help="timed runs per page; a page's time is their median (default 1)")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="only the first N pages (sorted by name)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT",
                    help="write every number to this JSON file")
@@ -37,12 +39,13 @@ def register(sub: Any) -> None:
     p.add_argument("--engine", default="auto", choices=ENGINES,
                    help="digitizer engine (default auto, as digitize)")
     p.add_argument("--pred-out", type=Path, default=None, metavar="PRED",
-                   help="also write each prediction as WFDB here (for shared/eval/score.py)")
+                   help="also write each prediction as WFDB here (for an external scorer)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark; 2 if there is nothing to run, else 0 (failures are reported)."""
+    """Run the benchmark; 2 if there is nothing to run or the score set is unusable,
+    1 if any page failed, else 0."""
     from ecgbridge.report.bench import PageTiming, find_pages, run_benchmark, score_predictions
 
     try:
@@ -55,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
     if not pages:
         print(f"ecgbridge: error: no page files in {args.folder}", file=sys.stderr)
         return 2
-    if args.repeat < 1:
-        print(f"ecgbridge: error: --repeat must be at least 1, got {args.repeat}",
-              file=sys.stderr)
-        return 2
+    if args.score is not None:
+        problem = check_score_set(args.score, args.records, {p.name for p in pages})
+        if problem:
+            print(f"ecgbridge: error: --score: {problem}", file=sys.stderr)
+            return 2
 
     def show(result: PageTiming) -> None:
         status = "ok" if result.ok else f"FAILED {result.error}"
@@ -95,15 +99,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"SCORE snr_db={_fmt(summ['snr_db'])} aligned_snr_db={_fmt(summ['aligned_snr_db'])}"
               f" pearson={_fmt(summ['pearson'])} mae_mv={_fmt(summ['mae_mv'])} "
               f"images={summ['images']} missing={summ['missing']}")
-        if args.pred_out is not None:
-            records = " ".join(f"--records {r}" for r in args.records)
-            print(f"# cross-check: python shared/eval/score.py --pred {args.pred_out} "
-                  f"--set {args.score} {records}".rstrip())
     print(report.summary_line())
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.to_dict(), indent=1), encoding="utf-8")
-    return 0
+    return 1 if any(not p.ok for p in report.pages) else 0
+
+
+def check_score_set(set_dir: Path, record_dirs: list[Path], images: set[str]) -> str | None:
+    """Why `set_dir` cannot score these pages (no manifest, a truth record missing), or None."""
+    manifest_path = set_dir / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        entries = [e for e in manifest if e["image"] in images]
+        records = {str(e["record"]) for e in entries}
+    except FileNotFoundError:
+        return f"{set_dir} has no manifest.json"
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        return f"{manifest_path} is not a usable manifest ({exc})"
+    if not entries:
+        return f"{manifest_path} lists none of the pages in the folder"
+    dirs = list(record_dirs) or [set_dir / "records"]
+    missing = sorted(r for r in records if not any((d / f"{r}.hea").exists() for d in dirs))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        return (f"{len(missing)} truth record(s) not found in {', '.join(map(str, dirs))} "
+                f"({shown}); give their folder with --records")
+    return None
 
 
 def _fmt(value: float | None) -> str:

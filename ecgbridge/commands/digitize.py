@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from ecgbridge.commands.record_args import add_record_arguments, record_options
-from ecgbridge.digitizer.options import ENGINES, KNOWN_LAYOUTS, DigitizeOptions
+from ecgbridge.commands.values import input_stem, option_value, unique_stem
+from ecgbridge.digitizer.options import (
+    ENGINES,
+    FS_RANGE_HZ,
+    GAIN_RANGE_MM_MV,
+    KNOWN_LAYOUTS,
+    PAPER_SPEED_RANGE_MM_S,
+    DigitizeOptions,
+)
 
 
 def register(sub: Any) -> None:
@@ -16,8 +25,10 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "digitize",
         help="digitize ECG images, PDFs or DICOM objects",
-        description="Digitize ECG pages into 12-lead signals. Every input is processed even if "
-        "some fail; one line per failed file; exit code 1 if any failed.",
+        description="Digitize ECG pages into 12-lead signals, written as OUT/<name>.<ext>. "
+        "Every input is processed even if some fail; one line per failed file and a "
+        "summary line; exit code 1 if any failed. Two inputs with the same name (x.png, "
+        "x.pdf) get x.* and x_pdf.* in one run.",
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders")
     p.add_argument("--out", "-o", type=Path, required=True, help="output folder")
@@ -38,11 +49,18 @@ def add_option_arguments(p: argparse.ArgumentParser) -> None:
     defaults = DigitizeOptions()
     p.add_argument("--layout", default=defaults.layout, choices=KNOWN_LAYOUTS,
                    help="layout hint")
-    p.add_argument("--paper-speed", type=float, default=defaults.paper_speed, metavar="MM_S",
-                   help="paper speed in mm/s (default: read from the page, else 25)")
-    p.add_argument("--gain", type=float, default=defaults.gain, metavar="MM_MV",
-                   help="gain in mm/mV (default: from the calibration pulse, else 10)")
-    p.add_argument("--fs", type=float, default=defaults.fs, help="output sampling rate in Hz")
+    (speed_low, speed_high), (gain_low, gain_high) = PAPER_SPEED_RANGE_MM_S, GAIN_RANGE_MM_MV
+    fs_low, fs_high = FS_RANGE_HZ
+    p.add_argument("--paper-speed", type=option_value("paper_speed"),
+                   default=defaults.paper_speed, metavar="MM_S",
+                   help=f"paper speed in mm/s, {speed_low:g}-{speed_high:g} (default: read "
+                   "from the page, else 25)")
+    p.add_argument("--gain", type=option_value("gain"), default=defaults.gain, metavar="MM_MV",
+                   help=f"gain in mm/mV, {gain_low:g}-{gain_high:g} (default: from the "
+                   "calibration pulse, else 10)")
+    p.add_argument("--fs", type=option_value("fs"), default=defaults.fs, metavar="HZ",
+                   help=f"output sampling rate in Hz, {fs_low:g}-{fs_high:g} (default "
+                   f"{defaults.fs:g}; the DICOM waveform resamples to 200-1000 Hz as documented)")
     p.add_argument("--engine", default=defaults.engine, choices=ENGINES,
                    help="how trace ink is found: the packaged segmentation model (learned), "
                    "thresholds and grid-line removal (classical), or auto: classical, and "
@@ -83,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     """Digitize every input; return 1 if any failed."""
     from ecgbridge.api import digitize_file
     from ecgbridge.encode.registry import parse_formats
-    from ecgbridge.errors import EcgBridgeError
+    from ecgbridge.errors import EcgBridgeError, describe_failure
 
     formats = parse_formats(args.format)
     options = options_from(args)
@@ -97,26 +115,46 @@ def run(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         iterator = tqdm(files, unit="page", file=sys.stderr)
-    failed = 0
+    failed = written = 0
+    used: set[str] = set()
+    renamed: list[str] = []
     for path in iterator:
+        stem = unique_stem(input_stem(path), used, path.suffix)
+        if stem != input_stem(path):
+            renamed.append(f"{path.name} -> {stem}.*")
         try:
-            digitize_file(path, args.out, formats, options, debug_dir=args.debug_dir,
-                          write_options=record_options(args))
+            written += len(digitize_file(path, args.out, formats, options,
+                                         debug_dir=args.debug_dir, stem=stem,
+                                         write_options=record_options(args))[2])
         except EcgBridgeError as exc:
             failed += 1
-            _report_failure(path, str(exc), show_bar)
+            _report_failure(path, describe_failure(exc), show_bar)
         except MemoryError:
             failed += 1
             _report_failure(path, "out of memory while digitizing", show_bar)
         except Exception as exc:  # a bug must not stop the other files
             failed += 1
-            _report_failure(path, f"internal error {type(exc).__name__}: {exc}", show_bar)
-    if failed:
-        print(f"ecgbridge: {failed} of {len(files)} inputs failed", file=sys.stderr)
+            logging.getLogger("ecgbridge.commands.digitize").debug(
+                "unexpected failure", exc_info=True)
+            _report_failure(path, describe_failure(exc), show_bar)
+    print(summary_line(len(files), failed, "digitized", args.out, written, renamed),
+          file=sys.stderr)
     return 1 if failed else 0
 
 
+def summary_line(total: int, failed: int, verb: str, out: Path, files: int,
+                 renamed: list[str]) -> str:
+    """The last line of ``digitize``/``convert``: what was done, where, what failed."""
+    done = total - failed
+    text = (f"ecgbridge: {failed} of {total} inputs failed; {done} {verb}" if failed
+            else f"ecgbridge: {done} of {total} inputs {verb}") + f" into {out} ({files} files)"
+    if renamed:
+        text += f"; same names kept apart: {', '.join(renamed)}"
+    return text
+
+
 def _report_failure(path: Path, reason: str, show_bar: bool) -> None:
+    reason = reason.removeprefix(f"{path.name}: ")  # the line names the file already
     line = f"FAILED {path}: {reason}"
     if show_bar:
         from tqdm import tqdm

@@ -87,11 +87,12 @@ def run_list(args: argparse.Namespace) -> int:
     try:
         states = [s.strip() for s in args.states.split(",")] if args.states else None
         jobs = journal.list_jobs(states, limit=args.limit)
-        print(f"{'JOB':16}  {'STATE':11}  {'SOURCE':6}  {'RECEIVED':19}  REASON")
+        print(f"{'JOB':16}  {'STATE':11}  {'SOURCE':6}  {'RECEIVED':19}  {'INPUT':28}  REASON")
         for job in jobs:
             reason = job.reason.replace("\n", " ")
+            name = job.input_name if len(job.input_name) <= 28 else job.input_name[:27] + "…"
             print(f"{job.job_id:16}  {job.state:11}  {job.source:6}  "
-                  f"{_when(job.received_at):19}  {reason[:80]}")
+                  f"{_when(job.received_at):19}  {name:28}  {reason[:80]}")
         counts = journal.count_by_state()
         print("total: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     finally:

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(settings_to_yaml(settings), end="")
         return 0
+    from ecgbridge.errors import ConfigError
     from ecgbridge.service.daemon import Daemon
     from ecgbridge.service.logs import configure_logging
 
@@ -68,4 +69,12 @@ def run(args: argparse.Namespace) -> int:
         settings.logging.level, settings.logging.json_format,
         settings.logging.include_patient_ids,
     )
-    return Daemon(settings).run()
+    fresh = not Path(settings.state.path).exists()
+    try:
+        return Daemon(settings).run()
+    except ConfigError:
+        if fresh:  # a start that failed (port in use...) leaves no empty state folder behind
+            import shutil
+
+            shutil.rmtree(settings.state.path, ignore_errors=True)
+        raise

@@ -29,11 +29,17 @@ class DeliveryItem:
         ``.dat`` lies beside it), ``"csv"``, ``"overlay"``.
     sop_instance_uid : str
         SOPInstanceUID of the DICOM waveform ("" if none was made).
+    input_name : str
+        Name of the received file (may be patient data: for opt-in file naming only).
+    received_at : float
+        When the input was received (Unix time; 0 if unknown).
     """
 
     job_id: str
     files: Mapping[str, Path] = field(default_factory=dict)
     sop_instance_uid: str = ""
+    input_name: str = ""
+    received_at: float = 0.0
 
 
 @dataclass(frozen=True)

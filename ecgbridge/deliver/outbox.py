@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from glob import escape as glob_escape
 from pathlib import Path
 
@@ -24,6 +25,10 @@ OUTBOX_SUFFIXES: dict[str, str] = {
 #: Overlay images: ``<stem>.overlay.png`` (page 1), ``<stem>.p<N>.overlay.png`` (page N).
 OVERLAY_SUFFIX = ".overlay.png"
 
+#: Temporary files of write_bytes_atomic for an outbox file: ``.<name>.<random>.part``
+#: where the name holds the job id (16 hex digits).
+_PARTIAL_COPY = re.compile(r"^\..*[0-9a-f]{16}.*\.[a-z0-9_]{8}\.part$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SAFE_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
@@ -88,6 +93,26 @@ class OutboxDestination:
         self.settings = settings
         self.name = name
 
+    def clean_partial(self) -> int:
+        """Delete the temporary files of copies cut short (daemon killed mid-write).
+
+        Only names this destination writes are touched (``.<job_id>.<suffix>.<random>.part``);
+        return how many were removed.
+        """
+        removed = 0
+        try:
+            leftovers = list(Path(self.settings.path).glob(".*.part"))
+        except OSError:
+            return 0
+        for path in leftovers:
+            if _PARTIAL_COPY.match(path.name):
+                try:
+                    path.unlink()
+                    removed += 1
+                except OSError:
+                    continue
+        return removed
+
     def deliver(self, item: DeliveryItem) -> DeliveryReceipt:
         """Copy the configured formats of `item` into the outbox.
 
@@ -98,7 +123,8 @@ class OutboxDestination:
             format is missing from the item; retryable if the folder cannot be written
             (disk full, permissions, unmounted share).
         """
-        if not _SAFE_JOB_ID.match(item.job_id):
+        stem = self.stem(item)
+        if not _SAFE_JOB_ID.match(item.job_id) or not _SAFE_JOB_ID.match(stem):
             raise DeliveryError(
                 f"outbox: job id {item.job_id!r} is not usable as a file name",
                 retryable=False,
@@ -115,7 +141,7 @@ class OutboxDestination:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for fmt in self.settings.formats:
-                written.extend(self._copy(item, fmt, folder))
+                written.extend(self._copy(item, fmt, folder, stem))
             fsync_path(folder, strict=False)  # the renames; passed over where unsupported
         except OSError as exc:
             raise DeliveryError(
@@ -125,21 +151,33 @@ class OutboxDestination:
         names = ", ".join(p.name for p in written)
         return DeliveryReceipt(self.name, f"wrote {names} in {folder}")
 
-    def _copy(self, item: DeliveryItem, fmt: str, folder: Path) -> list[Path]:
+    def stem(self, item: DeliveryItem) -> str:
+        """The stem of `item`'s files, from ``naming`` (``{job_id}`` by default)."""
+        pattern = self.settings.naming
+        if pattern == "{job_id}":
+            return item.job_id
+        when = time.gmtime(item.received_at or time.time())
+        source = Path(item.input_name).stem if item.input_name else "input"
+        return pattern.format(
+            job_id=item.job_id, input=_UNSAFE.sub("_", source).strip("._")[:80] or "input",
+            date=time.strftime("%Y%m%d", when), time=time.strftime("%H%M%S", when),
+        )
+
+    def _copy(self, item: DeliveryItem, fmt: str, folder: Path, stem: str) -> list[Path]:
         source = Path(item.files[fmt])
         if fmt == "wfdb":
             data_file = source.with_suffix(".dat")
-            dat = write_bytes_atomic(folder / f"{item.job_id}.dat", data_file.read_bytes())
+            dat = write_bytes_atomic(folder / f"{stem}.dat", data_file.read_bytes())
             header = _rename_wfdb_header(
-                source.read_text(encoding="utf-8"), source.stem, item.job_id
+                source.read_text(encoding="utf-8"), source.stem, stem
             )
-            hea = write_bytes_atomic(folder / f"{item.job_id}.hea", header.encode("utf-8"))
+            hea = write_bytes_atomic(folder / f"{stem}.hea", header.encode("utf-8"))
             return [dat, hea]
-        target = folder / outbox_name(item.job_id, fmt, source)
+        target = folder / outbox_name(stem, fmt, source)
         written = [write_bytes_atomic(target, source.read_bytes())]
         if fmt == "overlay":
             for page_number, page_file in _further_overlay_pages(source):
-                name = f"{item.job_id}.p{page_number}{OVERLAY_SUFFIX}"
+                name = f"{stem}.p{page_number}{OVERLAY_SUFFIX}"
                 written.append(write_bytes_atomic(folder / name, page_file.read_bytes()))
         return written
 

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 #: Output formats the outbox accepts (names of :mod:`ecgbridge.encode.registry`).
+#: Fields of ``deliver.outbox.naming``.
+OUTBOX_NAME_FIELDS: tuple[str, ...] = ("job_id", "input", "date", "time")
 OUTBOX_FORMATS: tuple[str, ...] = (
     "dicom", "fhir-r4", "fhir-r5", "json", "wfdb", "csv", "overlay",
 )
@@ -62,6 +64,33 @@ class OutboxSettings(_Settings):
             "csv, overlay."
         ),
     )
+    naming: str = Field(
+        default="{job_id}",
+        description=(
+            "Stem of each job's outbox files; must contain {job_id}; may add {input} (the "
+            "received file's name without suffix: often patient data), {date} and {time} "
+            "(of receipt, UTC, 20261204 / 073000), e.g. \"{date}_{input}_{job_id}\"."
+        ),
+    )
+
+    @field_validator("naming")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        import string
+
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"not a naming pattern: {exc}") from None
+        unknown = sorted(fields - set(OUTBOX_NAME_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; use "
+                             f"{', '.join('{' + f + '}' for f in OUTBOX_NAME_FIELDS)}")
+        if "job_id" not in fields:
+            raise ValueError("must contain {job_id} (it keeps the names of two jobs apart)")
+        if "/" in value or "\\" in value:
+            raise ValueError("must be a file name, without folders")
+        return value
 
     @field_validator("formats")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,12 @@ from ecgbridge import codes
 from ecgbridge.errors import ImageTooLargeError, InputError, UnsupportedInputError
 from ecgbridge.inputs.page import Page
 from ecgbridge.inputs.pdf import load_pdf
-from ecgbridge.inputs.raster import MAX_FRAMES, check_pixel_count, grey_to_rgb
+from ecgbridge.inputs.raster import (
+    MAX_FRAMES,
+    check_pixel_count,
+    check_total_pixels,
+    grey_to_rgb,
+)
 
 #: Identity attributes copied into ``SourceInfo.dicom`` (as plain strings).
 IDENTITY_KEYWORDS: tuple[str, ...] = (
@@ -93,6 +99,8 @@ def identity_attributes(ds: Dataset) -> dict[str, str]:
 def _uid_label(uid: str) -> str:
     if not uid:
         return "(missing SOPClassUID)"
+    if not re.fullmatch(r"[0-9.]{1,64}", uid):  # bytes, text or garbage: not a UID at all
+        return "(not a valid UID)"
     readable = UID(uid).name
     return f"{uid} ({readable})" if readable and readable != uid else uid
 
@@ -126,6 +134,7 @@ def _image_pages(ds: Dataset, name: str, max_pixels: int) -> list[Page]:
         raise UnsupportedInputError(
             f"{name}: {n_frames} frames; at most {MAX_FRAMES} pages are digitized"
         )
+    check_total_pixels(rows * cols * n_frames, name, what=f"{n_frames} frames")
     syntax = _transfer_syntax(ds)
     _check_decodable(syntax, name)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()

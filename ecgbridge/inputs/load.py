@@ -137,7 +137,8 @@ def load_bytes(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
         pages, identity = content.pages, content.identity
     else:
         raise UnsupportedInputError(
-            f"{name}: unknown file format (first bytes {data[:8]!r}); expected PNG, JPEG, "
+            f"{name}: unknown file format (it starts with the bytes {data[:8].hex(' ')}); "
+            "expected PNG, JPEG, "
             "TIFF, BMP, PDF or DICOM"
         )
     texts = page_texts(pages)

@@ -12,6 +12,7 @@ import pypdfium2.raw as pdfium_c
 from ecgbridge.errors import ImageTooLargeError, InputError, UnsupportedInputError
 from ecgbridge.inputs.page import Page
 from ecgbridge.inputs.pdf_vector import extract_vector_content, page_frame
+from ecgbridge.inputs.raster import check_total_pixels
 
 #: Resolution pages are rendered at, unless that would exceed the pixel cap.
 DEFAULT_RENDER_DPI: float = 200.0
@@ -89,16 +90,48 @@ def _load_document(data: bytes, name: str, max_pixels: int, dpi: float) -> list[
             raise UnsupportedInputError(
                 f"{name}: the PDF has {n_pages} pages; at most {MAX_PDF_PAGES} are digitized"
             )
+        # memory guard: page count x area at the render resolution, before rendering
+        check_total_pixels(_planned_pixels(document, name, max_pixels, dpi), name,
+                           what=f"{n_pages} pages (rendered at up to {dpi:.0f} dpi)")
         pages = []
+        rendered = 0
         for index in range(n_pages):
-            pdf_page = document[index]
+            pdf_page = _open_page(document, index, name)
             try:
                 pages.append(_load_page(pdf_page, index, name, max_pixels, dpi))
             finally:
                 pdf_page.close()
+            rendered += pages[-1].image.shape[0] * pages[-1].image.shape[1]
+            check_total_pixels(rendered, name, what=f"first {index + 1} rendered pages")
         return pages
     finally:
         document.close()
+
+
+def _open_page(document: pdfium.PdfDocument, index: int, name: str) -> pdfium.PdfPage:
+    try:
+        return document[index]
+    except pdfium.PdfiumError as exc:
+        raise InputError(
+            f"{name}: page {index + 1} cannot be read (the PDF is damaged or truncated)"
+        ) from exc
+
+
+def _planned_pixels(document: pdfium.PdfDocument, name: str, max_pixels: int,
+                    dpi: float) -> int:
+    """Pixels of all pages rendered at `dpi` (each fitted under the pixel cap)."""
+    total = 0
+    for index in range(len(document)):
+        pdf_page = _open_page(document, index, name)
+        try:
+            width_mm, height_mm = page_frame(pdf_page).size_mm
+        finally:
+            pdf_page.close()
+        if width_mm <= 0 or height_mm <= 0:
+            continue  # reported when the page is loaded
+        page_dpi = _render_dpi(width_mm, height_mm, max_pixels, dpi, name, index)
+        total += int((width_mm / 25.4 * page_dpi) * (height_mm / 25.4 * page_dpi))
+    return total
 
 
 def _render_dpi(width_mm: float, height_mm: float, max_pixels: int, dpi: float, name: str,

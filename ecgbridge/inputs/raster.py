@@ -13,6 +13,10 @@ from ecgbridge.inputs.page import Page
 
 #: Frames beyond this in a multi-page TIFF are refused.
 MAX_FRAMES: int = 64
+#: Most pixels of all pages of one input together, checked before any is decoded or
+#: rendered (64 huge blank PDF pages or 8 TIFF pages of 100 Mpx would otherwise need
+#: gigabytes); a page is digitized at some 50 bytes per pixel at its peak.
+MAX_TOTAL_PIXELS: int = 200_000_000
 
 
 def check_pixel_count(width: int, height: int, max_pixels: int, name: str, what: str = "image"
@@ -25,6 +29,29 @@ def check_pixel_count(width: int, height: int, max_pixels: int, name: str, what:
             f"{name}: the {what} is {width} x {height} = {width * height} pixels, more than "
             f"the limit of {max_pixels}; refusing to decode it (decompression bomb guard)"
         )
+
+
+def check_total_pixels(total: int, name: str, what: str = "pages") -> None:
+    """Raise :class:`ImageTooLargeError` when the pages of one input exceed
+    :data:`MAX_TOTAL_PIXELS` together (memory guard, checked before decoding)."""
+    if total > MAX_TOTAL_PIXELS:
+        raise ImageTooLargeError(
+            f"{name}: its {what} add up to {total:,} pixels, more than the limit of "
+            f"{MAX_TOTAL_PIXELS:,} for one input; refusing to decode them (memory guard)"
+        )
+
+
+def _total_frame_pixels(image: Image.Image, n_frames: int) -> int:
+    """Pixels of the first `n_frames` frames, read from their headers only."""
+    total = 0
+    try:
+        for index in range(n_frames):
+            image.seek(index)
+            total += image.width * image.height
+        image.seek(0)
+    except (EOFError, OSError, SyntaxError, ValueError):
+        image.seek(0)  # a corrupt frame is reported when it is decoded
+    return total
 
 
 def load_raster(data: bytes, *, name: str, max_pixels: int) -> list[Page]:
@@ -60,8 +87,11 @@ def load_raster(data: bytes, *, name: str, max_pixels: int) -> list[Page]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{name}: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageTooLargeError(_bomb_message(name, max_pixels)) from exc
+    except UnidentifiedImageError as exc:
+        raise InputError(f"{name}: not a readable image (damaged, or an image format that "
+                         "cannot be read)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name}: not a readable image ({exc})") from exc
 
     pages: list[Page] = []
@@ -71,6 +101,9 @@ def load_raster(data: bytes, *, name: str, max_pixels: int) -> list[Page]:
             n_frames = 1  # animated GIF/PNG/WebP: the first frame is the page
         if n_frames > MAX_FRAMES:
             raise InputError(f"{name}: {n_frames} pages; at most {MAX_FRAMES} are accepted")
+        if n_frames > 1:
+            check_total_pixels(_total_frame_pixels(image, n_frames), name,
+                               what=f"{n_frames} pages")
         for index, frame in enumerate(ImageSequence.Iterator(image)):
             if index >= n_frames:
                 break
@@ -82,7 +115,7 @@ def load_raster(data: bytes, *, name: str, max_pixels: int) -> list[Page]:
                     frame.load()
                     rgb = to_rgb_array(ImageOps.exif_transpose(frame) or frame)
             except Image.DecompressionBombError as exc:
-                raise ImageTooLargeError(f"{name}: {exc}") from exc
+                raise ImageTooLargeError(_bomb_message(name, max_pixels)) from exc
             except (OSError, SyntaxError, ValueError) as exc:
                 raise InputError(
                     f"{name}: the image data is corrupt or truncated ({exc})"
@@ -91,6 +124,11 @@ def load_raster(data: bytes, *, name: str, max_pixels: int) -> list[Page]:
     if not pages:
         raise InputError(f"{name}: the image has no pages")
     return pages
+
+
+def _bomb_message(name: str, max_pixels: int) -> str:
+    return (f"{name}: the image is larger than Pillow's safety limit (and the limit of "
+            f"{max_pixels} pixels); refusing to decode it (decompression bomb guard)")
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,9 +60,9 @@ class Intake:
         """Adopt a complete file (moving it out of the inbox) and journal it.
 
         A duplicate (same SOP Instance UID or same bytes as an existing job) is
-        removed from the inbox without creating a second job. A sidecar file beside it
-        (same name with ``.json``) is kept beside the stored input, where the worker's
-        loader reads it.
+        moved to ``state/duplicates/`` without creating a second job. A sidecar file
+        beside it (same name with ``.json``) is kept beside the stored input, where the
+        worker's loader reads it (and beside a duplicate in ``state/duplicates/``).
         """
         ident = identify_file(path)
         sidecar = path.with_suffix(".json")
@@ -68,21 +70,33 @@ class Intake:
         with self._lock:
             if self.journal.has_key(ident.key):
                 if move:
-                    path.unlink(missing_ok=True)
+                    self.state.keep_duplicate(path, ident.job_id)
                     if has_sidecar:
-                        sidecar.unlink(missing_ok=True)
-                log.info("duplicate input ignored", extra={"job_id": ident.job_id,
-                                                           "sha256": ident.sha256})
+                        self.state.keep_duplicate(sidecar, ident.job_id)
+                log.warning("input received again: not processed, kept in state/duplicates",
+                            extra={"job_id": ident.job_id, "sha256": ident.sha256})
                 return IntakeResult(ident.job_id, False, ident)
+            stored_sidecar = None
             if has_sidecar:  # first, so the input is never stored without it
-                self.state.adopt(sidecar, ident.job_id, f"{Path(path.name).stem}.json",
-                                 move=move)
-            stored = self.state.adopt(path, ident.job_id, path.name, move=move)
-            job_id, created = self.journal.add_job(
-                input_key=ident.key, source=source, input_name=safe_name(path.name),
-                input_path=self.state.relative(stored), sha256=ident.sha256,
-                sync=False,  # the stored file is durable; its row is rebuilt from it
-            )
+                stored_sidecar = self.state.adopt(sidecar, ident.job_id,
+                                                  f"{Path(path.name).stem}.json", move=move)
+            stored: Path | None = None
+            try:
+                stored = self.state.adopt(path, ident.job_id, path.name, move=move)
+                job_id, created = self.journal.add_job(
+                    input_key=ident.key, source=source, input_name=safe_name(path.name),
+                    input_path=self.state.relative(stored), sha256=ident.sha256,
+                    sync=False,  # the stored file is durable; its row is rebuilt from it
+                )
+            except Exception:
+                if move:  # journal not writable (disk full): the file waits in the inbox
+                    if stored is not None:
+                        with contextlib.suppress(OSError):
+                            os.replace(stored, path)
+                    if stored_sidecar is not None:
+                        with contextlib.suppress(OSError):
+                            os.replace(stored_sidecar, sidecar)
+                raise
         self._announce(job_id, created, source, ident)
         return IntakeResult(job_id, created, ident)
 
@@ -118,6 +132,29 @@ class Intake:
         job_id, created = self.journal.add_job(
             input_key=ident.key, source=SOURCE_DICOM, input_name=name,
             input_path=self.state.relative(stored), sha256=ident.sha256,
+            sync=False,  # the stored file is durable; its row is rebuilt from it
+        )
+        self._announce(job_id, created, SOURCE_DICOM, ident)
+        return IntakeResult(job_id, created, ident)
+
+    def take_dicom_file(self, path: Path, sop_instance_uid: str) -> IntakeResult:
+        """Adopt a received DICOM object already written in ``state/inputs/`` and journal it.
+
+        `path` is the spooled file (DICOM file format); it is renamed into place, or
+        left for its writer to remove when the object is a duplicate.
+        """
+        uid = sop_instance_uid.strip()
+        key = f"sop:{uid}"
+        ident = InputIdentity(key=key, sha256="", sop_instance_uid=uid)
+        if self.journal.has_key(key):
+            log.info("duplicate DICOM object ignored",
+                     extra={"job_id": ident.job_id, "sop_instance_uid": uid})
+            return IntakeResult(ident.job_id, False, ident)
+        name = f"{safe_name(uid, 'object')}.dcm"
+        stored = self.state.adopt_spooled(path, ident.job_id, name)
+        job_id, created = self.journal.add_job(
+            input_key=key, source=SOURCE_DICOM, input_name=name,
+            input_path=self.state.relative(stored), sha256="",
             sync=False,  # the stored file is durable; its row is rebuilt from it
         )
         self._announce(job_id, created, SOURCE_DICOM, ident)

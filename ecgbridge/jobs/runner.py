@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,8 @@ from pathlib import Path
 
 from ecgbridge.config import RetrySettings
 from ecgbridge.deliver.base import DeliveryItem, Destination
-from ecgbridge.errors import DeliveryError
+from ecgbridge.errors import DeliveryError, describe_failure
+from ecgbridge.jobs.diskfull import DISK_FULL_KIND, DiskBackoff, is_disk_full
 from ecgbridge.jobs.journal import Job, Journal
 from ecgbridge.jobs.store import StateFolder
 from ecgbridge.jobs.worker import (
@@ -47,12 +49,18 @@ def redact(text: str, *names: str) -> str:
     return text
 
 
-def make_process_pool(processes: int) -> cf.ProcessPoolExecutor:
-    """A pool of `processes` spawned workers (no fork of a multi-threaded daemon)."""
+def make_process_pool(
+    processes: int, max_memory_bytes: int = 0, page_seconds: float = 0.0,
+    setup: Callable[[], object] | None = None,
+) -> cf.ProcessPoolExecutor:
+    """A pool of `processes` spawned workers (no fork of a multi-threaded daemon), each
+    dying with the daemon, capped at `max_memory_bytes` of address space and
+    `page_seconds` per page (0: no cap), after running `setup` (picklable)."""
     return cf.ProcessPoolExecutor(
         max_workers=processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=worker_initializer,
+        initargs=(max_memory_bytes, page_seconds, setup),
     )
 
 
@@ -74,6 +82,12 @@ class DigitizationScheduler:
     job_timeout : float
         Seconds after which a running digitization fails the job (the pool is
         restarted to reclaim the stuck worker).
+    max_memory_bytes : int
+        Address-space cap of each worker (0: none).
+    page_seconds : float
+        Time limit per page of an input (0: none).
+    worker_setup : callable, optional
+        Run first in each worker process (picklable: the daemon's logging set-up).
     metrics : Metrics, optional
         Counters to update.
     on_digitized : callable, optional
@@ -94,6 +108,9 @@ class DigitizationScheduler:
         processes: int,
         queue_size: int,
         job_timeout: float = 300.0,
+        max_memory_bytes: int = 0,
+        page_seconds: float = 0.0,
+        worker_setup: Callable[[], object] | None = None,
         metrics: Metrics | None = None,
         on_digitized: Callable[[], None] | None = None,
         poll_seconds: float = 0.5,
@@ -106,6 +123,9 @@ class DigitizationScheduler:
         self.processes = processes
         self.queue_size = queue_size
         self.job_timeout = job_timeout
+        self.max_memory_bytes = max_memory_bytes
+        self.page_seconds = page_seconds
+        self.worker_setup = worker_setup
         self.metrics = metrics or Metrics()
         self.on_digitized = on_digitized
         self.poll_seconds = poll_seconds
@@ -118,6 +138,8 @@ class DigitizationScheduler:
         self._accepting = True
         self._crashes: dict[str, int] = {}
         self._suspects: set[str] = set()
+        #: pauses digitization while the state disk is full (jobs wait, none fails)
+        self.disk = DiskBackoff("digitization", log)
 
     @property
     def in_flight(self) -> int:
@@ -135,7 +157,8 @@ class DigitizationScheduler:
 
     def start(self) -> None:
         """Start the pool and the scheduling thread."""
-        self._pool = make_process_pool(self.processes)
+        self._pool = make_process_pool(self.processes, self.max_memory_bytes, self.page_seconds,
+                                       self.worker_setup)
         self._thread = threading.Thread(target=self._loop, name="ecgbridge-scheduler", daemon=True)
         self._thread.start()
 
@@ -174,14 +197,19 @@ class DigitizationScheduler:
                 self._check_timeouts()
                 if self._accepting:
                     self._submit()
-            except Exception:  # the scheduler must survive anything
-                log.exception("scheduler iteration failed")
+            except Exception as exc:  # the scheduler must survive anything
+                if is_disk_full(exc):
+                    self.disk.failed("no space left on the disk of the state folder")
+                else:
+                    log.exception("scheduler iteration failed")
             self._wake.wait(self.poll_seconds)
             self._wake.clear()
 
     def _submit(self) -> None:
         if self._pool is None or any(j in self._suspects for j in self._running):
             return  # a suspect runs alone
+        if self.disk.waiting():
+            return  # the state disk is full: try again after the pause
         free = self.queue_size - len(self._running)
         if free <= 0:
             return
@@ -208,7 +236,8 @@ class DigitizationScheduler:
             self._restart_pool("the process pool broke")
             return False
         except Exception as exc:
-            self._fail(job.job_id, f"cannot start digitization: {exc}")
+            log.exception("cannot start the digitization of job %s", job.job_id)
+            self._fail(job.job_id, f"digitization could not start: {describe_failure(exc)}")
             return True
         self._running[job.job_id] = (future, time.monotonic())
         future.add_done_callback(lambda _f: self._wake.set())
@@ -226,15 +255,25 @@ class DigitizationScheduler:
                 continue
             except cf.CancelledError:
                 continue
-            except Exception as exc:
-                self._fail(job_id, f"internal error: {type(exc).__name__}: {exc}")
+            except Exception:
+                log.exception("digitization of job %s ended unexpectedly", job_id)
+                self._fail(job_id, describe_failure(RuntimeError()))
+                continue
+            if not outcome.ok and outcome.error_kind == DISK_FULL_KIND:
+                self._suspects.discard(job_id)
+                self.disk.failed(outcome.reason)  # stays "received": retried after the pause
                 continue
             try:
                 self._record(outcome)
             except Exception as exc:
+                if is_disk_full(exc):  # the journal could not be written: retried later
+                    self.disk.failed("no space left on the disk of the state folder "
+                                     "(journal)")
+                    continue
                 # Otherwise the job would stay "received" and be digitized again forever.
                 log.exception("cannot record the outcome of job %s", job_id)
-                self._fail(job_id, f"cannot record the result: {type(exc).__name__}: {exc}")
+                self._fail(job_id, f"the result could not be recorded: "
+                                   f"{describe_failure(exc)}")
 
     def _worker_died(self, job_id: str) -> None:
         """A worker process died (out of memory, killed by the OS...).
@@ -273,7 +312,8 @@ class DigitizationScheduler:
         survivors = list(self._running)
         self._running.clear()  # re-submitted from the journal (still "received")
         self._shutdown_pool(kill=True)
-        self._pool = make_process_pool(self.processes)
+        self._pool = make_process_pool(self.processes, self.max_memory_bytes, self.page_seconds,
+                                       self.worker_setup)
         if survivors:
             log.info("re-queued %d job(s) after the pool restart", len(survivors))
 
@@ -288,6 +328,7 @@ class DigitizationScheduler:
             self.journal.mark_digitized(
                 outcome.job_id, files, outcome.sop_instance_uid, self.destinations
             )
+            self.disk.succeeded()
             self.metrics.inc("ecgbridge_digitized_total")
             self.metrics.observe("ecgbridge_digitize_duration_seconds", outcome.seconds)
             log.info(
@@ -307,14 +348,24 @@ class DigitizationScheduler:
         if job is None:
             return
         quarantined: str | None = None
+        source = self.state.resolve(job.input_path)
         try:
-            target = self.state.quarantine_input(
-                job_id, self.state.resolve(job.input_path), reason
-            )
+            target = self.state.quarantine_input(job_id, source, reason)
             quarantined = self.state.relative(target)
         except OSError as exc:
-            log.error("cannot quarantine the input of job %s: %s", job_id, exc)
-        self.journal.mark_failed(job_id, reason, quarantined)
+            if is_disk_full(exc):  # the job stays "received" and is tried again later
+                self.disk.failed("no space left on the disk of the state folder (quarantine)")
+                return
+            log.error("cannot quarantine the input of job %s: %s", job_id, exc.strerror or exc)
+        try:
+            self.journal.mark_failed(job_id, reason, quarantined)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            if quarantined is not None:  # put the input back where its job expects it
+                os.replace(self.state.resolve(quarantined), source)
+            self.disk.failed("no space left on the disk of the state folder (journal)")
+            return
         self.metrics.inc("ecgbridge_failed_total")
         log.warning("job failed", extra={"job_id": job_id, "sha256": job.sha256,
                                          "reason": redact(reason, job.input_name)})
@@ -353,6 +404,8 @@ class DeliveryWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: why the last attempt failed (None after a success), for /healthz
+        self.last_error: str | None = None
 
     def wake(self) -> None:
         """Look for due deliveries now."""
@@ -403,6 +456,7 @@ class DeliveryWorker:
             job_id=job.job_id,
             files={fmt: self.state.resolve(p) for fmt, p in job.files.items()},
             sop_instance_uid=job.sop_instance_uid,
+            input_name=job.input_name, received_at=job.received_at,
         )
         try:
             receipt = self.destination.deliver(item)
@@ -410,9 +464,10 @@ class DeliveryWorker:
             self._failed(job, delivery.attempts + 1, str(exc), exc.retryable)
             return True
         except Exception as exc:  # a bug in a destination: retry, do not lose the job
-            self._failed(job, delivery.attempts + 1, f"internal error: {type(exc).__name__}: "
-                                                     f"{exc}", True)
+            log.exception("delivery to %s failed unexpectedly", name)
+            self._failed(job, delivery.attempts + 1, f"{name}: {describe_failure(exc)}", True)
             return True
+        self.last_error = None
         completed = self.journal.mark_delivered(job.job_id, name, receipt.detail)
         self.metrics.inc("ecgbridge_delivered_total", destination=name)
         log.info("delivered", extra={"job_id": job.job_id, "destination": name,
@@ -423,6 +478,7 @@ class DeliveryWorker:
 
     def _failed(self, job: Job, attempts: int, error: str, retryable: bool) -> None:
         name = self.destination.name
+        self.last_error = error
         self.metrics.inc("ecgbridge_delivery_failures_total", destination=name)
         if retryable and attempts < self.retry.max_attempts:
             delay = self.retry.delay(attempts)

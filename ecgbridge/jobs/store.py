@@ -6,8 +6,11 @@ Layout::
       journal.sqlite3            job journal (see ecgbridge.jobs.journal)
       inputs/<job_id>_<name>     received inputs, fsynced before they are journaled
       inputs/.<random>.part      an object being received (never journaled, removed at start)
+      inputs/.spool-<random>     a C-STORE data set arriving (the same)
       jobs/<job_id>/out/         encoded artifacts (same files re-sent after a restart)
       quarantine/<job_id>_<name> inputs that failed, with <job_id>_<name>.reason.txt
+      duplicates/<job_id>_<name> inbox files received again (same bytes or SOP Instance
+                                 UID as job <job_id>), kept for review, not processed
 
 An input is first made durable and only then recorded in the journal; a crash
 between the two is repaired at start-up by :func:`recover_orphans`, which
@@ -36,6 +39,7 @@ log = logging.getLogger("ecgbridge.jobs.store")
 INPUTS_DIR = "inputs"
 JOBS_DIR = "jobs"
 QUARANTINE_DIR = "quarantine"
+DUPLICATES_DIR = "duplicates"
 OUTPUT_SUBDIR = "out"
 #: Suffix of files still being received.
 PARTIAL_SUFFIX = ".part"
@@ -194,13 +198,29 @@ class StateFolder:
         fsync_path(self.inputs)
         return target
 
+    def adopt_spooled(self, src: Path, job_id: str, name: str) -> Path:
+        """Make a file received into ``inputs/`` durable under the job's input name.
+
+        The data is fsynced before the rename, so a crash never leaves a final name
+        on incomplete content; the folder is fsynced after it.
+        """
+        target = self.input_path(job_id, name)
+        fsync_path(src)
+        os.replace(src, target)
+        fsync_path(self.inputs)
+        return target
+
     def _copy_durably(self, src: Path, target: Path) -> None:
         tmp = target.with_name(f".{target.name}{PARTIAL_SUFFIX}")
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-            fout.flush()
-            os.fsync(fout.fileno())
-        os.replace(tmp, target)
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # e.g. disk full: no half copy left behind
+            raise
 
     # ------------------------------------------------------------ quarantine
     def quarantine_input(self, job_id: str, input_path: Path, reason: str) -> Path:
@@ -217,6 +237,21 @@ class StateFolder:
         if input_path.exists():
             os.replace(input_path, target)
             fsync_path(self.quarantine)
+        return target
+
+    def keep_duplicate(self, src: Path, job_id: str) -> Path:
+        """Move an inbox file that repeats job `job_id` into ``duplicates/``; return it."""
+        folder = self.root / DUPLICATES_DIR
+        folder.mkdir(exist_ok=True)
+        base = f"{job_id}_{safe_name(src.name)}"
+        target, n = folder / base, 2
+        while target.exists():
+            target, n = folder / f"{base}.{n}", n + 1
+        try:
+            os.replace(src, target)
+        except OSError:
+            self._copy_durably(src, target)
+            Path(src).unlink(missing_ok=True)
         return target
 
     def release_from_quarantine(self, job_id: str, quarantined: Path) -> Path:
@@ -242,9 +277,10 @@ class StateFolder:
     def clean_partial(self) -> int:
         """Delete half-received temporary files (never acknowledged); return how many."""
         removed = 0
-        for leftover in self.inputs.glob(f".*{PARTIAL_SUFFIX}"):
-            leftover.unlink(missing_ok=True)
-            removed += 1
+        for pattern in (f".*{PARTIAL_SUFFIX}", ".spool-*"):  # .spool-*: a C-STORE cut short
+            for leftover in self.inputs.glob(pattern):
+                leftover.unlink(missing_ok=True)
+                removed += 1
         return removed
 
 

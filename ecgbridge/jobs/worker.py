@@ -14,21 +14,28 @@ destination never receives two different versions of one input.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.fsutil import fsync_path
+from ecgbridge.jobs.diskfull import DISK_FULL_KIND, is_disk_full
 
 #: Name of the manifest listing the artifacts of a completed ``out/`` folder.
 MANIFEST_FILE = "manifest.json"
 _PARTIAL_SUFFIX = ".partial"
+_OUT_OF_MEMORY = ("out of memory while digitizing: the input needs more than the worker's "
+                  "memory limit (workers.max_memory_mb)")
+#: How native libraries (OpenCV) report a failed allocation instead of MemoryError.
+_ALLOCATION_FAILURES = ("Insufficient memory", "Failed to allocate")
 
 
 @dataclass(frozen=True)
@@ -93,9 +100,21 @@ class DigitizeOutcome:
     reused: bool = False
 
 
-def worker_initializer() -> None:
-    """Pool initializer: Ctrl-C is handled by the daemon, not by each worker."""
+def worker_initializer(
+    max_memory_bytes: int = 0, page_seconds: float = 0.0,
+    setup: Callable[[], object] | None = None,
+) -> None:
+    """Pool initializer: Ctrl-C is handled by the daemon, not by each worker; the
+    worker dies with the daemon and its memory is capped (see ``worker_guard``);
+    `setup` (picklable, e.g. the daemon's logging configuration) runs first."""
+    from ecgbridge.jobs.worker_guard import die_with_parent, limit_memory, set_page_time_limit
+
+    if setup is not None:
+        setup()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+    limit_memory(max_memory_bytes)
+    set_page_time_limit(page_seconds)
 
 
 def run_digitization(request: DigitizeRequest) -> DigitizeOutcome:
@@ -118,14 +137,38 @@ def run_digitization(request: DigitizeRequest) -> DigitizeOutcome:
             seconds=time.monotonic() - start,
         )
     except MemoryError:
-        return _failure(request, "out of memory while digitizing", "MemoryError", start)
+        return _failure(request, _OUT_OF_MEMORY, "MemoryError", start)
     except Exception as exc:
-        from ecgbridge.errors import EcgBridgeError
+        if any(text in str(exc) for text in _ALLOCATION_FAILURES):  # OpenCV's own
+            return _failure(request, _OUT_OF_MEMORY, "MemoryError", start)
+        if _caused_by_full_disk(exc):
+            # not the input's fault: the scheduler retries it once there is room
+            return _failure(request, "no space left on the disk of the state folder while "
+                            "writing the results", DISK_FULL_KIND, start)
+        from ecgbridge.errors import EcgBridgeError, describe_failure
 
-        if isinstance(exc, EcgBridgeError):
-            return _failure(request, str(exc), type(exc).__name__, start)
-        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        return _failure(request, f"internal error: {detail}", type(exc).__name__, start)
+        if not isinstance(exc, EcgBridgeError):  # a defect: the details go to the log only
+            detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            name = Path(request.input_path).name
+            logging.getLogger("ecgbridge.jobs.worker").error(
+                "digitization failed unexpectedly", extra={
+                    "job_id": request.job_id, "reason": detail.replace(name, "<input>")})
+        reason = describe_failure(exc)
+        name = Path(request.input_path).name.removeprefix(f"{request.job_id}_")
+        if isinstance(exc, EcgBridgeError) and not reason.startswith(f"{name}:"):
+            reason = f"{name}: {reason}"  # every reason names the file it is about
+        return _failure(request, reason, type(exc).__name__, start)
+
+
+def _caused_by_full_disk(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):  # the error itself or what it wraps
+        if seen is None:
+            return False
+        if is_disk_full(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _failure(request: DigitizeRequest, reason: str, kind: str, start: float) -> DigitizeOutcome:
@@ -138,8 +181,13 @@ def _failure(request: DigitizeRequest, reason: str, kind: str, start: float) -> 
 def _digitize_and_encode(request: DigitizeRequest, out_dir: Path) -> tuple[dict[str, str], str]:
     from ecgbridge.api import digitize_input
     from ecgbridge.encode.registry import WriteContext, resolve_writer
+    from ecgbridge.jobs.worker_guard import page_time_limit
 
-    ecg, loaded = digitize_input(Path(request.input_path), request.options)
+    stored = Path(request.input_path)
+    # messages name the file as it was received, not as stored (<job_id>_<name>)
+    ecg, loaded = digitize_input(stored, request.options,
+                                 name=stored.name.removeprefix(f"{request.job_id}_"),
+                                 page_guard=page_time_limit)
 
     partial = out_dir.with_name(out_dir.name + _PARTIAL_SUFFIX)
     shutil.rmtree(partial, ignore_errors=True)

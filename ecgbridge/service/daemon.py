@@ -9,6 +9,7 @@ journal. Anything unfinished stays in the journal and resumes at the next start.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -20,6 +21,7 @@ from typing import Any
 from ecgbridge.config import Settings
 from ecgbridge.deliver.base import Destination
 from ecgbridge.errors import ConfigError
+from ecgbridge.jobs.diskfull import low_space
 from ecgbridge.jobs.intake import Intake
 from ecgbridge.jobs.journal import DEAD_LETTER, FAILED, RECEIVED, Job, Journal
 from ecgbridge.jobs.runner import DeliveryWorker, DigitizationScheduler
@@ -27,6 +29,8 @@ from ecgbridge.jobs.store import StateFolder, recover_orphans
 from ecgbridge.jobs.worker import DigitizeRequest
 from ecgbridge.metrics import Metrics
 from ecgbridge.service.http import HealthServer
+from ecgbridge.service.logs import configure_logging
+from ecgbridge.service.statelock import StateLock
 from ecgbridge.sources.dicom_scp import StorageScp
 from ecgbridge.sources.folder import FolderWatcher
 
@@ -83,6 +87,15 @@ class Daemon:
         self.settings = settings
         self._options = settings.digitize.to_options()
         self.state = StateFolder(settings.state.path)
+        self.lock = StateLock(self.state.root)
+        self.lock.acquire()  # one daemon per state folder
+        try:
+            self._build(settings, destinations)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(self, settings: Settings, destinations: Sequence[Destination] | None) -> None:
         self.journal = Journal.in_state_folder(settings.state.path)
         self.metrics = Metrics()
         describe_metrics(self.metrics)
@@ -97,6 +110,11 @@ class Daemon:
             processes=settings.workers.effective_processes(),
             queue_size=settings.workers.queue_size,
             job_timeout=settings.workers.job_timeout_seconds,
+            max_memory_bytes=settings.workers.max_memory_mb * 2**20,
+            page_seconds=settings.workers.page_timeout_seconds,
+            worker_setup=functools.partial(
+                configure_logging, settings.logging.level, settings.logging.json_format,
+                settings.logging.include_patient_ids),
             metrics=self.metrics,
             on_digitized=self._wake_deliveries,
         )
@@ -119,6 +137,7 @@ class Daemon:
                 stable_seconds=settings.inbox.stable_seconds,
                 poll_seconds=settings.inbox.poll_seconds,
                 rescan_seconds=settings.inbox.rescan_seconds,
+                follow_symlinks=settings.inbox.follow_symlinks,
             )
         self.http: HealthServer | None = None
         if settings.http.enabled:
@@ -182,6 +201,14 @@ class Daemon:
             lambda: [((), float(self.journal.count_by_state()[RECEIVED]))],
         )
         self.metrics.gauge(
+            "ecgbridge_waiting_for_disk", "1 while digitization / inbox intake pause for a "
+            "full state disk, by what waits.",
+            lambda: [((("what", "digitization"),),
+                      float(self.scheduler.disk.problem() is not None)),
+                     ((("what", "inbox"),),
+                      float(self.watcher is not None and self.watcher.disk.problem() is not None))],
+        )
+        self.metrics.gauge(
             "ecgbridge_in_flight", "Jobs being digitized in the worker pool now.",
             lambda: [((), float(self.scheduler.in_flight))],
         )
@@ -223,7 +250,25 @@ class Daemon:
             full = self.scp.saturated()
             if full:
                 reasons.append(f"dicom_scp saturated: {full}")
+        reasons += low_space(self._watched_folders())
+        for what, backoff in (("digitization", self.scheduler.disk),
+                              ("inbox", self.watcher.disk if self.watcher else None)):
+            problem = backoff.problem() if backoff is not None else None
+            if problem:
+                reasons.append(f"{what} waiting: {problem}")
+        pending = self.journal.pending_deliveries_by_destination()
+        for worker in self.delivery_workers:
+            error, name = worker.last_error, worker.destination.name
+            if error and pending.get(name, 0):
+                reasons.append(f"delivery to {name} failing: {error}")
         return reasons
+
+    def _watched_folders(self) -> dict[str, Any]:
+        folders: dict[str, Any] = {"state folder": self.state.root, "state/jobs": self.state.jobs}
+        outbox = self.settings.deliver.outbox
+        if outbox.enabled:
+            folders["outbox"] = outbox.path
+        return folders
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -231,6 +276,11 @@ class Daemon:
         leftovers = self.state.clean_partial()
         if leftovers:
             log.info("removed %d half-received file(s) from the state folder", leftovers)
+        for destination in self.destinations:
+            clean = getattr(destination, "clean_partial", None)
+            removed = clean() if callable(clean) else 0
+            if removed:
+                log.info("removed %d half-written file(s) from %s", removed, destination.name)
         recovered = recover_orphans(self.state, self.journal)
         counts = self.journal.count_by_state()
         log.info("journal: %s; %d recovered", counts, len(recovered))
@@ -278,10 +328,12 @@ class Daemon:
         if self.http is not None:
             self.http.stop()
         self.journal.close()
+        self.lock.release()
 
     def stop(self) -> None:
         """Close the doors, let running jobs finish within the grace period, stop."""
         if not self._started:
+            self.lock.release()
             return
         self._started = False
         log.info("stopping: no new inputs accepted")
@@ -295,6 +347,7 @@ class Daemon:
         if self.http is not None:
             self.http.stop()
         self.journal.close()
+        self.lock.release()
         log.info("stopped")
 
     def run(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -74,13 +75,47 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
+#: Quoted values in a message ('x', "x", b'x'): what libraries put patient data in.
+_QUOTED = re.compile("b?'[^'\\n]*'|b?\"[^\"\\n]*\"")
+
+
+def scrub(text: str) -> str:
+    """`text` with every quoted value replaced by ``'…'``, on one line."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return _QUOTED.sub("'…'", first)
+
+
+class ThirdPartyScrubber(logging.Filter):
+    """Rewrite records of other libraries (pydicom, Pillow, Python warnings) so that
+    the values they quote (``Invalid value for VR DA: '1970-01-31'``, a patient name)
+    never reach the log, and each record stays one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("ecgbridge"):
+            try:
+                message = record.getMessage()
+            except Exception:  # a library's bad format string
+                message = str(record.msg)
+            if record.name == "py.warnings":  # "path:line: Category: message\n  source"
+                message = message.split(": ", 1)[-1]
+            record.msg, record.args = scrub(message), None
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def configure_logging(level: str, json_format: bool, include_patient_ids: bool) -> None:
-    """Send the ``ecgbridge`` loggers to standard error in the chosen format."""
+    """Send every logger (and Python warnings) to standard error in the chosen format.
+
+    Also run in each worker process, so that what libraries say while digitizing is
+    structured like the daemon's own lines and carries no patient values.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter(include_patient_ids) if json_format
         else KeyValueFormatter(include_patient_ids)
     )
+    handler.addFilter(ThirdPartyScrubber())
+    logging.captureWarnings(True)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -6,8 +6,9 @@ Photographic Image, plus Verification (C-ECHO). Any other SOP class is not
 negotiated (the association rejects that presentation context), and a C-STORE
 of a class outside the list is answered 0x0122 "SOP class not supported".
 
-The C-STORE handler only writes the received bytes durably (file and directory
-fsynced) into the state folder and records the job; digitization happens later
+Each C-STORE data set is written to a file in ``state/inputs/`` while it arrives
+(:mod:`ecgbridge.sources.spool`: never whole in memory); the handler only makes that
+file durable (fsynced, renamed, folder fsynced) and records the job; digitization happens later
 in the worker pool, never on the association's thread. Nothing is acknowledged
 before it is on disk.
 """
@@ -28,8 +29,16 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from ecgbridge import codes
 from ecgbridge.config import DicomScpSettings
+from ecgbridge.jobs.diskfull import is_disk_full
 from ecgbridge.jobs.intake import Intake
 from ecgbridge.sources.scp_guard import GuardedAssociationSocket, GuardedServer, GuardLimits
+from ecgbridge.sources.spool import (
+    discard,
+    spool_error,
+    spool_into,
+    spooled_path,
+    stop_spooling,
+)
 
 log = logging.getLogger("ecgbridge.sources.dicom_scp")
 
@@ -173,6 +182,7 @@ class StorageScp:
             server_class=GuardedServer,
         )
         assert isinstance(server, GuardedServer)
+        spool_into(self.intake.state.inputs)  # received data sets go to disk as they arrive
         server.configure(self.limits(), lambda kind: self._refused("connection", kind))
         threading.Thread(target=server.serve_forever, name="ecgbridge-scp", daemon=True).start()
         ae._servers.append(server)
@@ -213,6 +223,7 @@ class StorageScp:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+            stop_spooling()
 
     def handle_connection(self, event: evt.Event) -> None:
         """A peer connected: make its association's network loop more responsive."""
@@ -223,6 +234,7 @@ class StorageScp:
     def handle_echo(self, event: evt.Event) -> int:
         """C-ECHO: Success; a C-STORE routed here (Verification SOP class) aborts."""
         if not isinstance(event.request, C_ECHO) or event.context.abstract_syntax != Verification:
+            discard(event.request)
             self._refused("object", REFUSED_CONTEXT_MISMATCH,
                           "a C-STORE named the Verification SOP class; association aborted",
                           event)
@@ -250,23 +262,45 @@ class StorageScp:
         if not uid:
             return self._refuse_object(STATUS_CANNOT_UNDERSTAND, REFUSED_NO_UID,
                                        "no SOP Instance UID", event)
+        patient_id = self._patient_id(event) if self.log_patient_ids else None
         try:
-            result = self.intake.take_dicom_bytes(encoded_parts(event), uid)
+            failed = spool_error(request)
+            if failed is not None:
+                raise failed
+            spooled = spooled_path(request)
+            if spooled is not None:
+                result = self.intake.take_dicom_file(spooled, uid)
+            else:
+                result = self.intake.take_dicom_bytes(encoded_parts(event), uid)
         except OSError as exc:
             return self._refuse_object(STATUS_OUT_OF_RESOURCES, REFUSED_NOT_STORED,
                                        f"cannot be stored: {exc.strerror or exc}", event)
-        except Exception:
+        except Exception as exc:
+            if is_disk_full(exc):  # the journal's disk: the sender may try again later
+                return self._refuse_object(STATUS_OUT_OF_RESOURCES, REFUSED_NOT_STORED,
+                                           "cannot be stored: no space left on device", event)
             log.exception("unexpected error while storing a received object")
             return self._answer(STATUS_OUT_OF_RESOURCES)
         context = {"job_id": result.job_id, "sop_instance_uid": uid,
                    "calling_aet": str(event.assoc.requestor.ae_title)}
-        if self.log_patient_ids:
-            try:
-                context["patient_id"] = str(event.dataset.get("PatientID", ""))
-            except Exception:  # undecodable dataset: the digitizer will report it
-                context["patient_id"] = ""
+        if patient_id is not None:
+            context["patient_id"] = patient_id
         log.info("C-STORE stored" if result.created else "C-STORE duplicate", extra=context)
         return self._answer(STATUS_SUCCESS)
+
+    @staticmethod
+    def _patient_id(event: evt.Event) -> str:
+        """The Patient ID of the received object (read before it is moved into place)."""
+        try:
+            path = spooled_path(event.request)
+            if path is not None:
+                import pydicom
+
+                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+                return str(ds.get("PatientID", ""))
+            return str(event.dataset.get("PatientID", ""))
+        except Exception:  # undecodable dataset: the digitizer will report it
+            return ""
 
     def _refuse_object(self, status: int, kind: str, detail: str, event: evt.Event) -> int:
         self._refused("object", kind, detail, event)

@@ -28,6 +28,8 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from ecgbridge.jobs.diskfull import DiskBackoff, is_disk_full
+
 log = logging.getLogger("ecgbridge.sources.folder")
 
 #: File name endings of files still being written by their producer.
@@ -90,6 +92,9 @@ class FolderWatcher:
         How often pending files are checked.
     rescan_seconds : float
         Interval of the full rescan.
+    follow_symlinks : bool
+        Take symbolic links (off: each is left alone with one warning, so a link
+        cannot make the daemon read a file outside the inbox).
     """
 
     def __init__(
@@ -100,18 +105,24 @@ class FolderWatcher:
         stable_seconds: float = 1.0,
         poll_seconds: float = 0.25,
         rescan_seconds: float = 30.0,
+        follow_symlinks: bool = False,
     ) -> None:
         self.folder = Path(folder).absolute()
         self.take = take
         self.stable_seconds = stable_seconds
         self.poll_seconds = poll_seconds
         self.rescan_seconds = rescan_seconds
+        self.follow_symlinks = follow_symlinks
+        self._refused_links: set[Path] = set()
+        self._subfolders = 0
         self._pending: dict[Path, _Pending] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._thread: threading.Thread | None = None
         self._failures: dict[Path, int] = {}
+        #: pauses intake while the state disk is full (files wait in the inbox)
+        self.disk = DiskBackoff("inbox intake", log)
 
     def start(self) -> None:
         """Scan what is already there, then watch for changes."""
@@ -158,12 +169,22 @@ class FolderWatcher:
         except OSError as exc:
             log.error("cannot list inbox %s: %s", self.folder, exc)
             return
+        subfolders = 0
         for entry in entries:
-            if entry.is_file():
+            if entry.is_dir() and not entry.is_symlink():
+                subfolders += 1
+            elif entry.is_file() or entry.is_symlink():
                 self.notice(entry)
+        if subfolders and subfolders != self._subfolders:
+            log.warning("the inbox holds %d sub-folder(s); files inside sub-folders are not "
+                        "taken (put them in the inbox itself)", subfolders)
+        self._subfolders = subfolders
+        self._refused_links &= set(entries)  # forget links that were removed
 
     def poll(self) -> int:
         """Take every pending file that is stable now; return how many were taken."""
+        if self.disk.waiting():
+            return 0
         now = time.monotonic()
         ready: list[Path] = []
         with self._lock:
@@ -184,19 +205,28 @@ class FolderWatcher:
                     ready.append(path)
                     del self._pending[path]
         taken = 0
-        for path in ready:
+        for i, path in enumerate(ready):
             if is_waiting_sidecar(path):
                 continue
             if self._stop.is_set():
                 self.notice(path)
                 break
+            if not self.follow_symlinks and path.is_symlink():
+                self._refuse_link(path)
+                continue
             try:
                 self.take(path)
                 taken += 1
                 self._failures.pop(path, None)
+                self.disk.succeeded()
             except FileNotFoundError:
                 continue
             except Exception as exc:
+                if is_disk_full(exc):  # not the file's fault: all wait for room
+                    self.disk.failed("no space left on the disk of the state folder")
+                    for waiting in ready[i:]:
+                        self.notice(waiting)
+                    break
                 count = self._failures.get(path, 0) + 1
                 self._failures[path] = count
                 # the message of an OSError holds the file name: log only its reason
@@ -204,6 +234,14 @@ class FolderWatcher:
                 log.error("cannot take an inbox file (attempt %d): %s: %s",
                           count, type(exc).__name__, detail)
         return taken
+
+    def _refuse_link(self, path: Path) -> None:
+        if path in self._refused_links:
+            return
+        self._refused_links.add(path)
+        # the name may be a patient's: not logged
+        log.warning("a symbolic link in the inbox was not taken (inbox.follow_symlinks is "
+                    "off); it stays in the inbox")
 
     def _loop(self) -> None:
         next_rescan = time.monotonic() + self.rescan_seconds
