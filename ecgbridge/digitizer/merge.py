@@ -20,8 +20,8 @@ from ecgbridge.standards import STANDARD_DURATION_S
 
 #: Quality given to a lead computed from other leads instead of read from the page.
 _DERIVED_QUALITY = 0.3
-#: A reading in which not one lead reaches this quality is refused, not delivered.
-MIN_BEST_LEAD_QUALITY = 0.15
+#: Below this quality a lead is not to be trusted (the documented contract).
+TRUST_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -103,11 +103,10 @@ def merge_pages(
     quality = [0.0 if not np.isfinite(signals[i]).any()
                else min(q, _DERIVED_QUALITY) if lead in derived else q
                for i, (lead, q) in enumerate(zip(LEADS, judged, strict=True))]
-    if max(quality) < MIN_BEST_LEAD_QUALITY:
-        raise DigitizationError(
-            f"no lead could be read with any confidence (best per-lead quality "
-            f"{max(quality):.2f}, under {MIN_BEST_LEAD_QUALITY}): the traces found do not "
-            "behave like the leads of one ECG; nothing is delivered")
+    if max(quality) < TRUST_THRESHOLD:
+        derived_warnings.append(
+            f"no lead reaches quality {TRUST_THRESHOLD} (best {max(quality):.2f}): the "
+            "evidence says none of this reading's leads is to be trusted")
     if derived_warnings:
         calib = Calibration(**{**calib.__dict__,
                                "warnings": tuple(calib.warnings) + tuple(derived_warnings)})
@@ -120,16 +119,3 @@ def merge_pages(
     return ECG(signals=signals, fs=options.fs, quality=tuple(quality), calibration=calib,
                panels=tuple(panels), source=source)
 
-
-def quality_floor_refusal(result: PageResult, options: DigitizeOptions
-                          ) -> DigitizationError | None:
-    """Why one page's reading would be refused by the quality floor (None: it passes).
-
-    Lets the caller of two engines fall back on the other engine's reading rather than
-    deliver nothing.
-    """
-    try:
-        merge_pages([result], options, SourceInfo(), [])
-    except DigitizationError as exc:
-        return exc
-    return None

@@ -43,7 +43,7 @@ from ecgbridge.digitizer import (
 )
 from ecgbridge.digitizer.consistency import choose_reading, is_implausible, is_trusted
 from ecgbridge.digitizer.layout import layout_name
-from ecgbridge.digitizer.merge import PageResult, merge_pages, quality_floor_refusal
+from ecgbridge.digitizer.merge import PageResult, merge_pages
 from ecgbridge.digitizer.normalise import InkMaps, ink_maps, to_rgb
 from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.digitizer.segment import model_available, segment_page
@@ -138,9 +138,8 @@ def digitize_raster_page(
     (see :mod:`ecgbridge.digitizer.consistency`) is kept. Otherwise the learned engine
     reads it too and the reading that keeps the laws better wins; a warning states
     the choice and its evidence, or why one engine could not read the page. A reading
-    in which no lead reaches the quality floor (:func:`merge.quality_floor_refusal`)
-    counts as one the engine could not make. A reading only one engine could make is
-    refused when its limb leads break the laws as unrelated traces would.
+    only one engine could make is refused when its limb leads break the laws as
+    unrelated traces would.
     Parameters, return value and errors are those of :func:`digitize_raster_page_with`.
     """
     if options.engine == "classical" or (options.engine == "auto" and not model_available()):
@@ -163,11 +162,6 @@ def digitize_raster_page(
                 debug=stages[engine] if debug is not None else None, dpi=dpi)
         except (DigitizationError, NotAnEcgError) as exc:
             errors[engine] = exc
-            continue
-        refusal = quality_floor_refusal(readings[engine], options)
-        if refusal is not None:
-            errors[engine] = refusal
-            del readings[engine]
             continue
         if engine == "classical" and is_trusted(readings[engine].signals):
             _keep_stages(debug, stages[engine])
