@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgbridge.commands.digitize import summary_line
+from ecgbridge.commands.progress import with_progress
 from ecgbridge.commands.record_args import add_record_arguments, record_options
 from ecgbridge.commands.values import unique_stem
 
@@ -117,13 +118,8 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print("ecgbridge: error: no input files", file=sys.stderr)
         return 2
-    show_bar = sys.stderr.isatty() and not args.no_progress and len(files) > 1
-    iterator: Any = files
-    if show_bar:
-        from tqdm import tqdm
-
-        iterator = tqdm(files, unit="file", file=sys.stderr)
-    report = tqdm.write if show_bar else print
+    iterator, bar_write = with_progress(files, "file", args.no_progress)
+    report = bar_write or print
     context = WriteContext(options=record_options(args))
     used: set[str] = set()
     renamed: list[str] = []

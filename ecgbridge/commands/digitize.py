@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ecgbridge.commands.progress import with_progress
 from ecgbridge.commands.record_args import add_record_arguments, record_options
 from ecgbridge.commands.values import input_stem, option_value, unique_stem
 from ecgbridge.digitizer.options import (
@@ -109,12 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print("ecgbridge: error: no input files", file=sys.stderr)
         return 2
-    show_bar = sys.stderr.isatty() and not args.no_progress and len(files) > 1
-    iterator: Any = files
-    if show_bar:
-        from tqdm import tqdm
-
-        iterator = tqdm(files, unit="page", file=sys.stderr)
+    iterator, bar_write = with_progress(files, "page", args.no_progress)
     failed = written = 0
     used: set[str] = set()
     renamed: list[str] = []
@@ -128,15 +125,15 @@ def run(args: argparse.Namespace) -> int:
                                          write_options=record_options(args))[2])
         except EcgBridgeError as exc:
             failed += 1
-            _report_failure(path, describe_failure(exc), show_bar)
+            _report_failure(path, describe_failure(exc), bar_write)
         except MemoryError:
             failed += 1
-            _report_failure(path, "out of memory while digitizing", show_bar)
+            _report_failure(path, "out of memory while digitizing", bar_write)
         except Exception as exc:  # a bug must not stop the other files
             failed += 1
             logging.getLogger("ecgbridge.commands.digitize").debug(
                 "unexpected failure", exc_info=True)
-            _report_failure(path, describe_failure(exc), show_bar)
+            _report_failure(path, describe_failure(exc), bar_write)
     print(summary_line(len(files), failed, "digitized", args.out, written, renamed),
           file=sys.stderr)
     return 1 if failed else 0
@@ -153,12 +150,6 @@ def summary_line(total: int, failed: int, verb: str, out: Path, files: int,
     return text
 
 
-def _report_failure(path: Path, reason: str, show_bar: bool) -> None:
+def _report_failure(path: Path, reason: str, bar_write: Callable[..., Any] | None) -> None:
     reason = reason.removeprefix(f"{path.name}: ")  # the line names the file already
-    line = f"FAILED {path}: {reason}"
-    if show_bar:
-        from tqdm import tqdm
-
-        tqdm.write(line, file=sys.stderr)
-    else:
-        print(line, file=sys.stderr)
+    (bar_write or print)(f"FAILED {path}: {reason}", file=sys.stderr)
