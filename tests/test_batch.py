@@ -54,3 +54,29 @@ def test_local_pool_digitizes_good_pages_fails_bad_ones_and_resumes(
     assert rows["a.png"]["state"] == "done"
     assert (out / "a.dat").read_bytes() == first_bytes
     assert not list((out / "_batch").glob("staging/*/*"))
+
+
+def test_the_same_run_goes_to_a_dask_cluster(
+    tmp_path: Path, rendered_page: Callable[..., Any]
+) -> None:
+    """`--scheduler` sends the pages to an existing Dask cluster (a LocalCluster on
+    127.0.0.1 here): good pages are done, a bad file fails with a reason, and the
+    journal and outputs are those of the local pool."""
+    distributed = pytest.importorskip("distributed")
+    src = tmp_path / "archive"
+    src.mkdir()
+    page = rendered_page(layout="3x4+II", dpi=100, seed=5)
+    cv2.imwrite(str(src / "a.png"), page.image[:, :, ::-1])
+    (src / "fake.pdf").write_bytes(b"%PDF-1.4 not really")
+    out = tmp_path / "out"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", scheduler_port=0,
+                                  dashboard_address=None) as cluster:
+        run = _batch(str(src), "--out", str(out), "--scheduler", cluster.scheduler_address,
+                     "--no-progress")
+    assert run.returncode == 1, run.stderr  # the fake PDF failed
+    rows = {Path(r["path"]).name: r for r in _index(out)}
+    assert rows["a.png"]["state"] == "done"
+    assert rows["fake.pdf"]["state"] == "failed" and rows["fake.pdf"]["reason"]
+    assert (out / "a.hea").is_file()
+    assert "Dask cluster" in run.stderr + run.stdout
