@@ -12,7 +12,9 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import peers
@@ -214,3 +216,30 @@ def crash_on_poison(request: DigitizeRequest) -> DigitizeOutcome:
     if "poison" in Path(request.input_path).name:
         os._exit(3)
     return DigitizeOutcome(job_id=request.job_id, ok=True)
+
+
+def send_raw_store(assoc: Any, sop_class: str, instance_uid: str, dataset: bytes,
+                   message_id: int = 1) -> Any:
+    """Send encoded `dataset` bytes as a C-STORE naming `sop_class` on the first accepted
+    context, whatever they hold; return the response (None: the association ended).
+
+    The association's reactor is paused as pynetdicom's own send_c_store does: left
+    running, it may take the response first (and drop it as unexpected).
+    """
+    from pynetdicom.dimse_primitives import C_STORE
+
+    req = C_STORE()
+    req.MessageID = message_id
+    req.AffectedSOPClassUID = sop_class
+    req.AffectedSOPInstanceUID = instance_uid
+    req.Priority = 2
+    req.DataSet = io.BytesIO(dataset)
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.0001)
+    try:
+        assoc.dimse.send_msg(req, assoc.accepted_contexts[0].context_id)
+        _, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    return rsp

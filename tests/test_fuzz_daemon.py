@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import re
 import time
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import fuzz_inputs
 import pytest
-from daemon_support import SC_IMAGE, free_port, pattern_image, secondary_capture
+from daemon_support import (
+    SC_IMAGE,
+    free_port,
+    pattern_image,
+    secondary_capture,
+    send_raw_store,
+)
 from pydicom.uid import generate_uid
 from pynetdicom import AE
-from pynetdicom.dimse_primitives import C_STORE
 
 from ecgbridge.config import load_settings
 from ecgbridge.jobs.journal import DELIVERED, FAILED, RECEIVED
@@ -48,20 +52,8 @@ def _store_all(port: int, payloads: list[bytes]) -> list[int | None]:
         if not assoc.is_established:  # the SCP may abort on a hostile object: reconnect
             assoc = ae.associate("127.0.0.1", port, ae_title="ECGBRIDGE")
             assert assoc.is_established
-        req = C_STORE()
-        req.MessageID = i % 65535 + 1
-        req.AffectedSOPClassUID = SC_IMAGE
-        req.AffectedSOPInstanceUID = generate_uid()
-        req.Priority = 2
-        req.DataSet = BytesIO(payload)
-        assoc._reactor_checkpoint.clear()
-        while not assoc._is_paused:
-            time.sleep(0.0001)
-        try:
-            assoc.dimse.send_msg(req, assoc.accepted_contexts[0].context_id)
-            _, rsp = assoc.dimse.get_msg(block=True)
-        finally:
-            assoc._reactor_checkpoint.set()
+        rsp = send_raw_store(assoc, SC_IMAGE, generate_uid(), payload,
+                             message_id=i % 65535 + 1)
         statuses.append(None if rsp is None else int(rsp.Status))
     assoc.release()
     return statuses

@@ -14,7 +14,6 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,11 @@ from daemon_support import (
     have_openssl,
     pattern_image,
     secondary_capture,
+    send_raw_store,
     storescu,
 )
 from pydicom import dcmread
 from pynetdicom import AE
-from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -183,24 +182,9 @@ def _wait_aborted(assoc: Any, timeout: float = 10.0) -> bool:
 def _send_store(assoc: Any, sop_class: str, path: Path) -> Any:
     """Send `path` as a C-STORE naming `sop_class` on the first accepted context;
     return the response (None if the association ended instead)."""
-    req = C_STORE()
-    req.MessageID = 1
-    req.AffectedSOPClassUID = sop_class
-    req.AffectedSOPInstanceUID = dcmread(path).SOPInstanceUID
-    req.Priority = 2
+    ds = dcmread(path)
     # explicit VR little endian, the first transfer syntax pynetdicom proposes
-    req.DataSet = BytesIO(encode(dcmread(path), False, True))
-    # pause the association's reactor as pynetdicom's own send_c_store does: left
-    # running, it may take the response first (and drop it as unexpected)
-    assoc._reactor_checkpoint.clear()
-    while not assoc._is_paused:
-        time.sleep(0.0001)
-    try:
-        assoc.dimse.send_msg(req, assoc.accepted_contexts[0].context_id)
-        _, rsp = assoc.dimse.get_msg(block=True)
-    finally:
-        assoc._reactor_checkpoint.set()
-    return rsp
+    return send_raw_store(assoc, sop_class, ds.SOPInstanceUID, encode(ds, False, True))
 
 
 def test_sop_class_differing_from_the_context_is_not_acknowledged(
