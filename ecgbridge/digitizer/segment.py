@@ -227,11 +227,12 @@ def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
     if has_grid and min(px_per_mm_x, px_per_mm_y) >= _MIN_PX_PER_MM_LINES_OUT:
         trace = learned_trace_mask(
             seg, without_ruled_lines(dark_ink, px_per_mm_x, px_per_mm_y), px_per_mm_x)
-    levels = _ink_and_grid_levels(dark_ink, raw, px_per_mm_x)
+    near = _near(raw, px_per_mm_x)
+    levels = _ink_and_grid_levels(dark_ink, raw, near)
     if levels is None or levels[0] - levels[1] < _INK_GRID_CONTRAST:
         return LearnedMasks(trace, raw, False)
     ink_level, grid_level = levels
-    added = _near(raw, px_per_mm_x) & (dark_ink > 0.5 * (ink_level + grid_level))
+    added = near & (dark_ink > 0.5 * (ink_level + grid_level))
     pulse = np.maximum(raw, trace_mask(added.astype(np.float32), 0.5, px_per_mm_x))
     return LearnedMasks(trace, pulse, True)
 
@@ -242,12 +243,12 @@ def _near(mask: np.ndarray, px_per_mm: float) -> np.ndarray:
     return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))) > 0
 
 
-def _ink_and_grid_levels(dark_ink: np.ndarray, mask: np.ndarray, px_per_mm: float
+def _ink_and_grid_levels(dark_ink: np.ndarray, mask: np.ndarray, near: np.ndarray
                          ) -> tuple[float, float] | None:
-    """(typical darkness of the masked ink, darkness of the lines around it), or None."""
+    """(typical darkness of the masked ink, darkness of the lines `near` it), or None."""
     if not mask.any():
         return None
-    around = dark_ink[_near(mask, px_per_mm) & (mask == 0)]
+    around = dark_ink[near & (mask == 0)]
     if around.size == 0:
         return None
     return float(np.median(dark_ink[mask > 0])), float(np.percentile(around, 95))
