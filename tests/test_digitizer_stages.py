@@ -178,6 +178,23 @@ def test_trace_following_keeps_qrs_peaks() -> None:
     assert np.nanmax(path.y) > 325  # and the S trough at row 330
 
 
+def test_a_hole_at_a_narrow_peak_does_not_notch_it() -> None:
+    """Up and down strokes of a 3-column R wave leave a hole with a speck at its foot.
+
+    The speck's column holds two runs touching the previous column's run; the tall one
+    continues the stroke (the baseline pull alone chose the speck: a notch at the peak).
+    """
+    mask = np.zeros((120, 40), np.uint8)
+    mask[80:82, :] = 1  # the baseline trace
+    mask[30:82, 18] = 1  # upstroke
+    mask[30:52, 19] = 1  # the tip's middle column ...
+    mask[56, 19] = 1  # ... with a speck below its hole
+    mask[30:82, 20] = 1  # downstroke
+    path = follow_trace(mask, 0, 40, 0, 120, 81.0, 5.0)
+    assert path.top[19] == 30 and path.bottom[19] == 51
+    assert np.nanmin(path.y[17:22]) < 35  # the peak is kept
+
+
 def test_wide_pen_is_read_from_the_stroke_core() -> None:
     """A 5-px pen smears a steep QRS sideways; the core gives the centre line back."""
     ppm = 7.874
