@@ -10,6 +10,9 @@ the last checkpoint in ``--work``, so training proceeds in chunks that fit a ses
         --out ecgbridge/data/models/segmenter.onnx
     python tools/train_segmenter.py evaluate --data ../shared/data/train --work scratch/seg
 
+``--data`` may also be a pack (``tools/segmenter_pack.py``) to train on a machine with a
+GPU (``--device cuda --workers 14``).
+
 Pages whose name hashes into the held-out tenth (see :func:`is_held_out`) are never
 trained on; ``evaluate`` reports the trace IoU on them.
 """
@@ -32,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The source tree's ecgbridge: its renderer (ecgbridge.testing) is not in the wheel.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from segmenter_data import IGNORE, TEXT, TRACE, TrainingPage, load_set  # noqa: E402
-from segmenter_synth import render_training_pages  # noqa: E402
 
 CROP = 192
 SEED = 20261204
@@ -150,10 +152,23 @@ def _batch(pages: list[TrainingPage], n: int, rng: np.random.Generator
     return x.contiguous(), torch.from_numpy(np.stack(ys))
 
 
+class _Crops(torch.utils.data.IterableDataset):
+    """Endless batches of augmented crops; each loader worker has its own seeded stream."""
+
+    def __init__(self, pages: list[TrainingPage], batch: int, seed: tuple[int, ...]) -> None:
+        self.pages, self.batch, self.seed = pages, batch, seed
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([*self.seed, info.id if info else 0])
+        while True:
+            yield _batch(self.pages, self.batch, rng)
+
+
 def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Weighted BCE (trace pixels up-weighted) plus a soft Dice term on the trace."""
     target, weight = y[:, :2], y[:, 2:3]
-    pos = torch.tensor([6.0, 3.0]).view(1, 2, 1, 1)
+    pos = torch.tensor([6.0, 3.0], device=logits.device).view(1, 2, 1, 1)
     bce = nn.functional.binary_cross_entropy_with_logits(
         logits, target, weight=weight.expand_as(target), pos_weight=pos, reduction="sum")
     bce = bce / weight.sum().clamp(min=1.0)
@@ -164,6 +179,13 @@ def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _pages(data: Path, held_out: bool, limit: int | None = None) -> list[TrainingPage]:
+    if data.suffix == ".npz":  # a pack (tools/segmenter_pack.py): pages and held-out flags
+        from segmenter_pack import read_pack
+
+        packed, flags = read_pack(data)
+        pages = [p for p, f in zip(packed, flags, strict=True) if bool(f) == held_out]
+        print(f"{len(pages)} {'held-out' if held_out else 'training'} pages", flush=True)
+        return pages
     pages = [p for p in load_set(data, limit) if is_held_out(p.name) == held_out]
     print(f"{len(pages)} {'held-out' if held_out else 'training'} pages", flush=True)
     return pages
@@ -174,30 +196,40 @@ def train(args: argparse.Namespace) -> None:
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(SEED)
     torch.set_num_threads(args.threads)
-    model = SegmenterNet().to(memory_format=torch.channels_last)
+    device = torch.device(args.device)
+    model = SegmenterNet().to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step = 0
     ckpt = work / "checkpoint.pt"
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location=device)
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
+        if not args.new_schedule:
+            opt.load_state_dict(state["opt"])
         step = int(state["step"])
         print(f"resumed at step {step}", flush=True)
-    rng = np.random.default_rng([SEED, step])
     pages = _pages(Path(args.data), held_out=False)
     if args.synth:
         pages += _synth_pages(work, Path(args.records), args.synth)
+    loader = iter(torch.utils.data.DataLoader(
+        _Crops(pages, args.batch, (SEED, step)), batch_size=None, num_workers=args.workers,
+        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0))
     model.train()
     start = time.monotonic()
+    first = step
     log = (work / "log.jsonl").open("a")
     losses: list[float] = []
     last = step + args.steps
     while step < last and time.monotonic() - start < 60 * args.minutes:
-        lr = args.lr * (0.5 * (1 + np.cos(np.pi * min(step, args.total) / args.total)))
+        if args.new_schedule:  # one cosine over this chunk's time
+            done = (time.monotonic() - start) / (60 * args.minutes)
+        else:
+            done = min(step, args.total) / args.total
+        lr = args.lr * 0.5 * (1 + np.cos(np.pi * min(done, 1.0)))
         for group in opt.param_groups:
             group["lr"] = max(lr, args.lr * 0.02)
-        x, y = _batch(pages, args.batch, rng)
+        x, y = next(loader)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = _loss(model(x.to(memory_format=torch.channels_last)), y)
         opt.zero_grad()
         loss.backward()
@@ -214,6 +246,7 @@ def train(args: argparse.Namespace) -> None:
         if step % 200 == 0:
             _save(model, opt, step, ckpt)
     _save(model, opt, step, ckpt)
+    print(f"steps {first}-{step} in {time.monotonic() - start:.0f} s", flush=True)
 
 
 def _synth_pages(work: Path, records: Path, count: int) -> list[TrainingPage]:
@@ -222,6 +255,8 @@ def _synth_pages(work: Path, records: Path, count: int) -> list[TrainingPage]:
     if cache.exists():
         data = np.load(cache)
         return [TrainingPage(f"synth_{k}", data[f"i{k}"], data[f"l{k}"]) for k in range(count)]
+    from segmenter_synth import render_training_pages  # needs wfdb: only when rendering
+
     pages = render_training_pages(records, count, SEED)
     np.savez(cache, **{f"i{k}": p.image for k, p in enumerate(pages)},
              **{f"l{k}": p.labels for k, p in enumerate(pages)})
@@ -231,12 +266,13 @@ def _synth_pages(work: Path, records: Path, count: int) -> list[TrainingPage]:
 
 def _save(model: nn.Module, opt: torch.optim.Optimizer, step: int, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
+    cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"model": cpu, "opt": opt.state_dict(), "step": step}, tmp)
     tmp.replace(path)
 
 
 def _load(work: Path) -> tuple[SegmenterNet, int]:
-    state = torch.load(work / "checkpoint.pt", weights_only=False)
+    state = torch.load(work / "checkpoint.pt", weights_only=False, map_location="cpu")
     model = SegmenterNet()
     model.load_state_dict(state["model"])
     return model.eval(), int(state["step"])
@@ -289,6 +325,10 @@ def main() -> None:
     t.add_argument("--batch", type=int, default=12)
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--device", default="cpu", help="cpu, or cuda on a machine with a GPU")
+    t.add_argument("--workers", type=int, default=0, help="crop-making loader processes")
+    t.add_argument("--new-schedule", action="store_true",
+                   help="keep the weights, restart the optimizer with one cosine over --minutes")
     t.add_argument("--synth", type=int, default=0, help="rendered pages added to training")
     t.add_argument("--records", default="../shared/data/records",
                    help="records the rendered pages are drawn from")
