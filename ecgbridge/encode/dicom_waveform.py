@@ -62,6 +62,7 @@ from ecgbridge.ecg import (
     SourceInfo,
     normalise_lead_name,
 )
+from ecgbridge.encode.context import file_mode_of
 from ecgbridge.encode.dicom_provenance import (
     add_filter_settings,
     digitized_history,
@@ -315,7 +316,8 @@ def write_dicom(ecg: ECG, out_dir: Path, stem: str, context: Any = None) -> list
         ecg, patient=options.get("dicom_patient"), study=options.get("dicom_study"),
         settings=record_settings(options),
     )
-    return [write_bytes_atomic(out_dir / f"{stem}.dcm", dicom_bytes(ds))]
+    return [write_bytes_atomic(out_dir / f"{stem}.dcm", dicom_bytes(ds),
+                               mode=file_mode_of(context))]
 
 
 # --- sampling, limits and quantisation --------------------------------------------

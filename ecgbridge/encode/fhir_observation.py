@@ -42,6 +42,7 @@ import numpy as np
 
 from ecgbridge import codes
 from ecgbridge.ecg import ECG, LEADS, Calibration, CalibrationMethod, SourceInfo
+from ecgbridge.encode.context import file_mode_of
 from ecgbridge.encode.dicom_provenance import DIGITIZED_PREFIX, TIME_PREFIX, digitized_history
 from ecgbridge.encode.record_facts import (
     AcquisitionTime,
@@ -348,7 +349,7 @@ def _write(ecg: ECG, path: Path, version: FhirVersion, context: Any) -> Path:
     )
     check_observation(doc, version)
     observation_model(doc, version)
-    return write_text_atomic(path, fhir_json(doc) + "\n")
+    return write_text_atomic(path, fhir_json(doc) + "\n", mode=file_mode_of(context))
 
 
 # --- reader -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS
+from ecgbridge.encode.context import file_mode_of
 from ecgbridge.errors import EncodingError, InputError
 from ecgbridge.fsutil import output_mode
 
@@ -48,6 +49,7 @@ def write_wfdb(ecg: ECG, out_dir: Path, stem: str, context: object = None) -> li
     import wfdb
 
     stem = wfdb_record_name(stem)
+    mode = output_mode(file_mode_of(context))
     finite = ecg.signals[np.isfinite(ecg.signals)]
     if finite.size and float(np.abs(finite).max()) > _LIMIT_MV:
         raise EncodingError(
@@ -75,7 +77,7 @@ def write_wfdb(ecg: ECG, out_dir: Path, stem: str, context: object = None) -> li
         written = []
         for ext in ("dat", "hea"):  # header last: it makes the record visible
             dest = out_dir / f"{stem}.{ext}"
-            os.chmod(Path(tmp) / f"{stem}.{ext}", output_mode())
+            os.chmod(Path(tmp) / f"{stem}.{ext}", mode)
             os.replace(Path(tmp) / f"{stem}.{ext}", dest)
             written.append(dest)
     return written
