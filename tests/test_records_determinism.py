@@ -107,3 +107,52 @@ def test_without_evidence_only_the_dicom_holds_the_digitization_time_and_says_so
     # same content (the same second) means the same UID; another second, another UID
     assert (one.SOPInstanceUID == two.SOPInstanceUID) == (
         one.AcquisitionDateTime == two.AcquisitionDateTime)
+
+
+def test_a_cart_pdf_carries_its_printed_time_and_the_given_fhir_subject(tmp_path: Path) -> None:
+    """The Schiller export (tests/data/vector_pdf, printed "05.02.2021 13:39:33")."""
+    pdf = Path(__file__).parent / "data" / "vector_pdf" / "schiller_6x1_2pages.pdf"
+    written = _run(pdf, tmp_path, "--timezone", "Europe/Berlin", "--fhir-subject",
+                   "Patient/42")
+    ds = pydicom.dcmread(tmp_path / "schiller_6x1_2pages.dcm")
+    assert (ds.AcquisitionDateTime, ds.ContentDate, ds.ContentTime) == (
+        "20210205133933", "20210205", "133933")
+    assert "acquisition time unknown" not in ds.SeriesDescription
+    for version in ("r4", "r5"):
+        doc = json.loads(written[f"schiller_6x1_2pages.fhir-{version}.json"])
+        assert doc["effectiveDateTime"] == "2021-02-05T13:39:33+01:00"
+        assert doc["subject"] == {"reference": "Patient/42"}
+    stamps = _processing_stamps()
+    for file_name, data in written.items():
+        assert not any(stamp in data for stamp in stamps), file_name
+
+
+@pytest.mark.slow
+def test_digitize_batch_and_the_daemon_write_the_same_records(inputs: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from ecgbridge.jobs.worker import DigitizeRequest, run_digitization
+
+    pdf = inputs["pdf"]
+    by_digitize = _run(pdf, tmp_path / "digitize")
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / pdf.name).write_bytes(pdf.read_bytes())
+    done = subprocess.run(
+        [sys.executable, "-m", "ecgbridge", "batch", str(archive), "--out",
+         str(tmp_path / "batch"), "--format", FORMATS, "--workers", "1", "--no-progress"],
+        capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    stored = tmp_path / "state" / f"{'0' * 16}_{pdf.name}"  # as the daemon keeps inputs
+    stored.parent.mkdir()
+    stored.write_bytes(pdf.read_bytes())
+    job = run_digitization(DigitizeRequest(
+        job_id="0" * 16, input_path=str(stored), out_dir=str(tmp_path / "daemon"),
+        formats=tuple(FORMATS.split(","))))
+    assert job.ok, job.reason
+    for fmt, name in (("dicom", "cart.dcm"), ("fhir-r4", "cart.fhir-r4.json"),
+                      ("fhir-r5", "cart.fhir-r5.json")):
+        assert (tmp_path / "batch" / name).read_bytes() == by_digitize[name], name
+        assert Path(job.files[fmt]).read_bytes() == by_digitize[name], name
