@@ -207,6 +207,8 @@ def test_a_secondary_capture_in_another_transfer_syntax_is_the_same_ecg(record_s
     image[::8, :] = 200
     explicit = tmp_path / "explicit.dcm"
     ds = make_secondary_capture(explicit, image)
+    ds.AcquisitionDateTime, ds.ContentDate, ds.ContentTime = "20240101120500", "20240101", "1205"
+    ds.save_as(explicit, enforce_file_format=True)  # the scan's times: not the ECG's
     ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     implicit = tmp_path / "implicit.dcm"
     ds.save_as(implicit, enforce_file_format=True)
@@ -222,6 +224,10 @@ def test_a_secondary_capture_in_another_transfer_syntax_is_the_same_ecg(record_s
     assert dicom_bytes(dcm_a) == dicom_bytes(dcm_b)
     assert fhir_a["identifier"] == fhir_b["identifier"]
     assert dcm_a.AcquisitionDateTime == "20210205133933"  # not the SC's study date
+    scanned = _page_ecg(record_signals, load_input(explicit).source)
+    assert "effectiveDateTime" not in to_fhir_observation(scanned)
+    with pytest.raises(EncodingError, match="acquisition time of the ECG is unknown"):
+        to_dicom_waveform(scanned, settings=RecordSettings(unknown_time="refuse"))
 
 
 # --- provenance and identity through convert --------------------------------------------
