@@ -554,7 +554,8 @@ def test_the_inbox_watcher_makes_one_job_of_an_input_and_its_sidecar(printed_pdf
         journal.close()
 
 
-def test_a_sidecar_follows_its_input_into_quarantine_and_back(tmp_path):
+@pytest.mark.parametrize("suffix", [".json", ".hl7"])
+def test_a_sidecar_follows_its_input_into_quarantine_and_back(tmp_path, suffix):
     from ecgbridge.jobs.store import StateFolder
 
     state = StateFolder(tmp_path / "state")
@@ -562,8 +563,8 @@ def test_a_sidecar_follows_its_input_into_quarantine_and_back(tmp_path):
     stored = state.input_path(job_id, "scan.png")
     stored.parent.mkdir(parents=True, exist_ok=True)
     stored.write_bytes(b"png")
-    stored.with_suffix(".json").write_text('{"PatientID": "1"}')
+    stored.with_suffix(suffix).write_text('{"PatientID": "1"}')
     quarantined = state.quarantine_input(job_id, stored, "no PatientID")
-    assert quarantined.with_suffix(".json").is_file() and not stored.with_suffix(".json").exists()
+    assert quarantined.with_suffix(suffix).is_file() and not stored.with_suffix(suffix).exists()
     back = state.release_from_quarantine(job_id, quarantined)
-    assert back.with_suffix(".json").read_text() == '{"PatientID": "1"}'
+    assert back.with_suffix(suffix).read_text() == '{"PatientID": "1"}'

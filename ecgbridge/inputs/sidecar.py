@@ -11,6 +11,11 @@ DICOM (``20010101``). A JSON object holding none of these keys is not a sidecar 
 ecgbridge's own ``<stem>.json`` summary) and is ignored; one that holds some of them and
 also unknown keys, or bad values, is refused with the reason (a misspelt key must not
 silently file an ECG without its patient).
+
+Or with ``scan_0001.hl7``: an HL7 v2 order or result message giving the patient
+(PID-3, -5, -7, -8), the accession number and the Study Instance UID, read by
+:mod:`ecgbridge.inputs.hl7` (no acquisition time). Two sidecars that both give identity
+are refused: which one is right is not ours to guess.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgbridge.errors import InputError
+from ecgbridge.inputs.hl7 import read_hl7_identity
 from ecgbridge.inputs.page import LoadedInput
 
 #: Keys a sidecar may hold (DICOM keywords).
@@ -29,6 +35,8 @@ SIDECAR_KEYS: tuple[str, ...] = (
     "AccessionNumber", "StudyInstanceUID", "StudyID", "StudyDate", "StudyTime",
     "StudyDescription", "ReferringPhysicianName", "AcquisitionDateTime",
 )
+#: Suffixes of sidecar files: keyword JSON, HL7 v2 message.
+SIDECAR_SUFFIXES: tuple[str, ...] = (".json", ".hl7")
 #: Evidence text of a sidecar acquisition time.
 SIDECAR_EVIDENCE = "sidecar file"
 #: Largest sidecar read.
@@ -85,12 +93,20 @@ def with_folder_identity(loaded: LoadedInput, path: Path, pattern: str) -> Loade
 
 
 def sidecar_path(path: Path) -> Path:
-    """The sidecar file of an input: the same name with ``.json``."""
+    """The JSON sidecar file of an input: the same name with ``.json``."""
     return path.with_suffix(".json")
 
 
+def sidecar_files(path: Path) -> list[Path]:
+    """The sidecar files lying beside input `path` (``X.json``, ``X.hl7``)."""
+    if path.suffix.lower() in SIDECAR_SUFFIXES:
+        return []
+    return [side for side in (path.with_suffix(suffix) for suffix in SIDECAR_SUFFIXES)
+            if side.is_file()]
+
+
 def read_sidecar(path: Path) -> dict[str, str]:
-    """Read the sidecar of input `path`; ``{}`` when there is none.
+    """Read the sidecar of input `path` (``X.json`` or ``X.hl7``); ``{}`` when there is none.
 
     Returns
     -------
@@ -102,16 +118,35 @@ def read_sidecar(path: Path) -> dict[str, str]:
     ------
     InputError
         The sidecar is unreadable, not a JSON object, has unknown keys next to known
-        ones, or bad values.
+        ones, or bad values; an HL7 sidecar is not a usable message; both give identity.
     """
-    side = sidecar_path(path)
-    if side == path or not side.is_file():
+    if path.suffix.lower() in SIDECAR_SUFFIXES:
         return {}
+    from_json = _read_json_sidecar(path.with_suffix(".json"))
+    hl7 = path.with_suffix(".hl7")
+    from_hl7 = _checked_all(hl7.name, read_hl7_identity(_read_bytes(hl7), hl7.name)) \
+        if hl7.is_file() else {}
+    if from_json and from_hl7:
+        raise InputError(f"{path.name}: two sidecar files give its identity ({hl7.name} and "
+                         f"{path.with_suffix('.json').name}); keep one")
+    return from_json or from_hl7
+
+
+def _read_bytes(side: Path) -> bytes:
     try:
         if side.stat().st_size > _MAX_BYTES:
             raise InputError(f"{side.name}: sidecar file larger than {_MAX_BYTES} bytes")
-        doc = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        return side.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{side.name}: sidecar file is not readable ({exc})") from exc
+
+
+def _read_json_sidecar(side: Path) -> dict[str, str]:
+    if not side.is_file():
+        return {}
+    try:
+        doc = json.loads(_read_bytes(side).decode("utf-8"))
+    except ValueError as exc:
         raise InputError(f"{side.name}: sidecar file is not readable JSON ({exc})") from exc
     if not isinstance(doc, dict) or not any(key in doc for key in SIDECAR_KEYS):
         return {}
@@ -121,7 +156,11 @@ def read_sidecar(path: Path) -> dict[str, str]:
             f"{side.name}: sidecar file has unknown keys {', '.join(unknown)} "
             f"(known: {', '.join(SIDECAR_KEYS)})"
         )
-    return {key: _checked(side.name, key, doc[key]) for key in SIDECAR_KEYS if key in doc}
+    return _checked_all(side.name, doc)
+
+
+def _checked_all(name: str, doc: dict[str, Any]) -> dict[str, str]:
+    return {key: _checked(name, key, doc[key]) for key in SIDECAR_KEYS if key in doc}
 
 
 def _checked(name: str, key: str, value: Any) -> str:
