@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,10 @@ def test_the_sidecar_reaches_the_dicom_and_fhir_records(tmp_path: Path, record_s
             ds.PatientSex, ds.AccessionNumber, ds.StudyInstanceUID) == (
         "1282423", "HOSP", "Testmann^Test^Maria^Dr^Jr", "19700101", "F", "ACC-17",
         "1.2.826.0.1.3680043.2.1.17")
+    if shutil.which("dciodvfy"):
+        from test_clinical_records import _dciodvfy_errors
+
+        assert _dciodvfy_errors(ds, tmp_path / "hl7.dcm") == []
     doc = to_fhir_observation(ecg, settings=RecordSettings(patient_id_system="urn:oid:1.2.3"))
     assert doc["subject"]["identifier"] == {"system": "urn:oid:1.2.3", "value": "1282423",
                                             "assigner": {"display": "HOSP"}}
