@@ -42,6 +42,11 @@ SIDECAR_EVIDENCE = "sidecar file"
 #: Largest sidecar read.
 _MAX_BYTES = 64 * 1024
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+#: Longest value DICOM allows (its VR: LO and PN 64, SH 16 characters).
+_MAX_LENGTH = {
+    "PatientID": 64, "IssuerOfPatientID": 64, "PatientName": 64, "AccessionNumber": 16,
+    "StudyID": 16, "StudyDescription": 64, "ReferringPhysicianName": 64,
+}
 
 
 def folder_identity(path: Path, pattern: str) -> dict[str, str]:
@@ -183,6 +188,10 @@ def _checked(name: str, key: str, value: Any) -> str:
         raise InputError(f"{name}: sidecar StudyInstanceUID {text!r} is not a DICOM UID")
     if key == "AcquisitionDateTime" and text:
         return _dicom_datetime(name, text)
+    limit = _MAX_LENGTH.get(key)
+    if limit is not None and (len(text) > limit or "\\" in text):
+        raise InputError(f"{name}: sidecar {key} {text!r} does not fit DICOM ({limit} "
+                         "characters at most, no backslash)")
     return text
 
 
