@@ -555,7 +555,7 @@ def test_the_inbox_watcher_makes_one_job_of_an_input_and_its_sidecar(printed_pdf
         journal.close()
 
 
-@pytest.mark.parametrize("suffix", [".json", ".hl7"])
+@pytest.mark.parametrize("suffix", [".json", ".hl7", ".wl"])
 def test_a_sidecar_follows_its_input_into_quarantine_and_back(tmp_path, suffix):
     from ecgbridge.jobs.store import StateFolder
 

@@ -14,12 +14,16 @@ silently file an ECG without its patient).
 
 Or with ``scan_0001.hl7``: an HL7 v2 order or result message giving the patient
 (PID-3, -5, -7, -8), the accession number and the Study Instance UID, read by
-:mod:`ecgbridge.inputs.hl7` (no acquisition time). Two sidecars that both give identity
-are refused: which one is right is not ours to guess.
+:mod:`ecgbridge.inputs.hl7`; or with ``scan_0001.wl``: a DICOM Modality Worklist item
+(as a worklist server or dcmtk's ``.wl`` files hold it), whose patient, accession
+number, Study Instance UID and referring physician are taken. Neither gives an
+acquisition time: an order's times are when it was placed or scheduled. Two sidecars
+that both give identity are refused: which one is right is not ours to guess.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -35,8 +39,13 @@ SIDECAR_KEYS: tuple[str, ...] = (
     "AccessionNumber", "StudyInstanceUID", "StudyID", "StudyDate", "StudyTime",
     "StudyDescription", "ReferringPhysicianName", "AcquisitionDateTime",
 )
-#: Suffixes of sidecar files: keyword JSON, HL7 v2 message.
-SIDECAR_SUFFIXES: tuple[str, ...] = (".json", ".hl7")
+#: Suffixes of sidecar files: keyword JSON, HL7 v2 message, DICOM worklist item.
+SIDECAR_SUFFIXES: tuple[str, ...] = (".json", ".hl7", ".wl")
+#: What a worklist item gives (its times are scheduled ones, not the recording's).
+WORKLIST_KEYS: tuple[str, ...] = (
+    "PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientSex",
+    "AccessionNumber", "StudyInstanceUID", "ReferringPhysicianName",
+)
 #: Evidence text of a sidecar acquisition time.
 SIDECAR_EVIDENCE = "sidecar file"
 #: Largest sidecar read.
@@ -103,7 +112,7 @@ def sidecar_path(path: Path) -> Path:
 
 
 def sidecar_files(path: Path) -> list[Path]:
-    """The sidecar files lying beside input `path` (``X.json``, ``X.hl7``)."""
+    """The sidecar files lying beside input `path` (``X.json``, ``X.hl7``, ``X.wl``)."""
     if path.suffix.lower() in SIDECAR_SUFFIXES:
         return []
     return [side for side in (path.with_suffix(suffix) for suffix in SIDECAR_SUFFIXES)
@@ -111,7 +120,7 @@ def sidecar_files(path: Path) -> list[Path]:
 
 
 def read_sidecar(path: Path) -> dict[str, str]:
-    """Read the sidecar of input `path` (``X.json`` or ``X.hl7``); ``{}`` when there is none.
+    """Read the sidecar of input `path` (``X.json``, ``X.hl7`` or ``X.wl``); ``{}`` if none.
 
     Returns
     -------
@@ -123,18 +132,17 @@ def read_sidecar(path: Path) -> dict[str, str]:
     ------
     InputError
         The sidecar is unreadable, not a JSON object, has unknown keys next to known
-        ones, or bad values; an HL7 sidecar is not a usable message; both give identity.
+        ones, or bad values; an HL7 or worklist sidecar is not usable; two sidecars give
+        identity.
     """
-    if path.suffix.lower() in SIDECAR_SUFFIXES:
-        return {}
-    from_json = _read_json_sidecar(path.with_suffix(".json"))
-    hl7 = path.with_suffix(".hl7")
-    from_hl7 = _checked_all(hl7.name, read_hl7_identity(_read_bytes(hl7), hl7.name)) \
-        if hl7.is_file() else {}
-    if from_json and from_hl7:
-        raise InputError(f"{path.name}: two sidecar files give its identity ({hl7.name} and "
-                         f"{path.with_suffix('.json').name}); keep one")
-    return from_json or from_hl7
+    readers = {".json": _read_json_sidecar, ".hl7": _read_hl7_sidecar,
+               ".wl": _read_worklist_sidecar}
+    found = {side.name: readers[side.suffix.lower()](side) for side in sidecar_files(path)}
+    given = {name: values for name, values in found.items() if values}
+    if len(given) > 1:
+        raise InputError(f"{path.name}: {len(given)} sidecar files give its identity "
+                         f"({', '.join(sorted(given))}); keep one")
+    return next(iter(given.values()), {})
 
 
 def _read_bytes(side: Path) -> bytes:
@@ -146,9 +154,27 @@ def _read_bytes(side: Path) -> bytes:
         raise InputError(f"{side.name}: sidecar file is not readable ({exc})") from exc
 
 
+def _read_hl7_sidecar(side: Path) -> dict[str, str]:
+    return _checked_all(side.name, read_hl7_identity(_read_bytes(side), side.name))
+
+
+def _read_worklist_sidecar(side: Path) -> dict[str, str]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(_read_bytes(side)), force=True)
+        values = {key: str(ds.get(key) or "") for key in WORKLIST_KEYS}
+    except (InvalidDicomError, ValueError, TypeError, AttributeError, KeyError,
+            EOFError) as exc:  # pydicom's errors of a damaged file
+        raise InputError(f"{side.name}: not a readable DICOM worklist item ({exc})") from exc
+    if not values["PatientID"] and "ScheduledProcedureStepSequence" not in ds:
+        raise InputError(f"{side.name}: not a DICOM worklist item (no PatientID, no "
+                         "Scheduled Procedure Step)")
+    return _checked_all(side.name, {k: v for k, v in values.items() if v})
+
+
 def _read_json_sidecar(side: Path) -> dict[str, str]:
-    if not side.is_file():
-        return {}
     try:
         doc = json.loads(_read_bytes(side).decode("utf-8"))
     except ValueError as exc:

@@ -1,4 +1,5 @@
-"""HL7 v2 sidecar files (``X.hl7`` beside ``X.png``): the patient and order of the ECG."""
+"""Order sidecar files beside ``X.png``: an HL7 v2 message ``X.hl7`` or a DICOM worklist
+item ``X.wl`` gives the patient and order of the ECG (never its time)."""
 
 from __future__ import annotations
 
@@ -126,5 +127,46 @@ def test_two_sidecars_that_both_give_identity_are_refused(tmp_path: Path):
     png.with_suffix(".json").write_text(json.dumps({"fs": 500.0}))  # a summary: not one
     assert read_sidecar(png)["PatientID"] == "1282423"
     png.with_suffix(".json").write_text(json.dumps({"PatientID": "other"}))
-    with pytest.raises(InputError, match="two sidecar files"):
+    with pytest.raises(InputError, match="2 sidecar files give its identity"):
         read_sidecar(png)
+
+
+def _worklist_item(path: Path) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName, ds.PatientID, ds.IssuerOfPatientID = "Wörk^List", "WL-5", "HOSP"
+    ds.PatientBirthDate, ds.PatientSex = "19800229", "O"
+    ds.AccessionNumber, ds.StudyInstanceUID = "ACC-WL", "1.2.826.0.1.55"
+    ds.ReferringPhysicianName = "Ref^Doc"
+    step = Dataset()
+    step.Modality, step.ScheduledStationAETitle = "ECG", "CART1"
+    step.ScheduledProcedureStepStartDate = "20210205"
+    step.ScheduledProcedureStepStartTime = "120000"
+    ds.ScheduledProcedureStepSequence = Sequence([step])
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=False)
+
+
+def test_a_worklist_item_gives_the_patient_and_order_but_not_its_schedule(tmp_path: Path):
+    png = _png(tmp_path)
+    _worklist_item(png.with_suffix(".wl"))
+    assert sidecar_files(png) == [png.with_suffix(".wl")]
+    source = load_input(png).source
+    assert source.dicom == {
+        "PatientID": "WL-5", "IssuerOfPatientID": "HOSP", "PatientName": "Wörk^List",
+        "PatientBirthDate": "19800229", "PatientSex": "O", "AccessionNumber": "ACC-WL",
+        "StudyInstanceUID": "1.2.826.0.1.55", "ReferringPhysicianName": "Ref^Doc",
+    }
+    assert source.acquisition_datetime == ""  # the scheduled start is not the recording
+    png.with_suffix(".hl7").write_text(ORM, encoding="ascii", newline="")
+    with pytest.raises(InputError, match="2 sidecar files give its identity"):
+        load_input(png)
+    png.with_suffix(".hl7").unlink()
+    png.with_suffix(".wl").write_bytes(b"not a worklist item at all")
+    with pytest.raises(InputError, match="not a (readable )?DICOM worklist item"):
+        load_input(png)
