@@ -62,8 +62,8 @@ class Intake:
 
         A duplicate (same SOP Instance UID or same bytes as an existing job) is
         moved to ``state/duplicates/`` without creating a second job. A sidecar file
-        beside it (same name with ``.json`` or ``.hl7``) is kept beside the stored input,
-        where the worker's loader reads it (and beside a duplicate in
+        beside it (same name with ``.json``, ``.hl7`` or ``.wl``) is kept beside the
+        stored input, where the worker's loader reads it (and beside a duplicate in
         ``state/duplicates/``).
         """
         ident = identify_file(path)

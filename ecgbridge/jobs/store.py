@@ -225,7 +225,7 @@ class StateFolder:
 
     # ------------------------------------------------------------ quarantine
     def quarantine_input(self, job_id: str, input_path: Path, reason: str) -> Path:
-        """Move a failed job's input (and its sidecar ``.json`` / ``.hl7``, if any) into
+        """Move a failed job's input (and its sidecar files, if any) into
         ``quarantine/`` with a ``.reason.txt`` beside it."""
         name = safe_name(input_path.name)
         target = self.quarantine / (name if name.startswith(f"{job_id}_") else f"{job_id}_{name}")

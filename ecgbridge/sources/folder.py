@@ -9,7 +9,7 @@ A file is taken only when it is complete:
   ``stable_seconds`` (partial writes are waited for);
 * files that arrived while the daemon was down are found by a scan at start-up,
   and a periodic rescan catches events the OS dropped;
-* a sidecar file ``X.json`` or ``X.hl7`` (patient, study, acquisition time; see
+* a sidecar file ``X.json``, ``X.hl7`` or ``X.wl`` (patient, study, time; see
   :mod:`ecgbridge.inputs.sidecar`) is not a job of its own while an input ``X.*`` lies
   beside it: the intake adopts it with that input. Write the sidecar first (or rename
   the input into the inbox last); a sidecar whose input was already taken becomes a job
@@ -44,7 +44,8 @@ def is_candidate_name(name: str) -> bool:
 
 
 def is_waiting_sidecar(path: Path) -> bool:
-    """True for ``X.json`` / ``X.hl7`` while another file ``X.*`` (its input) lies beside it."""
+    """True for a sidecar file (``X.json``, ``X.hl7``, ``X.wl``) while its input ``X.*`` lies
+    beside it."""
     if path.suffix.lower() not in SIDECAR_SUFFIXES:
         return False
     try:
