@@ -295,6 +295,22 @@ def test_a_cart_waveform_keeps_its_time_and_filters_and_says_what_changed():
     assert "MEDIAN BEAT" in notes and "not modified" not in notes
 
 
+def test_equipment_and_filters_travel_through_fhir_and_wfdb(tmp_path):
+    cart = read_dicom_waveform(get_testdata_file("waveform_ecg.dcm"))
+    assert cart.source.equipment and cart.source.filters
+    from_fhir = read_fhir_observation(json.loads(fhir_json(to_fhir_observation(cart))))
+    (hea,) = [p for p in write_outputs(cart, tmp_path, "cart", ["wfdb"]) if p.suffix == ".hea"]
+    from_wfdb = read_ecg(hea)
+    original = to_dicom_waveform(cart)
+    for back in (from_fhir, from_wfdb):
+        assert back.source.equipment == cart.source.equipment
+        assert back.source.filters == cart.source.filters
+        assert not any(line.startswith(("equipment", "filters:")) for line in back.source.history)
+        again = to_dicom_waveform(back)
+        assert again.ContributingEquipmentSequence == original.ContributingEquipmentSequence
+        assert again.WaveformSequence[0].ChannelDefinitionSequence[0].FilterHighFrequency == 300
+
+
 def _dciodvfy_errors(ds: pydicom.Dataset, path: Path) -> list[str]:
     path.write_bytes(dicom_bytes(ds))
     result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)

@@ -23,7 +23,8 @@ Shape (after ``Observation/ekg`` in the FHIR specification):
   clock: the same input gives the same bytes); ``device`` names ecgbridge, ``method``
   says how the trace was obtained, and notes give the per-lead digitization quality,
   the leads computed from other limb leads, and the history of the samples
-  (``ecgbridge history: ...``; digitized from paper, resampled, re-quantised).
+  (``ecgbridge history: ...``; digitized from paper, resampled, re-quantised; the
+  source's equipment and filter settings, :mod:`ecgbridge.encode.source_lines`).
 
 Observations are read back by :mod:`ecgbridge.encode.fhir_reader`
 (:func:`read_fhir_observation`, also importable from here).
@@ -60,6 +61,7 @@ from ecgbridge.encode.record_facts import (
     patient_identity,
     record_settings,
 )
+from ecgbridge.encode.source_lines import source_lines
 from ecgbridge.errors import EncodingError
 from ecgbridge.fsutil import write_text_atomic
 
@@ -415,6 +417,7 @@ def _method_text(calibration: Calibration, source_history: str = "") -> str:
 def _notes(ecg: ECG, present: list[int], when: AcquisitionTime | None) -> list[dict[str, str]]:
     notes = [{"text": _note_text(ecg, present)}]
     lines = [line for line in ecg.source.history if not line.startswith(TIME_PREFIX)]
+    lines += source_lines(ecg.source.equipment, ecg.source.filters)
     method = codes.DIGITIZED_METHODS.get(ecg.calibration.method)
     if method is not None:
         lines.append(f"{DIGITIZED_PREFIX} by ecgbridge ({method})")

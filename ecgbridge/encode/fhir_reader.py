@@ -16,6 +16,7 @@ from ecgbridge import codes
 from ecgbridge.ecg import ECG, LEADS, Calibration, CalibrationMethod, SourceInfo
 from ecgbridge.encode.dicom_provenance import DIGITIZED_PREFIX, TIME_PREFIX
 from ecgbridge.encode.record_facts import fhir_to_dicom_dt, uid_from_fhir_identifiers
+from ecgbridge.encode.source_lines import split_source_lines
 from ecgbridge.errors import InputError
 
 #: Tokens of a SampledData data string that are not numbers.
@@ -163,5 +164,5 @@ def _read_provenance(doc: Mapping[str, Any], leads: Mapping[str, np.ndarray]) ->
         "acquisition_datetime": acquired,
         "acquisition_evidence": evidence if acquired else "",
         "record_uid": uid_from_fhir_identifiers(doc.get("identifier")),
-        "history": history,
+        **split_source_lines(history),  # history, and the equipment and filters it names
     }
