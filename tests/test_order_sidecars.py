@@ -71,6 +71,18 @@ def test_a_result_in_latin_1_with_escapes_and_mllp_framing_is_read():
     assert "AcquisitionDateTime" not in identity  # an order's or result's times are not it
 
 
+def test_a_result_embedding_its_report_is_read(tmp_path: Path):
+    report = "A" * 2_000_000  # base64 of a PDF report in OBX-5 (ED), as carts send it
+    png = _png(tmp_path)
+    png.with_suffix(".hl7").write_text("\r".join([
+        r"MSH|^~\&|CART|WARD|PACS|HOSP|20210205134500||ORU^R01|M|P|2.5.1",
+        "PID|1||PI-77^^^WARD^PI||Doe^John||19551231|M", "OBR|1||FIL-77|93000^ECG^C4",
+        f"OBX|1|ED|PDF^ECG report||^application^pdf^Base64^{report}"]), encoding="ascii")
+    assert read_sidecar(png) == {
+        "PatientID": "PI-77", "IssuerOfPatientID": "WARD", "PatientName": "Doe^John",
+        "PatientBirthDate": "19551231", "PatientSex": "M", "AccessionNumber": "FIL-77"}
+
+
 def test_the_sidecar_reaches_the_dicom_and_fhir_records(tmp_path: Path, record_signals):
     png = _png(tmp_path)
     assert sidecar_files(png) == []

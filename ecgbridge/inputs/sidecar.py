@@ -48,8 +48,8 @@ WORKLIST_KEYS: tuple[str, ...] = (
 )
 #: Evidence text of a sidecar acquisition time.
 SIDECAR_EVIDENCE = "sidecar file"
-#: Largest sidecar read.
-_MAX_BYTES = 64 * 1024
+#: Largest sidecar read (a result message may embed the ECG report as a document).
+_MAX_BYTES = {".json": 64 * 1024, ".hl7": 32 * 1024 * 1024, ".wl": 1024 * 1024}
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 #: Longest value DICOM allows (its VR: LO and PN 64, SH 16 characters).
 _MAX_LENGTH = {
@@ -147,8 +147,9 @@ def read_sidecar(path: Path) -> dict[str, str]:
 
 def _read_bytes(side: Path) -> bytes:
     try:
-        if side.stat().st_size > _MAX_BYTES:
-            raise InputError(f"{side.name}: sidecar file larger than {_MAX_BYTES} bytes")
+        limit = _MAX_BYTES[side.suffix.lower()]
+        if side.stat().st_size > limit:
+            raise InputError(f"{side.name}: sidecar file larger than {limit} bytes")
         return side.read_bytes()
     except OSError as exc:
         raise InputError(f"{side.name}: sidecar file is not readable ({exc})") from exc
