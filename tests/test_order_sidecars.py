@@ -121,7 +121,8 @@ def test_the_sidecar_reaches_the_dicom_and_fhir_records(tmp_path: Path, record_s
     ("\r".join([r"MSH|^~\&|A|B|C|D|20210101||ORU^R01|1|P|2.3", "PID|1||1",
                 "IPC|ACC|RP|not-a-uid"]), "is not a DICOM UID"),
     ("\r".join([r"MSH|^~\&|A|B|C|D|20210101||ORU^R01|1|P|2.3", "PID|1||1",
-                "OBR|1|||||||||||||||||ACC-0123456789ABCDEF"]), "16 characters at most"),
+                "OBR|1|||||||||||||||||ACC-0123456789ABCDEF"]),
+     r"AccessionNumber does not fit DICOM \(20 characters; 16 at most"),
 ])
 def test_a_message_that_cannot_say_who_is_refused_with_the_reason(tmp_path: Path, message,
                                                                    reason):

@@ -202,7 +202,7 @@ def _checked(name: str, key: str, value: Any) -> str:
     if key in ("PatientBirthDate", "StudyDate") and text:
         digits = text.replace("-", "")
         if not re.match(r"^\d{8}$", digits):
-            raise InputError(f"{name}: sidecar {key} {text!r} is not a date (YYYY-MM-DD)")
+            raise InputError(f"{name}: sidecar {key} is not a date (YYYY-MM-DD)")  # no value: PHI
         return digits
     if key == "StudyTime" and text:
         digits = text.replace(":", "")
@@ -217,8 +217,8 @@ def _checked(name: str, key: str, value: Any) -> str:
         return _dicom_datetime(name, text)
     limit = _MAX_LENGTH.get(key)
     if limit is not None and (len(text) > limit or "\\" in text):
-        raise InputError(f"{name}: sidecar {key} {text!r} does not fit DICOM ({limit} "
-                         "characters at most, no backslash)")
+        raise InputError(f"{name}: sidecar {key} does not fit DICOM ({len(text)} characters; "
+                         f"{limit} at most, no backslash)")  # the value: patient data
     return text
 
 
