@@ -207,6 +207,8 @@ def test_a_secondary_capture_in_another_transfer_syntax_is_the_same_ecg(record_s
     image[::8, :] = 200
     explicit = tmp_path / "explicit.dcm"
     ds = make_secondary_capture(explicit, image)
+    ds.AcquisitionDateTime, ds.ContentDate, ds.ContentTime = "20240101120500", "20240101", "1205"
+    ds.save_as(explicit, enforce_file_format=True)  # the scan's times: not the ECG's
     ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     implicit = tmp_path / "implicit.dcm"
     ds.save_as(implicit, enforce_file_format=True)
@@ -222,6 +224,10 @@ def test_a_secondary_capture_in_another_transfer_syntax_is_the_same_ecg(record_s
     assert dicom_bytes(dcm_a) == dicom_bytes(dcm_b)
     assert fhir_a["identifier"] == fhir_b["identifier"]
     assert dcm_a.AcquisitionDateTime == "20210205133933"  # not the SC's study date
+    scanned = _page_ecg(record_signals, load_input(explicit).source)
+    assert "effectiveDateTime" not in to_fhir_observation(scanned)
+    with pytest.raises(EncodingError, match="acquisition time of the ECG is unknown"):
+        to_dicom_waveform(scanned, settings=RecordSettings(unknown_time="refuse"))
 
 
 # --- provenance and identity through convert --------------------------------------------
@@ -287,6 +293,22 @@ def test_a_cart_waveform_keeps_its_time_and_filters_and_says_what_changed():
     assert again.ContributingEquipmentSequence == ds.ContributingEquipmentSequence
     notes = " ".join(n["text"] for n in to_fhir_observation(ecg)["note"])
     assert "MEDIAN BEAT" in notes and "not modified" not in notes
+
+
+def test_equipment_and_filters_travel_through_fhir_and_wfdb(tmp_path):
+    cart = read_dicom_waveform(get_testdata_file("waveform_ecg.dcm"))
+    assert cart.source.equipment and cart.source.filters
+    from_fhir = read_fhir_observation(json.loads(fhir_json(to_fhir_observation(cart))))
+    (hea,) = [p for p in write_outputs(cart, tmp_path, "cart", ["wfdb"]) if p.suffix == ".hea"]
+    from_wfdb = read_ecg(hea)
+    original = to_dicom_waveform(cart)
+    for back in (from_fhir, from_wfdb):
+        assert back.source.equipment == cart.source.equipment
+        assert back.source.filters == cart.source.filters
+        assert not any(line.startswith(("equipment", "filters:")) for line in back.source.history)
+        again = to_dicom_waveform(back)
+        assert again.ContributingEquipmentSequence == original.ContributingEquipmentSequence
+        assert again.WaveformSequence[0].ChannelDefinitionSequence[0].FilterHighFrequency == 300
 
 
 def _dciodvfy_errors(ds: pydicom.Dataset, path: Path) -> list[str]:
@@ -539,8 +561,9 @@ def test_the_inbox_watcher_makes_one_job_of_an_input_and_its_sidecar(printed_pdf
     watcher.start()
     try:
         deadline = time.monotonic() + 15
-        while any(inbox.iterdir()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while time.monotonic() < deadline and (any(inbox.iterdir())
+                                               or not journal.list_jobs()):
+            time.sleep(0.05)  # the input leaves the inbox just before its row is written
         assert not any(inbox.iterdir())
         assert [job.input_name for job in journal.list_jobs()] == ["cart.pdf"]
     finally:
@@ -548,7 +571,8 @@ def test_the_inbox_watcher_makes_one_job_of_an_input_and_its_sidecar(printed_pdf
         journal.close()
 
 
-def test_a_sidecar_follows_its_input_into_quarantine_and_back(tmp_path):
+@pytest.mark.parametrize("suffix", [".json", ".hl7", ".wl"])
+def test_a_sidecar_follows_its_input_into_quarantine_and_back(tmp_path, suffix):
     from ecgbridge.jobs.store import StateFolder
 
     state = StateFolder(tmp_path / "state")
@@ -556,8 +580,8 @@ def test_a_sidecar_follows_its_input_into_quarantine_and_back(tmp_path):
     stored = state.input_path(job_id, "scan.png")
     stored.parent.mkdir(parents=True, exist_ok=True)
     stored.write_bytes(b"png")
-    stored.with_suffix(".json").write_text('{"PatientID": "1"}')
+    stored.with_suffix(suffix).write_text('{"PatientID": "1"}')
     quarantined = state.quarantine_input(job_id, stored, "no PatientID")
-    assert quarantined.with_suffix(".json").is_file() and not stored.with_suffix(".json").exists()
+    assert quarantined.with_suffix(suffix).is_file() and not stored.with_suffix(suffix).exists()
     back = state.release_from_quarantine(job_id, quarantined)
-    assert back.with_suffix(".json").read_text() == '{"PatientID": "1"}'
+    assert back.with_suffix(suffix).read_text() == '{"PatientID": "1"}'

@@ -227,6 +227,22 @@ def test_reads_the_spec_example_shape():
     assert np.isnan(ecg.lead("II")[2])
 
 
+def test_mdc_codes_under_the_iso_11073_system_are_read_as_leads(digitized):
+    doc = json.loads(json.dumps(to_fhir_observation(digitized)))
+    for component in doc["component"]:
+        for coding in component["code"]["coding"]:
+            assert coding["system"] == codes.FHIR_SYSTEM_MDC
+            coding["system"] = "urn:iso:std:iso:11073:10101"  # as some devices name MDC
+    back = read_fhir_observation(copy.deepcopy(doc))
+    reference = read_fhir_observation(to_fhir_observation(digitized))
+    assert back.present_leads() == reference.present_leads() == digitized.present_leads()
+    assert np.array_equal(back.signals, reference.signals, equal_nan=True)
+    for component in doc["component"]:
+        component["code"]["coding"][0]["system"] = "http://loinc.org"
+    with pytest.raises(InputError, match="no component holds an MDC-coded"):
+        read_fhir_observation(doc)
+
+
 def test_not_an_observation_is_an_input_error(tmp_path):
     path = tmp_path / "patient.json"
     path.write_text(json.dumps({"resourceType": "Patient"}))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgbridge.commands.digitize import add_option_arguments, options_from
+from ecgbridge.commands.record_args import add_file_mode_argument
 from ecgbridge.commands.values import positive_float, positive_int
 
 
@@ -40,6 +41,7 @@ def register(sub: Any) -> None:
                    help="per-input time limit in seconds (default batch.timeout_s, 600)")
     p.add_argument("--config", "-c", type=Path, default=None, help="YAML configuration")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    add_file_mode_argument(p)
     p.set_defaults(func=run)
 
 
@@ -98,7 +100,8 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
         resume=args.resume, retry_failed=args.retry_failed, limit=args.limit,
         timeout_s=args.timeout or settings.timeout_s,
         progress=sys.stderr.isatty() and not args.no_progress,
-        write_options=full.records.writer_options(),
+        write_options={**full.records.writer_options(),
+                       **({"file_mode": args.file_mode} if args.file_mode else {})},
     )
     if not config.progress:
         logging.getLogger("ecgbridge.batch").setLevel(logging.INFO)

@@ -1,7 +1,9 @@
-"""Command-line options about the clinical record (time, zone, identity policies).
+"""Command-line options about the clinical record (time, zone, identity policies) and
+the permissions of the files written.
 
-Shared by ``digitize`` and ``convert``; their values become writer options
-(:func:`ecgbridge.encode.record_facts.record_settings`).
+Shared by ``digitize`` and ``convert`` (``batch`` takes ``--file-mode``); their values
+become writer options (:func:`ecgbridge.encode.record_facts.record_settings`,
+:func:`ecgbridge.encode.context.file_mode_of`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,28 @@ UNKNOWN_TIME_CHOICES = ("digitization-time", "refuse")
 MISSING_PATIENT_CHOICES = ("empty", "refuse")
 
 
+def file_mode_text(text: str) -> str:
+    """An argparse ``type``: an octal file mode (``0640``), kept as text."""
+    from ecgbridge.fsutil import parse_file_mode
+
+    try:
+        parse_file_mode(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def add_file_mode_argument(p: argparse.ArgumentParser) -> None:
+    """Add ``--file-mode`` to `p`."""
+    p.add_argument("--file-mode", type=file_mode_text, default=None, metavar="OCTAL",
+                   help="permissions of the files written, e.g. 0640 (default: 0666 "
+                   "minus the umask, as for any new file)")
+
+
 def add_record_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``--fhir-subject``, ``--acquired``, ``--timezone``, ``--unknown-time``,
-    ``--patient-id-system``, ``--missing-patient`` and ``--printed-identity`` to `p`."""
+    ``--patient-id-system``, ``--missing-patient``, ``--printed-identity`` and
+    ``--file-mode`` to `p`."""
     p.add_argument("--fhir-subject", default=None, metavar="REFERENCE",
                    help="FHIR subject reference, e.g. Patient/123 (default: a logical "
                    "reference by the PatientID of the source or sidecar file)")
@@ -44,6 +65,7 @@ def add_record_arguments(p: argparse.ArgumentParser) -> None:
                    help="use the patient ID printed (with a label) on a vector PDF page "
                    "when no DICOM identity or sidecar gives one (default ignore: it is only "
                    "listed in the JSON summary)")
+    add_file_mode_argument(p)
 
 
 def record_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -57,5 +79,6 @@ def record_options(args: argparse.Namespace) -> dict[str, Any]:
         "missing_patient": args.missing_patient,
         "printed_identity": args.printed_identity,
         "patient_folder_pattern": getattr(args, "patient_folder_pattern", None),
+        "file_mode": getattr(args, "file_mode", None),
     }
     return {key: value for key, value in pairs.items() if value}

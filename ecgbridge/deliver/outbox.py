@@ -10,7 +10,7 @@ from pathlib import Path
 from ecgbridge.deliver.base import DeliveryItem, DeliveryReceipt
 from ecgbridge.deliver.settings import OutboxSettings
 from ecgbridge.errors import DeliveryError
-from ecgbridge.fsutil import fsync_path, write_bytes_atomic
+from ecgbridge.fsutil import fsync_path, parse_file_mode, write_bytes_atomic
 
 #: File name suffix in the outbox per format (the WFDB ``.dat`` follows its ``.hea``).
 OUTBOX_SUFFIXES: dict[str, str] = {
@@ -165,20 +165,22 @@ class OutboxDestination:
 
     def _copy(self, item: DeliveryItem, fmt: str, folder: Path, stem: str) -> list[Path]:
         source = Path(item.files[fmt])
+        mode = parse_file_mode(self.settings.file_mode)
         if fmt == "wfdb":
             data_file = source.with_suffix(".dat")
-            dat = write_bytes_atomic(folder / f"{stem}.dat", data_file.read_bytes())
+            dat = write_bytes_atomic(folder / f"{stem}.dat", data_file.read_bytes(), mode=mode)
             header = _rename_wfdb_header(
                 source.read_text(encoding="utf-8"), source.stem, stem
             )
-            hea = write_bytes_atomic(folder / f"{stem}.hea", header.encode("utf-8"))
+            hea = write_bytes_atomic(folder / f"{stem}.hea", header.encode("utf-8"), mode=mode)
             return [dat, hea]
         target = folder / outbox_name(stem, fmt, source)
-        written = [write_bytes_atomic(target, source.read_bytes())]
+        written = [write_bytes_atomic(target, source.read_bytes(), mode=mode)]
         if fmt == "overlay":
             for page_number, page_file in _further_overlay_pages(source):
                 name = f"{stem}.p{page_number}{OVERLAY_SUFFIX}"
-                written.append(write_bytes_atomic(folder / name, page_file.read_bytes()))
+                written.append(write_bytes_atomic(folder / name, page_file.read_bytes(),
+                                                  mode=mode))
         return written
 
 

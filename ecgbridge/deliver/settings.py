@@ -8,7 +8,7 @@ self-explanatory for a hospital integration engineer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -72,6 +72,22 @@ class OutboxSettings(_Settings):
             "(of receipt, UTC, 20261204 / 073000), e.g. \"{date}_{input}_{job_id}\"."
         ),
     )
+
+    file_mode: str | None = Field(
+        default=None,
+        description=(
+            "Permissions of the outbox files as quoted octal text, e.g. '0640'; empty: "
+            "0666 minus the daemon's umask, as for any new file."
+        ),
+    )
+
+    @field_validator("file_mode", mode="before")
+    @classmethod
+    def _octal_mode(cls, value: Any) -> Any:
+        from ecgbridge.fsutil import parse_file_mode
+
+        parse_file_mode(value)  # ValueError names what is wrong
+        return value or None
 
     @field_validator("naming")
     @classmethod

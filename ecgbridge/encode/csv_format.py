@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS
+from ecgbridge.encode.context import file_mode_of
 from ecgbridge.errors import InputError
 from ecgbridge.fsutil import write_text_atomic
 
@@ -29,7 +30,8 @@ def ecg_to_csv(ecg: ECG) -> str:
 
 def write_csv(ecg: ECG, out_dir: Path, stem: str, context: object = None) -> list[Path]:
     """Write ``<stem>.csv``."""
-    return [write_text_atomic(out_dir / f"{stem}.csv", ecg_to_csv(ecg))]
+    return [write_text_atomic(out_dir / f"{stem}.csv", ecg_to_csv(ecg),
+                              mode=file_mode_of(context))]
 
 
 def read_csv(path: Path) -> ECG:

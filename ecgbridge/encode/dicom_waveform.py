@@ -1,19 +1,16 @@
-"""DICOM 12-Lead ECG Waveform (SOP class 1.2.840.10008.5.1.4.1.1.9.1.1) writer and reader.
+"""DICOM 12-Lead ECG Waveform (SOP class 1.2.840.10008.5.1.4.1.1.9.1.1) writer.
+
+The multiplex group (sampling within the IOD's limits, sensitivity, padding, channels)
+is built by :mod:`ecgbridge.encode.dicom_multiplex`; waveforms are read back by
+:mod:`ecgbridge.encode.dicom_reader` (:func:`read_dicom_waveform`, also importable from
+here).
 
 Encoding rules
 --------------
 * One multiplex group ("RHYTHM") holding every lead the ECG shows (all-NaN leads are
-  left out), int16 samples (``SS``, 16 bits allocated and stored) interleaved by sample.
-* Channel sensitivity is the smallest of :data:`STANDARD_SENSITIVITIES_UV` (1, 2.5, 5,
-  10 µV per unit) at which the largest amplitude fits in -32767..32767; the round-trip
-  error is therefore at most half the sensitivity (0.5 µV for any ECG within ±32.767 mV).
-  Larger amplitudes raise :class:`~ecgbridge.errors.EncodingError`.
-* Samples the page does not show (NaN) are written as :data:`PADDING_VALUE` (-32768),
-  declared in WaveformPaddingValue; real samples never take that value.
-* The 12-lead IOD allows 200-1000 Hz and at most 16384 samples per group. Other rates are
-  resampled (documented adjustment): above 1000 Hz to 1000 Hz, below 200 Hz to 500 Hz;
-  a recording too long for 16384 samples is resampled to the highest of 1000/500/250/200 Hz
-  that fits, else EncodingError. ``allow_resample=False`` raises instead.
+  left out); sampling, sensitivity and padding: see :mod:`~ecgbridge.encode.dicom_multiplex`.
+  ``allow_resample=False`` raises instead of resampling a rate or length the IOD does
+  not allow.
 * WaveformOriginality is DERIVED; every channel's ChannelDerivationDescription says how
   it was obtained (digitized from an image, and by which method; a lead the page does
   not show, computed from the other limb leads, says so). Per-lead digitization
@@ -38,13 +35,9 @@ Encoding rules
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
-import struct
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -54,21 +47,40 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from ecgbridge import codes
-from ecgbridge.ecg import (
-    ECG,
-    LEADS,
-    Calibration,
-    CalibrationMethod,
-    SourceInfo,
-    normalise_lead_name,
+from ecgbridge.ecg import ECG, LEADS, SourceInfo
+from ecgbridge.encode.context import file_mode_of
+from ecgbridge.encode.dicom_multiplex import (
+    MAX_CHANNELS,
+    MAX_SAMPLE_VALUE,
+    MAX_SAMPLES_PER_GROUP,
+    MAX_SAMPLING_FREQUENCY,
+    MIN_SAMPLING_FREQUENCY,
+    MULTIPLEX_GROUP_LABEL,
+    PADDING_VALUE,
+    STANDARD_FREQUENCIES,
+    STANDARD_SENSITIVITIES_UV,
+    UPSAMPLE_TARGET_FREQUENCY,
+    check_waveform_limits,
+    choose_sensitivity,
+    code_item,
+    conform_sampling,
+    derivation_description,
+    multiplex_group,
+    quantize,
+    resample_signals,
 )
 from ecgbridge.encode.dicom_provenance import (
     add_filter_settings,
     digitized_history,
     equipment_items,
     history_lines,
-    source_facts,
     text_annotation,
+)
+from ecgbridge.encode.dicom_reader import (
+    PATIENT_KEYWORDS,
+    STUDY_KEYWORDS,
+    derive_limb_leads,
+    read_dicom_waveform,
 )
 from ecgbridge.encode.record_facts import (
     AcquisitionTime,
@@ -80,54 +92,38 @@ from ecgbridge.encode.record_facts import (
     record_uid,
     study_uid,
 )
-from ecgbridge.errors import EncodingError, InputError
+from ecgbridge.errors import EncodingError
 from ecgbridge.fsutil import write_bytes_atomic
 
 #: Modality of ECG waveforms.
 MODALITY_ECG = "ECG"
-#: Sampling-rate range of the 12-lead ECG IOD in Hz.
-MIN_SAMPLING_FREQUENCY = 200.0
-MAX_SAMPLING_FREQUENCY = 1000.0
-#: Rate used when a recording sampled below the IOD's minimum is upsampled.
-UPSAMPLE_TARGET_FREQUENCY = 500.0
-#: Rates tried, highest first, when a recording is too long for one group.
-STANDARD_FREQUENCIES = (1000.0, 500.0, 250.0, 200.0)
-#: Limits of the 12-lead ECG IOD (not checked by dciodvfy).
-MAX_CHANNELS = 13
-MAX_SAMPLES_PER_GROUP = 16384
-#: Value written for samples the page does not show; real samples are clipped to ±32767.
-PADDING_VALUE = -32768
-MAX_SAMPLE_VALUE = 32767
-#: Channel sensitivities (µV per unit) tried in order.
-STANDARD_SENSITIVITIES_UV = (1.0, 2.5, 5.0, 10.0)
-#: Label of the one multiplex group written.
-MULTIPLEX_GROUP_LABEL = "RHYTHM"
 #: Specific Character Set written (UTF-8), so any patient name can be stored.
 CHARACTER_SET_UTF8 = "ISO_IR 192"
 #: Series Number of the derived series (Type 2; a high number keeps it apart from carts').
 DERIVED_SERIES_NUMBER = 990
-#: Namespace of the name-based UUIDs behind ecgbridge's deterministic ``2.25.`` UIDs.
-UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:ecgbridge:dicom-uid")
 #: ChannelDerivationDescription of a lead the page does not show (computed from others).
 DERIVED_LEAD_DESCRIPTION = "Not on the page: computed from other limb leads by ecgbridge"
 #: ChannelDerivationDescription of a converted waveform that was digitized from paper.
 CONVERTED_DIGITIZED_DESCRIPTION = "Converted by ecgbridge; digitized from a paper ECG image"
-#: Maximum length of a LO value (ChannelDerivationDescription).
-_LO_MAX = 64
-
-#: Identity attributes copied from a DICOM source (Patient and General Study modules).
-PATIENT_KEYWORDS = (
-    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
-)
-STUDY_KEYWORDS = (
-    "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
-    "AccessionNumber", "StudyDescription",
-)
-#: Type 2 attributes of those modules: always present, empty when unknown.
+#: Type 2 attributes of the Patient and General Study modules: always present, empty
+#: when unknown.
 _TYPE2_IDENTITY = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
     "ReferringPhysicianName", "StudyID", "AccessionNumber",
 )
+
+
+#: The writer's names, and those of the group builder and the reader it re-exports.
+__all__ = [
+    "CHARACTER_SET_UTF8", "CONVERTED_DIGITIZED_DESCRIPTION", "DERIVED_LEAD_DESCRIPTION",
+    "DERIVED_SERIES_NUMBER", "MAX_CHANNELS", "MAX_SAMPLES_PER_GROUP", "MAX_SAMPLE_VALUE",
+    "MAX_SAMPLING_FREQUENCY", "MIN_SAMPLING_FREQUENCY", "MODALITY_ECG",
+    "MULTIPLEX_GROUP_LABEL", "PADDING_VALUE", "PATIENT_KEYWORDS", "STANDARD_FREQUENCIES",
+    "STANDARD_SENSITIVITIES_UV", "STUDY_KEYWORDS", "UPSAMPLE_TARGET_FREQUENCY",
+    "check_waveform_limits", "choose_sensitivity", "conform_sampling",
+    "derivation_description", "derive_limb_leads", "dicom_bytes", "quantize",
+    "read_dicom_waveform", "resample_signals", "to_dicom_waveform", "write_dicom",
+]
 
 
 def to_dicom_waveform(
@@ -243,7 +239,7 @@ def to_dicom_waveform(
     if not digitized and digitized_history(ecg):
         how = CONVERTED_DIGITIZED_DESCRIPTION
     derivations = [DERIVED_LEAD_DESCRIPTION if LEADS[i] in derived else how for i in present]
-    group = _multiplex_group(raw, fs, [LEADS[i] for i in present], sensitivity, derivations)
+    group = multiplex_group(raw, fs, [LEADS[i] for i in present], sensitivity, derivations)
     add_filter_settings(group, src.filters)
     ds.WaveformSequence = Sequence([group])
     annotations = []
@@ -315,208 +311,18 @@ def write_dicom(ecg: ECG, out_dir: Path, stem: str, context: Any = None) -> list
         ecg, patient=options.get("dicom_patient"), study=options.get("dicom_study"),
         settings=record_settings(options),
     )
-    return [write_bytes_atomic(out_dir / f"{stem}.dcm", dicom_bytes(ds))]
-
-
-# --- sampling, limits and quantisation --------------------------------------------
-
-
-def check_waveform_limits(n_channels: int, n_samples: int, fs: float) -> None:
-    """Raise EncodingError unless one multiplex group fits the 12-lead ECG IOD.
-
-    Parameters
-    ----------
-    n_channels : int
-        Channels in the group (1-13).
-    n_samples : int
-        Samples per channel (1-16384).
-    fs : float
-        Sampling frequency in Hz (200-1000).
-    """
-    if not 1 <= n_channels <= MAX_CHANNELS:
-        raise EncodingError(
-            f"a 12-lead ECG waveform holds 1 to {MAX_CHANNELS} channels, got {n_channels}"
-        )
-    if not 1 <= n_samples <= MAX_SAMPLES_PER_GROUP:
-        raise EncodingError(
-            f"a 12-lead ECG waveform group holds 1 to {MAX_SAMPLES_PER_GROUP} samples per "
-            f"channel, got {n_samples}"
-        )
-    if not MIN_SAMPLING_FREQUENCY <= fs <= MAX_SAMPLING_FREQUENCY:
-        raise EncodingError(
-            f"a 12-lead ECG waveform is sampled at {MIN_SAMPLING_FREQUENCY:g} to "
-            f"{MAX_SAMPLING_FREQUENCY:g} Hz, got {fs:g} Hz"
-        )
-
-
-def conform_sampling(
-    signals: np.ndarray, fs: float, *, allow_resample: bool = True
-) -> tuple[np.ndarray, float]:
-    """Return `signals` and rate adjusted to the IOD's 200-1000 Hz and 16384 samples.
-
-    Parameters
-    ----------
-    signals : numpy.ndarray
-        ``(channels, n)`` in mV, NaN where not shown.
-    fs : float
-        Sampling rate in Hz.
-    allow_resample : bool
-        When False, raise instead of resampling.
-
-    Returns
-    -------
-    tuple
-        ``(signals, fs)``, unchanged when already allowed.
-
-    Raises
-    ------
-    EncodingError
-        When resampling is needed but not allowed, or the recording is longer than
-        16384 samples at 200 Hz (81.92 s).
-    """
-    n = signals.shape[1]
-    target = fs
-    if fs > MAX_SAMPLING_FREQUENCY:
-        target = MAX_SAMPLING_FREQUENCY
-    elif fs < MIN_SAMPLING_FREQUENCY:
-        target = UPSAMPLE_TARGET_FREQUENCY
-    if round(n * target / fs) > MAX_SAMPLES_PER_GROUP:
-        fitting = [f for f in STANDARD_FREQUENCIES
-                   if f <= target and round(n * f / fs) <= MAX_SAMPLES_PER_GROUP]
-        if not fitting:
-            raise EncodingError(
-                f"a {n / fs:.1f} s recording does not fit one 12-lead ECG waveform group "
-                f"({MAX_SAMPLES_PER_GROUP} samples at {MIN_SAMPLING_FREQUENCY:g} Hz at most)"
-            )
-        target = fitting[0]
-    if target == fs:
-        return signals, fs
-    if not allow_resample:
-        raise EncodingError(
-            f"{fs:g} Hz x {n} samples is outside the 12-lead ECG waveform limits "
-            f"({MIN_SAMPLING_FREQUENCY:g}-{MAX_SAMPLING_FREQUENCY:g} Hz, "
-            f"{MAX_SAMPLES_PER_GROUP} samples) and resampling is disabled"
-        )
-    return resample_signals(signals, fs, target)
-
-
-def resample_signals(signals: np.ndarray, fs: float, target: float) -> tuple[np.ndarray, float]:
-    """Resample every row from `fs` to (about) `target` Hz, keeping NaN spans NaN.
-
-    Gaps are bridged by linear interpolation before the polyphase filter and masked
-    again afterwards, so a gap does not ring into the samples around it.
-
-    Returns
-    -------
-    tuple
-        ``(signals, fs_out)``; ``fs_out`` is `target` unless ``target / fs`` needs a
-        denominator above 1000.
-    """
-    from scipy.signal import resample_poly
-
-    ratio = Fraction(target / fs).limit_denominator(1000)
-    fs_out = fs * ratio.numerator / ratio.denominator
-    n_in = signals.shape[1]
-    n_out = max(1, int(round(n_in * fs_out / fs)))
-    out = np.full((signals.shape[0], n_out), np.nan)
-    src_index = np.clip(np.round(np.arange(n_out) * fs / fs_out).astype(int), 0, n_in - 1)
-    idx = np.arange(n_in)
-    for row in range(signals.shape[0]):
-        finite = np.isfinite(signals[row])
-        if not finite.any():
-            continue
-        filled = np.interp(idx, idx[finite], signals[row][finite])
-        res = resample_poly(filled, ratio.numerator, ratio.denominator, padtype="line")[:n_out]
-        out[row, : res.size] = res
-        out[row, ~finite[src_index]] = np.nan
-    return out, float(fs_out)
-
-
-def choose_sensitivity(signals: np.ndarray) -> float:
-    """Return the smallest standard sensitivity (µV/unit) at which `signals` (mV) fit int16.
-
-    Raises
-    ------
-    EncodingError
-        If even 10 µV per unit cannot hold the largest amplitude (±327.67 mV).
-    """
-    finite = signals[np.isfinite(signals)]
-    peak_uv = float(np.abs(finite).max()) * 1000.0 if finite.size else 0.0
-    for sensitivity in STANDARD_SENSITIVITIES_UV:
-        if round(peak_uv / sensitivity) <= MAX_SAMPLE_VALUE:
-            return sensitivity
-    limit_mv = MAX_SAMPLE_VALUE * STANDARD_SENSITIVITIES_UV[-1] / 1000.0
-    raise EncodingError(
-        f"a lead reaches {peak_uv / 1000.0:.1f} mV; a DICOM waveform holds at most "
-        f"±{limit_mv:.2f} mV (int16 at {STANDARD_SENSITIVITIES_UV[-1]:g} µV per unit)"
-    )
-
-
-def quantize(signals: np.ndarray, sensitivity_uv: float) -> np.ndarray:
-    """Return int16 ``(channels, n)`` samples; NaN becomes :data:`PADDING_VALUE`."""
-    scaled = np.round(signals * 1000.0 / sensitivity_uv)
-    finite = np.isfinite(scaled)
-    raw = np.full(signals.shape, PADDING_VALUE, dtype=np.int16)
-    raw[finite] = np.clip(scaled[finite], -MAX_SAMPLE_VALUE, MAX_SAMPLE_VALUE).astype(np.int16)
-    return raw
-
-
-def derivation_description(calibration: Calibration) -> str:
-    """Return the ChannelDerivationDescription (LO, at most 64 characters)."""
-    method = codes.DIGITIZED_METHODS.get(calibration.method)
-    if method is not None:
-        text = f"Digitized from ECG image by ecgbridge ({method})"
-    else:
-        text = "Converted from a stored waveform by ecgbridge"
-    return text[:_LO_MAX]
+    return [write_bytes_atomic(out_dir / f"{stem}.dcm", dicom_bytes(ds),
+                               mode=file_mode_of(context))]
 
 
 # --- dataset pieces ----------------------------------------------------------------
 
 
-def _code_item(concept: codes.CodedConcept) -> Dataset:
-    item = Dataset()
-    item.CodeValue = concept.value
-    item.CodingSchemeDesignator = concept.scheme
-    item.CodeMeaning = concept.meaning
-    return item
-
-
-def _multiplex_group(
-    raw: np.ndarray, fs: float, leads: list[str], sensitivity: float, derivations: list[str]
-) -> Dataset:
-    group = Dataset()
-    group.MultiplexGroupLabel = MULTIPLEX_GROUP_LABEL
-    group.WaveformOriginality = "DERIVED"
-    group.NumberOfWaveformChannels = raw.shape[0]
-    group.NumberOfWaveformSamples = raw.shape[1]
-    group.SamplingFrequency = _ds_number(fs)
-    group.WaveformBitsAllocated = 16
-    group.WaveformSampleInterpretation = "SS"
-    group.add_new(0x5400100A, "OW", struct.pack("<h", PADDING_VALUE))  # WaveformPaddingValue
-    channels = []
-    for lead, derivation in zip(leads, derivations, strict=True):
-        ch = Dataset()
-        ch.ChannelLabel = lead
-        ch.ChannelSourceSequence = Sequence([_code_item(codes.DICOM_LEAD_CODES[lead])])
-        ch.ChannelSensitivity = _ds_number(sensitivity)
-        ch.ChannelSensitivityUnitsSequence = Sequence([_code_item(codes.DICOM_UNIT_MICROVOLT)])
-        ch.ChannelSensitivityCorrectionFactor = "1"
-        ch.ChannelBaseline = "0"
-        ch.ChannelSampleSkew = "0"
-        ch.WaveformBitsStored = 16
-        ch.ChannelDerivationDescription = derivation
-        channels.append(ch)
-    group.ChannelDefinitionSequence = Sequence(channels)
-    group.WaveformData = np.ascontiguousarray(raw.T).astype("<i2").tobytes()
-    return group
-
-
 def _quality_annotation(channel_number: int, quality: float) -> Dataset:
     item = Dataset()
-    item.ConceptNameCodeSequence = Sequence([_code_item(codes.DICOM_CONCEPT_DIGITIZATION_QUALITY)])
+    item.ConceptNameCodeSequence = Sequence([code_item(codes.DICOM_CONCEPT_DIGITIZATION_QUALITY)])
     item.NumericValue = f"{quality:.3f}"
-    item.MeasurementUnitsCodeSequence = Sequence([_code_item(codes.DICOM_UNIT_NO_UNITS)])
+    item.MeasurementUnitsCodeSequence = Sequence([code_item(codes.DICOM_UNIT_NO_UNITS)])
     item.ReferencedWaveformChannels = [1, channel_number]
     item.AnnotationGroupNumber = 1
     return item
@@ -575,205 +381,3 @@ def _referenced_instance(src: SourceInfo) -> Dataset | None:
     return item
 
 
-def _derived_uid(kind: str, *parts: str) -> str:
-    """A ``2.25.<UUID>`` UID from a name-based (SHA-1, version 5) UUID of `parts`.
-
-    (pydicom's ``generate_uid(prefix=None)`` ignores ``entropy_srcs`` and is random.)
-    """
-    name = "|".join((kind, *parts))
-    return f"2.25.{uuid.uuid5(UID_NAMESPACE, name).int}"
-
-
-def _ds_number(x: float) -> str:
-    text = f"{x:.6f}".rstrip("0").rstrip(".")
-    return text if len(text) <= 16 else f"{x:.10g}"
-
-
-# --- reader -------------------------------------------------------------------------
-
-
-def read_dicom_waveform(source: Path | str | Dataset) -> ECG:
-    """Read an ECG waveform object (12-lead, general or ambulatory ECG) into an ECG.
-
-    The multiplex group with the most recognised standard leads is used (ties: the
-    one with more samples, so a rhythm group wins over a median beat). Leads are
-    recognised by MDC (``2:n``) or SCPECG (``5.6.3-9-n``) channel source codes, else by
-    ChannelLabel; a group holding only I, II and V1-V6 gets III, aVR, aVL and aVF
-    derived (:func:`derive_limb_leads`). Samples equal to WaveformPaddingValue become
-    NaN. The rate is kept.
-
-    Raises
-    ------
-    InputError
-        If the object is not readable, has no waveform, or no standard lead.
-    """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    if isinstance(source, Dataset):
-        ds, name, digest = source, "", ""
-    else:
-        path = Path(source)
-        try:
-            data = path.read_bytes()
-            ds = pydicom.dcmread(io.BytesIO(data))
-        except (OSError, InvalidDicomError) as exc:
-            raise InputError(f"{path}: not a readable DICOM file ({exc})") from exc
-        name, digest = path.name, hashlib.sha256(data).hexdigest()
-    label = name or "dataset"
-    if "WaveformSequence" not in ds or not ds.WaveformSequence:
-        raise InputError(
-            f"{label}: DICOM object has no WaveformSequence "
-            f"(SOP class {ds.get('SOPClassUID', 'unknown')})"
-        )
-    best: tuple[int, int, int] | None = None
-    for index, group in enumerate(ds.WaveformSequence):
-        mapped = sum(1 for ch in group.get("ChannelDefinitionSequence", []) if _channel_lead(ch))
-        key = (mapped, int(group.get("NumberOfWaveformSamples", 0)), -index)
-        if best is None or key > best:
-            best = key
-    assert best is not None
-    if best[0] == 0:
-        raise InputError(f"{label}: no waveform channel is a standard 12-lead ECG lead")
-    index = -best[2]
-    group = ds.WaveformSequence[index]
-    try:
-        values = np.asarray(ds.waveform_array(index), dtype=np.float64)
-        raw = _raw_samples(group)
-    except Exception as exc:  # malformed WaveformData etc.
-        raise InputError(f"{label}: cannot decode waveform group {index + 1} ({exc})") from exc
-    padding = _padding_value(group)
-    if padding is not None:
-        values[raw == padding] = np.nan
-    leads: dict[str, np.ndarray] = {}
-    negative_avr: np.ndarray | None = None
-    for c, ch in enumerate(group.ChannelDefinitionSequence):
-        lead = _channel_lead(ch)
-        if lead is None:
-            continue
-        column = values[:, c] * _unit_to_mv(ch)
-        if lead == "-aVR":
-            negative_avr = -column
-        elif lead not in leads:
-            leads[lead] = column
-    if "aVR" not in leads and negative_avr is not None:
-        leads["aVR"] = negative_avr
-    leads.update(derive_limb_leads(leads))
-    fs = float(group.SamplingFrequency)
-    quality = _read_quality(ds, index, group, leads)
-    identity = {
-        kw: ds.get(kw)
-        for kw in (*PATIENT_KEYWORDS, *STUDY_KEYWORDS, "SOPClassUID", "SOPInstanceUID",
-                   "SeriesInstanceUID", "AcquisitionDateTime", "ContentDate", "ContentTime")
-        if kw in ds and ds.get(kw) not in (None, "")
-    }
-    identity = {k: str(v) for k, v in identity.items()}
-    facts = source_facts(ds, group, index)
-    return ECG.from_leads(
-        leads,
-        fs=fs,
-        n_samples=values.shape[0],
-        quality=quality,
-        calibration=Calibration(layout="waveform", method=CalibrationMethod.WAVEFORM),
-        source=SourceInfo(
-            name=name, sha256=digest, media_type="application/dicom", dicom=identity, **facts
-        ),
-    )
-
-
-def derive_limb_leads(leads: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Return the limb leads missing from `leads` that I and II determine.
-
-    Many carts store only the 8 independent leads (I, II, V1-V6); the others follow from
-    Einthoven's and Goldberger's relations: III = II - I, aVR = -(I + II) / 2,
-    aVL = I - II / 2, aVF = II - I / 2. Nothing is derived without both I and II.
-    """
-    if "I" not in leads or "II" not in leads:
-        return {}
-    lead_i, lead_ii = leads["I"], leads["II"]
-    formulas = {
-        "III": lambda: lead_ii - lead_i,
-        "aVR": lambda: -(lead_i + lead_ii) / 2.0,
-        "aVL": lambda: lead_i - lead_ii / 2.0,
-        "aVF": lambda: lead_ii - lead_i / 2.0,
-    }
-    return {name: f() for name, f in formulas.items() if name not in leads}
-
-
-def _channel_lead(channel: Dataset) -> str | None:
-    for item in channel.get("ChannelSourceSequence", []):
-        value = str(item.get("CodeValue", ""))
-        scheme = str(item.get("CodingSchemeDesignator", ""))
-        if scheme.upper() == codes.DICOM_SCHEME_MDC and value == codes.DICOM_CODE_NEGATIVE_AVR:
-            return "-aVR"
-        lead = codes.lead_from_dicom_code(value, scheme)
-        if lead is not None:
-            return lead
-    label = str(channel.get("ChannelLabel", "")).strip()
-    if label:
-        if label.replace(" ", "").lower() == "-avr":
-            return "-aVR"
-        try:
-            return normalise_lead_name(label)
-        except ValueError:
-            return None
-    return None
-
-
-def _unit_to_mv(channel: Dataset) -> float:
-    units = channel.get("ChannelSensitivityUnitsSequence")
-    code = str(units[0].get("CodeValue", "uV")) if units else "uV"
-    return {"uV": 1e-3, "mV": 1.0, "V": 1e3, "nV": 1e-6}.get(code, 1e-3)
-
-
-def _raw_samples(group: Dataset) -> np.ndarray:
-    bits = int(group.WaveformBitsAllocated)
-    interpretation = str(group.WaveformSampleInterpretation)
-    dtype = {
-        (16, "SS"): "<i2", (16, "US"): "<u2", (8, "SB"): "i1", (8, "UB"): "u1",
-        (32, "SL"): "<i4", (32, "UL"): "<u4",
-    }.get((bits, interpretation))
-    if dtype is None:
-        raise ValueError(f"unsupported sample interpretation {interpretation} / {bits} bits")
-    n_channels = int(group.NumberOfWaveformChannels)
-    n_samples = int(group.NumberOfWaveformSamples)
-    data = np.frombuffer(group.WaveformData, dtype=dtype)[: n_channels * n_samples]
-    return data.reshape(n_samples, n_channels)
-
-
-def _padding_value(group: Dataset) -> int | None:
-    if "WaveformPaddingValue" not in group:
-        return None
-    raw = bytes(group.WaveformPaddingValue or b"")
-    interpretation = str(group.WaveformSampleInterpretation)
-    fmt = {"SS": "<h", "US": "<H", "SB": "b", "UB": "B", "SL": "<i", "UL": "<I"}.get(
-        interpretation
-    )
-    if fmt is None or len(raw) < struct.calcsize(fmt):
-        return None
-    return int(struct.unpack(fmt, raw[: struct.calcsize(fmt)])[0])
-
-
-def _read_quality(
-    ds: Dataset, group_index: int, group: Dataset, leads: Mapping[str, np.ndarray]
-) -> tuple[float, ...]:
-    """Per-lead quality: ecgbridge's annotations when present, else 1 for present leads."""
-    quality = [1.0 if lead in leads else 0.0 for lead in LEADS]
-    channel_leads = [_channel_lead(ch) for ch in group.ChannelDefinitionSequence]
-    for item in ds.get("WaveformAnnotationSequence", []):
-        names = item.get("ConceptNameCodeSequence")
-        channels = item.get("ReferencedWaveformChannels")
-        if not names or channels is None or "NumericValue" not in item:
-            continue
-        if (names[0].get("CodeValue"), names[0].get("CodingSchemeDesignator")) != (
-            codes.DICOM_CONCEPT_DIGITIZATION_QUALITY.value,
-            codes.DICOM_CONCEPT_DIGITIZATION_QUALITY.scheme,
-        ):
-            continue
-        pairs = [channels] if isinstance(channels, int) else list(channels)
-        for g, c in zip(pairs[0::2], pairs[1::2], strict=False):
-            if int(g) == group_index + 1 and 1 <= int(c) <= len(channel_leads):
-                lead = channel_leads[int(c) - 1]
-                if lead in LEADS:
-                    quality[LEADS.index(lead)] = float(item.NumericValue)
-    return tuple(quality)

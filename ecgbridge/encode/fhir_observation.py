@@ -23,13 +23,16 @@ Shape (after ``Observation/ekg`` in the FHIR specification):
   clock: the same input gives the same bytes); ``device`` names ecgbridge, ``method``
   says how the trace was obtained, and notes give the per-lead digitization quality,
   the leads computed from other limb leads, and the history of the samples
-  (``ecgbridge history: ...``; digitized from paper, resampled, re-quantised).
+  (``ecgbridge history: ...``; digitized from paper, resampled, re-quantised; the
+  source's equipment and filter settings, :mod:`ecgbridge.encode.source_lines`).
+
+Observations are read back by :mod:`ecgbridge.encode.fhir_reader`
+(:func:`read_fhir_observation`, also importable from here).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import re
@@ -41,19 +44,25 @@ from typing import Any, Literal
 import numpy as np
 
 from ecgbridge import codes
-from ecgbridge.ecg import ECG, LEADS, Calibration, CalibrationMethod, SourceInfo
+from ecgbridge.ecg import ECG, LEADS, Calibration
+from ecgbridge.encode.context import file_mode_of
 from ecgbridge.encode.dicom_provenance import DIGITIZED_PREFIX, TIME_PREFIX, digitized_history
+from ecgbridge.encode.fhir_reader import (
+    HISTORY_NOTE_PREFIX,
+    NOT_A_NUMBER_TOKENS,
+    component_lead,
+    read_fhir_observation,
+)
 from ecgbridge.encode.record_facts import (
     AcquisitionTime,
     RecordSettings,
     acquisition_time,
     fhir_record_identifier,
-    fhir_to_dicom_dt,
     patient_identity,
     record_settings,
-    uid_from_fhir_identifiers,
 )
-from ecgbridge.errors import EncodingError, InputError
+from ecgbridge.encode.source_lines import source_lines
+from ecgbridge.errors import EncodingError
 from ecgbridge.fsutil import write_text_atomic
 
 FhirVersion = Literal["R4", "R5"]
@@ -62,14 +71,15 @@ FhirVersion = Literal["R4", "R5"]
 SAMPLED_DATA_FACTOR = 0.001
 #: Range written as lowerLimit/upperLimit (mV); values beyond are "L"/"U".
 SAMPLED_DATA_LIMIT_MV = 32.767
-#: Tokens of a SampledData data string that are not numbers.
-NOT_A_NUMBER_TOKENS = frozenset({"E", "L", "U"})
-#: Start of the note holding the history of the samples.
-HISTORY_NOTE_PREFIX = "ecgbridge history: "
-_QUALITY_NOTE = re.compile(
-    r"Per-lead digitization quality \(0-1\): ((?:[A-Za-z0-9]+ [0-9.]+(?:, )?)+)"
-)
 _DECIMAL = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+
+#: The writer's names, and the reader's it re-exports.
+__all__ = [
+    "HISTORY_NOTE_PREFIX", "NOT_A_NUMBER_TOKENS", "SAMPLED_DATA_FACTOR",
+    "SAMPLED_DATA_LIMIT_MV", "FhirVersion", "check_observation", "encode_data", "fhir_json",
+    "observation_model", "read_fhir_observation", "to_fhir_model", "to_fhir_observation",
+    "write_fhir_r4", "write_fhir_r5",
+]
 
 
 def to_fhir_observation(
@@ -276,7 +286,7 @@ def check_observation(doc: Mapping[str, Any], version: FhirVersion = "R4") -> No
     lengths = set()
     for k, comp in enumerate(doc.get("component", [])):
         where = f"component[{k}]"
-        lead = _component_lead(comp)
+        lead = component_lead(comp)
         if lead is None:
             raise EncodingError(f"{where}: code is not an MDC 12-lead ECG lead code")
         sd = comp.get("valueSampledData")
@@ -348,122 +358,7 @@ def _write(ecg: ECG, path: Path, version: FhirVersion, context: Any) -> Path:
     )
     check_observation(doc, version)
     observation_model(doc, version)
-    return write_text_atomic(path, fhir_json(doc) + "\n")
-
-
-# --- reader -------------------------------------------------------------------------
-
-
-def read_fhir_observation(source: Path | str | Mapping[str, Any]) -> ECG:
-    """Read an ECG Observation (R4 or R5, as written here or shaped like the spec's example).
-
-    Components are mapped to leads by their MDC codes; ``value = origin + factor * data``;
-    E/L/U become NaN. The rate comes from ``period`` (ms) or ``interval`` +
-    ``intervalUnit`` (``ms``, ``s``, ``us``). Only 1-dimensional SampledData is read.
-
-    Raises
-    ------
-    InputError
-        If the document is not an Observation with at least one readable lead component.
-    """
-    if isinstance(source, Mapping):
-        doc: Mapping[str, Any] = source
-        name, digest = "", ""
-    else:
-        path = Path(source)
-        try:
-            data = path.read_bytes()
-            doc = json.loads(data)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable JSON file ({exc})") from exc
-        name, digest = path.name, hashlib.sha256(data).hexdigest()
-    label = name or "Observation"
-    if not isinstance(doc, Mapping) or doc.get("resourceType") != "Observation":
-        raise InputError(f"{label}: not a FHIR Observation")
-    leads: dict[str, np.ndarray] = {}
-    periods: set[float] = set()
-    for k, comp in enumerate(doc.get("component", []) or []):
-        lead = _component_lead(comp)
-        sd = comp.get("valueSampledData")
-        if lead is None or not isinstance(sd, Mapping) or lead in leads:
-            continue
-        try:
-            leads[lead] = _decode_sampled_data(sd)
-            periods.add(round(_period_ms(sd), 9))
-        except (TypeError, ValueError, KeyError) as exc:
-            raise InputError(f"{label}: component[{k}] ({lead}): {exc}") from exc
-    if not leads:
-        raise InputError(f"{label}: no component holds an MDC-coded 12-lead ECG lead")
-    if max(v.size for v in leads.values()) == 0:
-        raise InputError(f"{label}: the lead components hold no samples (empty data)")
-    if len(periods) != 1:
-        raise InputError(f"{label}: leads are sampled at different periods {sorted(periods)} ms")
-    period = periods.pop()
-    if period <= 0:
-        raise InputError(f"{label}: sampling period must be positive, got {period} ms")
-    identity = _identity_from_subject(doc.get("subject"))
-    facts = _read_provenance(doc, leads)
-    quality = facts.pop("quality")
-    fs = 1000.0 / period
-    if abs(fs - round(fs)) < 1e-4:  # periods are written with 9 decimals (1000/360 Hz...)
-        fs = float(round(fs))
-    return ECG.from_leads(
-        leads,
-        fs=fs,
-        quality=quality,
-        calibration=Calibration(layout="waveform", method=CalibrationMethod.WAVEFORM),
-        source=SourceInfo(
-            name=name, sha256=digest, media_type="application/fhir+json", dicom=identity,
-            **facts,
-        ),
-    )
-
-
-def _decode_sampled_data(sd: Mapping[str, Any]) -> np.ndarray:
-    if int(sd.get("dimensions", 1)) != 1:
-        raise ValueError(f"only 1-dimensional SampledData is read, got {sd.get('dimensions')}")
-    origin = sd.get("origin", {}) or {}
-    unit = str(origin.get("code") or origin.get("unit") or "mV")
-    scale = {"mV": 1.0, "uV": 1e-3, "V": 1e3}.get(unit)
-    if scale is None:
-        raise ValueError(f"unsupported origin unit {unit!r} (expected mV, uV or V)")
-    offset = float(origin.get("value", 0.0))
-    factor = float(sd.get("factor", 1.0))
-    tokens = str(sd.get("data", "")).split()
-    values = np.array(
-        [np.nan if t in NOT_A_NUMBER_TOKENS else float(t) for t in tokens], dtype=np.float64
-    )
-    return (offset + factor * values) * scale
-
-
-def _period_ms(sd: Mapping[str, Any]) -> float:
-    if "period" in sd:
-        return float(sd["period"])
-    unit = str(sd.get("intervalUnit", "ms"))
-    scale = {"ms": 1.0, "s": 1000.0, "us": 1e-3}.get(unit)
-    if scale is None:
-        raise ValueError(f"unsupported intervalUnit {unit!r}")
-    return float(sd["interval"]) * scale
-
-
-def _component_lead(comp: Mapping[str, Any]) -> str | None:
-    for c in (comp.get("code") or {}).get("coding", []) or []:
-        lead = codes.lead_from_fhir_code(c.get("system"), c.get("code"))
-        if lead is not None:
-            return lead
-    return None
-
-
-def _identity_from_subject(subject: Any) -> dict[str, str]:
-    if not isinstance(subject, Mapping):
-        return {}
-    ident = subject.get("identifier")
-    out: dict[str, str] = {}
-    if isinstance(ident, Mapping) and ident.get("value"):
-        out["PatientID"] = str(ident["value"])
-    if subject.get("display"):
-        out["PatientName"] = str(subject["display"])
-    return out
+    return write_text_atomic(path, fhir_json(doc) + "\n", mode=file_mode_of(context))
 
 
 # --- pieces -------------------------------------------------------------------------
@@ -522,6 +417,7 @@ def _method_text(calibration: Calibration, source_history: str = "") -> str:
 def _notes(ecg: ECG, present: list[int], when: AcquisitionTime | None) -> list[dict[str, str]]:
     notes = [{"text": _note_text(ecg, present)}]
     lines = [line for line in ecg.source.history if not line.startswith(TIME_PREFIX)]
+    lines += source_lines(ecg.source.equipment, ecg.source.filters)
     method = codes.DIGITIZED_METHODS.get(ecg.calibration.method)
     if method is not None:
         lines.append(f"{DIGITIZED_PREFIX} by ecgbridge ({method})")
@@ -574,28 +470,3 @@ def _note_text(ecg: ECG, present: list[int]) -> str:
     return text
 
 
-def _read_provenance(doc: Mapping[str, Any], leads: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """SourceInfo fields and quality an Observation gives (ecgbridge's notes, identifier)."""
-    texts = [str(n.get("text") or "") for n in doc.get("note") or [] if isinstance(n, Mapping)]
-    history: tuple[str, ...] = ()
-    for text in texts:
-        if text.startswith(HISTORY_NOTE_PREFIX):
-            history = tuple(p.strip() for p in text[len(HISTORY_NOTE_PREFIX):].split(" | "))
-    quality = [1.0 if lead in leads else 0.0 for lead in LEADS]
-    for text in texts:
-        match = _QUALITY_NOTE.search(text)
-        if match and any(line.startswith(DIGITIZED_PREFIX) for line in history):
-            for name, value in re.findall(r"(I{1,3}|aV[RLF]|V[1-6]) (\d\.\d+)", match.group(1)):
-                if name in leads:
-                    quality[LEADS.index(name)] = float(value)
-    acquired = fhir_to_dicom_dt(str(doc.get("effectiveDateTime") or ""))
-    time_line = next((h for h in history if h.startswith(TIME_PREFIX + ":")), "")
-    evidence = time_line.split(":", 1)[1].strip() if time_line else \
-        "the source FHIR Observation's effectiveDateTime"
-    return {
-        "quality": tuple(quality),
-        "acquisition_datetime": acquired,
-        "acquisition_evidence": evidence if acquired else "",
-        "record_uid": uid_from_fhir_identifiers(doc.get("identifier")),
-        "history": history,
-    }

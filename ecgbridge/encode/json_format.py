@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ecgbridge.ecg import ECG
+from ecgbridge.encode.context import file_mode_of
 from ecgbridge.fsutil import write_text_atomic
 from ecgbridge.version import __version__
 
@@ -18,4 +19,5 @@ def ecg_summary_json(ecg: ECG) -> str:
 
 def write_json(ecg: ECG, out_dir: Path, stem: str, context: object = None) -> list[Path]:
     """Write ``<stem>.json``."""
-    return [write_text_atomic(out_dir / f"{stem}.json", ecg_summary_json(ecg) + "\n")]
+    return [write_text_atomic(out_dir / f"{stem}.json", ecg_summary_json(ecg) + "\n",
+                              mode=file_mode_of(context))]

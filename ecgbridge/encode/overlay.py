@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS, Calibration, PanelInfo
+from ecgbridge.encode.context import file_mode_of
 from ecgbridge.errors import EncodingError
 from ecgbridge.fsutil import write_bytes_atomic
 
@@ -94,6 +95,7 @@ def write_overlay(ecg: ECG, out_dir: Path, stem: str, context: Any = None) -> li
             "with `ecgbridge digitize --format overlay`); none were given"
         )
     check_geometry(ecg, stem)
+    mode = file_mode_of(context)
     written = []
     for position, page in enumerate(pages):
         index = int(getattr(page, "index", position))
@@ -101,7 +103,8 @@ def write_overlay(ecg: ECG, out_dir: Path, stem: str, context: Any = None) -> li
         ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         if not ok:  # pragma: no cover - cv2 fails only on invalid arrays
             raise EncodingError(f"{stem}: could not encode the overlay of page {index + 1}")
-        written.append(write_bytes_atomic(out_dir / overlay_file_name(stem, index), png.tobytes()))
+        written.append(write_bytes_atomic(out_dir / overlay_file_name(stem, index), png.tobytes(),
+                                          mode=mode))
     return written
 
 

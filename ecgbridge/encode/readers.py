@@ -107,7 +107,7 @@ def read_ecg(path: Path | str) -> ECG:
 
 
 def _read_fhir(path: Path) -> ECG:
-    from ecgbridge.encode.fhir_observation import read_fhir_observation
+    from ecgbridge.encode.fhir_reader import read_fhir_observation
 
     data = path.read_bytes()
     try:

@@ -43,7 +43,7 @@ from ecgbridge.ecg import ECG
 from ecgbridge.errors import EncodingError
 
 #: Namespace of the name-based UUIDs behind ecgbridge's deterministic ``2.25.`` UIDs
-#: (the same as :data:`ecgbridge.encode.dicom_waveform.UID_NAMESPACE`).
+#: (the one namespace: every such UID is made by :func:`derived_uid`).
 UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:ecgbridge:dicom-uid")
 #: FHIR identifier system of DICOM UIDs (value ``urn:oid:<uid>``).
 FHIR_SYSTEM_DICOM_UID = "urn:dicom:uid"
@@ -305,7 +305,10 @@ def fhir_to_dicom_dt(text: str) -> str:
 
 
 def derived_uid(kind: str, *parts: str) -> str:
-    """A ``2.25.<UUID>`` UID from a name-based (SHA-1, version 5) UUID of `parts`."""
+    """A ``2.25.<UUID>`` UID from a name-based (SHA-1, version 5) UUID of `parts`.
+
+    (pydicom's ``generate_uid(prefix=None)`` ignores ``entropy_srcs`` and is random.)
+    """
     return f"2.25.{uuid.uuid5(UID_NAMESPACE, '|'.join((kind, *parts))).int}"
 
 

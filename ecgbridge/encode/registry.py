@@ -4,29 +4,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ecgbridge.ecg import ECG
+from ecgbridge.encode.context import WriteContext
 from ecgbridge.errors import EncodingError
-
-
-@dataclass(frozen=True)
-class WriteContext:
-    """Extra material some writers need (e.g. the page images for overlays).
-
-    Attributes
-    ----------
-    loaded : object or None
-        The :class:`ecgbridge.inputs.page.LoadedInput` the ECG was digitized from.
-    options : dict
-        Writer-specific options (e.g. ``{"fhir_subject": "Patient/1"}``).
-    """
-
-    loaded: Any = None
-    options: dict[str, Any] | None = None
-
 
 Writer = Callable[[ECG, Path, str, WriteContext], list[Path]]
 

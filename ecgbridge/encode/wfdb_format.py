@@ -2,7 +2,8 @@
 
 Provenance travels in header comments, read back by :func:`read_wfdb`:
 ``ecgbridge-record: <record UID>``, ``ecgbridge-acquired: <DICOM DT>`` (with its evidence),
-``ecgbridge-history: <line> | <line>`` and, for digitized ECGs,
+``ecgbridge-history: <line> | <line>`` (with the source's equipment and filter settings,
+see :mod:`ecgbridge.encode.source_lines`) and, for digitized ECGs,
 ``ecgbridge-quality: I 0.93, II 0.88, ...``.
 """
 
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ecgbridge.ecg import ECG, LEADS
+from ecgbridge.encode.context import file_mode_of
+from ecgbridge.encode.source_lines import source_lines, split_source_lines
 from ecgbridge.errors import EncodingError, InputError
 from ecgbridge.fsutil import output_mode
 
@@ -48,6 +51,7 @@ def write_wfdb(ecg: ECG, out_dir: Path, stem: str, context: object = None) -> li
     import wfdb
 
     stem = wfdb_record_name(stem)
+    mode = output_mode(file_mode_of(context))
     finite = ecg.signals[np.isfinite(ecg.signals)]
     if finite.size and float(np.abs(finite).max()) > _LIMIT_MV:
         raise EncodingError(
@@ -75,7 +79,7 @@ def write_wfdb(ecg: ECG, out_dir: Path, stem: str, context: object = None) -> li
         written = []
         for ext in ("dat", "hea"):  # header last: it makes the record visible
             dest = out_dir / f"{stem}.{ext}"
-            os.chmod(Path(tmp) / f"{stem}.{ext}", output_mode())
+            os.chmod(Path(tmp) / f"{stem}.{ext}", mode)
             os.replace(Path(tmp) / f"{stem}.{ext}", dest)
             written.append(dest)
     return written
@@ -93,7 +97,7 @@ def provenance_comments(ecg: ECG, context: object = None) -> list[str]:
     when = acquisition_time(ecg, record_settings(options))
     if when is not None:
         comments.append(f"{_ACQUIRED} {when.dicom_dt()}{when.dicom_offset()} ({when.evidence})")
-    history = list(ecg.source.history)
+    history = [*ecg.source.history, *source_lines(ecg.source.equipment, ecg.source.filters)]
     if digitized:
         history.append(f"digitized from a paper ECG image by ecgbridge ({digitized})")
     if history:
@@ -124,8 +128,8 @@ def read_provenance(comments: list[str]) -> dict[str, object]:
             out["acquisition_datetime"] = value
             out["acquisition_evidence"] = evidence.strip("() ") or "WFDB header"
         elif text.startswith(_HISTORY):
-            out["history"] = tuple(
-                h.strip() for h in text[len(_HISTORY):].split(" | ") if h.strip())
+            out.update(split_source_lines(  # history, and the equipment and filters it names
+                h.strip() for h in text[len(_HISTORY):].split(" | ") if h.strip()))
         elif text.startswith(_QUALITY):
             pairs = re.findall(r"(\S+) (\d+(?:\.\d+)?)", text[len(_QUALITY):])
             out["quality"] = {lead.rstrip(","): float(v) for lead, v in pairs}

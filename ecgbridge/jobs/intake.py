@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecgbridge.inputs.sidecar import sidecar_files
 from ecgbridge.jobs.journal import Journal
 from ecgbridge.jobs.store import Buffer, InputIdentity, StateFolder, identify_file, safe_name
 
@@ -61,25 +62,26 @@ class Intake:
 
         A duplicate (same SOP Instance UID or same bytes as an existing job) is
         moved to ``state/duplicates/`` without creating a second job. A sidecar file
-        beside it (same name with ``.json``) is kept beside the stored input, where the
-        worker's loader reads it (and beside a duplicate in ``state/duplicates/``).
+        beside it (same name with ``.json``, ``.hl7`` or ``.wl``) is kept beside the
+        stored input, where the worker's loader reads it (and beside a duplicate in
+        ``state/duplicates/``).
         """
         ident = identify_file(path)
-        sidecar = path.with_suffix(".json")
-        has_sidecar = path.suffix.lower() != ".json" and sidecar.is_file()
+        sidecars = sidecar_files(path)
         with self._lock:
             if self.journal.has_key(ident.key):
                 if move:
                     self.state.keep_duplicate(path, ident.job_id)
-                    if has_sidecar:
+                    for sidecar in sidecars:
                         self.state.keep_duplicate(sidecar, ident.job_id)
                 log.warning("input received again: not processed, kept in state/duplicates",
                             extra={"job_id": ident.job_id, "sha256": ident.sha256})
                 return IntakeResult(ident.job_id, False, ident)
-            stored_sidecar = None
-            if has_sidecar:  # first, so the input is never stored without it
-                stored_sidecar = self.state.adopt(sidecar, ident.job_id,
-                                                  f"{Path(path.name).stem}.json", move=move)
+            stored_sidecars = [  # first, so the input is never stored without them
+                (self.state.adopt(sidecar, ident.job_id, f"{Path(path.name).stem}"
+                                  f"{sidecar.suffix}", move=move), sidecar)
+                for sidecar in sidecars
+            ]
             stored: Path | None = None
             try:
                 stored = self.state.adopt(path, ident.job_id, path.name, move=move)
@@ -93,7 +95,7 @@ class Intake:
                     if stored is not None:
                         with contextlib.suppress(OSError):
                             os.replace(stored, path)
-                    if stored_sidecar is not None:
+                    for stored_sidecar, sidecar in stored_sidecars:
                         with contextlib.suppress(OSError):
                             os.replace(stored_sidecar, sidecar)
                 raise

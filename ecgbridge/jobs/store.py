@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ecgbridge.fsutil import fsync_path, write_text_atomic
+from ecgbridge.inputs.sidecar import sidecar_files
 from ecgbridge.jobs.journal import Journal, job_id_for_key
 
 log = logging.getLogger("ecgbridge.jobs.store")
@@ -224,16 +225,15 @@ class StateFolder:
 
     # ------------------------------------------------------------ quarantine
     def quarantine_input(self, job_id: str, input_path: Path, reason: str) -> Path:
-        """Move a failed job's input (and its sidecar ``.json``, if any) into
+        """Move a failed job's input (and its sidecar files, if any) into
         ``quarantine/`` with a ``.reason.txt`` beside it."""
         name = safe_name(input_path.name)
         target = self.quarantine / (name if name.startswith(f"{job_id}_") else f"{job_id}_{name}")
         write_text_atomic(
             target.with_name(target.name + REASON_SUFFIX), f"job {job_id}: {reason.strip()}\n"
         )
-        sidecar = input_path.with_suffix(".json")
-        if input_path.suffix.lower() != ".json" and sidecar.is_file():
-            os.replace(sidecar, target.with_suffix(".json"))
+        for sidecar in sidecar_files(input_path):
+            os.replace(sidecar, target.with_suffix(sidecar.suffix))
         if input_path.exists():
             os.replace(input_path, target)
             fsync_path(self.quarantine)
@@ -259,9 +259,8 @@ class StateFolder:
         prefix = f"{job_id}_"
         name = quarantined.name
         original = name[len(prefix):] if name.startswith(prefix) else name
-        sidecar = quarantined.with_suffix(".json")  # perhaps added by the operator
-        if quarantined.suffix.lower() != ".json" and sidecar.is_file():
-            self.adopt(sidecar, job_id, f"{Path(original).stem}.json", move=True)
+        for sidecar in sidecar_files(quarantined):  # perhaps added by the operator
+            self.adopt(sidecar, job_id, f"{Path(original).stem}{sidecar.suffix}", move=True)
         target = self.adopt(quarantined, job_id, original, move=True)
         quarantined.with_name(quarantined.name + REASON_SUFFIX).unlink(missing_ok=True)
         return target

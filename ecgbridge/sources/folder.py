@@ -9,7 +9,7 @@ A file is taken only when it is complete:
   ``stable_seconds`` (partial writes are waited for);
 * files that arrived while the daemon was down are found by a scan at start-up,
   and a periodic rescan catches events the OS dropped;
-* a sidecar file ``X.json`` (patient, study, acquisition time; see
+* a sidecar file ``X.json``, ``X.hl7`` or ``X.wl`` (patient, study, time; see
   :mod:`ecgbridge.inputs.sidecar`) is not a job of its own while an input ``X.*`` lies
   beside it: the intake adopts it with that input. Write the sidecar first (or rename
   the input into the inbox last); a sidecar whose input was already taken becomes a job
@@ -28,6 +28,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from ecgbridge.inputs.sidecar import SIDECAR_SUFFIXES
 from ecgbridge.jobs.diskfull import DiskBackoff, is_disk_full
 
 log = logging.getLogger("ecgbridge.sources.folder")
@@ -43,12 +44,14 @@ def is_candidate_name(name: str) -> bool:
 
 
 def is_waiting_sidecar(path: Path) -> bool:
-    """True for ``X.json`` while another file ``X.*`` (its input) lies beside it."""
-    if path.suffix.lower() != ".json":
+    """True for a sidecar file (``X.json``, ``X.hl7``, ``X.wl``) while its input ``X.*`` lies
+    beside it."""
+    if path.suffix.lower() not in SIDECAR_SUFFIXES:
         return False
     try:
         return any(
             other != path and other.stem == path.stem and is_candidate_name(other.name)
+            and other.suffix.lower() not in SIDECAR_SUFFIXES  # another sidecar is no input
             for other in path.parent.iterdir()
         )
     except OSError:
