@@ -225,3 +225,20 @@ def test_grid_lines_beside_a_stroke_stay_out_of_the_learned_mask():
     on_grid_only = (dark == 0.5) & (region > 0)
     assert masks.trace[on_grid_only].mean() < 0.1
     assert masks.trace[dark > 0.9].mean() > 0.8
+
+
+def test_traces_are_followed_without_the_ink_the_model_takes_for_text():
+    """A label under a faint stretch of trace is read from the mask, not followed."""
+    dark = np.zeros((200, 300), np.float32)
+    dark[99:102, 10:290] = 0.9  # the trace
+    cv2.putText(dark, "V5", (120, 150), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 0.9, 2)
+    trace_p = np.zeros_like(dark)
+    trace_p[95:106, 5:295] = 1.0
+    text_p = np.zeros_like(dark)
+    text_p[120:160, 110:180] = 1.0
+    seg = Segmentation(trace=trace_p, text=text_p, scale=1.0)
+    masks = learned_masks(seg, dark, 8.0, 8.0, has_grid=False)
+    assert masks.trace[125:155, 115:175].any()  # the label stays readable
+    assert masks.follow is not None
+    assert not masks.follow[125:155, 115:175].any()  # but is not followed
+    assert masks.follow[99:102, 20:280].mean() > 0.9

@@ -58,15 +58,16 @@ def read_rows(ink: TraceInk, scale: PageScale, page_index: int) -> RowReadings:
         Every row is a straight line (no trace).
     """
     mask, ppm_x, ppm_y = ink.mask, scale.px_per_mm_x, scale.px_per_mm_y
+    follow = ink.follow_mask
     erased = mask.copy()
     thin_erased = mask.copy()
     page_x_end = max(r.x_end for r in ink.rows)
     cores: dict[int, np.ndarray] = {}
     rows: list[PageRow] = []
     for row in ink.rows:
-        path = follow_trace(mask, row.x_start, page_x_end, row.trace_top, row.trace_bottom,
+        path = follow_trace(follow, row.x_start, page_x_end, row.trace_top, row.trace_bottom,
                             row.baseline, ppm_y)
-        path = refine_with_core(path, pen_core(mask, path.line_width, cores))
+        path = refine_with_core(path, pen_core(follow, path.line_width, cores))
         if is_straight_line(path, ppm_y):
             continue
         page_row, pulse_path = _read_row(ink.pulse_search, row, path, ppm_x, ppm_y)

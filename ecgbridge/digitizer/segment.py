@@ -178,17 +178,22 @@ class LearnedMasks:
     Attributes
     ----------
     trace : numpy.ndarray
-        Trace and text ink, for following traces and reading labels.
+        Trace and text ink, for finding rows and reading labels.
     pulse_search : numpy.ndarray
         A superset of the model's raw mask, for finding calibration pulses.
     grid_told_apart : bool
         True when the ink is clearly darker than the grid lines (missed strokes were
         added back for the pulse search).
+    follow : numpy.ndarray or None
+        `trace` without the ink the model takes for printed text, for following
+        traces: a lead's label under a faint stretch of trace would otherwise be
+        followed as signal.
     """
 
     trace: np.ndarray
     pulse_search: np.ndarray
     grid_told_apart: bool
+    follow: np.ndarray | None = None
 
 
 def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
@@ -227,14 +232,16 @@ def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
     if has_grid and min(px_per_mm_x, px_per_mm_y) >= _MIN_PX_PER_MM_LINES_OUT:
         trace = learned_trace_mask(
             seg, without_ruled_lines(dark_ink, px_per_mm_x, px_per_mm_y), px_per_mm_x)
+    text = (seg.text > _PROBABILITY_THRESHOLD) & (seg.text > seg.trace)
+    follow = np.where(text, 0, trace).astype(trace.dtype)
     near = _near(raw, px_per_mm_x)
     levels = _ink_and_grid_levels(dark_ink, raw, near)
     if levels is None or levels[0] - levels[1] < _INK_GRID_CONTRAST:
-        return LearnedMasks(trace, raw, False)
+        return LearnedMasks(trace, raw, False, follow)
     ink_level, grid_level = levels
     added = near & (dark_ink > 0.5 * (ink_level + grid_level))
     pulse = np.maximum(raw, trace_mask(added.astype(np.float32), 0.5, px_per_mm_x))
-    return LearnedMasks(trace, pulse, True)
+    return LearnedMasks(trace, pulse, True, follow)
 
 
 def _near(mask: np.ndarray, px_per_mm: float) -> np.ndarray:

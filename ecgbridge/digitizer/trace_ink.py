@@ -47,11 +47,20 @@ class TraceInk:
     pulse_search : numpy.ndarray
         The mask calibration pulses are looked for in before a row's start (the
         learned engine restores there the thin strokes its model half-missed).
+    follow : numpy.ndarray or None
+        The mask traces are followed in, where it differs from `mask` (the learned
+        engine leaves out ink its model takes for printed text); None: `mask`.
     """
 
     mask: np.ndarray
     rows: tuple[TraceRow, ...]
     pulse_search: np.ndarray
+    follow: np.ndarray | None = None
+
+    @property
+    def follow_mask(self) -> np.ndarray:
+        """The mask traces are followed in."""
+        return self.mask if self.follow is None else self.follow
 
 
 def find_trace_ink(page: RectifiedPage, scale: PageScale, page_index: int) -> TraceInk:
@@ -67,11 +76,11 @@ def find_trace_ink(page: RectifiedPage, scale: PageScale, page_index: int) -> Tr
     ppm_x, ppm_y = scale.px_per_mm_x, scale.px_per_mm_y
     if page.segmentation is not None:
         masks = learned_masks(page.segmentation, page.dark_ink, ppm_x, ppm_y, scale.has_grid)
-        mask, pulse_search = masks.trace, masks.pulse_search
+        mask, pulse_search, follow = masks.trace, masks.pulse_search, masks.follow
         rows = find_rows(mask, ppm_x, ppm_y)
     else:
         mask, rows = trace_mask_and_rows(page.dark_ink, ppm_x, ppm_y, scale.has_grid)
-        pulse_search = mask
+        pulse_search, follow = mask, None
     if not rows:
         if not scale.has_grid:
             raise NotAnEcgError(
@@ -82,7 +91,7 @@ def find_trace_ink(page: RectifiedPage, scale: PageScale, page_index: int) -> Tr
         raise NotAnEcgError(
             f"page {page_index + 1} does not look like an ECG: {len(rows)} line-like rows found"
         )
-    return TraceInk(mask, tuple(rows), pulse_search)
+    return TraceInk(mask, tuple(rows), pulse_search, follow)
 
 
 def trace_mask_and_rows(dark_ink: np.ndarray, ppm_x: float, ppm_y: float, has_grid: bool
