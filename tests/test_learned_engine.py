@@ -229,9 +229,10 @@ def test_grid_lines_beside_a_stroke_stay_out_of_the_learned_mask():
 
 def test_traces_are_followed_without_the_ink_the_model_takes_for_text():
     """A label under a faint stretch of trace is read from the mask, not followed."""
-    dark = np.zeros((200, 300), np.float32)
+    glyphs = np.zeros((200, 300), np.uint8)
+    cv2.putText(glyphs, "V5", (120, 150), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 255, 2)
+    dark = np.where(glyphs > 0, 0.9, 0.0).astype(np.float32)
     dark[99:102, 10:290] = 0.9  # the trace
-    cv2.putText(dark, "V5", (120, 150), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 0.9, 2)
     trace_p = np.zeros_like(dark)
     trace_p[95:106, 5:295] = 1.0
     text_p = np.zeros_like(dark)
