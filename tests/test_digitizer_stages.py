@@ -141,6 +141,34 @@ def test_calibration_pulse_gives_gain_foot_and_time_origin(gain: float) -> None:
     assert pulse.x_fall == pytest.approx(x_fall, abs=1.0)
 
 
+def test_a_pulse_whose_top_line_was_lost_still_gives_gain_and_foot() -> None:
+    """A faint copy or the learned mask loses the thin top line and the rise's top."""
+    ppm = 5.118
+    mask, base, x_fall, _, _ = _trace_with_pulse(ppm, 10.0, height=400)
+    top = int(round(base - 10.0 * ppm))
+    x_rise = int(np.nonzero(mask[top + 1])[0].min())
+    mask[top - 1:top + 2, x_rise + 3:x_fall - 8] = 0  # most of the top line ...
+    mask[top - 1:top + 8, x_rise - 1:x_rise + 2] = 0  # ... and the rise's upper end
+    mask[top + 20, x_rise + 2] = 1  # a speck below the lost line
+    path = follow_trace(mask, 5, mask.shape[1], 0, mask.shape[0], base, ppm)
+    pulse = find_pulse(path, ppm, ppm)
+    assert pulse is not None
+    assert pulse.mm_per_mv == 10.0
+    assert pulse.foot_y == pytest.approx(base, abs=1.5)
+    assert pulse.x_fall == pytest.approx(x_fall, abs=1.0)
+
+
+def test_two_equal_spikes_with_trace_between_are_not_a_pulse() -> None:
+    ppm = 5.118
+    mask = np.zeros((400, 400), np.uint8)
+    base = 250
+    cv2.line(mask, (5, base), (395, base), 1, 2)
+    for x in (60, 95):  # two 10-mm spikes 7 mm apart, baseline between them
+        cv2.line(mask, (x, base), (x, base - 51), 1, 2)
+    path = follow_trace(mask, 5, 400, 0, 400, base, ppm)
+    assert find_pulse(path, ppm, ppm) is None
+
+
 def test_no_pulse_on_a_plain_trace() -> None:
     mask = np.zeros((300, 800), np.uint8)
     xs = np.arange(10, 790)

@@ -88,23 +88,26 @@ def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
                 break
             if width_mm < _MIN_WIDTH_MM:
                 continue
+            top = _top_level(path, (r0, r1), (f0, f1), max(2.0, 0.3 * px_per_mm_y))
+            if top is None:
+                continue
+            tops, seen_top = top
             hr = float(np.nanmax(path.bottom[r0:r1 + 1] - path.top[r0:r1 + 1]))
             hf = float(np.nanmax(path.bottom[f0:f1 + 1] - path.top[f0:f1 + 1]))
-            if not 0.8 <= hr / max(hf, 1.0) <= 1.25:
-                continue
-            top_level = path.y[r1 + 1:f0]
-            top_level = top_level[np.isfinite(top_level)]
-            if top_level.size < 0.6 * (f0 - r1 - 1):
-                continue
-            tops = float(np.median(top_level))
-            if np.abs(top_level - tops).max() > max(2.0, 0.3 * px_per_mm_y):
+            if seen_top and not 0.8 <= hr / max(hf, 1.0) <= 1.25:
                 continue
             # The foot is the level before the rise (the fall may run straight into a QRS).
-            foot = float(np.nanmedian(path.bottom[r0:r1 + 1])) - 0.5 * (path.line_width - 1)
+            # (Without its top line the rise's columns may hold stubs of it: its lowest end.)
+            bottoms = path.bottom[r0:r1 + 1]
+            foot = float(np.nanmedian(bottoms) if seen_top else np.nanmax(bottoms))
+            foot -= 0.5 * (path.line_width - 1)
             height = foot - tops
             if not _MIN_HEIGHT_MM <= height / px_per_mm_y <= _MAX_HEIGHT_MM:
                 continue
             gain = height / px_per_mm_y
+            if not seen_top and not any(abs(gain / std - 1.0) <= GAIN_SNAP_TOLERANCE
+                                        for std in STANDARD_GAINS_MM_PER_MV):
+                continue
             for std in STANDARD_GAINS_MM_PER_MV:
                 if abs(gain / std - 1.0) <= GAIN_SNAP_TOLERANCE:
                     gain = std
@@ -120,3 +123,31 @@ def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
             x_fall = path.x0 + f0 + 0.5 * (edge - 1)
             return CalibrationPulse(path.x0 + r0, x_fall, height, foot, gain, float(r1 - r0 + 1))
     return None
+
+
+def _top_level(path: TracePath, rise: tuple[int, int], fall: tuple[int, int], tol: float
+               ) -> tuple[float, bool] | None:
+    """Row of a pulse's top line between its edges, and whether the line itself was seen.
+
+    The top line is a thin straight stroke that a faint copy or the learned mask may
+    lose, with the upper ends of the edges. When under 60 % of it is traced, the top is
+    the higher edge's end (lost ink only shortens a stroke): the other edge must reach
+    within a fifth of the pulse's height of it, and what is traced between them must lie
+    at that height (but for specks: a fifth of those columns); the caller then accepts
+    only a standard gain. None: no pulse top.
+    """
+    (r0, r1), (f0, f1) = rise, fall
+    between = path.y[r1 + 1:f0]
+    between = between[np.isfinite(between)]
+    if between.size >= 0.6 * (f0 - r1 - 1):
+        tops = float(np.median(between))
+        return None if np.abs(between - tops).max() > tol else (tops, True)
+    t_rise = float(np.nanmin(path.top[r0:r1 + 1]))
+    t_fall = float(np.nanmin(path.top[f0:f1 + 1]))
+    height = float(np.nanmedian(path.bottom[r0:r1 + 1])) - min(t_rise, t_fall)
+    if abs(t_rise - t_fall) > max(tol, 0.2 * height):
+        return None
+    tops = min(t_rise, t_fall) + 0.5 * (path.line_width - 1)
+    if between.size and np.mean(np.abs(between - tops) > tol) > 0.2:
+        return None
+    return tops, False
