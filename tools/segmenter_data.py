@@ -6,12 +6,12 @@ final image's pixels) and turns each into an image at the model's scale plus a l
 
 * bit 1 (``TRACE``): the drawn ECG trace (the polyline through the plotted pixels,
   drawn with the page's pen width at full resolution, kept where it covers at least a
-  quarter of a model pixel);
+  quarter of a model pixel), and the calibration pulse in front of a row: the pixels of
+  its region (not in the JSON) about as dark as the traced ones;
 * bit 2 (``TEXT``): dark pixels inside the lead-name boxes;
 * bit 4 (``IGNORE``): pixels the loss skips: the edge of a trace (partly covered
-  pixels), the calibration pulse in front of a row (drawn by the generator but not in
-  the JSON), the light pixels of a name box, and the printed header above and below the
-  rows (text the JSON does not locate).
+  pixels), the rest of a pulse's region, the light pixels of a name box, and the
+  printed header above and below the rows (text the JSON does not locate).
 
 Everything else (paper, grid, creases, shadows, noise) is background.
 """
@@ -76,6 +76,42 @@ def _pulse_region(lead: dict) -> np.ndarray | None:
     return np.round(poly).astype(np.int32)
 
 
+def _label_pulse(gray: np.ndarray, poly: np.ndarray, trace: np.ndarray,
+                 ignore: np.ndarray, px_per_mm: float) -> None:
+    """Label a calibration pulse's ink as trace; the rest of its region is ignored.
+
+    The generator's JSON does not locate the pulse's strokes. Inside its region, pixels
+    at least about as dark as the page's traced pixels are its ink (a grid line, far
+    lighter than the pen on all but copies, stays out), in strokes at least 2 mm long
+    (grid crossings are dark specks). Where that takes in a fifth of the region, the
+    grid is as dark as the pen and the region stays unlabelled.
+    """
+    inside = np.zeros(gray.shape, np.uint8)
+    cv2.fillPoly(inside, [poly], 1)
+    grow = 2 * int(round(px_per_mm)) + 1  # the top line lies on the box's edge
+    region = cv2.dilate(inside, np.ones((grow, grow), np.uint8)) > 0
+    traced = trace > 0
+    if not region.any() or not traced.any():
+        ignore[region] = 1
+        return
+    ink = float(np.median(gray[traced]))
+    paper = float(np.median(gray[region]))
+    if paper - ink < 40:
+        ignore[region] = 1
+        return
+    dark = (region & (gray <= ink + 0.35 * (paper - ink))).astype(np.uint8)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
+    long_enough = np.zeros(n, bool)
+    long_enough[1:] = np.maximum(stats[1:, cv2.CC_STAT_WIDTH],
+                                 stats[1:, cv2.CC_STAT_HEIGHT]) >= 2.0 * px_per_mm
+    dark = long_enough[lab]
+    if dark.sum() > 0.2 * region.sum():  # the grid is as dark as the pen: unlabelled
+        ignore[region] = 1
+        return
+    trace[dark] = 1
+    ignore[region & ~dark] = 1
+
+
 def _mark_lead_change(ignore: np.ndarray, first: np.ndarray, px_per_mm: float) -> None:
     """Ignore the lead-change bar the generator draws where a later panel starts."""
     r, c = first
@@ -92,6 +128,7 @@ def full_resolution_labels(gray: np.ndarray, meta: dict, px_per_mm: float
     ignore = np.zeros((h, w), np.uint8)
     pen = max(1, int(round(PEN_MM * px_per_mm)))
     rows_top, rows_bottom = h, 0
+    pulses: list[np.ndarray] = []
     for lead in meta["leads"]:
         pixels = np.asarray(lead["plotted_pixels"], dtype=np.float64)
         if pixels.size:
@@ -103,7 +140,7 @@ def full_resolution_labels(gray: np.ndarray, meta: dict, px_per_mm: float
             rows_top, rows_bottom = min(rows_top, q[:, 1].min()), max(rows_bottom, q[:, 1].max())
             pulse = _pulse_region(lead)
             if pulse is not None and meta.get("dc_pulse", True):
-                cv2.fillPoly(ignore, [pulse], 1)
+                pulses.append(pulse)
             if lead.get("start_sample", 0) > 0 and pixels.size:
                 _mark_lead_change(ignore, pixels[0], px_per_mm)
         tbox = lead.get("text_bounding_box")
@@ -111,6 +148,8 @@ def full_resolution_labels(gray: np.ndarray, meta: dict, px_per_mm: float
             inside, dark = _dark_in(gray, _quad(tbox))
             text |= dark
             ignore |= inside & (1 - dark)
+    for pulse in pulses:
+        _label_pulse(gray, pulse, trace, ignore, px_per_mm)
     if meta.get("printed_text") or meta.get("print_header", False):
         margin = int(6 * px_per_mm)
         ignore[: max(0, rows_top - margin)] = 1
