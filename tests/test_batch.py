@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -80,3 +81,33 @@ def test_the_same_run_goes_to_a_dask_cluster(
     assert rows["fake.pdf"]["state"] == "failed" and rows["fake.pdf"]["reason"]
     assert (out / "a.hea").is_file()
     assert "Dask cluster" in run.stderr + run.stdout
+
+
+def test_one_client_per_output_folder_and_staging_leftovers_are_removed(tmp_path: Path) -> None:
+    """A second run on a folder in use is refused; a killed run's staging folders go."""
+    from ecgbridge.batch.runner import BatchConfig, _lock, run_batch
+    from ecgbridge.digitizer.options import DigitizeOptions
+
+    out = tmp_path / "out"
+    leftover = out / "_batch" / "staging" / "0123abcd"
+    leftover.mkdir(parents=True)
+    (leftover / "half.dat").write_bytes(b"\0" * 10)
+    (tmp_path / "empty").mkdir()
+    config = BatchConfig(sources=[str(tmp_path / "empty")], out_dir=out, formats=["wfdb"],
+                         options=DigitizeOptions())
+
+    class Idle:
+        capacity, describe = 1, "idle test engine"
+
+        def poll(self, timeout: float) -> list[Any]:
+            raise AssertionError("nothing was submitted")
+
+    held = _lock(out / "_batch")
+    try:
+        with pytest.raises(ValueError, match="another ecgbridge batch is running"):
+            run_batch(config, Idle())
+    finally:
+        os.close(held)
+    summary = run_batch(config, Idle())
+    assert summary["this_run"]["inputs"] == 0
+    assert not leftover.exists()

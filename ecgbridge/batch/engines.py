@@ -31,7 +31,10 @@ Result = tuple[str, "list[dict[str, Any]] | WorkerLost"]
 
 
 def _pool_main(conn: Connection) -> None:
+    from ecgbridge.jobs.worker_guard import die_with_parent
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle
+    die_with_parent()  # a SIGKILLed client leaves no worker digitizing under PID 1
     while True:
         try:
             task = conn.recv()
@@ -130,7 +133,9 @@ class DaskEngine:
     """Tasks on an existing Dask distributed cluster (``tcp://host:8786``).
 
     Needs the optional extra ``ecgbridge[cluster]``. Dask reschedules a task whose
-    worker died; when it gives up (``KilledWorker``) the task is reported lost. A task
+    worker died; when it gives up (``KilledWorker``, after the scheduler's
+    ``distributed.scheduler.allowed-failures`` deaths) the task is reported lost and
+    not tried again, the page being the likely cause. A task
     past its timeout is released and reported; Dask cannot stop a running task, so
     its worker thread stays busy until the page finishes.
     """
@@ -184,7 +189,10 @@ class DaskEngine:
             return future.result()  # type: ignore[no-any-return]
         except Exception as exc:
             name = type(exc).__name__
-            return WorkerLost(f"worker lost while digitizing ({name}: {exc})")
+            # KilledWorker: Dask already re-ran the task after each worker death
+            # (distributed.scheduler.allowed-failures times); do not add more tries.
+            return WorkerLost(f"worker lost while digitizing ({name}: {exc})",
+                              retry=name != "KilledWorker")
 
     def running(self) -> dict[str, float]:
         """Key -> monotonic start time of every task in flight."""

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
+import os
+import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +19,15 @@ from typing import Any
 from ecgbridge.batch.engines import WorkerLost
 from ecgbridge.batch.inputs import count_inputs, iter_inputs
 from ecgbridge.batch.journal import DONE, FAILED, SKIPPED, Journal
+from ecgbridge.batch.worker import STAGING_DIR
 from ecgbridge.digitizer.options import DigitizeOptions
 
 log = logging.getLogger("ecgbridge.batch")
 
 #: Attempts per input when its worker dies (the first try and one retry).
 MAX_ATTEMPTS = 2
+#: Lock file in ``DIR/_batch`` held by the running client (one run per output folder).
+LOCK_FILE = "batch.lock"
 
 
 @dataclass
@@ -55,18 +63,55 @@ def run_batch(config: BatchConfig, engine: Any) -> dict[str, Any]:
     Raises
     ------
     ValueError
-        The output folder holds a journal and neither --resume nor --retry-failed is given.
+        The output folder holds a journal and neither --resume nor --retry-failed is
+        given, or another batch run is using it.
     """
     journal = Journal(config.out_dir)
+    lock_fd = -1
     try:
         if not journal.is_empty() and not (config.resume or config.retry_failed):
             raise ValueError(
                 f"{config.out_dir} already holds a batch journal; pass --resume to carry on, "
                 "--retry-failed to redo failures, or choose another --out"
             )
+        lock_fd = _lock(journal.dir)
+        clean_staging(journal.dir)
         return _Run(config, engine, journal).run()
     finally:
         journal.close()
+        if lock_fd >= 0:
+            os.close(lock_fd)
+
+
+def _lock(batch_dir: Path) -> int:
+    """Hold ``_batch/batch.lock`` (released by the kernel however the client ends)."""
+    fd = os.open(batch_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(f"another ecgbridge batch is running on {batch_dir.parent}") from None
+    return fd
+
+
+def clean_staging(batch_dir: Path) -> int:
+    """Remove what killed workers left in ``_batch/staging``; return how many folders.
+
+    Called before a run starts (under the lock, so no task of this run is writing):
+    a staging folder then belongs to a worker of a run that was killed; its page is
+    not journalled as done, so the run digitizes it again. Called again at the end of
+    a run with nothing in flight, for the folders of workers killed during the run
+    (their pages were retried).
+    """
+    staging = batch_dir / STAGING_DIR
+    removed = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(staging) as entries:
+        for entry in entries:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    if removed:
+        log.info("removed %d staging folder(s) left by a killed run", removed)
+    return removed
 
 
 class _Run:
@@ -76,6 +121,9 @@ class _Run:
         self.progress = _Progress()
         self.interrupted = False
         self._seq = 0
+        # Task keys are unique to this run: a Dask scheduler may still hold the keys
+        # of a killed client's tasks, and a reused key would return another page's rows.
+        self._run_id = uuid.uuid4().hex[:12]
         self._bar: Any = None
         self._last_log = time.monotonic()
 
@@ -90,6 +138,8 @@ class _Run:
         finally:
             if self._bar is not None:
                 self._bar.close()
+        if not self.inflight:
+            clean_staging(self.journal.dir)  # folders of workers killed during this run
         self.journal.write_index()
         elapsed = time.monotonic() - self.progress.started
         return self.journal.write_summary({
@@ -166,7 +216,7 @@ class _Run:
 
     def _submit(self, task: dict[str, Any]) -> None:
         self._seq += 1
-        key = f"ecgbridge-batch-{self._seq}-{task['attempts']}"
+        key = f"ecgbridge-batch-{self._run_id}-{self._seq}-{task['attempts']}"
         self.inflight[key] = task
         self.engine.submit(key, task)
 
