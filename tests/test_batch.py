@@ -111,3 +111,32 @@ def test_one_client_per_output_folder_and_staging_leftovers_are_removed(tmp_path
     summary = run_batch(config, Idle())
     assert summary["this_run"]["inputs"] == 0
     assert not leftover.exists()
+
+
+def test_bench_batch_reports_throughput_overhead_and_client_memory(
+    tmp_path: Path, rendered_page: Callable[..., Any]
+) -> None:
+    """`ecgbridge bench DIR --batch` (local pool, 1 worker, a small memory figure)."""
+    import json
+
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    page = rendered_page(layout="3x4+II", dpi=100, seed=3)
+    cv2.imwrite(str(pages / "a.png"), page.image[:, :, ::-1])
+    report = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "ecgbridge", "bench", str(pages), "--batch",
+         "--batch-engines", "local", "--batch-workers", "1", "--memory-paths", "300",
+         "--json", str(report)], capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr
+    figures = json.loads(report.read_text())
+    (local,) = figures["engines"]
+    assert (local["engine"], local["workers"], local["pages"], local["failed"]) == (
+        "local", 1, 1, 0)
+    assert 0 < local["task_s"] <= local["wall_s"] * 1.05
+    assert local["overhead_ms_per_page"] > -50  # wall x workers >= time inside the task
+    assert figures["speedup_over_1_worker"] == {"local": {"1": 1.0}}
+    (memory,) = figures["client_memory"]
+    assert memory["paths"] == 300 and "no-op" in memory["stand_in"]
+    assert memory["peak_rss_mb"] >= memory["baseline_rss_mb"] > 0
+    assert "pages/s=" in run.stdout and "peak RSS" in run.stdout

@@ -20,6 +20,7 @@ from typing import Any
 from ecgbridge.batch.journal import DONE, FAILED
 
 STAGING_DIR = "staging"
+_threads_limited = False
 _SKIPPED_PAGE = re.compile(r"^skipped page (\d+): (.*)$")
 
 
@@ -39,6 +40,7 @@ def process_input(task: dict[str, Any]) -> list[dict[str, Any]]:
         when the input could not be read or digitized at all.
     """
     start = time.monotonic()
+    _one_thread_per_task()
     path = Path(task["path"])
     base = {"path": str(path), "attempts": task.get("attempts", 1)}
     try:
@@ -55,6 +57,22 @@ def process_input(task: dict[str, Any]) -> list[dict[str, Any]]:
     for row in rows:
         row["seconds"] = seconds
     return rows
+
+
+def _one_thread_per_task() -> None:
+    """Cap OpenCV's thread pool (the segmenter network, filters) to one thread, once.
+
+    A batch runs one page per worker process (or worker thread); a page spreading over
+    every core as well would oversubscribe the machine. The outputs do not change
+    (same bytes with 1 thread and with the default pool, checked on the dev pages).
+    """
+    global _threads_limited
+    if _threads_limited:
+        return
+    _threads_limited = True
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def _digitize(task: dict[str, Any], path: Path, base: dict[str, Any]) -> list[dict[str, Any]]:

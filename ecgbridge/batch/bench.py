@@ -1,0 +1,208 @@
+"""Figures of ``ecgbridge batch`` (``ecgbridge bench DIR --batch``).
+
+* **throughput**: the pages of a folder digitized by :func:`run_batch` on the local
+  pool and on a Dask ``LocalCluster`` (127.0.0.1), with 1, 2, ... workers, after a
+  warm-up run (workers import the digitizer and load its models once);
+* **scheduling overhead per page**: worker time not spent inside the task
+  (``wall x workers - sum of task seconds``) divided by the pages;
+* **client memory**: peak RSS of a fresh client process streaming N synthetic paths
+  (an ``@list`` file) through input enumeration, the journal and the bounded in-flight
+  queue, with a **no-op stand-in for digitizing** (nothing is read or digitized: the
+  figure is the client's own memory, not a worker's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import resource
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ecgbridge.batch.journal import DONE
+from ecgbridge.batch.runner import BatchConfig, run_batch
+from ecgbridge.digitizer.options import DigitizeOptions
+
+ENGINE_KINDS: tuple[str, ...] = ("local", "dask")
+_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+@dataclass(frozen=True)
+class EngineFigures:
+    """Throughput of one engine with one worker count."""
+
+    engine: str
+    workers: int
+    pages: int
+    failed: int
+    wall_s: float
+    pages_per_s: float
+    task_s: float
+    overhead_ms_per_page: float
+
+
+@dataclass(frozen=True)
+class MemoryFigures:
+    """Client memory while streaming `paths` synthetic inputs (no-op digitize stand-in)."""
+
+    paths: int
+    baseline_rss_mb: float
+    peak_rss_mb: float
+    wall_s: float
+    inputs_per_s: float
+    stand_in: str = "no-op digitize stand-in: nothing is read or digitized"
+
+
+def bench_engine(kind: str, workers: int, pages: list[Path], work_dir: Path,
+                 formats: list[str]) -> EngineFigures:
+    """Digitize `pages` with `workers` workers of engine `kind` (``local`` or ``dask``).
+
+    Parameters
+    ----------
+    kind : str
+        ``local`` (process pool) or ``dask`` (a LocalCluster started for the run).
+    workers : int
+        Worker processes (one thread each).
+    pages : list of Path
+        The page files.
+    work_dir : Path
+        Scratch folder for the outputs (emptied first).
+    formats : list of str
+        Output formats, as for ``ecgbridge batch --format``.
+    """
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    listing = work_dir / "pages.txt"
+    listing.write_text("".join(f"{p.resolve()}\n" for p in pages), encoding="utf-8")
+    with _engine(kind, workers) as engine:
+        run_batch(_config(listing, work_dir / "warm-up", formats, limit=2 * workers), engine)
+        started = time.perf_counter()
+        summary = run_batch(_config(listing, work_dir / "timed", formats), engine)
+        wall = time.perf_counter() - started
+    n = int(summary["this_run"]["pages"])
+    task_s = float(summary["digitize_seconds"])
+    return EngineFigures(
+        engine=kind, workers=workers, pages=n, failed=int(summary["this_run"]["failed_pages"]),
+        wall_s=round(wall, 3), pages_per_s=round(n / wall, 3) if wall else 0.0,
+        task_s=round(task_s, 3),
+        overhead_ms_per_page=round(1000 * (wall * workers - task_s) / max(n, 1), 1),
+    )
+
+
+def _config(listing: Path, out: Path, formats: list[str], limit: int | None = None
+            ) -> BatchConfig:
+    return BatchConfig(sources=[f"@{listing}"], out_dir=out, formats=formats,
+                       options=DigitizeOptions(), limit=limit, log_every_s=1e9)
+
+
+@contextlib.contextmanager
+def _engine(kind: str, workers: int) -> Iterator[Any]:
+    if kind == "local":
+        from ecgbridge.batch.engines import LocalPool
+
+        pool = LocalPool(workers)
+        try:
+            yield pool
+        finally:
+            pool.close()
+        return
+    if kind != "dask":
+        raise ValueError(f"unknown engine {kind!r}; choose from {', '.join(ENGINE_KINDS)}")
+    from distributed import LocalCluster
+
+    from ecgbridge.batch.engines import DaskEngine
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", scheduler_port=0, dashboard_address=None) as cluster:
+        engine = DaskEngine(cluster.scheduler_address)
+        try:
+            yield engine
+        finally:
+            engine.close()
+
+
+def bench_client_memory(paths: int, work_dir: Path) -> MemoryFigures:
+    """Peak RSS of a fresh client streaming `paths` synthetic inputs (no-op stand-in).
+
+    The paths are written to an ``@list`` file in `work_dir` first (by this process);
+    a spawned process then runs :func:`run_batch` over it with :class:`InstantEngine`.
+    """
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    listing = work_dir / "paths.txt"
+    with open(listing, "w", encoding="utf-8") as fh:
+        for i in range(paths):
+            fh.write(f"/synthetic/archive/{i // 1000:04d}/page{i:07d}.png\n")
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_memory_child, args=(listing, work_dir / "out", queue))
+    child.start()
+    figures: MemoryFigures = queue.get()
+    child.join()
+    return figures
+
+
+def _memory_child(listing: Path, out: Path, queue: Any) -> None:
+    baseline = _max_rss_mb()
+    started = time.perf_counter()
+    summary = run_batch(_config(listing, out, ["wfdb"]), InstantEngine())
+    wall = time.perf_counter() - started
+    n = int(summary["this_run"]["inputs"])
+    queue.put(MemoryFigures(paths=n, baseline_rss_mb=round(baseline, 1),
+                            peak_rss_mb=round(_max_rss_mb(), 1), wall_s=round(wall, 2),
+                            inputs_per_s=round(n / wall, 1) if wall else 0.0))
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+class InstantEngine:
+    """No-op stand-in for a digitizing engine, **for the memory figure only**.
+
+    Answers every task at once with one ``done`` row of the usual size (outputs,
+    layout, 12-lead quality) without reading the file, so what is measured is the
+    client: enumeration, journal and in-flight bookkeeping.
+    """
+
+    capacity = 64
+    describe = "no-op stand-in engine (memory measurement only: nothing is digitized)"
+
+    def __init__(self) -> None:
+        self._ready: list[tuple[str, list[dict[str, Any]]]] = []
+
+    def submit(self, key: str, task: dict[str, Any]) -> None:
+        """Answer `task` with a synthetic done row."""
+        stem = Path(task["path"]).stem
+        row = {"path": task["path"], "page": 1, "pages": 1, "size": 0, "sha256": "0" * 64,
+               "state": DONE, "outputs": [f"{stem}.{ext}" for ext in ("hea", "dat", "csv")],
+               "layout": "3x4+II", "quality": dict.fromkeys(_LEADS, 0.9), "seconds": 0.0}
+        self._ready.append((key, [row]))
+
+    def poll(self, timeout: float) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Every answer since the last poll."""
+        ready, self._ready = self._ready, []
+        return ready
+
+    def running(self) -> dict[str, float]:
+        """Nothing runs: answers are immediate."""
+        return {}
+
+    def expire(self, key: str) -> None:
+        """Nothing to expire."""
+
+
+def figures_dict(engines: list[EngineFigures], memory: list[MemoryFigures]) -> dict[str, Any]:
+    """Every figure as JSON-ready data, with the speed-up of each engine over 1 worker."""
+    speedup: dict[str, dict[str, float]] = {}
+    for f in engines:
+        one = next((g for g in engines if g.engine == f.engine and g.workers == 1), None)
+        if one is not None and one.pages_per_s:
+            speedup.setdefault(f.engine, {})[str(f.workers)] = round(
+                f.pages_per_s / one.pages_per_s, 2)
+    return {"engines": [asdict(f) for f in engines], "speedup_over_1_worker": speedup,
+            "client_memory": [asdict(m) for m in memory]}
