@@ -140,3 +140,52 @@ def test_bench_batch_reports_throughput_overhead_and_client_memory(
     assert memory["paths"] == 300 and "no-op" in memory["stand_in"]
     assert memory["peak_rss_mb"] >= memory["baseline_rss_mb"] > 0
     assert "pages/s=" in run.stdout and "peak RSS" in run.stdout
+
+
+def test_retry_failed_without_src_writes_into_the_input_sub_folder(
+    tmp_path: Path, rendered_page: Callable[..., Any]
+) -> None:
+    """`--retry-failed` with no SRC redoes the journal's failures, into their sub-folder."""
+    src = tmp_path / "archive"
+    (src / "sub").mkdir(parents=True)
+    page = rendered_page(layout="3x4+II", dpi=100, seed=3)
+    cv2.imwrite(str(src / "a.png"), page.image[:, :, ::-1])
+    (src / "sub" / "late.png").write_bytes(b"still being copied")
+    out = tmp_path / "out"
+    first = _batch(str(src), "--out", str(out), "--workers", "1", "--no-progress")
+    assert first.returncode == 1, first.stderr
+    rows = {Path(r["path"]).name: r for r in _index(out)}
+    assert (rows["late.png"]["state"], rows["late.png"]["folder"]) == ("failed", "sub")
+    cv2.imwrite(str(src / "sub" / "late.png"), page.image[:, :, ::-1])
+
+    again = _batch("--out", str(out), "--retry-failed", "--workers", "1", "--no-progress")
+    assert again.returncode == 0, again.stderr
+    rows = {Path(r["path"]).name: r for r in _index(out)}
+    assert rows["late.png"]["state"] == "done"
+    assert (out / "sub" / "late.hea").is_file() and not (out / "late.hea").exists()
+
+
+def test_a_journal_without_the_folder_column_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    from ecgbridge.batch.journal import Journal
+
+    (tmp_path / "_batch").mkdir()
+    db = sqlite3.connect(tmp_path / "_batch" / "journal.sqlite")
+    db.execute("CREATE TABLE pages (path TEXT NOT NULL, page INTEGER NOT NULL, pages INTEGER, "
+               "size INTEGER, sha256 TEXT, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',"
+               " outputs TEXT NOT NULL DEFAULT '', layout TEXT NOT NULL DEFAULT '', quality TEXT "
+               "NOT NULL DEFAULT '', seconds REAL, attempts INTEGER NOT NULL DEFAULT 1, "
+               "finished_at REAL, PRIMARY KEY (path, page))")
+    db.execute("INSERT INTO pages (path, page, state, reason) VALUES ('/a/x.png', 0, 'failed', "
+               "'unreadable')")
+    db.commit()
+    db.close()
+    journal = Journal(tmp_path)
+    try:
+        assert list(journal.failed_inputs()) == [("/a/x.png", "")]
+        journal.record([{"path": "/a/y.png", "folder": "sub", "page": 1, "state": "done"}])
+        assert {r["path"]: r["folder"] for r in journal.rows()} == {"/a/x.png": "",
+                                                                    "/a/y.png": "sub"}
+    finally:
+        journal.close()

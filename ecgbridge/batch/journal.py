@@ -36,19 +36,21 @@ class PageState(StrEnum):
 DONE, FAILED, SKIPPED = PageState
 STATES: tuple[PageState, ...] = tuple(PageState)
 
-#: Index columns, in order. ``page`` is 1-based; 0 means the whole input (it failed to load
-#: or was skipped before any page was read).
+#: Index columns, in order. ``folder`` is the input's output sub-folder below DIR. ``page``
+#: is 1-based; 0 means the whole input (it failed to load or was skipped before any page
+#: was read).
 COLUMNS: tuple[str, ...] = (
-    "path", "page", "pages", "size", "sha256", "state", "reason", "outputs", "layout",
+    "path", "folder", "page", "pages", "size", "sha256", "state", "reason", "outputs", "layout",
     "quality", "seconds", "attempts", "finished_at",
 )
 
-_DEFAULTS: dict[str, Any] = {"reason": "", "outputs": "", "layout": "", "quality": "",
-                             "attempts": 1}
+_DEFAULTS: dict[str, Any] = {"folder": "", "reason": "", "outputs": "", "layout": "",
+                             "quality": "", "attempts": 1}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pages (
-    path TEXT NOT NULL, page INTEGER NOT NULL, pages INTEGER, size INTEGER, sha256 TEXT,
+    path TEXT NOT NULL, folder TEXT NOT NULL DEFAULT '', page INTEGER NOT NULL,
+    pages INTEGER, size INTEGER, sha256 TEXT,
     state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', outputs TEXT NOT NULL DEFAULT '',
     layout TEXT NOT NULL DEFAULT '', quality TEXT NOT NULL DEFAULT '', seconds REAL,
     attempts INTEGER NOT NULL DEFAULT 1, finished_at REAL,
@@ -71,6 +73,9 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(pages)")}
+        if "folder" not in columns:  # a journal written before the column existed
+            self._db.execute("ALTER TABLE pages ADD COLUMN folder TEXT NOT NULL DEFAULT ''")
         self._db.commit()
 
     def close(self) -> None:
@@ -119,11 +124,12 @@ class Journal:
                     f"VALUES ({', '.join('?' * len(COLUMNS))})", values,
                 )
 
-    def failed_inputs(self) -> Iterator[str]:
-        """Paths of inputs that failed as a whole or in one of their pages."""
-        cur = self._db.execute("SELECT DISTINCT path FROM pages WHERE state = ?", (FAILED,))
-        for (path,) in cur:
-            yield str(path)
+    def failed_inputs(self) -> Iterator[tuple[str, str]]:
+        """``(path, output sub-folder)`` of inputs that failed as a whole or in a page."""
+        cur = self._db.execute(
+            "SELECT DISTINCT path, folder FROM pages WHERE state = ?", (FAILED,))
+        for path, folder in cur:
+            yield str(path), str(folder)
 
     def counts(self) -> dict[str, int]:
         """Pages per state, plus ``inputs`` (distinct paths)."""

@@ -176,7 +176,7 @@ class _Run:
     def _tasks(self) -> Iterator[dict[str, Any]]:
         paths: Any = self._fresh_paths()
         if self.c.retry_failed and not self.c.sources:
-            paths = [(Path(p), "") for p in list(self.journal.failed_inputs())]
+            paths = [(Path(p), folder) for p, folder in list(self.journal.failed_inputs())]
         for count, (path, rel) in enumerate(paths):
             if self.c.limit is not None and count >= self.c.limit:
                 return
@@ -185,19 +185,18 @@ class _Run:
                    "write_options": self.c.write_options}
 
     def _fresh_paths(self) -> Iterator[tuple[Path, str]]:
-        failed_redo = list(self.journal.failed_inputs()) if self.c.retry_failed else []
-        redo = set(failed_redo)
+        redo = {p for p, _ in self.journal.failed_inputs()} if self.c.retry_failed else set()
         for path, rel in iter_inputs(self.c.sources):
             state = self.journal.input_state(str(path))
             if state in (DONE, SKIPPED):
                 continue
             if state == FAILED and str(path) not in redo:
                 continue
-            if state is None and self.c.resume and self._moved_copy(path):
+            if state is None and self.c.resume and self._moved_copy(path, rel):
                 continue
             yield path, rel
 
-    def _moved_copy(self, path: Path) -> bool:
+    def _moved_copy(self, path: Path, rel: str) -> bool:
         """Record `path` as skipped when the same content was digitized at another path."""
         try:
             size = path.stat().st_size
@@ -209,8 +208,9 @@ class _Run:
         other = self.journal.done_path_with_hash(digest)
         if other is None:
             return False
-        self.journal.record([{"path": str(path), "page": 0, "size": size, "sha256": digest,
-                              "state": SKIPPED, "reason": f"same content as {other} (done)"}])
+        self.journal.record([{"path": str(path), "folder": rel, "page": 0, "size": size,
+                              "sha256": digest, "state": SKIPPED,
+                              "reason": f"same content as {other} (done)"}])
         self.progress.skipped += 1
         return True
 
@@ -240,7 +240,7 @@ class _Run:
                 log.warning("%s: %s; retrying", task["path"], result.reason)
                 self._submit({**task, "attempts": task["attempts"] + 1})
                 return
-            result = [{"path": task["path"], "page": 0, "state": FAILED,
+            result = [{"path": task["path"], "folder": task["rel"], "page": 0, "state": FAILED,
                        "reason": result.reason, "attempts": task["attempts"]}]
         self.journal.record(result)
         self.progress.inputs += 1

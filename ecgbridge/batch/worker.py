@@ -42,7 +42,7 @@ def process_input(task: dict[str, Any]) -> list[dict[str, Any]]:
     start = time.monotonic()
     _one_thread_per_task()
     path = Path(task["path"])
-    base = {"path": str(path), "attempts": task.get("attempts", 1)}
+    base = {"path": str(path), "folder": task.get("rel", ""), "attempts": task.get("attempts", 1)}
     try:
         data_size = path.stat().st_size
         base["size"] = data_size
