@@ -1,4 +1,4 @@
-"""`ecgbridge batch` on the local process pool: rows, outputs, resume (issue 11, partial)."""
+"""`ecgbridge batch`: rows, outputs, resume, retry, the client lock, the pool, `bench --batch`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import csv
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,26 @@ def test_a_journal_without_the_folder_column_is_upgraded(tmp_path: Path) -> None
                                                                     "/a/y.png": "sub"}
     finally:
         journal.close()
+
+
+def test_local_pool_replaces_a_worker_that_died_while_idle(tmp_path: Path) -> None:
+    from ecgbridge.batch.engines import LocalPool
+    from ecgbridge.digitizer.options import DigitizeOptions
+
+    pool = LocalPool(1)
+    try:
+        (idle,) = pool._slots
+        idle.proc.kill()
+        idle.proc.join(10)
+        task = {"path": str(tmp_path / "missing.png"), "rel": "", "out_dir": str(tmp_path),
+                "formats": ["wfdb"], "options": DigitizeOptions(), "attempts": 1}
+        pool.submit("k1", task)
+        results: list[Any] = []
+        deadline = time.monotonic() + 60
+        while not results and time.monotonic() < deadline:
+            results = pool.poll(1.0)
+    finally:
+        pool.close()
+    ((key, rows),) = results
+    assert key == "k1" and isinstance(rows, list), rows  # answered by a fresh worker
+    assert rows[0]["state"] == "failed" and rows[0]["reason"]

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import psutil
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -129,18 +128,42 @@ def _sigkill_mid_run(cmd: list[str], out: Path) -> dict[tuple[str, int], tuple[s
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_rows(proc, out, KILL_AFTER_ROWS)
-        children = psutil.Process(proc.pid).children(recursive=True)
+        children = _children(proc.pid)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(30) == -signal.SIGKILL
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
-    _gone, alive = psutil.wait_procs(children, timeout=10)
-    assert not alive, f"worker processes outlived the killed client: {alive}"
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in children if _alive(pid)], "workers outlived the killed client"
     left = _journal(out)
     assert KILL_AFTER_ROWS <= len(left) < len(BAD_FILES) + N_GOOD, "not killed mid-run"
     return left
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is `pid` (from /proc)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, dead but not yet reaped, is not alive)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _check_against_reference(out: Path, ref: Reference) -> None:
@@ -179,6 +202,46 @@ def test_local_pool_resumes_after_the_client_is_killed(
     _check_resume(out, reference, before, _run([*cmd, "--resume"]))
 
 
+def test_local_pool_retries_the_page_of_a_killed_worker(
+    tmp_path: Path, reference: Reference
+) -> None:
+    """SIGKILL of a pool worker mid-page: it is replaced, its page is digitized again
+    (attempts 2 in the journal) and the run completes as the reference."""
+    out = tmp_path / "out"
+    cmd = _batch_cmd(reference.src, out, "--workers", "2")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_rows(proc, out, 1)
+        os.kill(_busy_pool_worker(proc), signal.SIGKILL)
+        _stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, stderr  # the bad files failed, nothing else
+    _check_against_reference(out, reference)
+    retried = [r for r in _index(out) if r["attempts"] == "2"]
+    assert len(retried) == 1 and retried[0]["state"] == "done", retried
+    assert "worker process died" in stderr
+
+
+def _busy_pool_worker(proc: subprocess.Popen[str]) -> int:
+    """A pool worker of the batch `proc` that is running (digitizing), not waiting."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the batch ended before a worker could be killed"
+        for pid in _children(proc.pid):
+            try:
+                is_worker = b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if is_worker and state == "R":
+                return pid
+        time.sleep(0.01)
+    raise AssertionError("no pool worker was seen digitizing")
+
+
 def test_dask_run_resumes_after_the_client_is_killed(
     tmp_path: Path, reference: Reference, cluster: Any
 ) -> None:
@@ -210,7 +273,7 @@ def test_dask_run_completes_when_a_worker_is_killed(
             proc.kill()
             proc.communicate()
     assert proc.returncode == 1, stderr  # the bad files failed, nothing else
-    assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == "zombie"
+    assert not _alive(victim)
     _check_against_reference(out, reference)
 
 

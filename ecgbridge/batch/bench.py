@@ -14,9 +14,12 @@
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
+import json
+import os
 import resource
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -47,11 +50,17 @@ class EngineFigures:
 
 @dataclass(frozen=True)
 class MemoryFigures:
-    """Client memory while streaming `paths` synthetic inputs (no-op digitize stand-in)."""
+    """Client memory while streaming `paths` synthetic inputs (no-op digitize stand-in).
+
+    ``baseline_rss_mb``: resident memory after the imports, before the run;
+    ``peak_rss_mb``: the process's peak RSS (imports included); ``end_rss_mb``: resident
+    memory after the run, index written.
+    """
 
     paths: int
     baseline_rss_mb: float
     peak_rss_mb: float
+    end_rss_mb: float
     wall_s: float
     inputs_per_s: float
     stand_in: str = "no-op digitize stand-in: nothing is read or digitized"
@@ -129,7 +138,8 @@ def bench_client_memory(paths: int, work_dir: Path) -> MemoryFigures:
     """Peak RSS of a fresh client streaming `paths` synthetic inputs (no-op stand-in).
 
     The paths are written to an ``@list`` file in `work_dir` first (by this process);
-    a spawned process then runs :func:`run_batch` over it with :class:`InstantEngine`.
+    a fresh Python process then runs :func:`run_batch` over it with
+    :class:`InstantEngine` and reports its memory.
     """
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
@@ -137,28 +147,35 @@ def bench_client_memory(paths: int, work_dir: Path) -> MemoryFigures:
     with open(listing, "w", encoding="utf-8") as fh:
         for i in range(paths):
             fh.write(f"/synthetic/archive/{i // 1000:04d}/page{i:07d}.png\n")
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_memory_child, args=(listing, work_dir / "out", queue))
-    child.start()
-    figures: MemoryFigures = queue.get()
-    child.join()
-    return figures
+    code = "import sys; from ecgbridge.batch.bench import memory_main; memory_main(sys.argv[1:])"
+    done = subprocess.run([sys.executable, "-c", code, str(listing), str(work_dir / "out")],
+                          capture_output=True, text=True, check=True)
+    return MemoryFigures(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def _memory_child(listing: Path, out: Path, queue: Any) -> None:
-    baseline = _max_rss_mb()
+def memory_main(argv: list[str]) -> None:
+    """Child of :func:`bench_client_memory`: ``LISTING OUT``; prints the figures as JSON."""
+    listing, out = Path(argv[0]), Path(argv[1])
+    baseline = _rss_mb()
     started = time.perf_counter()
     summary = run_batch(_config(listing, out, ["wfdb"]), InstantEngine())
     wall = time.perf_counter() - started
     n = int(summary["this_run"]["inputs"])
-    queue.put(MemoryFigures(paths=n, baseline_rss_mb=round(baseline, 1),
-                            peak_rss_mb=round(_max_rss_mb(), 1), wall_s=round(wall, 2),
-                            inputs_per_s=round(n / wall, 1) if wall else 0.0))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    figures = MemoryFigures(paths=n, baseline_rss_mb=round(baseline, 1),
+                            peak_rss_mb=round(peak, 1), end_rss_mb=round(_rss_mb(), 1),
+                            wall_s=round(wall, 2),
+                            inputs_per_s=round(n / wall, 1) if wall else 0.0)
+    print(json.dumps(asdict(figures)))
 
 
-def _max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+def _rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc; 0 elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 class InstantEngine:

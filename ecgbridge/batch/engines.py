@@ -72,8 +72,12 @@ class LocalPool:
     def submit(self, key: str, task: dict[str, Any]) -> None:
         """Send `task` to an idle worker (the caller keeps at most `capacity` in flight)."""
         slot = next(s for s in self._slots if s.key is None)
+        try:
+            slot.conn.send(task)
+        except OSError:  # the idle worker died (killed, out of memory): start another
+            slot = self._replace(slot)
+            slot.conn.send(task)
         slot.key, slot.started = key, time.monotonic()
-        slot.conn.send(task)
 
     def poll(self, timeout: float) -> list[Result]:
         """Results that arrived within `timeout` seconds."""
@@ -110,12 +114,14 @@ class LocalPool:
             if slot.key == key:
                 self._replace(slot)
 
-    def _replace(self, slot: _Slot) -> None:
+    def _replace(self, slot: _Slot) -> _Slot:
         if slot.proc.is_alive():
             slot.proc.kill()
-            slot.proc.join(5)
+        slot.proc.join(5)
         slot.conn.close()
-        self._slots[self._slots.index(slot)] = _Slot(self._ctx)
+        fresh = _Slot(self._ctx)
+        self._slots[self._slots.index(slot)] = fresh
+        return fresh
 
     def close(self) -> None:
         """Stop every worker."""

@@ -56,7 +56,8 @@ def run_batch_bench(args: argparse.Namespace, pages: list[Path]) -> int:
             m = bench_client_memory(args.memory_paths, work / "memory")
             memory.append(m)
             print(f"client memory, {m.paths} synthetic paths ({m.stand_in}): baseline "
-                  f"{m.baseline_rss_mb:.1f} MB, peak RSS {m.peak_rss_mb:.1f} MB, "
+                  f"{m.baseline_rss_mb:.1f} MB, peak RSS {m.peak_rss_mb:.1f} MB, at the end "
+                  f"{m.end_rss_mb:.1f} MB, "
                   f"{m.inputs_per_s:.0f} inputs/s", flush=True)
     result = figures_dict(figures, memory)
     result["load_average_at_end"] = _load()
