@@ -213,3 +213,26 @@ def test_local_pool_replaces_a_worker_that_died_while_idle(tmp_path: Path) -> No
     ((key, rows),) = results
     assert key == "k1" and isinstance(rows, list), rows  # answered by a fresh worker
     assert rows[0]["state"] == "failed" and rows[0]["reason"]
+
+
+def test_the_parquet_index_is_written_in_batches_with_the_csv_rows(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    from ecgbridge.batch.journal import Journal
+
+    journal = Journal(tmp_path)
+    try:
+        journal.record([{"path": "/a/bad.png", "page": 0, "state": "failed", "reason": "empty"}])
+        for i in range(7):
+            journal.record([{"path": f"/a/p{i}.png", "folder": "sub", "page": 1, "pages": 1,
+                             "size": 10 + i, "sha256": "ab", "state": "done",
+                             "outputs": [f"sub/p{i}.hea"], "quality": {"II": 0.9},
+                             "seconds": 0.5, "layout": "3x4+II"}])
+        journal.write_index()
+        journal._write_parquet(rows_per_batch=3)  # three batches
+    finally:
+        journal.close()
+    table = pq.read_table(tmp_path / "_batch" / "index.parquet")
+    assert table.num_rows == 8 and table.schema.field("size").type == "int64"
+    rows = table.to_pylist()
+    assert (rows[0]["path"], rows[0]["state"], rows[0]["size"]) == ("/a/bad.png", "failed", None)
+    assert [r["path"] for r in rows] == [r["path"] for r in _index(tmp_path)]

@@ -156,17 +156,29 @@ class Journal:
             for row in self.rows():
                 writer.writerow(row)
         tmp.replace(csv_path)
-        written = [csv_path]
+        parquet = self._write_parquet()
+        return [csv_path] if parquet is None else [csv_path, parquet]
+
+    def _write_parquet(self, rows_per_batch: int = 50_000) -> Path | None:
+        """Write ``index.parquet`` from the journal, a batch of rows at a time (None
+        without pyarrow)."""
         try:
-            import pyarrow.csv as pa_csv
+            import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
-            return written
-        table = pa_csv.read_csv(str(csv_path))
+            return None
+        types = {"page": pa.int64(), "pages": pa.int64(), "size": pa.int64(),
+                 "seconds": pa.float64(), "attempts": pa.int64(), "finished_at": pa.float64()}
+        schema = pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
         parquet = self.dir / INDEX_PARQUET
-        pq.write_table(table, str(parquet.with_name("." + INDEX_PARQUET + ".part")))
-        parquet.with_name("." + INDEX_PARQUET + ".part").replace(parquet)
-        return written + [parquet]
+        tmp = parquet.with_name("." + INDEX_PARQUET + ".part")
+        cur = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM pages ORDER BY path, page")
+        with pq.ParquetWriter(str(tmp), schema) as writer:
+            while chunk := cur.fetchmany(rows_per_batch):
+                columns = [list(col) for col in zip(*chunk, strict=True)]
+                writer.write_batch(pa.record_batch(columns, schema=schema))
+        tmp.replace(parquet)
+        return parquet
 
     def write_summary(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write ``summary.json`` (counts, failure reasons, pages/s) and return it."""
