@@ -243,7 +243,7 @@ def _busy_pool_worker(proc: subprocess.Popen[str]) -> int:
 
 
 def test_dask_run_resumes_after_the_client_is_killed(
-    tmp_path: Path, reference: Reference, cluster: Any
+    tmp_path: Path, cluster: Any, reference: Reference
 ) -> None:
     out = tmp_path / "out"
     cmd = _batch_cmd(reference.src, out, "--scheduler", cluster.scheduler_address)
@@ -252,7 +252,7 @@ def test_dask_run_resumes_after_the_client_is_killed(
 
 
 def test_dask_run_completes_when_a_worker_is_killed(
-    tmp_path: Path, reference: Reference, cluster: Any
+    tmp_path: Path, cluster: Any, reference: Reference
 ) -> None:
     """SIGKILL of the worker process digitizing a page: Dask's nanny restarts it, the
     page is digitized again on a worker, and the run completes as the reference."""
