@@ -71,11 +71,16 @@ def test_the_same_run_goes_to_a_dask_cluster(
     cv2.imwrite(str(src / "a.png"), page.image[:, :, ::-1])
     (src / "fake.pdf").write_bytes(b"%PDF-1.4 not really")
     out = tmp_path / "out"
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", scheduler_port=0,
-                                  dashboard_address=None) as cluster:
-        run = _batch(str(src), "--out", str(out), "--scheduler", cluster.scheduler_address,
-                     "--no-progress")
+    environ = dict(os.environ)
+    try:
+        with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                      host="127.0.0.1", scheduler_port=0,
+                                      dashboard_address=None) as cluster:
+            run = _batch(str(src), "--out", str(out), "--scheduler",
+                         cluster.scheduler_address, "--no-progress")
+    finally:  # the nannies leave MALLOC_TRIM_THRESHOLD_ & co. in this process's environment
+        os.environ.clear()
+        os.environ.update(environ)
     assert run.returncode == 1, run.stderr  # the fake PDF failed
     rows = {Path(r["path"]).name: r for r in _index(out)}
     assert rows["a.png"]["state"] == "done"

@@ -108,10 +108,22 @@ def reference(tmp_path_factory: pytest.TempPathFactory,
 def cluster() -> Iterator[Any]:
     """A Dask LocalCluster: 2 worker processes of 1 thread each, on 127.0.0.1."""
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", scheduler_port=0,
-                                  dashboard_address=None) as c:
-        yield c
+    environ = dict(os.environ)
+    try:
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      host="127.0.0.1", scheduler_port=0,
+                                      dashboard_address=None) as c:
+            _restore(environ)
+            yield c
+    finally:
+        _restore(environ)
+
+
+def _restore(environ: dict[str, str]) -> None:
+    """Undo the variables a LocalCluster's nannies leave in this process's environment
+    (MALLOC_TRIM_THRESHOLD_, OMP_NUM_THREADS...), which later tests' children inherit."""
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def _wait_for_rows(proc: subprocess.Popen[str], out: Path, n: int) -> None:

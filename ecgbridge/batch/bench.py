@@ -125,13 +125,26 @@ def _engine(kind: str, workers: int) -> Iterator[Any]:
 
     from ecgbridge.batch.engines import DaskEngine
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", scheduler_port=0, dashboard_address=None) as cluster:
-        engine = DaskEngine(cluster.scheduler_address)
-        try:
-            yield engine
-        finally:
-            engine.close()
+    environ = dict(os.environ)
+    try:
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          host="127.0.0.1", scheduler_port=0, dashboard_address=None) as cluster:
+            _restore_environ(environ)
+            engine = DaskEngine(cluster.scheduler_address)
+            try:
+                yield engine
+            finally:
+                engine.close()
+    finally:
+        _restore_environ(environ)
+
+
+def _restore_environ(environ: dict[str, str]) -> None:
+    """Undo what starting a LocalCluster leaves in this process's environment
+    (``MALLOC_TRIM_THRESHOLD_``, ``OMP_NUM_THREADS``...: the nanny's pre-spawn variables),
+    which every later child process (local pool, memory figure) would inherit."""
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def bench_client_memory(paths: int, work_dir: Path) -> MemoryFigures:
