@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -31,7 +32,10 @@ Result = tuple[str, "list[dict[str, Any]] | WorkerLost"]
 
 
 def _pool_main(conn: Connection) -> None:
+    from ecgbridge.jobs.worker_guard import die_with_parent
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle
+    die_with_parent()  # a SIGKILLed client leaves no worker digitizing under PID 1
     while True:
         try:
             task = conn.recv()
@@ -42,11 +46,33 @@ def _pool_main(conn: Connection) -> None:
         conn.send(process_input(task))
 
 
+#: Native thread pools a pool worker starts with one thread (a page runs on one core;
+#: two workers each spinning two OpenBLAS threads on two cores doubled every page's time).
+#: The outputs are the same bytes. Variables the user set are left as they are.
+THREAD_VARIABLES: tuple[str, ...] = (
+    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+)
+
+
+@contextlib.contextmanager
+def _single_threaded_environ() -> Iterator[None]:
+    """Set THREAD_VARIABLES to 1 while a worker is spawned (it copies the environment)."""
+    added = [v for v in THREAD_VARIABLES if v not in os.environ]
+    for var in added:
+        os.environ[var] = "1"
+    try:
+        yield
+    finally:
+        for var in added:
+            os.environ.pop(var, None)
+
+
 class _Slot:
     def __init__(self, ctx: Any) -> None:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_pool_main, args=(child,), daemon=True)
-        self.proc.start()
+        with _single_threaded_environ():
+            self.proc.start()
         child.close()
         self.key: str | None = None
         self.started = 0.0
@@ -69,8 +95,12 @@ class LocalPool:
     def submit(self, key: str, task: dict[str, Any]) -> None:
         """Send `task` to an idle worker (the caller keeps at most `capacity` in flight)."""
         slot = next(s for s in self._slots if s.key is None)
+        try:
+            slot.conn.send(task)
+        except OSError:  # the idle worker died (killed, out of memory): start another
+            slot = self._replace(slot)
+            slot.conn.send(task)
         slot.key, slot.started = key, time.monotonic()
-        slot.conn.send(task)
 
     def poll(self, timeout: float) -> list[Result]:
         """Results that arrived within `timeout` seconds."""
@@ -107,12 +137,14 @@ class LocalPool:
             if slot.key == key:
                 self._replace(slot)
 
-    def _replace(self, slot: _Slot) -> None:
+    def _replace(self, slot: _Slot) -> _Slot:
         if slot.proc.is_alive():
             slot.proc.kill()
-            slot.proc.join(5)
+        slot.proc.join(5)
         slot.conn.close()
-        self._slots[self._slots.index(slot)] = _Slot(self._ctx)
+        fresh = _Slot(self._ctx)
+        self._slots[self._slots.index(slot)] = fresh
+        return fresh
 
     def close(self) -> None:
         """Stop every worker."""
@@ -130,7 +162,9 @@ class DaskEngine:
     """Tasks on an existing Dask distributed cluster (``tcp://host:8786``).
 
     Needs the optional extra ``ecgbridge[cluster]``. Dask reschedules a task whose
-    worker died; when it gives up (``KilledWorker``) the task is reported lost. A task
+    worker died; when it gives up (``KilledWorker``, after the scheduler's
+    ``distributed.scheduler.allowed-failures`` deaths) the task is reported lost and
+    not tried again, the page being the likely cause. A task
     past its timeout is released and reported; Dask cannot stop a running task, so
     its worker thread stays busy until the page finishes.
     """
@@ -184,7 +218,10 @@ class DaskEngine:
             return future.result()  # type: ignore[no-any-return]
         except Exception as exc:
             name = type(exc).__name__
-            return WorkerLost(f"worker lost while digitizing ({name}: {exc})")
+            # KilledWorker: Dask already re-ran the task after each worker death
+            # (distributed.scheduler.allowed-failures times); do not add more tries.
+            return WorkerLost(f"worker lost while digitizing ({name}: {exc})",
+                              retry=name != "KilledWorker")
 
     def running(self) -> dict[str, float]:
         """Key -> monotonic start time of every task in flight."""

@@ -36,19 +36,21 @@ class PageState(StrEnum):
 DONE, FAILED, SKIPPED = PageState
 STATES: tuple[PageState, ...] = tuple(PageState)
 
-#: Index columns, in order. ``page`` is 1-based; 0 means the whole input (it failed to load
-#: or was skipped before any page was read).
+#: Index columns, in order. ``folder`` is the input's output sub-folder below DIR. ``page``
+#: is 1-based; 0 means the whole input (it failed to load or was skipped before any page
+#: was read).
 COLUMNS: tuple[str, ...] = (
-    "path", "page", "pages", "size", "sha256", "state", "reason", "outputs", "layout",
+    "path", "folder", "page", "pages", "size", "sha256", "state", "reason", "outputs", "layout",
     "quality", "seconds", "attempts", "finished_at",
 )
 
-_DEFAULTS: dict[str, Any] = {"reason": "", "outputs": "", "layout": "", "quality": "",
-                             "attempts": 1}
+_DEFAULTS: dict[str, Any] = {"folder": "", "reason": "", "outputs": "", "layout": "",
+                             "quality": "", "attempts": 1}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pages (
-    path TEXT NOT NULL, page INTEGER NOT NULL, pages INTEGER, size INTEGER, sha256 TEXT,
+    path TEXT NOT NULL, folder TEXT NOT NULL DEFAULT '', page INTEGER NOT NULL,
+    pages INTEGER, size INTEGER, sha256 TEXT,
     state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', outputs TEXT NOT NULL DEFAULT '',
     layout TEXT NOT NULL DEFAULT '', quality TEXT NOT NULL DEFAULT '', seconds REAL,
     attempts INTEGER NOT NULL DEFAULT 1, finished_at REAL,
@@ -71,6 +73,9 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(pages)")}
+        if "folder" not in columns:  # a journal written before the column existed
+            self._db.execute("ALTER TABLE pages ADD COLUMN folder TEXT NOT NULL DEFAULT ''")
         self._db.commit()
 
     def close(self) -> None:
@@ -119,11 +124,12 @@ class Journal:
                     f"VALUES ({', '.join('?' * len(COLUMNS))})", values,
                 )
 
-    def failed_inputs(self) -> Iterator[str]:
-        """Paths of inputs that failed as a whole or in one of their pages."""
-        cur = self._db.execute("SELECT DISTINCT path FROM pages WHERE state = ?", (FAILED,))
-        for (path,) in cur:
-            yield str(path)
+    def failed_inputs(self) -> Iterator[tuple[str, str]]:
+        """``(path, output sub-folder)`` of inputs that failed as a whole or in a page."""
+        cur = self._db.execute(
+            "SELECT DISTINCT path, folder FROM pages WHERE state = ?", (FAILED,))
+        for path, folder in cur:
+            yield str(path), str(folder)
 
     def counts(self) -> dict[str, int]:
         """Pages per state, plus ``inputs`` (distinct paths)."""
@@ -150,17 +156,29 @@ class Journal:
             for row in self.rows():
                 writer.writerow(row)
         tmp.replace(csv_path)
-        written = [csv_path]
+        parquet = self._write_parquet()
+        return [csv_path] if parquet is None else [csv_path, parquet]
+
+    def _write_parquet(self, rows_per_batch: int = 50_000) -> Path | None:
+        """Write ``index.parquet`` from the journal, a batch of rows at a time (None
+        without pyarrow)."""
         try:
-            import pyarrow.csv as pa_csv
+            import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
-            return written
-        table = pa_csv.read_csv(str(csv_path))
+            return None
+        types = {"page": pa.int64(), "pages": pa.int64(), "size": pa.int64(),
+                 "seconds": pa.float64(), "attempts": pa.int64(), "finished_at": pa.float64()}
+        schema = pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
         parquet = self.dir / INDEX_PARQUET
-        pq.write_table(table, str(parquet.with_name("." + INDEX_PARQUET + ".part")))
-        parquet.with_name("." + INDEX_PARQUET + ".part").replace(parquet)
-        return written + [parquet]
+        tmp = parquet.with_name("." + INDEX_PARQUET + ".part")
+        cur = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM pages ORDER BY path, page")
+        with pq.ParquetWriter(str(tmp), schema) as writer:
+            while chunk := cur.fetchmany(rows_per_batch):
+                columns = [list(col) for col in zip(*chunk, strict=True)]
+                writer.write_batch(pa.record_batch(columns, schema=schema))
+        tmp.replace(parquet)
+        return parquet
 
     def write_summary(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write ``summary.json`` (counts, failure reasons, pages/s) and return it."""

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
+import os
+import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +19,15 @@ from typing import Any
 from ecgbridge.batch.engines import WorkerLost
 from ecgbridge.batch.inputs import count_inputs, iter_inputs
 from ecgbridge.batch.journal import DONE, FAILED, SKIPPED, Journal
+from ecgbridge.batch.worker import STAGING_DIR
 from ecgbridge.digitizer.options import DigitizeOptions
 
 log = logging.getLogger("ecgbridge.batch")
 
 #: Attempts per input when its worker dies (the first try and one retry).
 MAX_ATTEMPTS = 2
+#: Lock file in ``DIR/_batch`` held by the running client (one run per output folder).
+LOCK_FILE = "batch.lock"
 
 
 @dataclass
@@ -55,18 +63,55 @@ def run_batch(config: BatchConfig, engine: Any) -> dict[str, Any]:
     Raises
     ------
     ValueError
-        The output folder holds a journal and neither --resume nor --retry-failed is given.
+        The output folder holds a journal and neither --resume nor --retry-failed is
+        given, or another batch run is using it.
     """
     journal = Journal(config.out_dir)
+    lock_fd = -1
     try:
         if not journal.is_empty() and not (config.resume or config.retry_failed):
             raise ValueError(
                 f"{config.out_dir} already holds a batch journal; pass --resume to carry on, "
                 "--retry-failed to redo failures, or choose another --out"
             )
+        lock_fd = _lock(journal.dir)
+        clean_staging(journal.dir)
         return _Run(config, engine, journal).run()
     finally:
         journal.close()
+        if lock_fd >= 0:
+            os.close(lock_fd)
+
+
+def _lock(batch_dir: Path) -> int:
+    """Hold ``_batch/batch.lock`` (released by the kernel however the client ends)."""
+    fd = os.open(batch_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(f"another ecgbridge batch is running on {batch_dir.parent}") from None
+    return fd
+
+
+def clean_staging(batch_dir: Path) -> int:
+    """Remove what killed workers left in ``_batch/staging``; return how many folders.
+
+    Called before a run starts (under the lock, so no task of this run is writing):
+    a staging folder then belongs to a worker of a run that was killed; its page is
+    not journalled as done, so the run digitizes it again. Called again at the end of
+    a run with nothing in flight, for the folders of workers killed during the run
+    (their pages were retried).
+    """
+    staging = batch_dir / STAGING_DIR
+    removed = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(staging) as entries:
+        for entry in entries:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    if removed:
+        log.info("removed %d staging folder(s) left by a killed run", removed)
+    return removed
 
 
 class _Run:
@@ -76,6 +121,9 @@ class _Run:
         self.progress = _Progress()
         self.interrupted = False
         self._seq = 0
+        # Task keys are unique to this run: a Dask scheduler may still hold the keys
+        # of a killed client's tasks, and a reused key would return another page's rows.
+        self._run_id = uuid.uuid4().hex[:12]
         self._bar: Any = None
         self._last_log = time.monotonic()
 
@@ -90,6 +138,8 @@ class _Run:
         finally:
             if self._bar is not None:
                 self._bar.close()
+        if not self.inflight:
+            clean_staging(self.journal.dir)  # folders of workers killed during this run
         self.journal.write_index()
         elapsed = time.monotonic() - self.progress.started
         return self.journal.write_summary({
@@ -126,7 +176,7 @@ class _Run:
     def _tasks(self) -> Iterator[dict[str, Any]]:
         paths: Any = self._fresh_paths()
         if self.c.retry_failed and not self.c.sources:
-            paths = [(Path(p), "") for p in list(self.journal.failed_inputs())]
+            paths = [(Path(p), folder) for p, folder in list(self.journal.failed_inputs())]
         for count, (path, rel) in enumerate(paths):
             if self.c.limit is not None and count >= self.c.limit:
                 return
@@ -135,19 +185,18 @@ class _Run:
                    "write_options": self.c.write_options}
 
     def _fresh_paths(self) -> Iterator[tuple[Path, str]]:
-        failed_redo = list(self.journal.failed_inputs()) if self.c.retry_failed else []
-        redo = set(failed_redo)
+        redo = {p for p, _ in self.journal.failed_inputs()} if self.c.retry_failed else set()
         for path, rel in iter_inputs(self.c.sources):
             state = self.journal.input_state(str(path))
             if state in (DONE, SKIPPED):
                 continue
             if state == FAILED and str(path) not in redo:
                 continue
-            if state is None and self.c.resume and self._moved_copy(path):
+            if state is None and self.c.resume and self._moved_copy(path, rel):
                 continue
             yield path, rel
 
-    def _moved_copy(self, path: Path) -> bool:
+    def _moved_copy(self, path: Path, rel: str) -> bool:
         """Record `path` as skipped when the same content was digitized at another path."""
         try:
             size = path.stat().st_size
@@ -159,14 +208,15 @@ class _Run:
         other = self.journal.done_path_with_hash(digest)
         if other is None:
             return False
-        self.journal.record([{"path": str(path), "page": 0, "size": size, "sha256": digest,
-                              "state": SKIPPED, "reason": f"same content as {other} (done)"}])
+        self.journal.record([{"path": str(path), "folder": rel, "page": 0, "size": size,
+                              "sha256": digest, "state": SKIPPED,
+                              "reason": f"same content as {other} (done)"}])
         self.progress.skipped += 1
         return True
 
     def _submit(self, task: dict[str, Any]) -> None:
         self._seq += 1
-        key = f"ecgbridge-batch-{self._seq}-{task['attempts']}"
+        key = f"ecgbridge-batch-{self._run_id}-{self._seq}-{task['attempts']}"
         self.inflight[key] = task
         self.engine.submit(key, task)
 
@@ -190,7 +240,7 @@ class _Run:
                 log.warning("%s: %s; retrying", task["path"], result.reason)
                 self._submit({**task, "attempts": task["attempts"] + 1})
                 return
-            result = [{"path": task["path"], "page": 0, "state": FAILED,
+            result = [{"path": task["path"], "folder": task["rel"], "page": 0, "state": FAILED,
                        "reason": result.reason, "attempts": task["attempts"]}]
         self.journal.record(result)
         self.progress.inputs += 1

@@ -40,6 +40,22 @@ def register(sub: Any) -> None:
                    help="digitizer engine (default auto, as digitize)")
     p.add_argument("--pred-out", type=Path, default=None, metavar="PRED",
                    help="also write each prediction as WFDB here (for an external scorer)")
+    g = p.add_argument_group(
+        "batch figures (--batch)",
+        "Instead of the single-threaded timing: pages/s of `ecgbridge batch` over DIR on "
+        "the local pool and a Dask LocalCluster with each worker count (after a warm-up), "
+        "the scheduling overhead per page, and the peak RSS of a client streaming N "
+        "synthetic paths with a no-op digitize stand-in.")
+    g.add_argument("--batch", action="store_true", help="measure the batch engines")
+    g.add_argument("--batch-workers", default="1,2", metavar="N,N",
+                   help="worker counts (default 1,2)")
+    g.add_argument("--batch-engines", default="local,dask", metavar="E,E",
+                   help="engines: local, dask (default both; dask needs the cluster extra)")
+    g.add_argument("--memory-paths", type=int, default=1_000_000, metavar="N",
+                   help="synthetic paths for the client memory figure (0: skip; "
+                   "default 1000000, about 4 minutes)")
+    g.add_argument("--work-dir", type=Path, default=None, metavar="TMP",
+                   help="scratch folder for the batch outputs (default: a temporary one)")
     p.set_defaults(func=run)
 
 
@@ -58,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     if not pages:
         print(f"ecgbridge: error: no page files in {args.folder}", file=sys.stderr)
         return 2
+    if args.batch:
+        from ecgbridge.commands.bench_batch import run_batch_bench
+
+        return run_batch_bench(args, pages)
     if args.score is not None:
         problem = check_score_set(args.score, args.records, {p.name for p in pages})
         if problem:
