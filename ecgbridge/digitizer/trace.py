@@ -131,6 +131,7 @@ def follow_trace(
             for a, b, node in zip(s_list, e_list, nodes, strict=True):
                 best_i, best = 0, float("inf")
                 for i, (c, pt, pb) in enumerate(zip(cost, prev_t, prev_b, strict=True)):
+                    step: float
                     if a > pb:
                         step = a - pb
                     elif pt > b:
