@@ -243,3 +243,17 @@ def test_traces_are_followed_without_the_ink_the_model_takes_for_text():
     assert masks.follow is not None
     assert not masks.follow[125:155, 115:175].any()  # but is not followed
     assert masks.follow[99:102, 20:280].mean() > 0.9
+
+
+def test_the_model_runs_in_bands_with_the_same_result(rendered_page, monkeypatch):
+    """Bands (for memory) with context rows give the whole-page logits."""
+    from ecgbridge.digitizer import segment
+
+    page = rendered_page("HR06004", layout="3x4+II", dpi=100)
+    blob, _scale = segment.model_input(np.asarray(page.image))
+    monkeypatch.setattr(segment, "_BAND_PIXELS", 10**9)
+    whole = segment._forward_in_bands(segment._network(), blob)
+    monkeypatch.setattr(segment, "_BAND_PIXELS", blob.shape[2] * blob.shape[3] // 3)
+    banded = segment._forward_in_bands(segment._network(), blob)
+    assert banded.shape == whole.shape
+    assert np.abs(banded - whole).max() < 1e-3

@@ -113,15 +113,39 @@ def segment_page(rgb: np.ndarray) -> Segmentation:
         When the model is not installed.
     """
     blob, scale = model_input(rgb)
-    net = _network()
-    net.setInput(blob)
-    logits = np.asarray(net.forward(), dtype=np.float32)[0]
+    logits = _forward_in_bands(_network(), blob)
     h, w = rgb.shape[:2]
     sh, sw = int(round(h * scale)), int(round(w * scale))
     probs = 1.0 / (1.0 + np.exp(-logits[:, :sh, :sw]))
     up = [cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) for p in probs]
     return Segmentation(trace=up[0], text=up[1], scale=scale)
 
+
+def _forward_in_bands(net: cv2.dnn.Net, blob: np.ndarray) -> np.ndarray:
+    """The network's logits for `blob` (1x3xHxW), computed in horizontal bands.
+
+    OpenCV keeps every layer's output of a forward pass: a whole page took over 500 MB.
+    Bands of at most :data:`_BAND_PIXELS` model pixels, each with
+    :data:`_BAND_CONTEXT_PX` rows of context above and below (more than the network's
+    receptive field) and starting on its pooling grid, give the same logits.
+    """
+    _n, _c, h, w = blob.shape
+    bands = max(1, int(np.ceil(h * w / _BAND_PIXELS)))
+    step = int(np.ceil(h / bands / _SIDE_MULTIPLE)) * _SIDE_MULTIPLE
+    parts = []
+    for y0 in range(0, h, step):
+        y1 = min(h, y0 + step)
+        a, b = max(0, y0 - _BAND_CONTEXT_PX), min(h, y1 + _BAND_CONTEXT_PX)
+        net.setInput(np.ascontiguousarray(blob[:, :, a:b]))
+        out = np.asarray(net.forward(), dtype=np.float32)[0]
+        parts.append(out[:, y0 - a: y1 - a].copy())
+    return np.concatenate(parts, axis=1)
+
+
+#: Model pixels per forward pass (a band of the page; see :func:`_forward_in_bands`).
+_BAND_PIXELS = 600_000
+#: Rows of context around a band (model pixels; a multiple of the pooling factor 8).
+_BAND_CONTEXT_PX = 64
 
 #: Probability above which a pixel may be trace ink or text.
 _PROBABILITY_THRESHOLD = 0.5
