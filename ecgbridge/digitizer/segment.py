@@ -142,8 +142,9 @@ def _forward_in_bands(net: cv2.dnn.Net, blob: np.ndarray) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-#: Model pixels per forward pass (a band of the page; see :func:`_forward_in_bands`).
-_BAND_PIXELS = 600_000
+#: Model pixels per forward pass (a band of the page; see :func:`_forward_in_bands`):
+#: three bands of a page, with their context, peak under 300 MB.
+_BAND_PIXELS = 350_000
 #: Rows of context around a band (model pixels; a multiple of the pooling factor 8).
 _BAND_CONTEXT_PX = 64
 
