@@ -105,9 +105,6 @@ def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
             if not _MIN_HEIGHT_MM <= height / px_per_mm_y <= _MAX_HEIGHT_MM:
                 continue
             gain = height / px_per_mm_y
-            if not seen_top and not any(abs(gain / std - 1.0) <= GAIN_SNAP_TOLERANCE
-                                        for std in STANDARD_GAINS_MM_PER_MV):
-                continue
             for std in STANDARD_GAINS_MM_PER_MV:
                 if abs(gain / std - 1.0) <= GAIN_SNAP_TOLERANCE:
                     gain = std
@@ -117,6 +114,9 @@ def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
                     if abs(implied - foot) <= path.line_width + 1.0:
                         foot, height = implied, implied - tops
                     break
+            else:
+                if not seen_top:  # without its top line only a standard gain is a pulse
+                    continue
             # The fall may run straight into a QRS (a longer group of tall columns): its
             # width is taken from the clean rising edge.
             edge = min(f1 - f0 + 1, r1 - r0 + 1)

@@ -209,7 +209,7 @@ class LearnedMasks:
     grid_told_apart : bool
         True when the ink is clearly darker than the grid lines (missed strokes were
         added back for the pulse search).
-    follow : numpy.ndarray or None
+    follow : numpy.ndarray
         `trace` without the ink the model takes for printed text, for following
         traces: a lead's label under a faint stretch of trace would otherwise be
         followed as signal.
@@ -218,7 +218,7 @@ class LearnedMasks:
     trace: np.ndarray
     pulse_search: np.ndarray
     grid_told_apart: bool
-    follow: np.ndarray | None = None
+    follow: np.ndarray
 
 
 def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
