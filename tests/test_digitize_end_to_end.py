@@ -39,9 +39,7 @@ CASES: dict[str, Case] = {
     "3x4+II_200dpi": Case("HR06004", (("layout", "3x4+II"), ("dpi", 200)), 10.0, "3x4+II"),
     "3x4_150dpi": Case("E07506", (("layout", "3x4"), ("dpi", 150)), 8.0, "3x4"),
     "3x4+3_150dpi": Case(
-        "A1983", (("layout", "3x4+3"), ("dpi", 150)), 10.0, "3x4+3",
-        snr_xfail="digitizer reaches a median of 8.6 dB on this page",
-    ),
+        "A1983", (("layout", "3x4+3"), ("dpi", 150)), 10.0, "3x4+3"),
     "6x2_150dpi": Case("E07506", (("layout", "6x2"), ("dpi", 150)), 10.0, "6x2"),
     "12x1_200dpi": Case("00001_lr", (("layout", "12x1"), ("dpi", 200)), 8.0, "12x1"),
     # Jittery traces: few flat pieces, so no ink threshold looks convincing at first.

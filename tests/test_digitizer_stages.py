@@ -26,7 +26,7 @@ from ecgbridge.digitizer.layout import (
 )
 from ecgbridge.digitizer.normalise import ink_maps
 from ecgbridge.digitizer.pulse import find_pulse
-from ecgbridge.digitizer.rows import find_rows
+from ecgbridge.digitizer.rows import TraceRow, find_rows, reach_of_ink
 from ecgbridge.digitizer.trace import follow_trace, pen_core_kernel, refine_with_core
 
 
@@ -542,3 +542,22 @@ def test_einthoven_check_accepts_rows_of_different_lengths() -> None:
     }
     out = check_einthoven(candidates)
     assert {lead: out[lead][0][2].lead for lead in out} == {"I": "I", "II": "II", "III": "III"}
+
+
+def test_a_flat_peak_top_is_read_at_its_middle() -> None:
+    """A pen draws a narrow peak's top over its width: the peak is the middle column."""
+    mask = np.zeros((120, 40), np.uint8)
+    mask[80:82, :] = 1
+    mask[30:82, 17:22] = 1  # a 5-column flat top, centred on column 19
+    path = follow_trace(mask, 0, 40, 0, 120, 81.0, 5.0)
+    assert int(np.nanargmin(path.y[10:30])) + 10 == 19
+
+
+def test_a_row_ending_on_a_steep_stroke_reaches_its_last_ink() -> None:
+    """Row extents are measured on flat pieces; the last stroke still belongs to the row."""
+    mask = np.zeros((100, 200), np.uint8)
+    mask[50:52, 10:150] = 1  # the flat trace
+    mask[20:52, 150:153] = 1  # it ends on a steep upstroke
+    row = TraceRow(51.0, 0, 100, 10, 150, 1.0, 0, 100)
+    assert reach_of_ink(mask, row, 5.0, 1) == 152
+    assert reach_of_ink(mask, row, 5.0, -1) == 10

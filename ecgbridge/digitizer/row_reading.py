@@ -12,14 +12,14 @@ traces (:func:`is_straight_line`), and a followed trace erased from a mask
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 from ecgbridge.digitizer import timebase
 from ecgbridge.digitizer.pulse import find_pulse
-from ecgbridge.digitizer.rows import PageRow, TraceRow
+from ecgbridge.digitizer.rows import PageRow, TraceRow, reach_of_ink
 from ecgbridge.digitizer.scale import PageScale
 from ecgbridge.digitizer.trace import TracePath, follow_trace, pen_core_kernel, refine_with_core
 from ecgbridge.digitizer.trace_ink import TraceInk
@@ -61,10 +61,13 @@ def read_rows(ink: TraceInk, scale: PageScale, page_index: int) -> RowReadings:
     follow = ink.follow_mask
     erased = mask.copy()
     thin_erased = mask.copy()
-    page_x_end = max(r.x_end for r in ink.rows)
+    # Rows starting or ending on a steep wave reach beyond their flat pieces.
+    reached = [replace(r, x_start=reach_of_ink(follow, r, ppm_x, -1),
+                       x_end=reach_of_ink(follow, r, ppm_x, 1) + 1) for r in ink.rows]
+    page_x_end = max(r.x_end for r in reached)
     cores: dict[int, np.ndarray] = {}
     rows: list[PageRow] = []
-    for row in ink.rows:
+    for row in reached:
         path = follow_trace(follow, row.x_start, page_x_end, row.trace_top, row.trace_bottom,
                             row.baseline, ppm_y)
         path = refine_with_core(path, pen_core(follow, path.line_width, cores))

@@ -262,3 +262,68 @@ def _longest_extent(cols: np.ndarray, gap: int) -> tuple[int, int]:
     spans = cols[ends] - cols[starts]
     k = int(np.argmax(spans))
     return int(cols[starts[k]]), int(cols[ends[k]]) + 1
+
+
+#: How far (mm) a row's extent is followed beyond its first and last flat trace piece.
+MAX_EXTENT_REACH_MM = 6.0
+
+
+def reach_of_ink(mask: np.ndarray, row: TraceRow, px_per_mm: float, step: int) -> int:
+    """Last column reached by ink connected to a row's trace beyond its flat extent.
+
+    A row's extent is measured on flat trace pieces, so a row that starts or ends on a
+    steep wave (a QRS cut at the panel's edge) looks shorter than printed. From the
+    run nearest the baseline in the first (``step = -1``) or last (``step = 1``) column,
+    ink is followed column by column while a run in the next column touches the
+    current one (one empty column is bridged), up to :data:`MAX_EXTENT_REACH_MM`.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        0/1 trace ink.
+    row : TraceRow
+        The row, with its flat extent.
+    px_per_mm : float
+        Scale (px/mm).
+    step : int
+        -1 to extend the start, 1 to extend the end.
+
+    Returns
+    -------
+    int
+        The furthest column reached (the row's first or last column if none).
+    """
+    h, w = mask.shape
+    top, bottom = max(0, row.trace_top), min(h, row.trace_bottom or h)
+    col = row.x_start if step < 0 else row.x_end - 1
+    runs = _runs(mask[top:bottom, col])
+    if not runs:
+        return col
+    base = row.baseline - top
+    cur = min(runs, key=lambda r: abs(0.5 * (r[0] + r[1]) - base))
+    reached, c, limit = col, col, int(round(MAX_EXTENT_REACH_MM * px_per_mm))
+    # Backwards, ink must overlap (not merely touch) and no gap is bridged: lead
+    # labels printed under a row's start touch its first stroke.
+    slack, steps = (1, (step, 2 * step)) if step > 0 else (0, (step,))
+    while abs(c - col) < limit:
+        nxt = None
+        for c2 in (c + s for s in steps):
+            if not 0 <= c2 < w:
+                break
+            touching = [r for r in _runs(mask[top:bottom, c2])
+                        if r[0] <= cur[1] + slack and r[1] >= cur[0] - slack]
+            if touching:
+                nxt = (c2, max(touching, key=lambda r: min(r[1], cur[1]) - max(r[0], cur[0])))
+                break
+        if nxt is None:
+            break
+        c, cur = nxt
+        reached = c
+    return reached
+
+
+def _runs(column: np.ndarray) -> list[tuple[int, int]]:
+    """Ink runs of one mask column as (first, last) rows, inclusive."""
+    d = np.diff(np.r_[0, (column > 0).astype(np.int8), 0])
+    starts, ends = np.nonzero(d == 1)[0], np.nonzero(d == -1)[0] - 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))

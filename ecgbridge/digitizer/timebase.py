@@ -118,16 +118,38 @@ def place_rows(rows: tuple[PageRow, ...], scale: PageScale, paper_speed: float |
         # No pulse marks time 0: the first ink may be a pulse not recognised as one
         # (0.2 s) or stray ink before the trace; full rows' ends still tell the origin.
         max_shift = max(max_shift, (PULSE_SECONDS * speed + 1.0) * ppm_x)
-    shifted = origins_from_row_ends(spans, [r.path for r in rows], ppm_x * speed, ppm_x,
-                                    expected_s=STANDARD_TRACE_MM / speed, pen_px=pen_px,
-                                    max_shift_px=max_shift)
+    paths, expected_s = [r.path for r in rows], STANDARD_TRACE_MM / speed
+    starts = [(o + gap, e) if i in from_fall else (o, e) for i, (o, e) in enumerate(spans)]
+    # An origin read where the first ink starts (after a pulse's gap, or without a
+    # pulse) is as uncertain as the rows' ends, in the opposite way: both are averaged.
+    averaged = (_with_row_ends(starts, paths, ppm_x * speed, ppm_x, expected_s, pen_px)
+                if not pulses or gap > 0 else None)
+    shifted = averaged or origins_from_row_ends(
+        spans, paths, ppm_x * speed, ppm_x, expected_s=expected_s, pen_px=pen_px,
+        max_shift_px=max_shift)
     if shifted is None:
         # Rows not full length (or a gap too small to tell from the row ends).
-        shifted = [(o + gap, e) if i in from_fall else (o, e)
-                   for i, (o, e) in enumerate(spans)]
+        shifted = starts
     placed = tuple(replace(r, x_origin=o, x_end=e)
                    for r, (o, e) in zip(rows, shifted, strict=True))
     return TimeBase(placed, scale, speed, speed_source)
+
+
+def _with_row_ends(
+    spans: list[tuple[float, float]], paths: list[TracePath], px_per_s: float, ppm: float,
+    expected_s: float, pen_px: float | None,
+) -> list[tuple[float, float]] | None:
+    """Origins read at the first ink, averaged with the origin the full rows' ends imply.
+
+    A first sample found where the ink starts and a last one found where it ends are
+    both off by the pen's cap and by up to half a pixel; the mean of the two origins
+    cancels the cap (the pen's width drops out) and halves the rounding. Used only when
+    both agree within 0.75 mm (None otherwise).
+    """
+    found = row_end_shift(spans, paths, px_per_s, ppm, expected_s, pen_px)
+    if found is None or abs(found[0]) > 0.75 * ppm:
+        return None
+    return [(o + 0.5 * found[0], e) for o, e in spans]
 
 
 def _pulse_origins(
@@ -234,6 +256,25 @@ def origins_from_row_ends(
     """
     if max_shift_px is None:
         max_shift_px = MAX_ROW_END_SHIFT_MM * ppm
+    found = row_end_shift(spans, paths, px_per_s, ppm, expected_s, pen_px)
+    if found is None:
+        return None
+    shift, n_agree = found
+    if not 0.75 * ppm < abs(shift) <= max_shift_px:
+        return None
+    if abs(shift) > MAX_ROW_END_SHIFT_MM * ppm and n_agree < 2:
+        return None  # a large shift needs two rows ending together
+    return [(o + shift, e) for o, e in spans]
+
+
+def row_end_shift(
+    spans: list[tuple[float, float]], paths: list[TracePath], px_per_s: float, ppm: float,
+    expected_s: float = STANDARD_DURATION_S, pen_px: float | None = None,
+) -> tuple[float, int] | None:
+    """Shift of the rows' origins implied by where full rows end, and how many agree.
+
+    See :func:`origins_from_row_ends`; None when fewer than two rows are full length.
+    """
     deltas = []
     for (x_origin, x_end), path in zip(spans, paths, strict=True):
         pen = pen_px if pen_px is not None else path.line_width
@@ -248,12 +289,7 @@ def origins_from_row_ends(
     # next panel's marker), never longer: the longest full row is the one to trust;
     # rows agreeing with it (within 0.5 mm) refine the estimate.
     agree = np.abs(arr - arr[0]) <= 0.5 * ppm
-    shift = float(np.median(arr[agree]))
-    if not 0.75 * ppm < abs(shift) <= max_shift_px:
-        return None
-    if abs(shift) > MAX_ROW_END_SHIFT_MM * ppm and agree.sum() < 2:
-        return None  # a large shift needs two rows ending together
-    return [(o + shift, e) for o, e in spans]
+    return float(np.median(arr[agree])), int(agree.sum())
 
 
 def gap_after_pulse(path: TracePath, pulse: CalibrationPulse, ppm_x: float) -> float | None:

@@ -165,7 +165,9 @@ def _run_values(t: np.ndarray, b: np.ndarray, line_width: float) -> np.ndarray:
     """One value per column: run centre, or the stroke's extreme end at a peak.
 
     A column whose run reaches higher than both neighbours' runs holds a peak (its top
-    is the value); lower than both, a trough. Otherwise the run centre is used.
+    is the value); lower than both, a trough. The pen inks a peak's top over its width:
+    of a flat top over several columns the middle one holds the peak. Otherwise the
+    run centre is used.
     """
     c = 0.5 * (t + b)
     y = c.copy()
@@ -174,16 +176,37 @@ def _run_values(t: np.ndarray, b: np.ndarray, line_width: float) -> np.ndarray:
         return y
     tf, bf = t[idx], b[idx]
     half = 0.5 * (line_width - 1)
-    t_prev, t_next = np.r_[tf[0], tf[:-1]], np.r_[tf[1:], tf[-1]]
-    b_prev, b_next = np.r_[bf[0], bf[:-1]], np.r_[bf[1:], bf[-1]]
     tall = (bf - tf) > 2.0 * line_width
-    peak = tall & (tf < t_prev) & (tf <= t_next)
-    trough = tall & (bf > b_prev) & (bf >= b_next) & ~peak
+    peak = tall & _plateau_extreme(-tf)
+    trough = tall & _plateau_extreme(bf) & ~peak
     vals = 0.5 * (tf + bf)
     vals[peak] = tf[peak] + half
     vals[trough] = bf[trough] - half
     y[idx] = vals
     return y
+
+
+def _plateau_extreme(v: np.ndarray) -> np.ndarray:
+    """Columns of the local maxima of `v`: the middle of a flat maximum over columns.
+
+    A run of equal values is a maximum when the values just before and after it are
+    both lower (the ends of the array count as lower); its middle column (the two
+    middle ones for an even run) is marked, so a peak stays where it was drawn.
+    """
+    if v.size == 0:
+        return np.zeros(0, dtype=bool)
+    starts = np.r_[0, np.nonzero(np.diff(v) != 0)[0] + 1]
+    ends = np.r_[starts[1:], v.size]  # exclusive
+    level = v[starts]
+    before = np.r_[-np.inf, level[:-1]]
+    after = np.r_[level[1:], -np.inf]
+    is_max = (level > before) & (level > after)
+    out = np.zeros(v.size, dtype=bool)
+    # The pen inks a peak's top over its width: the peak is the flat top's middle.
+    s, n = starts[is_max], (ends - starts)[is_max]
+    out[s + (n - 1) // 2] = True
+    out[s + n // 2] = True
+    return out
 
 
 def pen_core_kernel(line_width: float) -> int:
