@@ -257,3 +257,24 @@ def test_the_model_runs_in_bands_with_the_same_result(rendered_page, monkeypatch
     banded = segment._forward_in_bands(segment._network(), blob)
     assert banded.shape == whole.shape
     assert np.abs(banded - whole).max() < 1e-3
+
+
+def test_a_trace_drawn_along_a_grid_line_is_kept_where_the_model_is_sure() -> None:
+    """A baseline printed on a major grid line is as dark as the line: taking the grid
+    lines out of the darkness takes that stretch of trace with them (the rows of a
+    clean page were lost so); where the model is sure of a trace the ink stays."""
+    from ecgbridge.digitizer.segment import Segmentation, learned_masks
+
+    ppm = 8.0
+    h, w = 240, 480
+    dark = np.zeros((h, w), np.float32)
+    dark[::8, :] = 0.7  # grid lines every mm, as dark as the trace ...
+    dark[:, ::8] = 0.7
+    dark[120:122, :] = 0.8  # ... and the trace's baseline lying on one of them
+    trace_p = np.zeros((h, w), np.float32)
+    trace_p[118:124, 100:380] = 0.95  # the model sees the trace there only
+    seg = Segmentation(trace=trace_p, text=np.zeros_like(trace_p), scale=1.0)
+    masks = learned_masks(seg, dark, ppm, ppm, has_grid=True)
+    assert masks.trace[120:122, 100:380].mean() > 0.9
+    # Elsewhere the grid stays out of the trace mask.
+    assert masks.trace[:, :90].sum() == 0 and masks.trace[60, :].sum() == 0

@@ -17,7 +17,7 @@ from importlib import resources
 import cv2
 import numpy as np
 
-from ecgbridge.digitizer.inkmask import trace_mask, without_ruled_lines
+from ecgbridge.digitizer.inkmask import remove_ruled_lines, ruled_lines, trace_mask
 
 #: The page is resized so that its long side has this many pixels before inference.
 MODEL_LONG_SIDE_PX = 1100
@@ -192,6 +192,12 @@ _INK_GRID_CONTRAST = 0.2
 #: Below this scale (px/mm, about 90 dpi) 1-mm grid lines leave no room between them:
 #: taking them out would take the traces with them.
 _MIN_PX_PER_MM_LINES_OUT = 3.5
+#: Ink on a horizontal ruled line (the line explains this share of its darkness) ...
+_LINE_SHARE = 0.5
+#: ... is kept as trace where the model's trace probability is at least this and no
+#: other trace ink lies within this many mm in its column.
+_SURE_TRACE = 0.8
+_LINE_GAP_MM = 1.0
 #: How far from the model's regions (mm) a stroke it missed may be.
 _MISSED_STROKE_MM = 3.0
 
@@ -255,8 +261,11 @@ def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
     raw = learned_trace_mask(seg, dark_ink, px_per_mm_x)
     trace = raw
     if has_grid and min(px_per_mm_x, px_per_mm_y) >= _MIN_PX_PER_MM_LINES_OUT:
+        along_x, along_y = ruled_lines(dark_ink, px_per_mm_x, px_per_mm_y)
         trace = learned_trace_mask(
-            seg, without_ruled_lines(dark_ink, px_per_mm_x, px_per_mm_y), px_per_mm_x)
+            seg, remove_ruled_lines(dark_ink, np.maximum(along_x, along_y)), px_per_mm_x)
+        trace = _with_trace_along_lines(trace, raw, seg, along_x > _LINE_SHARE * dark_ink,
+                                        px_per_mm_y)
     text = (seg.text > _PROBABILITY_THRESHOLD) & (seg.text > seg.trace)
     follow = np.where(text, 0, trace).astype(trace.dtype)
     near = _near(raw, px_per_mm_x)
@@ -267,6 +276,21 @@ def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
     added = near & (dark_ink > 0.5 * (ink_level + grid_level))
     pulse = np.maximum(raw, trace_mask(added.astype(np.float32), 0.5, px_per_mm_x))
     return LearnedMasks(trace, pulse, True, follow)
+
+
+def _with_trace_along_lines(trace: np.ndarray, raw: np.ndarray, seg: Segmentation,
+                            on_line: np.ndarray, px_per_mm: float) -> np.ndarray:
+    """`trace` with the stretches of trace that ran along a horizontal ruled line.
+
+    A baseline drawn on a major grid line is as dark as the line and goes out with
+    it. Ink of `raw` on a line (`on_line`) is put back where the model is sure of a
+    trace and the column holds no other trace ink within a millimetre (grid lines
+    merely passing next to a stroke, inside the model's coarse region, stay out).
+    """
+    side = 2 * int(round(_LINE_GAP_MM * px_per_mm)) + 1
+    covered = cv2.dilate(trace, np.ones((side, 1), np.uint8)) > 0
+    lost = (raw > 0) & on_line & (seg.trace > _SURE_TRACE) & ~covered
+    return np.maximum(trace, lost.astype(trace.dtype))
 
 
 def _near(mask: np.ndarray, px_per_mm: float) -> np.ndarray:
