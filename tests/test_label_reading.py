@@ -72,3 +72,16 @@ def test_bar_labels_contradicting_the_layout_yield_to_two_shaped_labels() -> Non
     # With only one shaped label agreeing, the bar reading still counts as a contradiction.
     alone = _evidence((0, 1, "aVR"), (0, 0, "I"), (0, 2, "III"))
     assert complete_standard_layout(alone, SPANS, [[] for _ in SPANS], 1000.0, 4.0) is None
+
+
+@pytest.mark.parametrize("lead", ["I", "II", "III"])
+def test_bar_labels_with_grid_stubs_are_read(lead: str) -> None:
+    """Grid lines crossing a label leave stubs on its bars ("-|"): "I" then failed to
+    read and "II" was read as "I" from its clean bar alone (a 200 dpi training page)."""
+    mask = np.zeros((60, 80), np.uint8)
+    for k in range(len(lead)):
+        x = 20 + 9 * k
+        mask[15:37, x:x + 3] = 1  # a bar 22 px tall (about 2.8 mm at 200 dpi)
+        mask[21, x - 3:x] = 1  # the stub a horizontal grid line left on it
+    words = find_label_words(mask, (0, 0, 80, 60), 7.87)
+    assert [w.lead for w in words] == [lead]

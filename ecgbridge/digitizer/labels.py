@@ -220,6 +220,35 @@ def _bar_like(sub: np.ndarray, box: tuple[int, int, int, int]) -> bool:
     return float(glyph.mean(axis=0).max()) >= _BAR_MIN_SPINE
 
 
+def _without_ticks(sub: np.ndarray, word: list[tuple[int, int, int, int]]
+                   ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The word's pixels with grid remnants taken off its bars, and their new box.
+
+    Grid lines crossing a label leave short stubs on its strokes (a "-|" where the
+    line met the bar). On a bar-like glyph, columns beside its spine holding no more
+    than a tenth of its height are such stubs (or serifs): they are cleared, as they
+    make "I" fail to read and "II" read as "I" beside a tick.
+    """
+    bx0, by0 = min(b[0] for b in word), min(b[1] for b in word)
+    bx1, by1 = max(b[2] for b in word), max(b[3] for b in word)
+    out = sub[by0:by1, bx0:bx1].copy()
+    for gx0, gy0, gx1, gy1 in word:
+        if not _bar_like(sub, (gx0, gy0, gx1, gy1)):
+            continue
+        cols = out[:, gx0 - bx0:gx1 - bx0]
+        inked = (cols > 0).sum(axis=0)
+        spine = np.nonzero(inked >= _BAR_MIN_SPINE * (gy1 - gy0))[0]
+        stub = inked <= max(1, 0.1 * (gy1 - gy0))
+        stub[spine.min():spine.max() + 1] = False
+        cols[:, stub] = 0
+    ys, xs = np.nonzero(out)
+    if ys.size == 0:
+        return out, (bx0, by0, bx1, by1)
+    box = (bx0 + int(xs.min()), by0 + int(ys.min()), bx0 + int(xs.max()) + 1,
+           by0 + int(ys.max()) + 1)
+    return out[ys.min():ys.max() + 1, xs.min():xs.max() + 1], box
+
+
 def find_label_words(
     mask: np.ndarray, region: tuple[int, int, int, int], px_per_mm: float,
     baseline: float | None = None,
@@ -287,6 +316,10 @@ def find_label_words(
         if baseline is not None and by0 + max(y0, 0) < baseline - 1 < by1 + max(y0, 0):
             continue
         lead, score, runner = recognise_word(sub[by0:by1, bx0:bx1])
+        cleaned, box = _without_ticks(sub, wd)
+        alt = recognise_word(cleaned)
+        if alt[1] > score:
+            (lead, score, runner), (bx0, by0, bx1, by1) = alt, box
         if lead in _STROKE_LEADS and not all(_bar_like(sub, b) for b in wd):
             # "I", "II", "III" are vertical bars only: another glyph (the V of "|V1"
             # after a lead-change marker) makes the reading wrong.
