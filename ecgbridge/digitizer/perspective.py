@@ -22,8 +22,10 @@ _COARSE_STEP = 0.25
 _FINE_STEP = 0.01
 #: Below this spread of directions (degrees) across the page there is no perspective.
 _MIN_SPREAD_DEG = 0.15
-#: Tile directions may deviate at most this much (deg, std) from a smooth trend.
+#: Tile directions may deviate at most this much (deg, std) from their vanishing point,
+#: or this share of their range when larger.
 _MAX_DIRECTION_SCATTER_DEG = 0.15
+_MAX_SCATTER_SHARE = 0.1
 #: Keystone below this relative scale change across the page is left alone.
 _MIN_KEYSTONE = 0.01
 #: ... down to this one when the direction trend is this many times its scatter.
@@ -92,6 +94,51 @@ def _meeting_point(points: np.ndarray, angles_deg: np.ndarray, horizontal: bool
     return vt[-1]
 
 
+def _angles_towards(points: np.ndarray, vanish: np.ndarray, horizontal: bool) -> np.ndarray:
+    """Angles (deg, as :func:`_direction` measures them) of lines from `points` to a
+    homogeneous vanishing point (at infinity: a common direction)."""
+    d = vanish[:2][None, :] - points * vanish[2]
+    if horizontal:  # along (cos t, sin t)
+        t = np.degrees(np.arctan2(d[:, 1], d[:, 0]))
+    else:  # along (-sin t, cos t)
+        t = np.degrees(np.arctan2(-d[:, 0], d[:, 1]))
+    return (t + 90.0) % 180.0 - 90.0
+
+
+#: Tiles whose direction misses the vanishing point by more than this many times the
+#: others' typical miss (text or a steep trace dominating a tile) are left out, ...
+_OUTLIER_FACTOR = 3.0
+#: ... at most this many per line family.
+_MAX_OUTLIER_TILES = 2
+
+
+def _vanishing_point(points: np.ndarray, angles: np.ndarray, horizontal: bool
+                     ) -> tuple[np.ndarray, float, float]:
+    """A line family's vanishing point, the tiles' scatter about it, and their spread.
+
+    Tiles whose direction misses the point clearly more than the others' do are
+    left out (at most :data:`_MAX_OUTLIER_TILES`) and the point refitted.
+
+    Returns
+    -------
+    tuple
+        Homogeneous vanishing point, standard deviation (deg) of the kept tiles'
+        directions about it, and the range (deg) of their directions.
+    """
+    keep = np.ones(len(points), dtype=bool)
+    for _ in range(_MAX_OUTLIER_TILES + 1):
+        vanish = _meeting_point(points[keep], angles[keep], horizontal)
+        residual = angles - _angles_towards(points, vanish, horizontal)
+        miss = np.abs(residual)
+        typical = float(np.median(miss[keep]))
+        worst = int(np.argmax(np.where(keep, miss, -1.0)))
+        if keep.sum() <= 6 or miss[worst] <= _OUTLIER_FACTOR * max(typical, 0.02):
+            break
+        keep[worst] = False
+    scatter = float(np.std(residual[keep]))
+    return vanish, scatter, float(np.ptp(angles[keep]))
+
+
 def estimate_perspective(ink: np.ndarray, rotation_deg: float) -> np.ndarray | None:
     """Projective rectification homography of a photographed grid page, or None.
 
@@ -135,18 +182,19 @@ def estimate_perspective(ink: np.ndarray, rotation_deg: float) -> np.ndarray | N
     if max(np.ptp(a_h), np.ptp(a_v)) < _MIN_SPREAD_DEG:
         return None
     p = np.asarray(pts)
-    # Perspective turns the line directions smoothly across the page; scattered
-    # directions (dotted or missing grids, trace slopes) are not a keystone.
-    design = np.c_[np.ones(len(p)), p / max(h, w)]
+    # Under perspective every tile's lines point at their family's vanishing point;
+    # directions scattered about those (dotted or missing grids, trace slopes) are
+    # not a keystone.
     trend_to_noise = 0.0
-    for angles in (a_h, a_v):
-        coef, *_ = np.linalg.lstsq(design, angles, rcond=None)
-        scatter = float(np.std(angles - design @ coef))
-        if scatter > _MAX_DIRECTION_SCATTER_DEG:
+    vanishing = []
+    for angles, horizontal in ((a_h, True), (a_v, False)):
+        vanish, scatter, spread = _vanishing_point(p, angles, horizontal)
+        # A strong keystone (directions turning by degrees) is told with more scatter.
+        if scatter > max(_MAX_DIRECTION_SCATTER_DEG, _MAX_SCATTER_SHARE * spread):
             return None
-        trend_to_noise = max(trend_to_noise, float(np.ptp(angles)) / max(scatter, 1e-3))
-    v_h = _meeting_point(p, a_h, True)
-    v_v = _meeting_point(p, a_v, False)
+        vanishing.append(vanish)
+        trend_to_noise = max(trend_to_noise, spread / max(scatter, 1e-3))
+    v_h, v_v = vanishing
     horizon = np.cross(v_h, v_v)
     if abs(horizon[2]) < 1e-12:
         return None

@@ -26,6 +26,8 @@ from ecgbridge.digitizer.segment import Segmentation
 #: Keystone and shear corrections moving no page corner further than this (pixels,
 #: beyond the page's rotation) are not applied.
 _MIN_GEOMETRY_CORRECTION_PX = 2.0
+#: Keystone estimates made again on the corrected page (a strong one is underestimated).
+_KEYSTONE_REFINEMENTS = 3
 
 
 @dataclass(frozen=True)
@@ -127,9 +129,11 @@ def rectify_homography(any_ink: np.ndarray, warnings: list[str]
     if keystone is not None:
         # Photographed at an angle: make the grid lines parallel, then align them.
         framed = warp_image(any_ink, keystone, (w, h), fill=0.0)
-        # A strong keystone is measured on bent lines: measure what is left once.
-        residual = estimate_perspective(framed, angle)
-        if residual is not None:
+        # A strong keystone is measured on bent lines: measure what is left, again.
+        for _ in range(_KEYSTONE_REFINEMENTS):
+            residual = estimate_perspective(framed, angle)
+            if residual is None:
+                break
             keystone = residual @ keystone
             framed = warp_image(any_ink, keystone, (w, h), fill=0.0)
         notes.append("perspective corrected from the grid lines")
