@@ -17,8 +17,8 @@ needs the truth:
 The weights were fitted on the training pages (``tools/fit_quality.py``: damaged
 renders of records outside the evaluation sets) to tell leads whose aligned SNR is
 under 5 dB from the others, and the bias set so that the 0.5 threshold catches 90 % of
-those leads on the training pages (it then flags 29 % of the others there; refitted
-on 60 training pages after the timing, perspective and label changes of session 7).
+those leads on the training pages (it then flags 44 % of the others there; refitted
+after the trace-following and model changes of 2026-12-04, session 6).
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ FEATURES = (
     "log_amplitude", "jumps",
 )
 #: Logistic weights of the standardised evidence (fitted, see the module docstring).
-WEIGHTS = (-0.1875, 0.9009, 0.1206, 0.5257, -0.7086, -0.9880, -0.0146, -0.3127)
+WEIGHTS = (-0.2259, 0.6638, -0.2158, 0.1453, -0.9408, -0.5875, 0.0246, -0.4443)
 #: Means and standard deviations that standardise the evidence.
-FEATURE_MEAN = (0.6390, 0.9856, 0.3410, 0.7679, 0.3060, 0.3090, -0.1140, 0.0013)
-FEATURE_STD = (0.2773, 0.0912, 0.4740, 0.4222, 0.4093, 0.4306, 0.2796, 0.0040)
+FEATURE_MEAN = (0.6330, 0.9841, 0.3090, 0.7672, 0.4046, 0.4053, -0.1240, 0.0013)
+FEATURE_STD = (0.2741, 0.0929, 0.4621, 0.4226, 0.4584, 0.4927, 0.2922, 0.0040)
 #: Bias of the logistic model.
-BIAS = -0.0900
+BIAS = -0.5800
 
 #: Quality of a lead whose name is a guess (no label read), relative to a labelled
 #: one: a lead named wrongly is a wrong lead however well it was traced.
