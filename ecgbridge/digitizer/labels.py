@@ -317,9 +317,10 @@ def find_label_words(
             continue
         lead, score, runner = recognise_word(sub[by0:by1, bx0:bx1])
         cleaned, box = _without_ticks(sub, wd)
-        alt = recognise_word(cleaned)
-        if alt[1] > score:
-            (lead, score, runner), (bx0, by0, bx1, by1) = alt, box
+        if cleaned.sum() < sub[by0:by1, bx0:bx1].sum():  # stubs were taken off
+            alt = recognise_word(cleaned)
+            if alt[1] > score:
+                (lead, score, runner), (bx0, by0, bx1, by1) = alt, box
         if lead in _STROKE_LEADS and not all(_bar_like(sub, b) for b in wd):
             # "I", "II", "III" are vertical bars only: another glyph (the V of "|V1"
             # after a lead-change marker) makes the reading wrong.
