@@ -217,13 +217,6 @@ def remove_ruled_lines(dark_ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
                     np.maximum(dark_ink - lines, 0.0)).astype(np.float32)
 
 
-def without_ruled_lines(dark_ink: np.ndarray, px_per_mm_x: float, px_per_mm_y: float
-                        ) -> np.ndarray:
-    """`dark_ink` with its grid lines subtracted (see :func:`remove_ruled_lines`)."""
-    return remove_ruled_lines(dark_ink, np.maximum(*ruled_lines(dark_ink, px_per_mm_x,
-                                                                px_per_mm_y)))
-
-
 def trace_mask(dark_ink: np.ndarray, threshold: float, px_per_mm: float) -> np.ndarray:
     """Binary mask (uint8 0/1) of trace-like ink: thresholded, specks removed.
 
