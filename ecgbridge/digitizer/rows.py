@@ -18,7 +18,7 @@ import numpy as np
 from ecgbridge.digitizer.labels import LabelWord
 from ecgbridge.digitizer.layout import PanelSlot
 from ecgbridge.digitizer.pulse import CalibrationPulse
-from ecgbridge.digitizer.trace import TracePath
+from ecgbridge.digitizer.trace import TracePath, column_run_lists
 
 #: A component at least this wide (mm) is a trace candidate.
 MIN_TRACE_COMPONENT_MM = 6.0
@@ -296,12 +296,19 @@ def reach_of_ink(mask: np.ndarray, row: TraceRow, px_per_mm: float, step: int) -
     h, w = mask.shape
     top, bottom = max(0, row.trace_top), min(h, row.trace_bottom or h)
     col = row.x_start if step < 0 else row.x_end - 1
-    runs = _runs(mask[top:bottom, col])
-    if not runs:
+    limit = int(round(MAX_EXTENT_REACH_MM * px_per_mm))
+    # The runs of every column the walk may visit, computed once.
+    first = max(0, col - limit - 2 if step < 0 else col)
+    starts, ends, _ = column_run_lists(mask[top:bottom, first:min(w, col + limit + 3)])
+
+    def runs(c: int) -> list[tuple[int, int]]:
+        return list(zip(starts[c - first], ends[c - first], strict=True))
+
+    if not runs(col):
         return col
     base = row.baseline - top
-    cur = min(runs, key=lambda r: abs(0.5 * (r[0] + r[1]) - base))
-    reached, c, limit = col, col, int(round(MAX_EXTENT_REACH_MM * px_per_mm))
+    cur = min(runs(col), key=lambda r: abs(0.5 * (r[0] + r[1]) - base))
+    reached = c = col
     # Backwards, ink must overlap (not merely touch) and no gap is bridged: lead
     # labels printed under a row's start touch its first stroke.
     slack, steps = (1, (step, 2 * step)) if step > 0 else (0, (step,))
@@ -310,7 +317,7 @@ def reach_of_ink(mask: np.ndarray, row: TraceRow, px_per_mm: float, step: int) -
         for c2 in (c + s for s in steps):
             if not 0 <= c2 < w:
                 break
-            touching = [r for r in _runs(mask[top:bottom, c2])
+            touching = [r for r in runs(c2)
                         if r[0] <= cur[1] + slack and r[1] >= cur[0] - slack]
             if touching:
                 nxt = (c2, max(touching, key=lambda r: min(r[1], cur[1]) - max(r[0], cur[0])))
@@ -320,10 +327,3 @@ def reach_of_ink(mask: np.ndarray, row: TraceRow, px_per_mm: float, step: int) -
         c, cur = nxt
         reached = c
     return reached
-
-
-def _runs(column: np.ndarray) -> list[tuple[int, int]]:
-    """Ink runs of one mask column as (first, last) rows, inclusive."""
-    d = np.diff(np.r_[0, (column > 0).astype(np.int8), 0])
-    starts, ends = np.nonzero(d == 1)[0], np.nonzero(d == -1)[0] - 1
-    return list(zip(starts.tolist(), ends.tolist(), strict=True))

@@ -59,7 +59,7 @@ class TracePath:
         return float(np.isfinite(self.y).mean()) if self.y.size else 0.0
 
 
-def _column_run_lists(sub: np.ndarray) -> tuple[list[list[int]], list[list[int]], np.ndarray]:
+def column_run_lists(sub: np.ndarray) -> tuple[list[list[int]], list[list[int]], np.ndarray]:
     """Vertical ink runs of every column of a binary image, as Python lists.
 
     Returns
@@ -106,7 +106,7 @@ def follow_trace(
     nan = np.full(w, np.nan)
     if w == 0 or bottom <= top:
         return TracePath(x0, nan, nan.copy(), nan.copy(), 1.0)
-    starts, ends, heights = _column_run_lists(mask[top:bottom, x0:x1])
+    starts, ends, heights = column_run_lists(mask[top:bottom, x0:x1])
     line_width = float(np.median(heights)) if heights.size else 1.0
     base = baseline - top
     pull = _BASELINE_PULL_PER_MM / max(px_per_mm, 1e-6)
