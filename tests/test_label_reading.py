@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from ecgbridge.digitizer.labels import find_label_words
+from ecgbridge.digitizer.labels import LabelWord, find_label_words
 from ecgbridge.digitizer.layout import LabelEvidence, complete_standard_layout
+from ecgbridge.digitizer.row_labels import consistent_labels
 from ecgbridge.digitizer.timebase import late_starts_to_common_origin
 
 #: A condensed bold face (as thermal cart printouts use); not shipped with ecgbridge.
@@ -85,3 +86,22 @@ def test_bar_labels_with_grid_stubs_are_read(lead: str) -> None:
         mask[21, x - 3:x] = 1  # the stub a horizontal grid line left on it
     words = find_label_words(mask, (0, 0, 80, 60), 7.87)
     assert [w.lead for w in words] == [lead]
+
+
+def _word(lead: str, x: int, top: int, height: int, score: float = 0.9) -> LabelWord:
+    return LabelWord(lead=lead, box=(x, top, x + height, top + height), score=score,
+                     runner_up="")
+
+
+def test_qrs_spikes_read_as_ii_do_not_set_the_label_reference() -> None:
+    # 12x1 rows 15 mm apart: real labels 3 mm tall, 1 mm above their baseline; close QRS
+    # spikes read as "II" (9 mm tall, off the label place) outnumber them on the top row.
+    ppm = 6.0
+    baselines = [100.0 + 90.0 * i for i in range(4)]
+    label_h, spike_h = int(3 * ppm), int(9 * ppm)
+    rows = [[_word(lead, 20, int(base - ppm - label_h), label_h)]
+            for lead, base in zip(("V4", "V1", "aVR", "I"), baselines, strict=True)]
+    rows[0] += [_word("II", x, int(baselines[0] - spike_h), spike_h) for x in (250, 700, 910,
+                                                                                1130, 1340)]
+    kept = consistent_labels(rows, baselines, ppm)
+    assert [[w.lead for w in r] for r in kept] == [["V4"], ["V1"], ["aVR"], ["I"]]
