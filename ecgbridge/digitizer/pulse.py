@@ -96,10 +96,13 @@ def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
             hf = float(np.nanmax(path.bottom[f0:f1 + 1] - path.top[f0:f1 + 1]))
             if seen_top and not 0.8 <= hr / max(hf, 1.0) <= 1.25:
                 continue
-            # The foot is the level before the rise (the fall may run straight into a QRS).
+            # The foot is the level before the rise (the fall may run straight into a QRS),
+            # where the rise's fullest column ends: a column beside it may hold a part of
+            # the stroke only (a blurred or thin edge), and lost ink only shortens a stroke.
             # (Without its top line the rise's columns may hold stubs of it: its lowest end.)
             bottoms = path.bottom[r0:r1 + 1]
-            foot = float(np.nanmedian(bottoms) if seen_top else np.nanmax(bottoms))
+            runs = bottoms - path.top[r0:r1 + 1]
+            foot = float(bottoms[int(np.nanargmax(runs))] if seen_top else np.nanmax(bottoms))
             foot -= 0.5 * (path.line_width - 1)
             height = foot - tops
             if not _MIN_HEIGHT_MM <= height / px_per_mm_y <= _MAX_HEIGHT_MM:
