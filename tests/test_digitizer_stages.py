@@ -158,6 +158,22 @@ def test_a_pulse_whose_top_line_was_lost_still_gives_gain_and_foot() -> None:
     assert pulse.x_fall == pytest.approx(x_fall, abs=1.0)
 
 
+def test_a_pulse_rise_with_a_half_inked_column_beside_it_keeps_its_foot() -> None:
+    """A blurred rise: the column beside the full stroke holds its upper part only."""
+    ppm = 5.118
+    mask, base, x_fall, _, _ = _trace_with_pulse(ppm, 10.0, height=400)
+    top = int(round(base - 10.0 * ppm))
+    x_rise = int(np.nonzero(mask[top + 1])[0].min())
+    mask[top:base + 2, x_rise + 2] = 0
+    mask[top:top + 30, x_rise + 2] = 1  # partial column: top 30 px of a 51-px edge
+    mask[top:base + 2, x_rise] = 0
+    path = follow_trace(mask, 5, mask.shape[1], 0, mask.shape[0], base, ppm)
+    pulse = find_pulse(path, ppm, ppm)
+    assert pulse is not None
+    assert pulse.mm_per_mv == 10.0
+    assert pulse.foot_y == pytest.approx(base, abs=1.5)
+
+
 def test_two_equal_spikes_with_trace_between_are_not_a_pulse() -> None:
     ppm = 5.118
     mask = np.zeros((400, 400), np.uint8)
