@@ -229,7 +229,8 @@ def digitize_raster_page_with(
     traces = trace_ink.find_trace_ink(page, page_scale, page_index)
     _keep_image(debug, "2_grid_removed", traces.mask)
     readings = row_reading.read_rows(traces, page_scale, page_index)
-    time = timebase.place_rows(readings.rows, page_scale, options.paper_speed)
+    time = timebase.place_rows(readings.rows, page_scale, options.paper_speed,
+                               even_scale=not page.keystoned)
     # Gain: the standard gain most rows' pulses agree on (outlier rows disregarded).
     gain = calibration_check.decide_gain(
         [r.pulse.mm_per_mv if r.pulse is not None else None for r in time.rows], options.gain)

@@ -66,6 +66,11 @@ class RectifiedPage:
         """The homography when the page was warped, else None."""
         return self.homography if self.rectified else None
 
+    @property
+    def keystoned(self) -> bool:
+        """Whether a perspective (a page photographed at an angle) was taken out."""
+        return bool(np.any(np.abs(self.homography[2, :2]) > 1e-9))
+
 
 def rectify_page(rgb: np.ndarray, ink: InkMaps, segmentation: Segmentation | None
                  ) -> RectifiedPage:

@@ -28,6 +28,10 @@ from ecgbridge.standards import (
     STANDARD_TRACE_MM,
 )
 
+#: An origin read at the first ink and the rows' ends' one are averaged within this (mm).
+_END_AGREE_MM = 0.75
+#: ... and a pulse's fall edge (within half a pixel, but for a renderer's snapping).
+_PULSE_END_AGREE_MM = 0.25
 #: Rows whose first ink lies within this many mm of each other start together.
 SAME_START_MM = 1.0
 #: Rows within this many seconds of 10 s get their time origin from their end.
@@ -76,14 +80,18 @@ class TimeBase:
         return f"paper speed {DEFAULT_SPEED_MM_S:g} mm/s assumed"
 
 
-def place_rows(rows: tuple[PageRow, ...], scale: PageScale, paper_speed: float | None
-               ) -> TimeBase:
+def place_rows(rows: tuple[PageRow, ...], scale: PageScale, paper_speed: float | None,
+               even_scale: bool = True) -> TimeBase:
     """Put every row's time 0, and find the paper speed (the user's, else the pulses').
 
     Rows with a calibration pulse start at the pulses' common fall (plus the printer's
     gap before the signal); rows without share the others' start. Full rows' ends
-    correct the origin (:func:`origins_from_row_ends`). On a page without grid nor
+    refine the origin (averaged with it when they agree within 0.25 mm of a pulse's
+    fall or 0.75 mm of the first ink, else
+    :func:`origins_from_row_ends` corrects larger errors). On a page without grid nor
     resolution, full rows re-measure the scale (:func:`scale_from_row_length`).
+    `even_scale` False (a photographed page whose perspective was taken out: the
+    scale may still vary along a row) keeps the pulses' fall as it is.
     """
     speed = paper_speed or DEFAULT_SPEED_MM_S
     speed_source = "user" if paper_speed else "default"
@@ -120,10 +128,13 @@ def place_rows(rows: tuple[PageRow, ...], scale: PageScale, paper_speed: float |
         max_shift = max(max_shift, (PULSE_SECONDS * speed + 1.0) * ppm_x)
     paths, expected_s = [r.path for r in rows], STANDARD_TRACE_MM / speed
     starts = [(o + gap, e) if i in from_fall else (o, e) for i, (o, e) in enumerate(spans)]
-    # An origin read where the first ink starts (after a pulse's gap, or without a
-    # pulse) is as uncertain as the rows' ends, in the opposite way: both are averaged.
-    averaged = (_with_row_ends(starts, paths, ppm_x * speed, ppm_x, expected_s, pen_px)
-                if not pulses or gap > 0 else None)
+    # An origin read at the pulses' fall or where the first ink starts is as uncertain
+    # as the rows' ends, in the opposite way (a rendered pulse's edges snap to whole
+    # pixels; a row's end carries the pen's cap): both are averaged.
+    timed_by_fall = bool(pulses) and gap == 0
+    averaged = (_with_row_ends(starts, paths, ppm_x * speed, ppm_x, expected_s, pen_px,
+                               _PULSE_END_AGREE_MM if timed_by_fall else _END_AGREE_MM)
+                if even_scale or not timed_by_fall else None)
     shifted = averaged or origins_from_row_ends(
         spans, paths, ppm_x * speed, ppm_x, expected_s=expected_s, pen_px=pen_px,
         max_shift_px=max_shift)
@@ -137,17 +148,18 @@ def place_rows(rows: tuple[PageRow, ...], scale: PageScale, paper_speed: float |
 
 def _with_row_ends(
     spans: list[tuple[float, float]], paths: list[TracePath], px_per_s: float, ppm: float,
-    expected_s: float, pen_px: float | None,
+    expected_s: float, pen_px: float | None, agree_mm: float,
 ) -> list[tuple[float, float]] | None:
-    """Origins read at the first ink, averaged with the origin the full rows' ends imply.
+    """Origins read at a pulse's fall or the first ink, averaged with the row ends' origin.
 
-    A first sample found where the ink starts and a last one found where it ends are
-    both off by the pen's cap and by up to half a pixel; the mean of the two origins
-    cancels the cap (the pen's width drops out) and halves the rounding. Used only when
-    both agree within 0.75 mm (None otherwise).
+    A first sample found where the ink starts (or at a pulse's fall edge, which a
+    renderer snaps to whole pixels) and a last one found where it ends are both off by
+    the pen's cap and by up to half a pixel; the mean of the two origins cancels the
+    cap (the pen's width drops out) and halves the rounding. Used only when both agree
+    within `agree_mm` (2 px at least; None otherwise).
     """
     found = row_end_shift(spans, paths, px_per_s, ppm, expected_s, pen_px)
-    if found is None or abs(found[0]) > 0.75 * ppm:
+    if found is None or abs(found[0]) > max(2.0, agree_mm * ppm):
         return None
     return [(o + 0.5 * found[0], e) for o, e in spans]
 
