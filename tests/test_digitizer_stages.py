@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ecgbridge.digitizer.deskew import estimate_rotation
 from ecgbridge.digitizer.geometry import rotation_homography, warp_image
-from ecgbridge.digitizer.grid import measure_grid
+from ecgbridge.digitizer.grid import measure_grid, measure_pitch
 from ecgbridge.digitizer.inkmask import (
     grid_line_map,
     is_grid_mask,
@@ -28,6 +30,8 @@ from ecgbridge.digitizer.normalise import ink_maps
 from ecgbridge.digitizer.pulse import find_pulse
 from ecgbridge.digitizer.rows import TraceRow, find_rows, reach_of_ink
 from ecgbridge.digitizer.trace import follow_trace, pen_core_kernel, refine_with_core
+
+DATA = Path(__file__).parent / "data"
 
 
 def draw_grid(h: int, w: int, px_per_mm: float, *, dotted: bool = False,
@@ -86,6 +90,14 @@ def test_blurred_grid_without_distinct_major_lines_gives_its_millimetres() -> No
     gx, gy = measure_grid(np.clip(dark, 0.0, 1.0).astype(np.float32))
     assert gx.px_per_mm == pytest.approx(ppm, rel=5e-3)
     assert gy.px_per_mm == pytest.approx(ppm, rel=5e-3)
+
+
+def test_a_photo_s_grid_is_not_read_at_twice_its_5_mm_period() -> None:
+    """A photographed page (tests/data/grid): its 1-mm lines are the strongest peak, and
+    a 10-mm periodicity (moiré, trace rows) scored as the comb's fundamental once."""
+    profile = np.load(DATA / "grid" / "photo_page_column_darkness.npy").astype(np.float64)
+    pitch = measure_pitch(profile)
+    assert pitch.px_per_mm == pytest.approx(5.63, rel=0.03)  # the 1-mm lines' spacing
 
 
 def test_no_grid_on_a_plain_page() -> None:

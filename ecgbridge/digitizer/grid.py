@@ -121,6 +121,11 @@ def measure_pitch(profile: np.ndarray) -> GridPitch:
             best_f0 = float(freqs[i])
             best_score = float(spec[i])
             break
+    raised = _major_not_its_multiple(best_f0, float(freqs[strongest]), n,
+                                     float(spec[strongest]) > best_score)
+    minor_seen = raised != best_f0
+    if minor_seen:
+        best_f0, best_score = raised, float(spec[int(np.argmin(np.abs(freqs - raised)))])
     strength = best_score / floor
     if strength < _MIN_PEAK_RATIO:
         # Look at the strongest single peak instead (a pure 1-mm grid has weak harmonics).
@@ -152,7 +157,23 @@ def measure_pitch(profile: np.ndarray) -> GridPitch:
         else MAJOR_MM * px_per_mm
     refined = _refine_period(p, harmonic_period)
     scale = refined / harmonic_period
-    return GridPitch(px_per_mm * scale, strength, has_sub)
+    return GridPitch(px_per_mm * scale, strength, has_sub or minor_seen)
+
+
+def _major_not_its_multiple(f0: float, f_strongest: float, n: int, stronger: bool) -> float:
+    """The comb's fundamental, raised to the 5-mm lines' when it fell on a multiple of them.
+
+    Grids have 1-mm and 5-mm lines only. A comb read at 10 mm (or 15, 20: a sub-harmonic
+    that beats, trace rows or a photo's moiré made as strong as the 5-mm peak) while
+    stronger 1-mm lines show at a tenth (fifteenth...) of its period is the 5-mm comb.
+    """
+    if not stronger or not _reads_as_minor_lines(1.0 / f_strongest, n):
+        return f0
+    ratio = f_strongest / f0
+    k = int(round(ratio / MAJOR_MM))
+    if k >= 2 and abs(ratio - MAJOR_MM * k) <= 0.05 * ratio:
+        return f0 * k
+    return f0
 
 
 def _reads_as_minor_lines(period: float, n: int) -> bool:
@@ -244,6 +265,13 @@ def measure_grid(ink: np.ndarray) -> tuple[GridPitch, GridPitch]:
             gy = _remeasure(py, gx.px_per_mm, gy.strength)
         else:
             gx = _remeasure(px, gy.px_per_mm, gx.strength)
+    elif max(gx.px_per_mm, gy.px_per_mm) > _SQUARE_WITH_MINOR * min(gx.px_per_mm,
+                                                                     gy.px_per_mm):
+        # An axis whose 1-mm lines were seen tells one whose reading rests on less.
+        if gx.has_minor and not gy.has_minor:
+            gy = _remeasure(py, gx.px_per_mm, gy.strength)
+        elif gy.has_minor and not gx.has_minor:
+            gx = _remeasure(px, gy.px_per_mm, gx.strength)
     if gx.strength == 0 or gy.strength == 0 or not np.isfinite(gx.px_per_mm + gy.px_per_mm):
         return NO_GRID, NO_GRID
     # An ECG page is at least ~12 cm on its long side; a finer "grid" is something else
@@ -261,6 +289,9 @@ _MIN_PAGE_MM = 120.0
 _CLEAR_COMB = 60.0
 #: Grid cells are square; a larger x/y disagreement than this is a mis-read of one axis.
 _SQUARE_TOLERANCE = 1.4
+#: ... and this one when a single axis showed its 1-mm lines (a photo's perspective,
+#: once taken out, leaves far less).
+_SQUARE_WITH_MINOR = 1.15
 
 
 def _remeasure(profile: np.ndarray, px_per_mm_guess: float, strength: float) -> GridPitch:
