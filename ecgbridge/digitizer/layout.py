@@ -216,7 +216,7 @@ _BAR_LEADS = frozenset({"I", "II", "III"})
 #: Fewest read labels that must agree with an arrangement before it is used.
 MIN_AGREEING_LABELS = 2
 #: Read labels that must agree per tolerated look-alike misread.
-_AGREEING_PER_MISREAD = 3
+_AGREEING_PER_MISREAD = 2
 #: Most rhythm strips printed under the grid of a standard layout (3x4+3).
 MAX_RHYTHM_STRIPS = 3
 #: Rows of the grid must be at least this fraction of the page's typical row length.
@@ -318,10 +318,10 @@ def _judge_arrangement(
             agree[cell] = max(agree.get(cell, 0.0), ev.score)
         elif ev.lead == _STROKE_LEAD:
             continue  # a grid remnant or tick, not a label
+        elif ev.lead in _BAR_LEADS:
+            bar_conflicts += 1  # "II" where "III" belongs: bars, not a read name
         elif _family(ev.lead) is not None and _family(ev.lead) == _family(expected):
             misread[(ev.row, col)] = (ev.lead, expected)
-        elif ev.lead in _BAR_LEADS:
-            bar_conflicts += 1
         else:
             return None
     if bar_conflicts:
@@ -349,7 +349,7 @@ def complete_standard_layout(
     :data:`MIN_AGREEING_LABELS` read labels sit where it puts them, no read label
     contradicts it (a lone "I" stroke contradicting it is taken for a grid remnant,
     and so are "II"/"III" bars when two name-shaped labels such as aVR or V2 agree;
-    a look-alike name such as aVF for aVL is tolerated once per three agreeing
+    a look-alike name such as aVF for aVL is tolerated once per two agreeing
     labels) and no other placement explains the labels equally well.
 
     Parameters
