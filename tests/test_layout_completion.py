@@ -123,7 +123,7 @@ def test_a_contradicting_label_rejects_the_arrangement() -> None:
     assert complete_standard_layout(ev, SPANS, _no_panels(), ROW_LENGTH, PPM) is None
 
 
-def test_one_look_alike_misread_is_tolerated_per_three_agreeing_labels() -> None:
+def test_one_look_alike_misread_is_tolerated_per_two_agreeing_labels() -> None:
     agreeing = [(0, 1, "aVR"), (1, 2, "V2"), (2, 3, "V6")]
     done = complete_standard_layout(_evidence(*agreeing, (1, 1, "aVF")), SPANS, _no_panels(),
                                     ROW_LENGTH, PPM)
@@ -131,6 +131,17 @@ def test_one_look_alike_misread_is_tolerated_per_three_agreeing_labels() -> None
     assert done.rows[1][1].lead == "aVL"
     two_misreads = _evidence(*agreeing, (1, 1, "aVF"), (2, 1, "aVR"))
     assert complete_standard_layout(two_misreads, SPANS, _no_panels(), ROW_LENGTH, PPM) is None
+
+
+def test_five_agreeing_names_outvote_two_v_misreads_and_a_bar() -> None:
+    # A 150-dpi wrinkled page: V2 and V3 both read as V1, III read as II (bars).
+    agreeing = [(0, 1, "aVR"), (0, 3, "V4"), (1, 1, "aVL"), (1, 3, "V5"), (2, 1, "aVF")]
+    ev = _evidence(*agreeing, (1, 2, "V1"), (2, 2, "V1"), (2, 0, "II"))
+    done = complete_standard_layout(ev, SPANS, _no_panels(), ROW_LENGTH, PPM)
+    assert done is not None and done.arrangement == "3x4"
+    assert [[s.lead for s in r] for r in done.rows[:3]] == [
+        ["I", "aVR", "V1", "V4"], ["II", "aVL", "V2", "V5"], ["III", "aVF", "V3", "V6"]]
+    assert set(done.misreads) == {("V1", "V2"), ("V1", "V3")}
 
 
 def test_twelve_rows_are_not_completed_as_6x2_with_six_rhythm_strips() -> None:
