@@ -450,6 +450,28 @@ def test_misread_rhythm_strip_label_is_corrected_from_the_grid() -> None:
     assert [c[2].rhythm_strip for c in fixed["I"]] == [False]
 
 
+def test_slots_take_the_names_their_panels_are_delivered_under() -> None:
+    """A rhythm strip whose "II" label was read as "I" and renamed: the layout says +II."""
+    from ecgbridge.digitizer.layout import PanelSlot, layout_name
+    from ecgbridge.digitizer.panels import names_from_panels
+    from ecgbridge.ecg import PanelInfo
+
+    rows = [TraceRow(100.0 + 80.0 * i, 60 + 80 * i, 140 + 80 * i, 10, 1010, 0.9, 60 + 80 * i,
+                     140 + 80 * i) for i in range(2)]
+    slots = [[PanelSlot("I", 0, 2, 10, 510, 0.9), PanelSlot("V1", 1, 2, 510, 1010, 0.9)],
+             [PanelSlot("I", 0, 1, 10, 1010, 0.8)]]
+
+    def cand(lead: str, slot: PanelSlot, row: TraceRow) -> tuple[np.ndarray, float, PanelInfo]:
+        box = (float(slot.x0), float(row.top), float(slot.x1), float(row.bottom))
+        return (np.zeros(10), 0.9, PanelInfo(lead, 0, box, 0.0, 0.0, 2.5, slot.columns == 1))
+
+    delivered = {"I": [cand("I", slots[0][0], rows[0])], "V1": [cand("V1", slots[0][1], rows[0])],
+                 "II": [cand("II", slots[1][0], rows[1])]}
+    named = names_from_panels(slots, delivered, rows)
+    assert [[s.lead for s in r] for r in named] == [["I", "V1"], ["II"]]
+    assert layout_name(named) == "1x2+II"
+
+
 def test_qrs_right_after_the_pulse_fall_is_kept() -> None:
     from ecgbridge.digitizer.layout import PanelSlot
     from ecgbridge.digitizer.panels import blank_pulse_fall

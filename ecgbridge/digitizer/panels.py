@@ -94,9 +94,9 @@ def panel_signals(rows: tuple[PageRow, ...], time: TimeBase, gain: GainDecision,
     if "" in candidates:
         candidates = postprocess.name_unlabelled_strips(candidates, fs, _DEFAULT_STRIP_LEAD,
                                                         notes)
-        row_slots = strip_names_from_panels(row_slots, candidates, trace_rows)
     candidates = postprocess.check_einthoven(candidates)
     candidates = postprocess.relabel_rhythm_strips(candidates)
+    row_slots = names_from_panels(row_slots, candidates, trace_rows)
     candidates = postprocess.align_panels_to_rhythm(candidates, fs, notes)
     n_total = int(round(STANDARD_DURATION_S * fs))
     signals: dict[str, np.ndarray] = {}
@@ -163,22 +163,27 @@ def _candidates(rows: tuple[PageRow, ...], time: TimeBase, gain: GainDecision, l
 _BOUNDARY_BLANK_MM = 0.6
 
 
-def strip_names_from_panels(
+def names_from_panels(
     row_slots: list[list[PanelSlot]], candidates: dict[str, list[tuple[np.ndarray, float,
                                                                    PanelInfo]]],
     rows: list[TraceRow],
 ) -> list[list[PanelSlot]]:
-    """Give unread rhythm-strip slots the name their trace was identified as (or drop them)."""
+    """Give the slots the names their panels are delivered under (drop unread ones left out).
+
+    An unread rhythm strip is named after the panel it repeats; a panel whose label was
+    misread takes the name its trace was checked to be (Einthoven's law, the rhythm
+    strip's match), so the layout's name and the overlays say what is delivered.
+    """
     names = {(int(info.box[0]), int(info.box[1])): lead
              for lead, items in candidates.items() for _s, _q, info in items}
     out = []
     for row, slots in zip(rows, row_slots, strict=True):
         kept = []
         for s in slots:
-            if not s.lead:
-                lead = names.get((s.x0, int(row.top)))
-                if lead is None:
-                    continue
+            lead = names.get((s.x0, int(row.top)))
+            if not s.lead and lead is None:
+                continue
+            if lead is not None and lead != s.lead:
                 s = PanelSlot(lead, s.column, s.columns, s.x0, s.x1, s.label_score)
             kept.append(s)
         out.append(kept)
