@@ -37,6 +37,8 @@ _MARK_MIN_MM = 2.0
 _MARK_MAX_MM = 12.0
 #: ... and this many times taller than the row's typical tallest run between boundaries.
 _MARK_CONTRAST = 1.8
+#: A page's markers agree in height within this fraction (a QRS at a boundary does not).
+_MARK_SAME_HEIGHT = 0.15
 #: Score of a marker found where the candidate layout changes lead, or found where it
 #: does not; and of a marker missing where the layout changes lead (markers are optional).
 _MARK_HIT, _MARK_FALSE, _MARK_MISSED = 1.5, -1.5, -0.3
@@ -150,8 +152,8 @@ def _tallest_run_mm(path: TracePath, x: float, half_px: float, ppm_y: float) -> 
 
 def boundary_marks(
     path: TracePath, x_origin: float, row_length: float, ppm_x: float, ppm_y: float
-) -> tuple[bool, ...]:
-    """Which panel boundaries of a full row show a lead-change marker.
+) -> tuple[tuple[bool, ...], tuple[float, ...]]:
+    """Which panel boundaries of a full row show a lead-change marker, and how tall.
 
     A marker is a short vertical bar across the trace: a run between
     :data:`_MARK_MIN_MM` and :data:`_MARK_MAX_MM` tall within
@@ -171,18 +173,46 @@ def boundary_marks(
 
     Returns
     -------
-    tuple of bool
-        One per fraction of :data:`MARK_FRACTIONS`.
+    tuple
+        One flag per fraction of :data:`MARK_FRACTIONS`, and the tallest run (mm) there.
     """
     half = _MARK_WINDOW_MM * ppm_x
     controls = [_tallest_run_mm(path, x_origin + (k + 0.5) / 16 * row_length, half, ppm_y)
                 for k in range(16)]
     typical = float(np.median(controls))
-    marks = []
-    for f in MARK_FRACTIONS:
-        h = _tallest_run_mm(path, x_origin + f * row_length, half, ppm_y)
-        marks.append(_MARK_MIN_MM <= h <= _MARK_MAX_MM and h >= _MARK_CONTRAST * typical)
-    return tuple(marks)
+    heights = tuple(_tallest_run_mm(path, x_origin + f * row_length, half, ppm_y)
+                    for f in MARK_FRACTIONS)
+    marks = tuple(_MARK_MIN_MM <= h <= _MARK_MAX_MM and h >= _MARK_CONTRAST * typical
+                  for h in heights)
+    return marks, heights
+
+
+def same_height_marks(marks: list[tuple[bool, ...]], heights: list[tuple[float, ...]]
+                      ) -> list[tuple[bool, ...]]:
+    """Markers of a page keep those as tall as the page's markers are.
+
+    A printer draws every lead-change marker alike; a QRS complex at a boundary's time
+    (the same instant in every row: rows share their time axis) is as tall as its
+    lead's wave, which differs from row to row. The boundary whose marks agree best
+    in height (relative spread under :data:`_MARK_SAME_HEIGHT`) gives the markers'
+    height; marks more than that fraction off it are QRS complexes. Pages whose
+    marks agree nowhere keep them all.
+    """
+    by_fraction = [[h[k] for m, h in zip(marks, heights, strict=True) if m[k]]
+                   for k in range(len(MARK_FRACTIONS))]
+    spreads = []
+    for hs in by_fraction:
+        if len(hs) >= 2:
+            med = float(np.median(hs))
+            spreads.append((float(np.median(np.abs(np.asarray(hs) - med))) / med, med))
+    if not spreads:
+        return marks
+    spread, height = min(spreads)
+    if spread > _MARK_SAME_HEIGHT:
+        return marks
+    return [tuple(m and abs(x - height) <= _MARK_SAME_HEIGHT * height
+                  for m, x in zip(row_marks, row_heights, strict=True))
+            for row_marks, row_heights in zip(marks, heights, strict=True)]
 
 
 def row_shapes(
@@ -190,8 +220,11 @@ def row_shapes(
     row_length: float, ppm_x: float, ppm_y: float,
 ) -> list[RowShape]:
     """What every trace row shows: baseline, length and lead-change markers."""
-    return [RowShape(float(b), float(e - o), boundary_marks(p, o, row_length, ppm_x, ppm_y))
-            for p, b, (o, e) in zip(paths, baselines, spans, strict=True)]
+    found = [boundary_marks(p, o, row_length, ppm_x, ppm_y) for p, (o, _e) in
+             zip(paths, spans, strict=True)]
+    marks = same_height_marks([m for m, _h in found], [h for _m, h in found])
+    return [RowShape(float(b), float(e - o), m)
+            for b, (o, e), m in zip(baselines, spans, marks, strict=True)]
 
 
 def _place_on_pitch(ys: np.ndarray, pitch: float) -> tuple[np.ndarray, np.ndarray]:
