@@ -7,7 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from ecgbridge.digitizer.layout_inference import RowShape, infer_layout, row_slots_on_pitch
+from ecgbridge.digitizer.layout_inference import (
+    RowShape,
+    infer_layout,
+    row_slots_on_pitch,
+    same_height_marks,
+)
 from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.digitizer.pipeline import digitize_pages
 from ecgbridge.digitizer.quality import INFERRED_LAYOUT_FACTOR
@@ -35,6 +40,21 @@ def test_six_rows_tell_3x4_with_three_strips_from_6x2_by_their_markers() -> None
     assert found is not None and found.candidate.name == "3x4+3"
     found = infer_layout(_rows([TWO] * 6), ROW)
     assert found is not None and found.candidate.name == "6x2"
+
+
+def test_qrs_complexes_at_the_quarter_boundaries_are_not_markers() -> None:
+    """trn_58: a 6x2 page whose beats fall at 2.5 and 7.5 s in every row. Its markers at
+    5 s are all 4.4-4.9 mm tall; the QRS complexes at 2.5 and 7.5 s differ by lead."""
+    heights = [(6.8, 4.4, 7.0), (5.5, 4.7, 9.3), (10.8, 4.9, 6.8), (5.9, 4.9, 5.1),
+               (9.1, 4.7, 7.0), (1.5, 4.7, 4.2), (5.9, 0.8, 0.4)]
+    marks = [FOUR] * 5 + [(False, True, True), (True, False, False)]
+    kept = same_height_marks(marks, heights)
+    assert all(m[1] for m in kept[:6]) and not any(m[0] for m in kept)
+    found = infer_layout(_rows(kept), ROW)
+    assert found is not None and found.candidate.name == "6x2+1"
+    # Markers of one height at every boundary (a 3x4 page) all stay.
+    alike = [(6.9, 6.9, 6.9), (6.9, 6.9, 7.2), (7.0, 7.1, 7.0), (0.8, 0.8, 0.5)]
+    assert same_height_marks([FOUR] * 3 + [NONE], alike) == [FOUR] * 3 + [NONE]
 
 
 def test_row_counts_alone_give_6x2_with_strip_and_12x1() -> None:
