@@ -19,10 +19,6 @@ import numpy as np
 _MIN_COMMON_SAMPLES = 200
 #: A reading whose limb-lead residual is below this is kept without a second opinion.
 TRUSTED_RESIDUAL = 0.3
-#: The learned reading replaces the classical one only when its residual is at most this
-#: fraction of the classical reading's (the classical engine is the more precise on pages
-#: both read well).
-_SWITCH_RATIO = 0.85
 #: A reading no other engine confirms is delivered only below this residual: limb leads
 #: unrelated to each other (traces read from the wrong places) give about sqrt(3) = 1.73.
 MAX_UNCONFIRMED_RESIDUAL = 1.5
@@ -115,9 +111,10 @@ def choose_reading(readings: Mapping[str, Mapping[str, np.ndarray]],
     Returns
     -------
     ReadingChoice
-        The classical reading unless the learned one keeps the laws clearly better
-        (residual below :data:`_SWITCH_RATIO` times the classical one's); a reading whose
-        residual cannot be measured counts as worst, fewer leads break ties.
+        The reading with the smaller residual (on a page the classical engine reads
+        well it is kept without a second opinion, see :func:`is_trusted`); a reading
+        whose residual cannot be measured counts as worst; more leads, then the
+        classical engine, break ties.
     """
     if len(readings) == 1:
         (engine,) = readings
@@ -128,8 +125,6 @@ def choose_reading(readings: Mapping[str, Mapping[str, np.ndarray]],
     for engine, signals in readings.items():
         residual = limb_lead_residual(signals)
         residual = np.inf if residual is None else residual
-        if engine == "learned":
-            residual /= _SWITCH_RATIO
         scored[engine] = (residual, -len(signals), engine == "learned")
     best = min(scored, key=lambda e: scored[e])
     text = ", ".join(f"{e} {limb_lead_residual(readings[e]) or np.inf:.2f}"
