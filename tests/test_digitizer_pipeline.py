@@ -10,7 +10,7 @@ import pytest
 
 from ecgbridge.digitizer.geometry import rectify_image
 from ecgbridge.digitizer.options import DigitizeOptions
-from ecgbridge.digitizer.pipeline import digitize_pages
+from ecgbridge.digitizer.pipeline import digitize_pages, digitize_raster_page_with
 from ecgbridge.ecg import LEADS
 from ecgbridge.errors import DigitizationError, NotAnEcgError
 from ecgbridge.inputs.page import Page
@@ -256,8 +256,12 @@ def test_a_strong_keystone_is_corrected(record: np.ndarray, seed: int) -> None:
     page = render_page(record, FS, layout="3x4+II", dpi=150, perspective=0.2, seed=seed)
     ink = ink_maps(page.image).any_ink
     assert estimate_perspective(ink, estimate_rotation(ink)) is not None
-    ecg = _digitize(page.image)
-    page_to_rectified = np.asarray(ecg.calibration.transform).reshape(3, 3) @ page.page_to_image
+    # The geometry alone: the traces of so strong a keystone are not all read well (seed
+    # 1's limb leads break Einthoven's law as unrelated traces would: a page refused).
+    reading = digitize_raster_page_with("classical", page.image,
+                                        DigitizeOptions(engine="classical"))
+    transform = reading.calibration.transform
+    page_to_rectified = np.asarray(transform).reshape(3, 3) @ page.page_to_image
     points = [(fx * page.width, fy * page.height) for fx in (0.2, 0.5, 0.8)
               for fy in (0.2, 0.5, 0.8)]
     before = np.abs([_line_directions(page.page_to_image, x, y) for x, y in points])
