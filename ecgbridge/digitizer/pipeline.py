@@ -138,8 +138,8 @@ def digitize_raster_page(
     (see :mod:`ecgbridge.digitizer.consistency`) is kept. Otherwise the learned engine
     reads it too and the reading that keeps the laws better wins; a warning states
     the choice and its evidence, or why one engine could not read the page. A reading
-    only one engine could make, or the better of two, is refused when its limb leads
-    break the laws as unrelated traces would.
+    only one engine could make is refused when its limb leads break the laws as
+    unrelated traces would.
     Parameters, return value and errors are those of :func:`digitize_raster_page_with`.
     """
     if options.engine == "classical" or (options.engine == "auto" and not model_available()):
@@ -179,11 +179,6 @@ def digitize_raster_page(
                             {e: str(x) for e, x in errors.items()})
     _keep_stages(debug, stages[choice.engine])
     result = readings[choice.engine]
-    if len(readings) == 2 and is_implausible(result.signals):
-        raise DigitizationError(
-            f"page {page_index + 1}: neither engine's reading is delivered: the limb leads of "
-            f"both break Einthoven's and Goldberger's laws as unrelated traces would "
-            f"({choice.warning.split('(')[-1].rstrip(')')})")
     return replace(result, calibration=replace(
         result.calibration, warnings=(choice.warning, *result.calibration.warnings)))
 
