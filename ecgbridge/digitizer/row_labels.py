@@ -18,8 +18,9 @@ from ecgbridge.ecg import LEADS
 
 #: Minimum match score of a label read at its expected place.
 _REREAD_MIN_SCORE = 0.7
-#: Lettered label words (aVR, V1...) enough to set the page's label size and offset.
-_MIN_LETTERED_REFERENCE = 3
+#: Label words enough to set the page's label size and offset (lettered ones, such as aVR
+#: or V1, are used alone when there are this many) and to vouch for lone "I" strokes.
+_MIN_REFERENCE_WORDS = 3
 
 
 def consistent_labels(
@@ -33,24 +34,20 @@ def consistent_labels(
     when there are several: "II" and "III" are only bars, and close QRS spikes read as
     such can outnumber the real labels. Single "I"-like strokes must also score high.
     """
-    multi = [
-        (w.box[3] - w.box[1], w.box[1] - base)
+    # (height, offset from the baseline, lettered) of every confident multi-character word
+    sure = [
+        (w.box[3] - w.box[1], w.box[1] - base, set(w.lead) != {"I"})
         for row, base in zip(all_labels, baselines, strict=True)
         for w in row if len(w.lead) > 1 and w.score > 0.7
     ]
-    lettered = [
-        (w.box[3] - w.box[1], w.box[1] - base)
-        for row, base in zip(all_labels, baselines, strict=True)
-        for w in row if set(w.lead) != {"I"} and w.score > 0.7
-    ]
-    if len(lettered) >= _MIN_LETTERED_REFERENCE:
-        multi = lettered
+    lettered = [m for m in sure if m[2]]
+    multi = lettered if len(lettered) >= _MIN_REFERENCE_WORDS else sure
     if not multi:
         # Lone "I"-like strokes (pulse edges, ticks) without any real label: no labels.
         return [[] for _ in all_labels]
     ref_h = float(np.median([m[0] for m in multi]))
     ref_dy = float(np.median([m[1] for m in multi]))
-    strict_dy = len(multi) >= _MIN_LETTERED_REFERENCE
+    strict_dy = len(multi) >= _MIN_REFERENCE_WORDS
     if not strict_dy:
         # Too few real labels to vouch for lone vertical strokes read as "I".
         all_labels = [[w for w in row if w.lead != "I"] for row in all_labels]
