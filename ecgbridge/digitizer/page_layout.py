@@ -164,10 +164,10 @@ def _labelled_panels(
     row_slots = row_labels.reread_missing_labels(row_slots, trace_rows, all_labels, thin_erased,
                                                  mask & (1 - thin_erased), ppm_x)
     # A standard layout the read labels fit names the unread (and misread) panels; the
-    # look-alike guesses of fill_missing_leads only where none fits.
+    # look-alike guesses of fill_missing_leads only where none fits (guessed names are
+    # no evidence: completing again after them would judge the same labels).
     completed, notes = layout_repair.complete_to_standard_layout(row_slots, all_labels, spans,
                                                                  row_length, ppm_x)
     if notes:
         return completed, notes
-    return layout_repair.complete_to_standard_layout(fill_missing_leads(row_slots), all_labels,
-                                                     spans, row_length, ppm_x)
+    return fill_missing_leads(row_slots), ()
