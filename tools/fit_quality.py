@@ -9,10 +9,14 @@ Each ``--pages`` folder holds the pages' images (any subset of SET_DIR's manifes
 The pages are digitized here (default options), the evidence of every lead is
 captured, and each lead is labelled by the independent scorer's aligned SNR against
 the truth record (bad: under 5 dB). A logistic regression is fitted on the
-standardised evidence; its bias is then set so that quality < 0.5 (with the fixed
-factor of leads whose name is a guess) catches the ``--recall`` share of the bad
-leads. The constants to paste into quality.py are
-printed, with the recall and the share of good leads flagged.
+standardised evidence (evidence that could not be measured counts as the average).
+Its bias is then set so that quality < 0.5 (with the fixed factor of leads whose name
+is a guess) catches the ``--recall`` share of the bad leads *of pages the model did
+not see*: the pages are split in five folds, each fold judged by a model fitted on the
+other four, and the shift of the bias that reaches the recall on those out-of-fold
+judgements is added to the model fitted on all pages. The constants to paste into
+quality.py are printed, with the recall and the share of good leads flagged, out of
+fold and on the fitted pages.
 
 Fit on training pages only (``../shared/data/train`` or your own renders), never on
 the evaluation sets.
@@ -106,50 +110,78 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cache and args.cache.exists():
         saved = np.load(args.cache)
-        return _fit(saved["x"], saved["snr"], args.recall)
+        return _fit(saved["x"], saved["snr"], saved["page"], args.recall)
     score = _scorer(args.scorer)
     record_dirs = args.records or [str(args.set / "records"),
                                    str(args.scorer.resolve().parents[1] / "data" / "records")]
     manifest = {e["image"]: e for e in json.loads((args.set / "manifest.json").read_text())}
-    rows, snrs = [], []
+    rows, snrs, pages = [], [], []
     for folder in args.pages:
         for image in sorted(folder.iterdir()):
             if image.name in manifest:
                 r, s = page_rows(image, manifest[image.name], score, record_dirs)
                 rows += r
                 snrs += s
+                pages += [image.name] * len(r)
                 print(f"{image.name}: {len(r)} leads", file=sys.stderr)
-    x, snr = np.asarray(rows), np.asarray(snrs)
+    x, snr, page = np.asarray(rows), np.asarray(snrs), np.asarray(pages)
     if args.cache:
-        np.savez(args.cache, x=x, snr=snr)
-    return _fit(x, snr, args.recall)
+        np.savez(args.cache, x=x, snr=snr, page=page)
+    return _fit(x, snr, page, args.recall)
 
 
-def _fit(x: np.ndarray, snr: np.ndarray, recall: float) -> int:
-    """Fit, print the constants and the figures reached on the fitted leads."""
+def _fit(x: np.ndarray, snr: np.ndarray, page: np.ndarray, recall: float) -> int:
+    """Fit, print the constants and the figures reached out of fold and on the fit."""
     good = (snr >= BAD_SNR_DB).astype(float)
-    mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-3)
-    w = fit_logistic((x - mean) / std, good)
-    logit = ((x - mean) / std) @ w[:-1]
-    # Bias: the largest (fewest leads flagged) at which quality < 0.5, with the fixed
-    # factor of guessed lead names applied, catches the asked share of the bad leads.
+    mean = np.nanmean(x, axis=0)
+    std = np.maximum(np.nanstd(x, axis=0), 1e-3)
+    z = np.nan_to_num((x - mean) / std, nan=0.0)
     factor = np.where(x[:, quality_model.FEATURES.index("prior")]
                       <= quality_model.GUESSED_NAME_PRIOR,
                       quality_model.INFERRED_LAYOUT_FACTOR, 1.0)
-    bias, flagged = 0.0, np.zeros(len(snr), dtype=bool)
-    for b in np.linspace(4.0, -4.0, 801):
-        flagged = factor / (1.0 + np.exp(-(logit + b))) < 0.5
-        bias = float(b)
-        if flagged[good == 0].mean() >= recall:
-            break
-    print(f"leads {len(snr)}, bad {int((good == 0).sum())}: recall "
-          f"{flagged[good == 0].mean():.3f}, good flagged {flagged[good == 1].mean():.3f}")
-    fmt = ", ".join
-    print(f"WEIGHTS = ({fmt(f'{v:.4f}' for v in w[:-1])})")
-    print(f"FEATURE_MEAN = ({fmt(f'{v:.4f}' for v in mean)})")
-    print(f"FEATURE_STD = ({fmt(f'{v:.4f}' for v in std)})")
+    # Out-of-fold logits: each page judged by a model fitted without it.
+    names = np.unique(page)
+    fold_of = dict(zip(names, np.random.default_rng(0).permutation(names.size) % _FOLDS,
+                       strict=True))
+    fold = np.array([fold_of[p] for p in page])
+    oof = np.zeros(len(snr))
+    for k in range(_FOLDS):
+        w_k = fit_logistic(z[fold != k], good[fold != k])
+        oof[fold == k] = z[fold == k] @ w_k[:-1] + w_k[-1]
+    shift = _bias_for_recall(oof, factor, good, recall)
+    w = fit_logistic(z, good)
+    bias = float(w[-1] + shift)
+    for name, logit in (("out of fold", oof + shift), ("fitted pages", z @ w[:-1] + bias)):
+        flagged = factor / (1.0 + np.exp(-logit)) < 0.5
+        print(f"{name}: leads {len(snr)}, bad {int((good == 0).sum())}: recall "
+              f"{flagged[good == 0].mean():.3f}, good flagged {flagged[good == 1].mean():.3f}")
+    print(_constant("WEIGHTS", w[:-1]))
+    print(_constant("FEATURE_MEAN", mean))
+    print(_constant("FEATURE_STD", std))
     print(f"BIAS = {bias:.4f}")
     return 0
+
+
+def _constant(name: str, values: np.ndarray) -> str:
+    """A tuple constant as Python source, seven values to a line."""
+    lines = [", ".join(f"{v:.4f}" for v in values[i:i + 7]) for i in range(0, len(values), 7)]
+    return f"{name} = (\n    " + ",\n    ".join(lines) + ",\n)"
+
+
+#: Folds of pages for the out-of-fold judgements.
+_FOLDS = 5
+
+
+def _bias_for_recall(logit: np.ndarray, factor: np.ndarray, good: np.ndarray,
+                     recall: float) -> float:
+    """The largest bias shift (fewest leads flagged) at which the recall is reached."""
+    shift = 0.0
+    for b in np.linspace(6.0, -6.0, 1201):
+        shift = float(b)
+        flagged = factor / (1.0 + np.exp(-(logit + b))) < 0.5
+        if flagged[good == 0].mean() >= recall:
+            break
+    return shift
 
 
 if __name__ == "__main__":

@@ -12,13 +12,19 @@ needs the truth:
   (classical or learned engine);
 - whether the limb leads keep Einthoven's and Goldberger's laws, for the page and for
   the relation the lead takes part in;
-- whether the trace looks like an ECG: its amplitude, and jumps no pen draws.
+- whether the trace looks like an ECG: its amplitude, jumps no pen draws, a baseline
+  that steps (a trace that strayed into its neighbour's row for a while; a slow
+  wander does not count), excursions far beyond its own range, and how well its
+  beats repeat at the page's beat period;
+- whether a chest lead resembles the chest leads beside it (V2 is between V1 and V3);
+- how finely the page was scanned, and how many leads could be read.
 
 The weights were fitted on the training pages (``tools/fit_quality.py``: damaged
 renders of records outside the evaluation sets) to tell leads whose aligned SNR is
 under 5 dB from the others, and the bias set so that the 0.5 threshold catches 90 % of
-those leads on the training pages (it then flags 44 % of the others there; refitted
-after the trace-following and model changes of 2026-12-04, session 6).
+those leads on training pages the model was not fitted on (five folds of pages). It
+then flags 39.5 % of the other leads there: many good leads are flagged, the price of
+catching nine bad leads in ten on damaged pages.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.ndimage import median_filter
 
 from ecgbridge.digitizer.consistency import limb_lead_residual, relation_residual
 from ecgbridge.ecg import LEADS, Calibration, PanelInfo
@@ -33,15 +40,25 @@ from ecgbridge.ecg import LEADS, Calibration, PanelInfo
 #: Names of the evidence, in the order of :data:`WEIGHTS`.
 FEATURES = (
     "prior", "coverage", "gain_assumed", "learned_engine", "page_residual", "lead_residual",
-    "log_amplitude", "jumps",
+    "log_amplitude", "jumps", "beat_repeat", "baseline_step", "excursion", "neighbour_r",
+    "log_px_per_mm", "leads_read",
 )
 #: Logistic weights of the standardised evidence (fitted, see the module docstring).
-WEIGHTS = (-0.2259, 0.6638, -0.2158, 0.1453, -0.9408, -0.5875, 0.0246, -0.4443)
+WEIGHTS = (
+    -0.0405, 0.8030, 0.0675, 0.2708, -0.5202, -0.5525, -0.0730,
+    -0.2820, 0.3479, -0.0796, -0.4220, 0.4773, 0.2725, 0.2251,
+)
 #: Means and standard deviations that standardise the evidence.
-FEATURE_MEAN = (0.6330, 0.9841, 0.3090, 0.7672, 0.4046, 0.4053, -0.1240, 0.0013)
-FEATURE_STD = (0.2741, 0.0929, 0.4621, 0.4226, 0.4584, 0.4927, 0.2922, 0.0040)
+FEATURE_MEAN = (
+    0.6839, 0.9883, 0.2703, 0.7095, 0.3045, 0.3053, -0.0912,
+    0.0015, 0.5825, 0.2506, 0.8906, 0.7657, 1.6894, 11.9006,
+)
+FEATURE_STD = (
+    0.2646, 0.0766, 0.4441, 0.4540, 0.4104, 0.4254, 0.2773,
+    0.0046, 0.2877, 0.3640, 0.3348, 0.2328, 0.2412, 0.5917,
+)
 #: Bias of the logistic model.
-BIAS = -0.5800
+BIAS = -0.3114
 
 #: Quality of a lead whose name is a guess (no label read), relative to a labelled
 #: one: a lead named wrongly is a wrong lead however well it was traced.
@@ -56,6 +73,21 @@ _MAX_STANDARD_SCORE = 4.0
 _UNKNOWN_RESIDUAL = 1.0
 #: Per-sample steps larger than this (mV, at any rate scaled to 500 Hz) are jumps.
 _JUMP_MV_AT_500HZ = 0.3
+#: Window (s) of the moving mean taken as a trace's own baseline (longer than a QRS).
+_BASELINE_WINDOW_S = 0.6
+#: Window (s) of the moving median that follows a trace's baseline under its QRS.
+_MEDIAN_WINDOW_S = 0.4
+#: A baseline step is the change of that median over this time (s).
+_STEP_S = 0.5
+#: Beat periods (s) searched for the page's heart rate: 37 to 180 beats per minute.
+_BEAT_PERIOD_S = (0.33, 1.6)
+#: A beat period is searched only over overlaps of at least this (s).
+_MIN_OVERLAP_S = 0.5
+#: The chest leads printed beside each chest lead.
+_NEIGHBOURS = {"V1": ("V2",), "V2": ("V1", "V3"), "V3": ("V2", "V4"), "V4": ("V3", "V5"),
+               "V5": ("V4", "V6"), "V6": ("V5",)}
+#: Samples two leads must share for their resemblance to be measured.
+_MIN_SHARED_SAMPLES = 200
 #: The relation each limb lead takes part in: (plus, minus).
 _RELATIONS = {
     **{lead: (("I", "III"), ("II",)) for lead in ("I", "II", "III")},
@@ -83,6 +115,10 @@ def lead_evidence(signals: np.ndarray, fs: float, prior: Sequence[float],
     """
     by_lead = {lead: signals[i] for i, lead in enumerate(LEADS) if np.isfinite(signals[i]).any()}
     page_residual = _residual_or_unknown(limb_lead_residual(by_lead))
+    flat = {lead: _without_baseline(sig, fs) for lead, sig in by_lead.items()}
+    repeat = beat_repeat(flat, fs)
+    px_per_mm = float(calibration.px_per_mm_x)
+    log_px_per_mm = float(np.log(px_per_mm)) if px_per_mm > 0 else np.nan
     rows = []
     for i, lead in enumerate(LEADS):
         sig = signals[i]
@@ -97,6 +133,12 @@ def lead_evidence(signals: np.ndarray, fs: float, prior: Sequence[float],
             page_residual,
             lead_residual,
             *_shape(sig, fs),
+            repeat.get(lead, np.nan),
+            _baseline_step(sig, fs),
+            _excursion(sig, flat.get(lead)),
+            _neighbour_r(flat, lead),
+            log_px_per_mm,
+            float(len(by_lead)),
         ))
     return np.asarray(rows, dtype=np.float64)
 
@@ -111,16 +153,18 @@ def lead_quality(evidence: np.ndarray) -> tuple[float, ...]:
     Parameters
     ----------
     evidence : numpy.ndarray
-        (leads, len(FEATURES)) evidence.
+        (leads, len(FEATURES)) evidence; NaN where a feature could not be measured.
 
     Returns
     -------
     tuple of float
         One value per row of `evidence`; below 0.5: do not trust the lead.
     """
-    # Evidence far outside what the fit saw counts as its edge (no extrapolation).
+    # Evidence far outside what the fit saw counts as its edge (no extrapolation);
+    # evidence that could not be measured (NaN) counts as the fit's average.
     z = np.clip((evidence - np.asarray(FEATURE_MEAN)) / np.asarray(FEATURE_STD),
                 -_MAX_STANDARD_SCORE, _MAX_STANDARD_SCORE)
+    z = np.where(np.isfinite(z), z, 0.0)
     logit = z @ np.asarray(WEIGHTS) + BIAS
     guessed = evidence[:, FEATURES.index("prior")] <= GUESSED_NAME_PRIOR
     factor = np.where(guessed, INFERRED_LAYOUT_FACTOR, 1.0)
@@ -153,3 +197,132 @@ def _shape(sig: np.ndarray, fs: float) -> tuple[float, float]:
     lo, hi = np.percentile(x, [1, 99])
     step = np.abs(np.diff(x)) * (fs / 500.0)
     return (float(np.log10(hi - lo + 0.01)), float((step > _JUMP_MV_AT_500HZ).mean()))
+
+
+def beat_repeat(flat: dict[str, np.ndarray], fs: float) -> dict[str, float]:
+    """How well each lead's beats repeat at the page's beat period (correlation, <= 1).
+
+    All leads of a recording share one heart rhythm: the period is the lag in
+    :data:`_BEAT_PERIOD_S` at which the leads' autocorrelations agree best, and each
+    lead's value is its own best autocorrelation within 10 ms of it. A trace that
+    followed grid, text or another row for part of its length repeats worse.
+
+    Parameters
+    ----------
+    flat : dict of str to numpy.ndarray
+        Lead -> samples without their baseline (:func:`_without_baseline`), NaN where
+        not read.
+    fs : float
+        Sampling rate (Hz).
+
+    Returns
+    -------
+    dict of str to float
+        Lead -> correlation, for the leads with a long enough stretch of samples.
+    """
+    lags = np.arange(int(_BEAT_PERIOD_S[0] * fs), int(_BEAT_PERIOD_S[1] * fs) + 1)
+    curves = {}
+    for lead, sig in flat.items():
+        x = _longest_stretch(sig)
+        if x.size - int(_MIN_OVERLAP_S * fs) > lags[0]:
+            curves[lead] = _autocorrelation(x, lags, int(_MIN_OVERLAP_S * fs))
+    if not curves:
+        return {}
+    mean = np.nanmean(np.stack(list(curves.values())), axis=0)
+    period = int(np.nanargmax(mean))
+    near = slice(max(0, period - int(0.01 * fs)), period + int(0.01 * fs) + 1)
+    return {lead: float(np.nanmax(c[near])) for lead, c in curves.items()
+            if np.isfinite(c[near]).any()}
+
+
+def _autocorrelation(x: np.ndarray, lags: np.ndarray, min_overlap: int) -> np.ndarray:
+    """Normalised correlation of `x` with itself shifted by each lag (NaN: too short)."""
+    n = x.size
+    size = 1 << int(np.ceil(np.log2(2 * n)))
+    spectrum = np.fft.rfft(x, size)
+    cross = np.fft.irfft(spectrum * np.conj(spectrum), size)[:n]
+    energy = np.concatenate([[0.0], np.cumsum(x * x)])
+    out = np.full(lags.size, np.nan)
+    ok = lags <= n - min_overlap
+    lag = lags[ok]
+    head = energy[n - lag]  # x[:n - lag]
+    tail = energy[n] - energy[lag]  # x[lag:]
+    out[ok] = cross[lag] / np.sqrt(head * tail + 1e-12)
+    return out
+
+
+def _without_baseline(sig: np.ndarray, fs: float) -> np.ndarray:
+    """The trace minus its moving mean over :data:`_BASELINE_WINDOW_S` (NaN kept)."""
+    out = np.full(sig.shape, np.nan)
+    k = max(1, int(_BASELINE_WINDOW_S * fs))
+    seen = np.isfinite(sig)
+    values = np.where(seen, sig, 0.0)
+    box = np.ones(k)
+    total = np.convolve(values, box, mode="same")
+    count = np.convolve(seen.astype(float), box, mode="same")
+    out[seen] = values[seen] - total[seen] / np.maximum(count[seen], 1.0)
+    return out
+
+
+def _stretches(sig: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of every run of consecutive finite samples."""
+    seen = np.concatenate([[0], np.isfinite(sig).astype(np.int8), [0]])
+    edges = np.diff(seen)
+    return list(zip(np.nonzero(edges == 1)[0].tolist(), np.nonzero(edges == -1)[0].tolist(),
+                    strict=True))
+
+
+def _longest_stretch(sig: np.ndarray) -> np.ndarray:
+    """The longest run of consecutive finite samples."""
+    runs = _stretches(sig)
+    if not runs:
+        return sig[:0]
+    a, b = max(runs, key=lambda r: r[1] - r[0])
+    return sig[a:b]
+
+
+def _baseline_step(sig: np.ndarray, fs: float) -> float:
+    """Largest change (mV) of the trace's moving median within :data:`_STEP_S`.
+
+    A QRS is too short to move a :data:`_MEDIAN_WINDOW_S` median, and a wandering
+    baseline moves it slowly; a trace that jumps to another row for a while moves it
+    by the rows' distance at once. NaN when no stretch of samples is long enough.
+    """
+    k = int(_MEDIAN_WINDOW_S * fs) | 1
+    lag = int(_STEP_S * fs)
+    steps = []
+    for a, b in _stretches(sig):
+        if b - a > k + lag:
+            level = median_filter(sig[a:b], size=k, mode="nearest")
+            steps.append(float(np.max(np.abs(level[lag:] - level[:-lag]))))
+    return max(steps) if steps else np.nan
+
+
+def _excursion(sig: np.ndarray, flat: np.ndarray | None) -> float:
+    """Largest departure from the trace's baseline over its 1-99 % range; NaN if not read."""
+    if flat is None or not np.isfinite(flat).any():
+        return np.nan
+    lo, hi = np.nanpercentile(sig, [1, 99])
+    return float(np.nanmax(np.abs(flat)) / (hi - lo + 0.05))
+
+
+def _neighbour_r(flat: dict[str, np.ndarray], lead: str) -> float:
+    """Largest |correlation| of a chest lead with a neighbour over shared samples.
+
+    NaN for a limb lead, or when no neighbour shares enough samples with it.
+    """
+    best = np.nan
+    x = flat.get(lead)
+    for other in _NEIGHBOURS.get(lead, ()):
+        y = flat.get(other)
+        if x is None or y is None:
+            continue
+        n = min(x.size, y.size)
+        shared = np.isfinite(x[:n]) & np.isfinite(y[:n])
+        if shared.sum() < _MIN_SHARED_SAMPLES:
+            continue
+        a, b = x[:n][shared], y[:n][shared]
+        a, b = a - a.mean(), b - b.mean()
+        r = abs(float(a @ b) / (float(np.sqrt((a @ a) * (b @ b))) + 1e-12))
+        best = r if not np.isfinite(best) else max(best, r)
+    return best
