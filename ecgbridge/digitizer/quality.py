@@ -81,6 +81,8 @@ _MEDIAN_WINDOW_S = 0.4
 _STEP_S = 0.5
 #: Beat periods (s) searched for the page's heart rate: 37 to 180 beats per minute.
 _BEAT_PERIOD_S = (0.33, 1.6)
+#: A lead's own period may differ from the page's by this much (s).
+_PERIOD_TOLERANCE_S = 0.01
 #: A beat period is searched only over overlaps of at least this (s).
 _MIN_OVERLAP_S = 0.5
 #: The chest leads printed beside each chest lead.
@@ -204,7 +206,8 @@ def beat_repeat(flat: dict[str, np.ndarray], fs: float) -> dict[str, float]:
 
     All leads of a recording share one heart rhythm: the period is the lag in
     :data:`_BEAT_PERIOD_S` at which the leads' autocorrelations agree best, and each
-    lead's value is its own best autocorrelation within 10 ms of it. A trace that
+    lead's value is its own best autocorrelation within :data:`_PERIOD_TOLERANCE_S`
+    of it. A trace that
     followed grid, text or another row for part of its length repeats worse.
 
     Parameters
@@ -230,7 +233,8 @@ def beat_repeat(flat: dict[str, np.ndarray], fs: float) -> dict[str, float]:
         return {}
     mean = np.nanmean(np.stack(list(curves.values())), axis=0)
     period = int(np.nanargmax(mean))
-    near = slice(max(0, period - int(0.01 * fs)), period + int(0.01 * fs) + 1)
+    tolerance = int(_PERIOD_TOLERANCE_S * fs)
+    near = slice(max(0, period - tolerance), period + tolerance + 1)
     return {lead: float(np.nanmax(c[near])) for lead, c in curves.items()
             if np.isfinite(c[near]).any()}
 
