@@ -16,6 +16,7 @@ needs the truth:
   that steps (a trace that strayed into its neighbour's row for a while; a slow
   wander does not count), excursions far beyond its own range, and how well its
   beats repeat at the page's beat period;
+- whether its beats fall when the other leads' beats do (one heart drives them all);
 - whether a chest lead resembles the chest leads beside it (V2 is between V1 and V3);
 - how finely the page was scanned, and how many leads could be read.
 
@@ -23,7 +24,7 @@ The weights were fitted on the training pages (``tools/fit_quality.py``: damaged
 renders of records outside the evaluation sets) to tell leads whose aligned SNR is
 under 5 dB from the others, and the bias set so that the 0.5 threshold catches 90 % of
 those leads on training pages the model was not fitted on (five folds of pages). It
-then flags 39.5 % of the other leads there: many good leads are flagged, the price of
+then flags 37.0 % of the other leads there: many good leads are flagged, the price of
 catching nine bad leads in ten on damaged pages.
 """
 
@@ -34,6 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.ndimage import median_filter
 
+from ecgbridge.digitizer.beat_timing import beat_envelope
 from ecgbridge.digitizer.consistency import limb_lead_residual, relation_residual
 from ecgbridge.ecg import LEADS, Calibration, PanelInfo
 
@@ -41,24 +43,27 @@ from ecgbridge.ecg import LEADS, Calibration, PanelInfo
 FEATURES = (
     "prior", "coverage", "gain_assumed", "learned_engine", "page_residual", "lead_residual",
     "log_amplitude", "jumps", "beat_repeat", "baseline_step", "excursion", "neighbour_r",
-    "log_px_per_mm", "leads_read",
+    "log_px_per_mm", "leads_read", "beat_sync",
 )
 #: Logistic weights of the standardised evidence (fitted, see the module docstring).
 WEIGHTS = (
-    -0.0405, 0.8030, 0.0675, 0.2708, -0.5202, -0.5525, -0.0730,
-    -0.2820, 0.3479, -0.0796, -0.4220, 0.4773, 0.2725, 0.2251,
+    -0.0349, 0.8301, 0.0991, 0.2405, -0.2461, -0.6121, -0.1658,
+    -0.2792, 0.2265, -0.0531, -0.3914, 0.2981, 0.3220, 0.2301,
+    0.6326,
 )
 #: Means and standard deviations that standardise the evidence.
 FEATURE_MEAN = (
     0.6839, 0.9883, 0.2703, 0.7095, 0.3045, 0.3053, -0.0912,
     0.0015, 0.5825, 0.2506, 0.8906, 0.7657, 1.6894, 11.9006,
+    0.8792,
 )
 FEATURE_STD = (
     0.2646, 0.0766, 0.4441, 0.4540, 0.4104, 0.4254, 0.2773,
     0.0046, 0.2877, 0.3640, 0.3348, 0.2328, 0.2412, 0.5917,
+    0.1590,
 )
 #: Bias of the logistic model.
-BIAS = -0.3114
+BIAS = -0.2941
 
 #: Quality of a lead whose name is a guess (no label read), relative to a labelled
 #: one: a lead named wrongly is a wrong lead however well it was traced.
@@ -88,6 +93,8 @@ _MIN_OVERLAP_S = 0.5
 #: The chest leads printed beside each chest lead.
 _NEIGHBOURS = {"V1": ("V2",), "V2": ("V1", "V3"), "V3": ("V2", "V4"), "V4": ("V3", "V5"),
                "V5": ("V4", "V6"), "V6": ("V5",)}
+#: Lag (s) allowed between a lead's beats and the other leads' (imprecise timing).
+_SYNC_LAG_S = 0.02
 #: Samples two leads must share for their resemblance to be measured.
 _MIN_SHARED_SAMPLES = 200
 #: The relation each limb lead takes part in: (plus, minus).
@@ -119,6 +126,7 @@ def lead_evidence(signals: np.ndarray, fs: float, prior: Sequence[float],
     page_residual = _residual_or_unknown(limb_lead_residual(by_lead))
     flat = {lead: _without_baseline(sig, fs) for lead, sig in by_lead.items()}
     repeat = beat_repeat(flat, fs)
+    sync = beat_sync(by_lead, fs)
     px_per_mm = float(calibration.px_per_mm_x)
     log_px_per_mm = float(np.log(px_per_mm)) if px_per_mm > 0 else np.nan
     rows = []
@@ -141,6 +149,7 @@ def lead_evidence(signals: np.ndarray, fs: float, prior: Sequence[float],
             _neighbour_r(flat, lead),
             log_px_per_mm,
             float(len(by_lead)),
+            sync.get(lead, np.nan),
         ))
     return np.asarray(rows, dtype=np.float64)
 
@@ -239,6 +248,56 @@ def beat_repeat(flat: dict[str, np.ndarray], fs: float) -> dict[str, float]:
             if np.isfinite(c[near]).any()}
 
 
+def beat_sync(by_lead: dict[str, np.ndarray], fs: float) -> dict[str, float]:
+    """How well each lead's beats fall at the other leads' beats (correlation, <= 1).
+
+    Each lead's beat-energy envelope (:func:`beat_timing.beat_envelope`, scaled to unit
+    RMS) is correlated with the mean envelope of the other leads over the samples it
+    shares with at least two of them, at the best lag within :data:`_SYNC_LAG_S`. A
+    trace that followed grid, text or noise has its slopes at other instants.
+
+    Parameters
+    ----------
+    by_lead : dict of str to numpy.ndarray
+        Lead -> samples (mV), NaN where not read.
+    fs : float
+        Sampling rate (Hz).
+
+    Returns
+    -------
+    dict of str to float
+        Lead -> correlation, for the leads sharing enough samples with the others.
+    """
+    n = min((sig.size for sig in by_lead.values()), default=0)
+    envelopes = {}
+    for lead, sig in by_lead.items():
+        seen = np.isfinite(sig[:n])
+        env = beat_envelope(sig[:n], fs)
+        rms = float(np.sqrt(np.mean(env[seen] ** 2)))
+        envelopes[lead] = (env / rms if rms > 0 else env, seen)
+    total = sum((np.where(seen, env, 0.0) for env, seen in envelopes.values()), np.zeros(n))
+    count = sum((seen.astype(float) for _env, seen in envelopes.values()), np.zeros(n))
+    lag = int(_SYNC_LAG_S * fs)
+    out = {}
+    for lead, (env, seen) in envelopes.items():
+        others = count - seen
+        shared = seen & (others >= 2)
+        if shared.sum() < _MIN_SHARED_SAMPLES:
+            continue
+        a = env[shared]
+        b = (total - np.where(seen, env, 0.0))[shared] / others[shared]
+        out[lead] = max(_correlation(a[max(0, k):a.size + min(0, k)],
+                                     b[max(0, -k):b.size + min(0, -k)])
+                        for k in range(-lag, lag + 1, 2))
+    return out
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two equal-length arrays (0 when either is constant)."""
+    a, b = a - a.mean(), b - b.mean()
+    return float(a @ b) / (float(np.sqrt((a @ a) * (b @ b))) + 1e-12)
+
+
 def _autocorrelation(x: np.ndarray, lags: np.ndarray, min_overlap: int) -> np.ndarray:
     """Normalised correlation of `x` with itself shifted by each lag (NaN: too short)."""
     n = x.size
@@ -325,8 +384,6 @@ def _neighbour_r(flat: dict[str, np.ndarray], lead: str) -> float:
         shared = np.isfinite(x[:n]) & np.isfinite(y[:n])
         if shared.sum() < _MIN_SHARED_SAMPLES:
             continue
-        a, b = x[:n][shared], y[:n][shared]
-        a, b = a - a.mean(), b - b.mean()
-        r = abs(float(a @ b) / (float(np.sqrt((a @ a) * (b @ b))) + 1e-12))
+        r = abs(_correlation(x[:n][shared], y[:n][shared]))
         best = r if not np.isfinite(best) else max(best, r)
     return best
