@@ -8,6 +8,8 @@ does: a trace that strayed into the row below for part of its panel.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -117,3 +119,16 @@ def test_beats_of_a_misplaced_trace_fall_out_of_sync(record_signals):
     late[np.isnan(reading[v5])] = np.nan
     by_lead["V5"] = late
     assert quality.beat_sync(by_lead, fs)["V5"] < clean["V5"] - 0.3
+
+
+def test_short_panels_give_evidence_without_numpy_warnings(record_signals):
+    # Panels of 1.5 s: the longest beat periods cannot be measured on any lead.
+    signals, fs = record_signals("HR06004")
+    reading = np.full(np.asarray(signals).shape, np.nan)
+    reading[:, : int(1.5 * fs)] = np.asarray(signals)[:, : int(1.5 * fs)]
+    flat = {lead: quality._without_baseline(reading[i], fs) for i, lead in enumerate(LEADS)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        repeat = quality.beat_repeat(flat, fs)
+    assert set(repeat) == set(LEADS)
+    assert all(np.isfinite(v) and v <= 1.0 + 1e-9 for v in repeat.values())

@@ -240,7 +240,11 @@ def beat_repeat(flat: dict[str, np.ndarray], fs: float) -> dict[str, float]:
             curves[lead] = _autocorrelation(x, lags, int(_MIN_OVERLAP_S * fs))
     if not curves:
         return {}
-    mean = np.nanmean(np.stack(list(curves.values())), axis=0)
+    stack = np.stack(list(curves.values()))
+    seen = np.isfinite(stack)
+    # Lags longer than every lead's stretch stay NaN (no warning for empty slices).
+    mean = np.where(seen, stack, 0.0).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)
+    mean[~seen.any(axis=0)] = np.nan
     period = int(np.nanargmax(mean))
     tolerance = int(_PERIOD_TOLERANCE_S * fs)
     near = slice(max(0, period - tolerance), period + tolerance + 1)
