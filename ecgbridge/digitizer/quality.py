@@ -216,8 +216,8 @@ def beat_repeat(flat: dict[str, np.ndarray], fs: float) -> dict[str, float]:
     All leads of a recording share one heart rhythm: the period is the lag in
     :data:`_BEAT_PERIOD_S` at which the leads' autocorrelations agree best, and each
     lead's value is its own best autocorrelation within :data:`_PERIOD_TOLERANCE_S`
-    of it. A trace that
-    followed grid, text or another row for part of its length repeats worse.
+    of it. A trace that followed grid, text or another row for part of its length
+    repeats worse.
 
     Parameters
     ----------
