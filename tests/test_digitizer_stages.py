@@ -578,6 +578,24 @@ def test_wandering_rows_between_flat_rows_are_found() -> None:
         assert abs(row.baseline - base) < 0.3 * pitch
 
 
+def test_a_trace_split_by_removed_grid_lines_is_still_a_row() -> None:
+    """Where a dark grid's lines were taken out, a trace crossing them is cut every few
+    mm; the pieces are too short to count unless the line-wide gaps are bridged."""
+    ppm = 8.0
+    mask = np.zeros((400, 1600), np.uint8)
+    x = np.arange(80, 1520)
+    y = 200 + 6 * np.sin(2 * np.pi * x / 160.0)
+    pts = np.column_stack([x, y]).round().astype(np.int32).reshape(-1, 1, 2)
+    cv2.polylines(mask, [pts], False, 1, 2)
+    # A 2-px gap at every 5-mm line: pieces of 38 px, shorter than a trace piece.
+    for gx in range(84, 1520, int(5 * ppm)):
+        mask[:, gx:gx + 2] = 0
+    assert find_rows(mask, ppm, ppm) == []
+    rows = find_rows(mask, ppm, ppm, bridge_gaps=True)
+    assert len(rows) == 1 and abs(rows[0].baseline - 200) < 2.0
+    assert rows[0].x_start <= 90 and rows[0].x_end >= 1500
+
+
 def test_einthoven_check_accepts_rows_of_different_lengths() -> None:
     """12x1 rows may run past 10 s by different amounts; the check must not fail."""
     from ecgbridge.digitizer.postprocess import check_einthoven

@@ -7,8 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from ecgbridge.digitizer.labels import LabelWord
+from ecgbridge.digitizer.layout import PanelSlot
 from ecgbridge.digitizer.layout_inference import (
     RowShape,
+    check_labels,
     infer_layout,
     row_slots_on_pitch,
     same_height_marks,
@@ -153,3 +156,24 @@ def test_row_order_from_einthoven_and_goldberger() -> None:
     # Lead I badly traced: Einthoven's law alone cannot tell; Goldberger's can.
     order, why = choose_row_order(inference, [0.0] * 6, 1000.0, labels, _limb_page(0.7), 4.0)
     assert order == KIT_ROWS_6X2 and "Goldberger" in why
+
+
+def _slots(leads: tuple[str, ...]) -> list[PanelSlot]:
+    return [PanelSlot(lead, k, len(leads), int(k * ROW / 4), int((k + 1) * ROW / 4), 0.0)
+            for k, lead in enumerate(leads)]
+
+
+def _word(lead: str, column: int) -> LabelWord:
+    x0 = int(column * ROW / 4) + 5
+    return LabelWord(lead, (x0, 0, x0 + 20, 10), 0.9)
+
+
+def test_one_lead_read_in_two_panels_contradicts_nothing() -> None:
+    rows = [_slots(("I", "aVR", "V1", "V4")), _slots(("II", "aVL", "V2", "V5"))]
+    # "II" read where aVL and V4 belong: a misread at least once, no evidence.
+    doubled = check_labels(rows, [[_word("II", 3)], [_word("II", 1)]], 4.0)
+    assert doubled.contradict == () and doubled.read_twice == ("II",)
+    assert "II read in several panels" in doubled.words()
+    # Read once where another lead belongs, it is a contradiction.
+    once = check_labels(rows, [[_word("II", 3)], [_word("aVL", 1)]], 4.0)
+    assert once.contradict == (("II", "V4"),) and once.agree == 1

@@ -423,10 +423,13 @@ class LabelCheck:
     agree: int
     look_alike: int
     contradict: tuple[tuple[str, str], ...]
+    read_twice: tuple[str, ...] = ()
 
     def words(self) -> str:
         """Summary for a warning."""
         text = f"{self.agree} read label(s) agree, {self.look_alike} look-alike"
+        if self.read_twice:
+            text += ", " + ", ".join(f"{r} read in several panels" for r in self.read_twice)
         if self.contradict:
             text += ", contradicted by " + ", ".join(
                 f"{read} read where {lead} belongs" for read, lead in self.contradict)
@@ -441,7 +444,7 @@ def check_labels(
     A label counts where it sits within a few mm of a panel start. Lone "I"
     strokes are ignored (grid remnants and markers imitate them); a look-alike of
     the same family ("II" for "III", "V2" for "V3") is a misread, not a
-    contradiction.
+    contradiction, and so is one lead read where two different leads belong.
     """
     agree = look = 0
     contra: list[tuple[str, str]] = []
@@ -461,4 +464,8 @@ def check_labels(
                 look += 1
             else:
                 contra.append((w.lead, lead))
-    return LabelCheck(agree, look, tuple(contra))
+    # One lead read in two panels is a misread at least once: no evidence either way.
+    read = [r for r, _lead in contra]
+    twice = tuple(sorted({r for r in read if read.count(r) > 1}))
+    contra = [(r, lead) for r, lead in contra if r not in twice]
+    return LabelCheck(agree, look, tuple(contra), twice)

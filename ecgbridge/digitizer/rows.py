@@ -22,6 +22,9 @@ from ecgbridge.digitizer.trace import TracePath, column_run_lists
 
 #: A component at least this wide (mm) is a trace candidate.
 MIN_TRACE_COMPONENT_MM = 6.0
+#: A gap up to this wide (mm) in a map whose grid lines were removed does not split a
+#: trace piece: a line removed where the trace crossed it leaves one.
+_BRIDGED_GAP_MM = 0.5
 #: Minimum spacing of two trace rows (mm).
 MIN_ROW_SPACING_MM = 7.0
 #: A row must cover at least this many mm horizontally.
@@ -105,25 +108,32 @@ class PageRow:
     slots: tuple[PanelSlot, ...] = ()
 
 
-def column_medians(mask: np.ndarray, px_per_mm: float) -> tuple[np.ndarray, np.ndarray]:
+def column_medians(mask: np.ndarray, px_per_mm: float, bridge_gaps: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Centres of the short vertical ink runs of long components (flat trace pieces).
 
     Flat pieces of a trace are short runs in their column; counting them (not all ink
     pixels) makes baselines stand out even when tall waves of neighbouring rows touch.
+    With `bridge_gaps`, pieces a removed grid line split (gaps up to
+    ``_BRIDGED_GAP_MM``) count as one when their length is judged.
 
     Returns
     -------
     tuple of numpy.ndarray
         ``(xs, ys)``: column and centre row of every short run.
     """
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    pieces = mask
+    if bridge_gaps:
+        bridge = max(3, int(round(_BRIDGED_GAP_MM * px_per_mm)) | 1)
+        pieces = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((1, bridge), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(pieces, connectivity=8)
     long_ids = np.nonzero(stats[:, cv2.CC_STAT_WIDTH] >= MIN_TRACE_COMPONENT_MM * px_per_mm)[0]
     long_ids = long_ids[long_ids != 0]
     if long_ids.size == 0:
         return np.empty(0), np.empty(0)
     keep = np.zeros(n, dtype=bool)
     keep[long_ids] = True
-    long_mask = keep[labels]
+    long_mask = keep[labels] & (mask > 0)
     h, w = long_mask.shape
     padded = np.zeros((w, h + 2), dtype=np.int8)
     padded[:, 1:-1] = long_mask.T
@@ -135,7 +145,8 @@ def column_medians(mask: np.ndarray, px_per_mm: float) -> tuple[np.ndarray, np.n
     return sc[short].astype(np.float64), (0.5 * (sr + er - 1))[short].astype(np.float64)
 
 
-def find_rows(mask: np.ndarray, px_per_mm_x: float, px_per_mm_y: float) -> list[TraceRow]:
+def find_rows(mask: np.ndarray, px_per_mm_x: float, px_per_mm_y: float,
+              bridge_gaps: bool = False) -> list[TraceRow]:
     """Find trace rows in a trace-ink mask.
 
     Parameters
@@ -144,6 +155,9 @@ def find_rows(mask: np.ndarray, px_per_mm_x: float, px_per_mm_y: float) -> list[
         uint8 0/1 ink mask of the rectified page.
     px_per_mm_x, px_per_mm_y : float
         Scale.
+    bridge_gaps : bool
+        The mask had its grid lines removed: a trace crossing one may be split by a
+        line-wide gap (see :func:`column_medians`).
 
     Returns
     -------
@@ -157,7 +171,7 @@ def find_rows(mask: np.ndarray, px_per_mm_x: float, px_per_mm_y: float) -> list[
     mask[-frame:] = 0
     mask[:, :frame] = 0
     mask[:, -frame:] = 0
-    xs, ys = column_medians(mask, px_per_mm_x)
+    xs, ys = column_medians(mask, px_per_mm_x, bridge_gaps)
     if xs.size == 0:
         return []
     hist = np.bincount(ys.astype(np.int64), minlength=h).astype(np.float64)

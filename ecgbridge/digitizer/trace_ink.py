@@ -77,7 +77,10 @@ def find_trace_ink(page: RectifiedPage, scale: PageScale, page_index: int) -> Tr
     if page.segmentation is not None:
         masks = learned_masks(page.segmentation, page.dark_ink, ppm_x, ppm_y, scale.has_grid)
         mask, pulse_search, follow = masks.trace, masks.pulse_search, masks.follow
-        rows = find_rows(mask, ppm_x, ppm_y)
+        # Where the grid is as dark as the ink, its lines were taken out across the
+        # trace too, leaving line-wide gaps.
+        rows = find_rows(mask, ppm_x, ppm_y,
+                         bridge_gaps=scale.has_grid and not masks.grid_told_apart)
     else:
         mask, rows = trace_mask_and_rows(page.dark_ink, ppm_x, ppm_y, scale.has_grid)
         pulse_search, follow = mask, None
@@ -110,27 +113,29 @@ def trace_mask_and_rows(dark_ink: np.ndarray, ppm_x: float, ppm_y: float, has_gr
                                       ppm_y if has_grid else np.nan)
     if lines is not None and is_grid_mask(dark_ink, lines, thresholds[0]):
         cleaned = without_dark_grid(dark_ink, ppm_x, ppm_y)
-        found, tried = _first_convincing(cleaned, None, ppm_x, ppm_y, has_grid)
+        found, tried = _first_convincing(cleaned, None, ppm_x, ppm_y, has_grid,
+                                         bridge_gaps=True)
         if found is None:
             found, _ = _first_convincing(dark_ink, lines, ppm_x, ppm_y, has_grid)
         if found is not None:
             return found
-        dark_ink = cleaned
+        dark_ink, bridge_gaps = cleaned, True
         thresholds = threshold_candidates(dark_ink, ppm_x, ppm_y)
     else:
         found, tried = _first_convincing(dark_ink, None, ppm_x, ppm_y, has_grid)
         if found is not None:
             return found
+        bridge_gaps = False
     usable = [t for t in tried if t[1] and len(t[1]) <= _MAX_PLAUSIBLE_ROWS]
     if usable:
         threshold, rows = max(usable, key=lambda t: _median_trace_seen(t[1]))
         return trace_mask(dark_ink, threshold, ppm_x), rows
     mask = trace_mask(dark_ink, thresholds[0], ppm_x)
-    return mask, find_rows(mask, ppm_x, ppm_y)
+    return mask, find_rows(mask, ppm_x, ppm_y, bridge_gaps)
 
 
 def _first_convincing(dark_ink: np.ndarray, lines: np.ndarray | None, ppm_x: float,
-                      ppm_y: float, has_grid: bool
+                      ppm_y: float, has_grid: bool, bridge_gaps: bool = False
                       ) -> tuple[tuple[np.ndarray, list[TraceRow]] | None,
                                  list[tuple[float, list[TraceRow]]]]:
     """Mask and rows at the first candidate threshold giving plausible trace rows.
@@ -143,7 +148,7 @@ def _first_convincing(dark_ink: np.ndarray, lines: np.ndarray | None, ppm_x: flo
         if lines is not None and is_grid_mask(dark_ink, lines, threshold):
             continue
         mask = trace_mask(dark_ink, threshold, ppm_x)
-        rows = find_rows(mask, ppm_x, ppm_y)
+        rows = find_rows(mask, ppm_x, ppm_y, bridge_gaps)
         tried.append((threshold, rows))
         if rows and len(rows) <= _MAX_PLAUSIBLE_ROWS and _median_coverage(rows) \
                 >= _MIN_ROW_COVERAGE:
