@@ -28,6 +28,7 @@ from ecgbridge.digitizer.layout import (
 )
 from ecgbridge.digitizer.normalise import ink_maps
 from ecgbridge.digitizer.pulse import find_pulse
+from ecgbridge.digitizer.row_reading import erase_path
 from ecgbridge.digitizer.rows import TraceRow, find_rows, reach_of_ink
 from ecgbridge.digitizer.trace import follow_trace, pen_core_kernel, refine_with_core
 
@@ -619,6 +620,39 @@ def test_a_flat_peak_top_is_read_at_its_middle() -> None:
     mask[30:82, 17:22] = 1  # a 5-column flat top, centred on column 19
     path = follow_trace(mask, 0, 40, 0, 120, 81.0, 5.0)
     assert int(np.nanargmin(path.y[10:30])) + 10 == 19
+
+
+#: Columns of a narrow R wave read at 100 dpi (trn_82, rows from 60 px above the
+#: baseline): specks fill the hole at the foot of its up and down strokes.
+_SPECKLED_R_WAVE = (
+    "........................................................#...",
+    ".........................................#..#############...",
+    ".................#...#..##################..#...............",
+    ".....###################################....##..............",
+    ".................#...#.#.#.###.#####################........",
+    ".............................#...#..............#####.......",
+    "....................................................####....",
+    "........................................................#...",
+)
+
+
+def test_a_stroke_the_path_threads_past_still_gives_the_wave_its_tip() -> None:
+    mask = np.zeros((60, 40), np.uint8)
+    mask[56, :16] = 1
+    mask[56, 24:] = 1
+    for k, column in enumerate(_SPECKLED_R_WAVE):
+        mask[:, 16 + k] = [ch == "#" for ch in column]
+    path = follow_trace(mask, 0, 40, 0, 60, 56.0, 3.94)
+    # The up stroke reaches row 5 in column 19: the peak is read there, not on the
+    # specks at rows 44-45 that the path threads through.
+    assert np.nanmin(path.y) <= 6.0
+    assert int(np.nanargmin(path.y)) == 19
+    # The chosen runs stay as they were (pulses and markers are measured on them);
+    # erasing the trace before labels are read takes the stroke too.
+    assert path.top[19] == 44 and path.read_extent[0][19] == 5
+    erased = mask.copy()
+    erase_path(erased, path, pad=0)
+    assert not erased[5:40, 19].any()
 
 
 def test_a_row_ending_on_a_steep_stroke_reaches_its_last_ink() -> None:

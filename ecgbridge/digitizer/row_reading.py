@@ -127,8 +127,9 @@ def erase_thin(mask: np.ndarray, path: TracePath) -> None:
     half = int(np.ceil(path.line_width / 2.0)) + 1
     h = mask.shape[0]
     ok = np.nonzero(np.isfinite(path.y))[0]
+    tops, bottoms = path.read_extent
     for c in ok:
-        t, b = path.top[c], path.bottom[c]
+        t, b = tops[c], bottoms[c]
         if b - t <= 2.5 * path.line_width + 1:
             y = int(round(path.y[c]))
             mask[max(0, y - half): min(h, y + half + 1), path.x0 + c] = 0
@@ -156,14 +157,16 @@ def lead_in_path(mask: np.ndarray, row: TraceRow, ppm_x: float,
 
 
 def erase_path(mask: np.ndarray, path: TracePath, pad: int) -> None:
-    """Erase the path's ink (each column's run, `pad` px beyond) from `mask`."""
+    """Erase the path's ink (each column's run and the strokes it touches, `pad` px
+    beyond) from `mask`."""
     erase_columns(mask, path, 0, path.y.size, pad)
 
 
 def erase_columns(mask: np.ndarray, path: TracePath, c0: int, c1: int, pad: int) -> None:
     """Erase the path's ink in its columns [c0, c1) (`pad` px beyond each run)."""
     h = mask.shape[0]
+    tops, bottoms = path.read_extent
     for c in range(max(c0, 0), min(c1, path.y.size)):
-        t, b = path.top[c], path.bottom[c]
+        t, b = tops[c], bottoms[c]
         if np.isfinite(t):
             mask[max(0, int(t) - pad): min(h, int(b) + pad + 1), path.x0 + c] = 0

@@ -6,13 +6,15 @@ one run per column minimising the vertical jumps between consecutive runs, with 
 small pull toward the row's baseline. A column's value is the centre of its run,
 except for vertical strokes (runs much taller than the line width): their extreme
 end is used when both neighbours lie on the same side (a peak), so R and S waves
-are not cut. Values are then re-read from the stroke's core (the ink eroded by most
-of the pen width), which undoes the pen's horizontal smearing of steep waves.
+are not cut; a tall stroke the path passes by (threading through specks at the
+foot of a narrow QRS) is read with the column it touches. Values are then re-read
+from the stroke's core (the ink eroded by most of the pen width), which undoes the
+pen's horizontal smearing of steep waves.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,6 +47,10 @@ class TracePath:
         Chosen run's first and last row per column (NaN where no ink).
     line_width : float
         Median run height (pixels): the pen width.
+    stroke_top, stroke_bottom : numpy.ndarray or None
+        Extent the column's value is read from: the chosen run widened over the QRS
+        strokes the path touches there (see :func:`follow_trace`); None: `top` and
+        `bottom`.
     """
 
     x0: int
@@ -52,6 +58,15 @@ class TracePath:
     top: np.ndarray
     bottom: np.ndarray
     line_width: float
+    stroke_top: np.ndarray | None = None
+    stroke_bottom: np.ndarray | None = None
+
+    @property
+    def read_extent(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per column, the first and last row the value is read from."""
+        if self.stroke_top is None or self.stroke_bottom is None:
+            return self.top, self.bottom
+        return self.stroke_top, self.stroke_bottom
 
     @property
     def found_fraction(self) -> float:
@@ -157,8 +172,56 @@ def follow_trace(
             j = bp[j]
             if j < 0:
                 break
-    y = _run_values(y_top, y_bot, line_width)
-    return TracePath(x0, y + top, y_top + top, y_bot + top, line_width)
+    s_top, s_bot = _with_touching_strokes(y_top, y_bot, starts, ends, line_width)
+    y = _run_values(s_top, s_bot, line_width)
+    return TracePath(x0, y + top, y_top + top, y_bot + top, line_width, s_top + top,
+                     s_bot + top)
+
+
+def _with_touching_strokes(y_top: np.ndarray, y_bot: np.ndarray, starts: list[list[int]],
+                           ends: list[list[int]], line_width: float
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's chosen run widened over the strokes the path touches there.
+
+    Where a narrow QRS's up and down strokes leave a hole at their foot, the path
+    can thread through specks in the hole and skip a stroke: the column's chosen
+    run is a speck, and the column holds a tall run (taller than two pen widths,
+    as a stroke is) that continues a stroke the path took
+    in the next or previous column (touches its tall run) but is not chosen. Such
+    a stroke is part of the trace: where the widened run holds the wave's peak or
+    trough, the column is read from it. (A label glyph touching a flat stretch is
+    not taken.)
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Widened first and last rows (the chosen runs themselves are unchanged: the
+        pulse, marker and row-extent readings measure those).
+    """
+    w = y_top.size
+    chosen_t, chosen_b = y_top, y_bot
+    out_t, out_b = y_top.copy(), y_bot.copy()
+    for c in range(w):
+        if not np.isfinite(chosen_t[c]):
+            continue
+        t, b = int(chosen_t[c]), int(chosen_b[c])
+        if b - t + 1 > 2.0 * line_width:
+            continue  # the path is on a stroke here already
+        for a, e in zip(starts[c], ends[c], strict=True):
+            if e - a + 1 <= 2.0 * line_width or (a <= b and e >= t):
+                continue
+            for n in (c - 1, c + 1):
+                if 0 <= n < w and chosen_b[n] - chosen_t[n] + 1 > 2.0 * line_width and \
+                        a <= chosen_b[n] + 1 and e >= chosen_t[n] - 1:
+                    t, b = min(t, a), max(b, e)
+                    break
+        out_t[c], out_b[c] = t, b
+    # Only a wave's extreme is read from the stroke: elsewhere the wider run would
+    # move the column's centre.
+    peak, trough = _extreme_columns(out_t, out_b, line_width)
+    keep = ~(peak | trough)
+    out_t[keep], out_b[keep] = y_top[keep], y_bot[keep]
+    return out_t, out_b
 
 
 def _run_values(t: np.ndarray, b: np.ndarray, line_width: float) -> np.ndarray:
@@ -169,21 +232,29 @@ def _run_values(t: np.ndarray, b: np.ndarray, line_width: float) -> np.ndarray:
     of a flat top over several columns the middle one holds the peak. Otherwise the
     run centre is used.
     """
-    c = 0.5 * (t + b)
-    y = c.copy()
-    idx = np.nonzero(np.isfinite(c))[0]
-    if idx.size < 3:
-        return y
-    tf, bf = t[idx], b[idx]
+    y = 0.5 * (t + b)
+    peak, trough = _extreme_columns(t, b, line_width)
     half = 0.5 * (line_width - 1)
-    tall = (bf - tf) > 2.0 * line_width
-    peak = tall & _plateau_extreme(-tf)
-    trough = tall & _plateau_extreme(bf) & ~peak
-    vals = 0.5 * (tf + bf)
-    vals[peak] = tf[peak] + half
-    vals[trough] = bf[trough] - half
-    y[idx] = vals
+    y[peak] = t[peak] + half
+    y[trough] = b[trough] - half
     return y
+
+
+def _extreme_columns(t: np.ndarray, b: np.ndarray, line_width: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Columns holding a peak (a tall run reaching higher than its neighbours') and a
+    trough (lower than theirs), as boolean masks over all columns."""
+    peak = np.zeros(t.size, dtype=bool)
+    trough = np.zeros(t.size, dtype=bool)
+    idx = np.nonzero(np.isfinite(t) & np.isfinite(b))[0]
+    if idx.size < 3:
+        return peak, trough
+    tf, bf = t[idx], b[idx]
+    tall = (bf - tf) > 2.0 * line_width
+    is_peak = tall & _plateau_extreme(-tf)
+    peak[idx] = is_peak
+    trough[idx] = tall & _plateau_extreme(bf) & ~is_peak
+    return peak, trough
 
 
 def _plateau_extreme(v: np.ndarray) -> np.ndarray:
@@ -237,12 +308,13 @@ def refine_with_core(path: TracePath, core: np.ndarray) -> TracePath:
     core : numpy.ndarray
         The eroded ink mask (page coordinates, 0/1).
     """
-    ok = np.isfinite(path.top)
+    read_top, read_bottom = path.read_extent
+    ok = np.isfinite(read_top)
     if not ok.any():
         return path
     cols = np.nonzero(ok)[0]
-    t = path.top[cols].astype(np.int64)
-    b = path.bottom[cols].astype(np.int64)
+    t = read_top[cols].astype(np.int64)
+    b = read_bottom[cols].astype(np.int64)
     lo, hi = int(t.min()), int(b.max()) + 1
     band = core[lo:hi, path.x0 + cols] > 0
     rows = np.arange(lo, hi)[:, None]
@@ -260,4 +332,4 @@ def refine_with_core(path: TracePath, core: np.ndarray) -> TracePath:
     core_width = float(np.median(heights)) if heights.size else 1.0
     values = _run_values(core_top, core_bot, core_width)
     y = np.where(np.isfinite(values), values, path.y)
-    return TracePath(path.x0, y, path.top, path.bottom, path.line_width)
+    return replace(path, y=y)
