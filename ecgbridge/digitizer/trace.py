@@ -27,6 +27,8 @@ _EMPTY_COLUMN_COST = 0.5
 #: touch the previous column's: the tall one continues the stroke, a speck of ink at
 #: the hole's foot does not (the baseline pull alone preferred the speck).
 _OVERLAP_BONUS = 0.15
+#: A run taller than this many pen widths is a vertical stroke (a steep wave).
+_STROKE_PENS = 2.0
 #: Pens at least this wide (pixels) are read from their eroded core.
 _MIN_CORE_PEN_PX = 3.0
 #: Erosion disc size for those pens (pixels).
@@ -185,12 +187,11 @@ def _with_touching_strokes(y_top: np.ndarray, y_bot: np.ndarray, starts: list[li
 
     Where a narrow QRS's up and down strokes leave a hole at their foot, the path
     can thread through specks in the hole and skip a stroke: the column's chosen
-    run is a speck, and the column holds a tall run (taller than two pen widths,
-    as a stroke is) that continues a stroke the path took
-    in the next or previous column (touches its tall run) but is not chosen. Such
-    a stroke is part of the trace: where the widened run holds the wave's peak or
-    trough, the column is read from it. (A label glyph touching a flat stretch is
-    not taken.)
+    run is a speck, and the column holds a stroke (:func:`_is_stroke`) that
+    continues the stroke the path took in the next or previous column but is not
+    chosen. It is part of the trace: where the widened run holds the wave's peak
+    or trough, the column is read from it. (A label glyph touching a flat stretch
+    of trace is not taken.)
 
     Returns
     -------
@@ -199,22 +200,17 @@ def _with_touching_strokes(y_top: np.ndarray, y_bot: np.ndarray, starts: list[li
         pulse, marker and row-extent readings measure those).
     """
     w = y_top.size
-    chosen_t, chosen_b = y_top, y_bot
     out_t, out_b = y_top.copy(), y_bot.copy()
     for c in range(w):
-        if not np.isfinite(chosen_t[c]):
+        if not np.isfinite(y_top[c]) or _is_stroke(y_top[c], y_bot[c], line_width):
             continue
-        t, b = int(chosen_t[c]), int(chosen_b[c])
-        if b - t + 1 > 2.0 * line_width:
-            continue  # the path is on a stroke here already
+        t, b = int(y_top[c]), int(y_bot[c])
         for a, e in zip(starts[c], ends[c], strict=True):
-            if e - a + 1 <= 2.0 * line_width or (a <= b and e >= t):
+            if not _is_stroke(a, e, line_width) or (a <= b and e >= t):
                 continue
-            for n in (c - 1, c + 1):
-                if 0 <= n < w and chosen_b[n] - chosen_t[n] + 1 > 2.0 * line_width and \
-                        a <= chosen_b[n] + 1 and e >= chosen_t[n] - 1:
-                    t, b = min(t, a), max(b, e)
-                    break
+            if any(0 <= n < w and _is_stroke(y_top[n], y_bot[n], line_width)
+                   and a <= y_bot[n] + 1 and e >= y_top[n] - 1 for n in (c - 1, c + 1)):
+                t, b = min(t, a), max(b, e)
         out_t[c], out_b[c] = t, b
     # Only a wave's extreme is read from the stroke: elsewhere the wider run would
     # move the column's centre.
@@ -222,6 +218,11 @@ def _with_touching_strokes(y_top: np.ndarray, y_bot: np.ndarray, starts: list[li
     keep = ~(peak | trough)
     out_t[keep], out_b[keep] = y_top[keep], y_bot[keep]
     return out_t, out_b
+
+
+def _is_stroke(top: float, bottom: float, line_width: float) -> bool:
+    """True for a run of a vertical stroke: taller than :data:`_STROKE_PENS` pen widths."""
+    return bool(bottom - top + 1 > _STROKE_PENS * line_width)
 
 
 def _run_values(t: np.ndarray, b: np.ndarray, line_width: float) -> np.ndarray:
@@ -250,7 +251,7 @@ def _extreme_columns(t: np.ndarray, b: np.ndarray, line_width: float
     if idx.size < 3:
         return peak, trough
     tf, bf = t[idx], b[idx]
-    tall = (bf - tf) > 2.0 * line_width
+    tall = (bf - tf) > _STROKE_PENS * line_width
     is_peak = tall & _plateau_extreme(-tf)
     peak[idx] = is_peak
     trough[idx] = tall & _plateau_extreme(bf) & ~is_peak
