@@ -653,6 +653,10 @@ def test_a_stroke_the_path_threads_past_still_gives_the_wave_its_tip() -> None:
     erased = mask.copy()
     erase_path(erased, path, pad=0)
     assert not erased[5:40, 19].any()
+    # Followed in a band whose edge the stroke reaches, it may be a neighbouring
+    # row's QRS (12x1 pages): not taken.
+    cut = follow_trace(mask, 0, 40, 5, 60, 56.0, 3.94)
+    assert np.nanmin(cut.y) > 25.0  # the chosen runs reach row 31 at most
 
 
 def test_a_row_ending_on_a_steep_stroke_reaches_its_last_ink() -> None:

@@ -174,14 +174,15 @@ def follow_trace(
             j = bp[j]
             if j < 0:
                 break
-    s_top, s_bot = _with_touching_strokes(y_top, y_bot, starts, ends, line_width)
+    s_top, s_bot = _with_touching_strokes(y_top, y_bot, starts, ends, line_width,
+                                          bottom - top)
     y = _run_values(s_top, s_bot, line_width)
     return TracePath(x0, y + top, y_top + top, y_bot + top, line_width, s_top + top,
                      s_bot + top)
 
 
 def _with_touching_strokes(y_top: np.ndarray, y_bot: np.ndarray, starts: list[list[int]],
-                           ends: list[list[int]], line_width: float
+                           ends: list[list[int]], line_width: float, band_height: int
                            ) -> tuple[np.ndarray, np.ndarray]:
     """Each column's chosen run widened over the strokes the path touches there.
 
@@ -191,7 +192,19 @@ def _with_touching_strokes(y_top: np.ndarray, y_bot: np.ndarray, starts: list[li
     continues the stroke the path took in the next or previous column but is not
     chosen. It is part of the trace: where the widened run holds the wave's peak
     or trough, the column is read from it. (A label glyph touching a flat stretch
-    of trace is not taken.)
+    of trace is not taken, nor a stroke reaching the band's edge: it runs on into
+    a neighbouring row, whose QRS falls at the same instants on a 12x1 page.)
+
+    Parameters
+    ----------
+    y_top, y_bot : numpy.ndarray
+        Chosen run's first and last row per column (band coordinates, NaN: none).
+    starts, ends : list of list of int
+        Every column's runs (:func:`column_run_lists`).
+    line_width : float
+        Pen width (pixels).
+    band_height : int
+        Rows of the band followed.
 
     Returns
     -------
@@ -206,7 +219,8 @@ def _with_touching_strokes(y_top: np.ndarray, y_bot: np.ndarray, starts: list[li
             continue
         t, b = int(y_top[c]), int(y_bot[c])
         for a, e in zip(starts[c], ends[c], strict=True):
-            if not _is_stroke(a, e, line_width) or (a <= b and e >= t):
+            if not _is_stroke(a, e, line_width) or (a <= b and e >= t) \
+                    or a == 0 or e == band_height - 1:
                 continue
             if any(0 <= n < w and _is_stroke(y_top[n], y_bot[n], line_width)
                    and a <= y_bot[n] + 1 and e >= y_top[n] - 1 for n in (c - 1, c + 1)):
