@@ -214,9 +214,13 @@ def _with_touching_strokes(y_top: np.ndarray, y_bot: np.ndarray, starts: list[li
     """
     w = y_top.size
     out_t, out_b = y_top.copy(), y_bot.copy()
-    for c in range(w):
-        if not np.isfinite(y_top[c]) or _is_stroke(y_top[c], y_bot[c], line_width):
-            continue
+    with np.errstate(invalid="ignore"):
+        on_stroke = y_bot - y_top + 1 > _STROKE_PENS * line_width
+    beside = np.zeros(w, dtype=bool)
+    beside[1:] |= on_stroke[:-1]
+    beside[:-1] |= on_stroke[1:]
+    # Only a speck beside a column the path took on a stroke can be widened.
+    for c in np.nonzero(np.isfinite(y_top) & ~on_stroke & beside)[0]:
         t, b = int(y_top[c]), int(y_bot[c])
         for a, e in zip(starts[c], ends[c], strict=True):
             if not _is_stroke(a, e, line_width) or (a <= b and e >= t) \
