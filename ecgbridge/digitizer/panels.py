@@ -144,9 +144,12 @@ def _candidates(rows: tuple[PageRow, ...], time: TimeBase, gain: GainDecision, l
                               last=slot.column == slot.columns - 1)
             if pulse is not None and slot.column == 0:
                 blank_pulse_fall(ys, path, slot, pulse)
-            mv = (baseline - ys) / (ppm_y * gain.mm_per_mv)
+            mv_per_px = 1.0 / (ppm_y * gain.mm_per_mv)
+            mv = (baseline - ys) * mv_per_px
+            at, fine_ys = slot_points(path, slot, ys)
             n_needed = max(n_total, int(np.ceil((start_s + duration_s) * fs)) + 1)
-            samples = postprocess.place_samples(mv, slot.x0, x_origin, px_per_s, fs, n_needed)
+            samples = postprocess.place_samples(mv, slot.x0, x_origin, px_per_s, fs, n_needed,
+                                                (at, (baseline - fine_ys) * mv_per_px))
             found = float(np.isfinite(ys).mean()) if ys.size else 0.0
             q = found * (0.5 + 0.5 * min(1.0, slot.label_score)) if labelled else 0.3 * found
             info = PanelInfo(
@@ -234,6 +237,24 @@ def panel_values(path: TracePath, slot: PanelSlot, ppm_x: float, first: bool,
             if hits.size:
                 ys[ys.size - blank + hits[0] - 1:] = np.nan
     return ys
+
+
+def slot_points(path: TracePath, slot: PanelSlot, ys: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The panel's trace as positions (columns from ``slot.x0``) and rows.
+
+    The path's sub-pixel points where it has them, else one per column; points whose
+    column `ys` leaves blank (markers, the pulse's fall, no ink) are left out.
+    """
+    if path.points is None:
+        seen = np.nonzero(np.isfinite(ys))[0]
+        return seen.astype(float), ys[seen]
+    at = path.points.x + (path.x0 - slot.x0)
+    col = np.rint(at).astype(np.int64)
+    inside = (col >= 0) & (col < ys.size)
+    keep = np.zeros(at.size, dtype=bool)
+    keep[inside] = np.isfinite(ys[col[inside]])
+    return at[keep], path.points.y[keep]
 
 
 def blank_pulse_fall(ys: np.ndarray, path: TracePath, slot: PanelSlot,

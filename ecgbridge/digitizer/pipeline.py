@@ -228,7 +228,7 @@ def digitize_raster_page_with(
     page_scale = scale.measure_scale(page.any_ink, dpi)
     traces = trace_ink.find_trace_ink(page, page_scale, page_index)
     _keep_image(debug, "2_grid_removed", traces.mask)
-    readings = row_reading.read_rows(traces, page_scale, page_index)
+    readings = row_reading.read_rows(traces, page_scale, page_index, page.dark_ink)
     time = timebase.place_rows(readings.rows, page_scale, options.paper_speed,
                                even_scale=not page.keystoned)
     # Gain: the standard gain most rows' pulses agree on (outlier rows disregarded).

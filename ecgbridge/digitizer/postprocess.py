@@ -18,7 +18,8 @@ Candidate = tuple[np.ndarray, float, PanelInfo]
 
 
 def place_samples(
-    values: np.ndarray, x0: int, x_origin: float, px_per_s: float, fs: float, n: int
+    values: np.ndarray, x0: int, x_origin: float, px_per_s: float, fs: float, n: int,
+    fine: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Resample per-column values onto the output time grid at their true times.
 
@@ -36,6 +37,10 @@ def place_samples(
         Output sampling rate.
     n : int
         Output length.
+    fine : tuple of numpy.ndarray, optional
+        ``(positions, values)``: the trace at sub-pixel positions (columns from `x0`,
+        ascending) to interpolate instead of the per-column values; `values` still
+        says which columns were seen.
 
     Returns
     -------
@@ -56,7 +61,8 @@ def place_samples(
     t = np.arange(i0, i1 + 1) / fs
     xc = t * px_per_s + x_origin - x0
     good = cols[ok]
-    out[i0: i1 + 1] = np.interp(xc, good, values[ok])
+    at, vals = (good, values[ok]) if fine is None or fine[0].size < 2 else fine
+    out[i0: i1 + 1] = np.interp(xc, at, vals)
     # Blank samples far from any observed column.
     pos = np.searchsorted(good, xc)
     left = good[np.clip(pos - 1, 0, good.size - 1)]

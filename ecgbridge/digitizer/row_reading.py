@@ -22,6 +22,7 @@ from ecgbridge.digitizer.pulse import find_pulse
 from ecgbridge.digitizer.rows import PageRow, TraceRow, reach_of_ink
 from ecgbridge.digitizer.scale import PageScale
 from ecgbridge.digitizer.trace import TracePath, follow_trace, pen_core_kernel, refine_with_core
+from ecgbridge.digitizer.trace_fine import with_stroke_crossings
 from ecgbridge.digitizer.trace_ink import TraceInk
 from ecgbridge.errors import DigitizationError
 
@@ -49,8 +50,12 @@ class RowReadings:
     thin_erased: np.ndarray
 
 
-def read_rows(ink: TraceInk, scale: PageScale, page_index: int) -> RowReadings:
+def read_rows(ink: TraceInk, scale: PageScale, page_index: int,
+              darkness: np.ndarray | None = None) -> RowReadings:
     """Follow every trace row, find its calibration pulse, erase traces before labels.
+
+    With the page's ink `darkness`, each path also gets its steep strokes' sub-pixel
+    crossings (:func:`~ecgbridge.digitizer.trace_fine.with_stroke_crossings`).
 
     Raises
     ------
@@ -71,6 +76,8 @@ def read_rows(ink: TraceInk, scale: PageScale, page_index: int) -> RowReadings:
         path = follow_trace(follow, row.x_start, page_x_end, row.trace_top, row.trace_bottom,
                             row.baseline, ppm_y)
         path = refine_with_core(path, pen_core(follow, path.line_width, cores))
+        if darkness is not None:
+            path = with_stroke_crossings(path, follow, darkness)
         if is_straight_line(path, ppm_y):
             continue
         page_row, pulse_path = _read_row(ink.pulse_search, row, path, ppm_x, ppm_y)

@@ -36,6 +36,22 @@ _CORE_KERNEL_PX = 3
 
 
 @dataclass(frozen=True)
+class TracePoints:
+    """A followed trace as points finer than its columns (see :mod:`trace_fine`).
+
+    Attributes
+    ----------
+    x : numpy.ndarray
+        Column positions relative to the path's first column, sub-pixel, ascending.
+    y : numpy.ndarray
+        Page row of the trace at each position.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass(frozen=True)
 class TracePath:
     """The followed trace of one band segment.
 
@@ -62,6 +78,7 @@ class TracePath:
     line_width: float
     stroke_top: np.ndarray | None = None
     stroke_bottom: np.ndarray | None = None
+    points: TracePoints | None = None
 
     @property
     def read_extent(self) -> tuple[np.ndarray, np.ndarray]:
@@ -232,7 +249,7 @@ def _with_touching_strokes(y_top: np.ndarray, y_bot: np.ndarray, starts: list[li
         out_t[c], out_b[c] = t, b
     # Only a wave's extreme is read from the stroke: elsewhere the wider run would
     # move the column's centre.
-    peak, trough = _extreme_columns(out_t, out_b, line_width)
+    peak, trough = extreme_columns(out_t, out_b, line_width)
     keep = ~(peak | trough)
     out_t[keep], out_b[keep] = y_top[keep], y_bot[keep]
     return out_t, out_b
@@ -241,6 +258,11 @@ def _with_touching_strokes(y_top: np.ndarray, y_bot: np.ndarray, starts: list[li
 def _is_stroke(top: float, bottom: float, line_width: float) -> bool:
     """True for a run of a vertical stroke: taller than :data:`_STROKE_PENS` pen widths."""
     return bool(bottom - top + 1 > _STROKE_PENS * line_width)
+
+
+def stroke_runs(top: np.ndarray, bottom: np.ndarray, line_width: float) -> np.ndarray:
+    """:func:`_is_stroke` of every run ``top[i]..bottom[i]`` (boolean array)."""
+    return bottom - top + 1 > _STROKE_PENS * line_width
 
 
 def _run_values(t: np.ndarray, b: np.ndarray, line_width: float) -> np.ndarray:
@@ -252,14 +274,14 @@ def _run_values(t: np.ndarray, b: np.ndarray, line_width: float) -> np.ndarray:
     run centre is used.
     """
     y = 0.5 * (t + b)
-    peak, trough = _extreme_columns(t, b, line_width)
+    peak, trough = extreme_columns(t, b, line_width)
     half = 0.5 * (line_width - 1)
     y[peak] = t[peak] + half
     y[trough] = b[trough] - half
     return y
 
 
-def _extreme_columns(t: np.ndarray, b: np.ndarray, line_width: float
+def extreme_columns(t: np.ndarray, b: np.ndarray, line_width: float
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Columns holding a peak (a tall run reaching higher than its neighbours') and a
     trough (lower than theirs), as boolean masks over all columns."""
