@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from ecgbridge.digitizer.layout import PanelSlot
 from ecgbridge.digitizer.panels import slot_points
 from ecgbridge.digitizer.postprocess import place_samples
+from ecgbridge.digitizer.pulse import find_pulse
 from ecgbridge.digitizer.trace import TracePoints, follow_trace
 from ecgbridge.digitizer.trace_fine import with_stroke_crossings
 
@@ -86,3 +88,29 @@ def test_points_in_blanked_columns_are_left_out() -> None:
     bare = slot_points(path, slot, ys)[0]
     assert np.array_equal(bare, np.nonzero(np.isfinite(ys))[0].astype(float))
     assert isinstance(fine.points, TracePoints)
+
+
+def _pulse_page(fall: float, ppm: float = 7.874, pen: float = 2.5):
+    """Anti-aliased darkness of a 1-mV pulse whose falling edge is at column `fall`
+    (between pixels), then a flat trace."""
+    base, top, rise = 250.0, 250.0 - 10 * ppm, 40.3
+    xs = np.array([10.0, rise, rise, fall, fall, 400.0])
+    ys = np.array([base, base, top, top, base, base])
+    pts = np.stack([xs * _SUPER + (_SUPER - 1) / 2, ys * _SUPER + (_SUPER - 1) / 2], 1)
+    big = np.zeros((400 * _SUPER, 420 * _SUPER), np.uint8)
+    cv2.polylines(big, [pts.round().astype(np.int32).reshape(-1, 1, 2)], False, 255,
+                  thickness=int(round(pen * _SUPER)), lineType=cv2.LINE_AA)
+    dark = cv2.resize(big.astype(np.float32) / 255.0, (420, 400), interpolation=cv2.INTER_AREA)
+    return dark, base, ppm
+
+
+def test_a_pulse_fall_is_placed_between_columns() -> None:
+    for fall in (79.3, 79.5, 79.8):
+        dark, base, ppm = _pulse_page(fall)
+        mask = (dark >= 0.5).astype(np.uint8)
+        path = follow_trace(mask, 5, mask.shape[1], 0, mask.shape[0], base, ppm)
+        plain = find_pulse(path, ppm, ppm)
+        fine = find_pulse(with_stroke_crossings(path, mask, dark), ppm, ppm)
+        assert plain is not None and fine is not None
+        assert abs(fine.x_fall - fall) <= 0.15, (fall, fine.x_fall)
+        assert fine.x_fall == pytest.approx(plain.x_fall, abs=1.0)

@@ -52,6 +52,10 @@ class CalibrationPulse:
     edge_px: float = 1.0
 
 
+#: Crossings of a pulse's falling edge needed to place it between columns.
+_MIN_EDGE_CROSSINGS = 3
+
+
 def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
                from_end: bool = False) -> CalibrationPulse | None:
     """Look for a calibration pulse at the start (or end) of a followed row trace.
@@ -123,9 +127,27 @@ def find_pulse(path: TracePath, px_per_mm_x: float, px_per_mm_y: float,
             # The fall may run straight into a QRS (a longer group of tall columns): its
             # width is taken from the clean rising edge.
             edge = min(f1 - f0 + 1, r1 - r0 + 1)
-            x_fall = path.x0 + f0 + 0.5 * (edge - 1)
+            x_fall = path.x0 + _fall_column(path, f0, edge, tops, foot)
             return CalibrationPulse(path.x0 + r0, x_fall, height, foot, gain, float(r1 - r0 + 1))
     return None
+
+
+def _fall_column(path: TracePath, f0: int, edge: int, top: float, foot: float) -> float:
+    """Column (from ``path.x0``) of the pulse's falling edge.
+
+    Where the path has sub-pixel crossings of the edge's rows (away from the pulse's
+    top line and foot) their median; else the middle of its first `edge` columns.
+    """
+    plain = f0 + 0.5 * (edge - 1)
+    points = path.points
+    if points is None:
+        return plain
+    margin = path.line_width
+    on_edge = ((points.x > f0 - 1.0) & (points.x < f0 + edge)
+               & (points.y > top + margin) & (points.y < foot - margin))
+    if np.count_nonzero(on_edge) < _MIN_EDGE_CROSSINGS:
+        return plain
+    return float(np.median(points.x[on_edge]))
 
 
 def _top_level(path: TracePath, rise: tuple[int, int], fall: tuple[int, int], tol: float
