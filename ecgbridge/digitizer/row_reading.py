@@ -19,6 +19,7 @@ import numpy as np
 
 from ecgbridge.digitizer import timebase
 from ecgbridge.digitizer.pulse import find_pulse
+from ecgbridge.digitizer.row_overlap import without_crossed_columns
 from ecgbridge.digitizer.rows import PageRow, TraceRow, reach_of_ink
 from ecgbridge.digitizer.scale import PageScale
 from ecgbridge.digitizer.trace import TracePath, follow_trace, pen_core_kernel, refine_with_core
@@ -91,7 +92,7 @@ def read_rows(ink: TraceInk, scale: PageScale, page_index: int,
             erase_columns(erased, pulse_path, x0p, x1p, pad=2)
     if not rows:
         raise DigitizationError(f"page {page_index + 1}: only straight lines found, no traces")
-    return RowReadings(tuple(rows), erased, thin_erased)
+    return RowReadings(tuple(without_crossed_columns(rows)), erased, thin_erased)
 
 
 def _read_row(pulse_search: np.ndarray, row: TraceRow, path: TracePath, ppm_x: float,
