@@ -10,7 +10,8 @@ each returning a frozen result:
 3. :func:`ecgbridge.digitizer.trace_ink.find_trace_ink` -> ``TraceInk`` (trace mask
    and rows);
 4. :func:`ecgbridge.digitizer.row_reading.read_rows` -> ``RowReadings`` (one
-   ``PageRow`` per row: trace, calibration pulse);
+   ``PageRow`` per row: trace, with its steep strokes read to a sub-pixel and the
+   columns where another row's wave crosses it left unread; calibration pulse);
 5. :func:`ecgbridge.digitizer.timebase.place_rows` -> ``TimeBase`` (time origins,
    paper speed);
 6. :func:`ecgbridge.digitizer.calibration_check.decide_gain` -> ``GainDecision``;

@@ -2,11 +2,15 @@
 
 A tall QRS complex reaches into the neighbouring row and crosses its trace. In the
 columns of the crossing both rows' followed paths take the same ink: one vertical
-stroke with the crossed trace inside it. For the row whose wave it is, the stroke
-continues its own path (its level before the crossing differs from its level after);
-for the crossed row, whose trace is level on both sides, the stroke is foreign ink,
-and reading it would put a spike the height of the neighbour's wave into that lead.
-Those few columns are left unread (NaN): the samples bridge them from either side.
+stroke with the crossed trace inside it (or, where the crossed row's path climbed
+the wave, the whole wave). For the row whose wave it is, the path is under way there
+(on a steep stroke, or at another level after than before); for the crossed row,
+whose trace is level on both sides and runs through the middle of the stroke, the
+stroke is foreign ink: read, it would put a spike the height of the neighbour's wave
+into that lead. Those columns are left unread (NaN): the samples bridge them from
+either side (up to :data:`~ecgbridge.digitizer.postprocess.MAX_BRIDGED_GAP_S`). Where
+both rows are level either side (a wave whose tip only touches the other trace),
+nothing is left out.
 """
 
 from __future__ import annotations

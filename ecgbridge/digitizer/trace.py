@@ -282,7 +282,7 @@ def _run_values(t: np.ndarray, b: np.ndarray, line_width: float) -> np.ndarray:
 
 
 def extreme_columns(t: np.ndarray, b: np.ndarray, line_width: float
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Columns holding a peak (a tall run reaching higher than its neighbours') and a
     trough (lower than theirs), as boolean masks over all columns."""
     peak = np.zeros(t.size, dtype=bool)
