@@ -79,7 +79,7 @@ def _crossings(path: TracePath, mask: np.ndarray, darkness: np.ndarray, steep: n
     col = np.repeat(steep, counts)
     row = np.repeat(r_first, counts) + (np.arange(counts.sum())
                                         - np.repeat(np.cumsum(counts) - counts, counts))
-    # The band of the page these rows and columns lie in, one column of margin.
+    # The band of the page these rows and columns lie in, with a margin of columns.
     h, w = mask.shape
     reach = int(np.ceil(path.line_width + _CROSSING_SLACK_PX)) + 1
     r0, r1 = max(int(row.min()), 0), min(int(row.max()) + 1, h)
@@ -87,29 +87,30 @@ def _crossings(path: TracePath, mask: np.ndarray, darkness: np.ndarray, steep: n
     c1 = min(path.x0 + int(col.max()) + reach + 2, w)
     inside = (row >= r0) & (row < r1)
     col, row = col[inside], row[inside]
-    ink = mask[r0:r1, c0:c1] > 0
-    rr, cc = row - r0, col + path.x0 - c0
-    on_ink = ink[rr, cc]
-    col, rr, cc = col[on_ink], rr[on_ink], cc[on_ink]
+    cc = col + path.x0 - c0
+    on_ink = mask[row, cc + c0] > 0
+    col, row, cc = col[on_ink], row[on_ink], cc[on_ink]
+    # Only the rows holding crossings are looked at (rr indexes them).
+    rows_used, rr = np.unique(row, return_inverse=True)
+    ink = mask[rows_used, c0:c1] > 0
     start, end = _run_bounds(ink)
     a, z = start[rr, cc], end[rr, cc]
     narrow = z - a + 1 <= path.line_width + _CROSSING_SLACK_PX
     # A crossing reaching a peak's or trough's column is its tip, not a stroke.
+    ext_cols = np.nonzero(extreme)[0] + path.x0 - c0
+    ext_cols = ext_cols[(ext_cols >= 0) & (ext_cols < ink.shape[1])]
     ext = np.zeros(ink.shape[1] + 1, dtype=np.int64)
-    lo, hi = path.x0 - c0, path.x0 - c0 + extreme.size
-    ext_page = np.zeros(ink.shape[1], dtype=bool)
-    ext_page[max(lo, 0):min(hi, ink.shape[1])] = extreme[max(-lo, 0):
-                                                         min(hi, ink.shape[1]) - lo]
-    ext[1:] = np.cumsum(ext_page)
+    np.add.at(ext, ext_cols + 1, 1)
+    ext = np.cumsum(ext)
     clear = ext[z + 1] - ext[a] == 0
     use = narrow & clear
     col, rr, a, z = col[use], rr[use], a[use], z[use]
     # One crossing per (row, run), however many steep columns share it.
     _, first = np.unique(rr * (ink.shape[1] + 1) + a, return_index=True)
     col, rr, a, z = col[first], rr[first], a[first], z[first]
-    centre = _weighted_centre(darkness[r0:r1, c0:c1], rr, a, z)
+    centre = _weighted_centre(darkness[rows_used, c0:c1], rr, a, z)
     read[col] = True
-    return centre + c0 - path.x0, (rr + r0).astype(float), read
+    return centre + c0 - path.x0, rows_used[rr].astype(float), read
 
 
 def _run_bounds(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
