@@ -278,3 +278,40 @@ def test_a_trace_drawn_along_a_grid_line_is_kept_where_the_model_is_sure() -> No
     assert masks.trace[120:122, 100:380].mean() > 0.9
     # Elsewhere the grid stays out of the trace mask.
     assert masks.trace[:, :90].sum() == 0 and masks.trace[60, :].sum() == 0
+
+
+@pytest.mark.parametrize(("px_per_mm", "fringe_followed"), [(8.0, False), (4.0, True)])
+def test_half_dark_fringe_beside_a_stroke_is_followed_only_on_coarse_pages(
+        px_per_mm: float, fringe_followed: bool) -> None:
+    """A 3-px stroke with a 0.6-dark row beside it (blur, a grid-line remnant): on a
+    page scanned at 8 px/mm that row is not the pen's (its core spans whole, fully
+    dark pixels) and traces are not followed in it; at 4 px/mm a pen is a pixel or two
+    and its anti-aliased half-dark pixels are its ink. Rows and labels are found in
+    the half-dark mask either way."""
+    h, w = 120, 400
+    dark = np.zeros((h, w), np.float32)
+    dark[59:62, 20:380] = 1.0  # the stroke
+    dark[62, 20:380] = 0.6  # its fringe, on one side
+    trace_p = np.zeros((h, w), np.float32)
+    trace_p[50:72, 10:390] = 0.95
+    seg = Segmentation(trace=trace_p, text=np.zeros_like(trace_p), scale=1.0)
+    masks = learned_masks(seg, dark, px_per_mm, px_per_mm, has_grid=False)
+    assert masks.follow[59:62, 30:370].all() and masks.trace[59:63, 30:370].all()
+    assert bool(masks.follow[62, 30:370].all()) is fringe_followed
+
+
+def test_a_faint_stroke_beside_black_ink_is_followed_on_fine_pages() -> None:
+    """A faint trace (0.6 dark: thermal paper, uneven light) running up to a black
+    lead-change marker: within half a millimetre of the marker no pixel of the trace
+    is 70 % as dark as the marker. Its half-dark pixels are all there is of it there
+    and stay in the mask traces are followed in; the trace has no gap beside it."""
+    ppm = 8.0
+    h, w = 120, 400
+    dark = np.zeros((h, w), np.float32)
+    dark[59:62, 20:380] = 0.6  # the faint stroke ...
+    dark[40:80, 200:202] = 1.0  # ... and a black marker across it
+    trace_p = np.zeros((h, w), np.float32)
+    trace_p[38:82, 10:390] = 0.95
+    seg = Segmentation(trace=trace_p, text=np.zeros_like(trace_p), scale=1.0)
+    masks = learned_masks(seg, dark, ppm, ppm, has_grid=False)
+    assert masks.follow[59:62, 30:370].any(axis=0).all()

@@ -155,10 +155,22 @@ _PROBABILITY_THRESHOLD = 0.5
 _HALF_DARKNESS = 0.5
 #: ... nearby meaning within this distance (mm).
 _NEARBY_MM = 0.5
+#: On pages scanned this finely (px/mm, about 180 dpi) or finer, traces are followed
+#: in their pixels at least :data:`_CORE_DARKNESS` as dark as the darkest nearby: a
+#: pen's core spans whole pixels there and is fully dark, and the half-dark pixels
+#: around it are blur, JPEG ringing and grid-line remnants, which widen strokes
+#: unevenly and join the two strokes of narrow waves. (At coarser scales a pen is a
+#: pixel or two wide and anti-aliasing splits its darkness between them: its half-dark
+#: pixels are its ink.) Rows, labels and pulses are still found in the half-dark mask.
+_FINE_PX_PER_MM = 7.0
+_CORE_DARKNESS = 0.7
+#: A stroke's core is looked for this far (mm) above and below its pixels.
+_CORE_SEARCH_MM = 0.5
 
 
 def learned_trace_mask(seg: Segmentation, dark_ink: np.ndarray, px_per_mm: float,
-                       threshold: float = _PROBABILITY_THRESHOLD) -> np.ndarray:
+                       threshold: float = _PROBABILITY_THRESHOLD,
+                       share: float = _HALF_DARKNESS) -> np.ndarray:
     """Binary ink mask (uint8 0/1) of traces and printed text from model probabilities.
 
     The model runs at about 4 px/mm, so its regions are coarser than the page. Inside
@@ -177,13 +189,15 @@ def learned_trace_mask(seg: Segmentation, dark_ink: np.ndarray, px_per_mm: float
         Scale, sizing the neighbourhood and the speck filter.
     threshold : float
         Probability above which a pixel is in the model's regions.
+    share : float
+        How dark, relative to the darkest ink nearby, a pixel must be to be ink.
     """
     region = np.maximum(seg.trace, seg.text) > threshold
     side = max(3, 2 * int(round(_NEARBY_MM * px_per_mm)) + 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
     inked = np.where(region, dark_ink, 0.0).astype(np.float32)
     nearby = cv2.dilate(inked, kernel)
-    keep = region & (inked >= _HALF_DARKNESS * nearby)
+    keep = region & (inked >= share * nearby)
     return trace_mask(keep.astype(np.float32), 0.5, px_per_mm)
 
 
@@ -236,6 +250,8 @@ def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
       beside a stroke, as dark as its edge, would widen it (steep QRS strokes and
       label glyphs keep their shape without them). Where a trace is no darker than a
       line it crosses, a line-wide gap is left, which trace following bridges.
+    - Traces are followed without text and, on pages of :data:`_FINE_PX_PER_MM` or
+      finer, in their strokes' dark cores only (:func:`_cores_of`).
     - For the pulse search, ink near the model's regions that is clearly darker than
       the grid is added back to the model's raw mask: calibration pulses are thin,
       straight and drawn where no signal is, and the model is least sure of them
@@ -259,15 +275,20 @@ def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
     LearnedMasks
     """
     raw = learned_trace_mask(seg, dark_ink, px_per_mm_x)
-    trace = raw
+    trace, darkness, on_lines = raw, dark_ink, np.zeros_like(raw)
     if has_grid and min(px_per_mm_x, px_per_mm_y) >= _MIN_PX_PER_MM_LINES_OUT:
         along_x, along_y = ruled_lines(dark_ink, px_per_mm_x, px_per_mm_y)
-        trace = learned_trace_mask(
-            seg, remove_ruled_lines(dark_ink, np.maximum(along_x, along_y)), px_per_mm_x)
-        trace = _with_trace_along_lines(trace, raw, seg, along_x > _LINE_SHARE * dark_ink,
+        darkness = remove_ruled_lines(dark_ink, np.maximum(along_x, along_y))
+        off_lines = learned_trace_mask(seg, darkness, px_per_mm_x)
+        trace = _with_trace_along_lines(off_lines, raw, seg, along_x > _LINE_SHARE * dark_ink,
                                         px_per_mm_y)
+        on_lines = trace - off_lines
     text = (seg.text > _PROBABILITY_THRESHOLD) & (seg.text > seg.trace)
-    follow = np.where(text, 0, trace).astype(trace.dtype)
+    if min(px_per_mm_x, px_per_mm_y) >= _FINE_PX_PER_MM:
+        follow = np.where(text, 0, _cores_of(trace, seg, darkness, on_lines, px_per_mm_y))
+        follow = follow.astype(trace.dtype)
+    else:
+        follow = np.where(text, 0, trace).astype(trace.dtype)
     near = _near(raw, px_per_mm_x)
     levels = _ink_and_grid_levels(dark_ink, raw, near)
     if levels is None or levels[0] - levels[1] < _INK_GRID_CONTRAST:
@@ -276,6 +297,19 @@ def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
     added = near & (dark_ink > 0.5 * (ink_level + grid_level))
     pulse = np.maximum(raw, trace_mask(added.astype(np.float32), 0.5, px_per_mm_x))
     return LearnedMasks(trace, pulse, True, follow)
+
+
+def _cores_of(trace: np.ndarray, seg: Segmentation, darkness: np.ndarray,
+              kept: np.ndarray, px_per_mm: float) -> np.ndarray:
+    """`trace` less its strokes' half-dark fringe (see :data:`_FINE_PX_PER_MM`).
+
+    Where a stroke has no core within :data:`_CORE_SEARCH_MM` above or below (a faint
+    or unevenly lit trace), its half-dark pixels stay; so does ink in `kept`.
+    """
+    cores = learned_trace_mask(seg, darkness, px_per_mm, share=_CORE_DARKNESS) & trace
+    side = 2 * int(round(_CORE_SEARCH_MM * px_per_mm)) + 1
+    covered = cv2.dilate(cores, np.ones((side, 1), np.uint8)) > 0
+    return np.maximum(np.maximum(cores, kept), np.where(covered, 0, trace))
 
 
 def _with_trace_along_lines(trace: np.ndarray, raw: np.ndarray, seg: Segmentation,
