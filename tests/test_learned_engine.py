@@ -150,6 +150,69 @@ def test_choice_follows_the_limb_lead_laws():
     assert is_implausible(unrelated) and not is_implausible(good)
 
 
+def _twelve_leads() -> dict[str, np.ndarray]:
+    """Twelve beating leads whose limb leads keep the laws (10 s at 500 Hz)."""
+    t = np.arange(5000) / 500.0
+    beat = np.exp(-(((t % 0.8) - 0.3) / 0.02) ** 2)
+    i, iii = 0.8 * beat, 0.4 * beat + 0.05 * np.sin(2 * np.pi * 0.3 * t)
+    ii = i + iii
+    avr, avl = -(i + ii) / 2, (i - iii) / 2
+    leads = {"I": i, "II": ii, "III": iii, "aVR": avr, "aVL": avl, "aVF": -(avr + avl)}
+    leads.update({f"V{k}": (0.3 + 0.2 * k) * beat for k in range(1, 7)})
+    return leads
+
+
+def test_reading_trust_judges_both_engines_alike_and_counts_every_lead():
+    """The engine is evidence on a lead, not between two readings of one page; a
+    reading that lost half its leads is trusted less."""
+    from ecgbridge.digitizer.quality import reading_trust
+    from ecgbridge.ecg import Calibration
+
+    leads = _twelve_leads()
+    prior = dict.fromkeys(leads, 1.0)
+    scale = {"px_per_mm_x": 5.9, "px_per_mm_y": 5.9}
+    as_learned = reading_trust(leads, prior, [], Calibration(engine="learned", **scale), 500.0)
+    as_classical = reading_trust(leads, prior, [], Calibration(engine="classical", **scale),
+                                 500.0)
+    assert as_learned == as_classical > 0.0
+    half = {k: v for k, v in leads.items() if k in ("I", "II", "III", "V1", "V2", "V3")}
+    assert reading_trust(half, prior, [], Calibration(engine="classical", **scale),
+                         500.0) < 0.6 * as_classical
+    assert reading_trust({}, prior, [], Calibration(), 500.0) == 0.0
+
+
+def test_choice_follows_the_evidence_on_the_leads_when_both_are_judged():
+    leads = _twelve_leads()
+    rng = np.random.default_rng(1)
+    noisy = {k: v + rng.normal(0, 0.3, v.size) for k, v in leads.items()}
+    # The laws alone prefer the clean reading; the evidence on every lead decides.
+    choice = choose_reading({"classical": leads, "learned": noisy}, {},
+                            {"classical": 0.3, "learned": 0.6})
+    assert choice.engine == "learned" and "mean lead quality" in choice.warning
+    assert choose_reading({"classical": leads, "learned": noisy}, {},
+                          {"classical": 0.5, "learned": 0.5}).engine == "classical"
+
+
+def test_auto_asks_the_learned_engine_when_the_classical_leads_are_not_trusted(
+        rendered_page, monkeypatch):
+    """A classical reading whose limb leads keep the laws but whose leads the evidence
+    does not trust on average gets a second reading, and the more trusted one wins."""
+    page = rendered_page("HR06004", layout="3x4+II", dpi=150)
+    judged: list[str] = []
+
+    def trust(result, fs):
+        judged.append(result.calibration.engine)
+        return 0.2 if result.calibration.engine == "classical" else 0.7
+
+    monkeypatch.setattr(pipeline, "is_trusted", lambda signals: True)
+    monkeypatch.setattr(pipeline, "_reading_trust", trust)
+    ecg = ecgbridge.digitize(np.asarray(page.image), engine="auto")
+    assert judged == ["classical", "learned"]
+    assert ecg.calibration.engine == "learned"
+    assert any("mean lead quality classical 0.20, learned 0.70" in w
+               for w in ecg.calibration.warnings)
+
+
 def test_learned_engine_without_its_model_is_a_clear_error(rendered_page, monkeypatch):
     page = rendered_page("HR06004", layout="3x4+II", dpi=150)
     monkeypatch.setattr(pipeline, "model_available", lambda: False)
@@ -167,7 +230,8 @@ def test_stage_images_are_those_of_the_reading_delivered(rendered_page, monkeypa
     monkeypatch.setattr(pipeline, "is_trusted", lambda signals: False)  # both engines read
     # The first engine to read is delivered: its images must not be the second one's.
     monkeypatch.setattr(pipeline, "choose_reading",
-                        lambda readings, errors: ReadingChoice("classical", "test choice"))
+                        lambda readings, errors, trust=None: ReadingChoice("classical",
+                                                                          "test choice"))
     page = rendered_page("HR06004", layout="3x4+II", dpi=150)
     image = np.asarray(page.image)
     shown: dict[str, np.ndarray] = {}

@@ -98,8 +98,9 @@ class ReadingChoice:
 
 
 def choose_reading(readings: Mapping[str, Mapping[str, np.ndarray]],
-                   errors: Mapping[str, str]) -> ReadingChoice:
-    """Pick the reading whose limb leads keep Einthoven's and Goldberger's laws best.
+                   errors: Mapping[str, str],
+                   trust: Mapping[str, float] | None = None) -> ReadingChoice:
+    """Pick the reading the evidence trusts more, else the one keeping the limb-lead laws.
 
     Parameters
     ----------
@@ -107,28 +108,42 @@ def choose_reading(readings: Mapping[str, Mapping[str, np.ndarray]],
         Engine name -> that engine's signals (lead -> samples); at least one.
     errors : mapping
         Engine name -> why that engine could not read the page.
+    trust : mapping, optional
+        Engine name -> how far its reading can be trusted, judged alike for both
+        engines (:func:`ecgbridge.digitizer.quality.reading_trust`).
 
     Returns
     -------
     ReadingChoice
-        The reading with the smaller residual (on a page the classical engine reads
-        well it is kept without a second opinion, see :func:`is_trusted`); a reading
-        whose residual cannot be measured counts as worst; more leads, then the
-        classical engine, break ties.
+        With `trust` for every reading, the more trusted one (the classical engine
+        on a tie). Otherwise the reading whose limb leads keep Einthoven's and
+        Goldberger's laws better (the smaller residual); a reading whose residual
+        cannot be measured counts as worst; more leads, then the classical engine,
+        break ties.
     """
     if len(readings) == 1:
         (engine,) = readings
         failed = ", ".join(f"the {e} engine could not read the page ({why})"
                            for e, why in errors.items())
         return ReadingChoice(engine, f"{failed}; {engine} engine used")
+    residuals = ", ".join(f"{e} {_or_inf(limb_lead_residual(readings[e])):.2f}"
+                          for e in sorted(readings))
+    if trust is not None and set(readings) <= set(trust):
+        best = max(readings, key=lambda e: (trust[e], e == "classical"))
+        trusts = ", ".join(f"{e} {trust[e]:.2f}" for e in sorted(readings))
+        return ReadingChoice(best, f"{best} engine's reading used: the evidence on its "
+                                   f"leads trusts it more (mean lead quality {trusts}; "
+                                   f"limb-lead relative residual {residuals})")
     scored = {}
     for engine, signals in readings.items():
-        residual = limb_lead_residual(signals)
-        residual = np.inf if residual is None else residual
-        scored[engine] = (residual, -len(signals), engine == "learned")
+        scored[engine] = (_or_inf(limb_lead_residual(signals)), -len(signals),
+                          engine == "learned")
     best = min(scored, key=lambda e: scored[e])
-    text = ", ".join(f"{e} {limb_lead_residual(readings[e]) or np.inf:.2f}"
-                     for e in sorted(scored))
     return ReadingChoice(best, f"{best} engine's reading used: its limb leads keep "
                                f"Einthoven's and Goldberger's laws best (relative residual "
-                               f"{text})")
+                               f"{residuals})")
+
+
+def _or_inf(residual: float | None) -> float:
+    """A residual, or infinity when it cannot be measured."""
+    return np.inf if residual is None else residual

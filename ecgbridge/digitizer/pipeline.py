@@ -44,9 +44,10 @@ from ecgbridge.digitizer import (
 )
 from ecgbridge.digitizer.consistency import choose_reading, is_implausible, is_trusted
 from ecgbridge.digitizer.layout import layout_name
-from ecgbridge.digitizer.merge import PageResult, merge_pages
+from ecgbridge.digitizer.merge import TRUST_THRESHOLD, PageResult, merge_pages
 from ecgbridge.digitizer.normalise import InkMaps, ink_maps, to_rgb
 from ecgbridge.digitizer.options import DigitizeOptions
+from ecgbridge.digitizer.quality import reading_trust
 from ecgbridge.digitizer.segment import model_available, segment_page
 from ecgbridge.ecg import ECG, Calibration, SourceInfo
 from ecgbridge.errors import DigitizationError, NotAnEcgError
@@ -136,11 +137,12 @@ def digitize_raster_page(
 
     With ``engine="auto"`` (and the model installed) the classical engine reads the
     page first; a reading whose limb leads keep Einthoven's and Goldberger's laws
-    (see :mod:`ecgbridge.digitizer.consistency`) is kept. Otherwise the learned engine
-    reads it too and the reading that keeps the laws better wins; a warning states
-    the choice and its evidence, or why one engine could not read the page. A reading
-    only one engine could make is refused when its limb leads break the laws as
-    unrelated traces would.
+    (see :mod:`ecgbridge.digitizer.consistency`) and whose leads the quality evidence
+    trusts on average (:func:`ecgbridge.digitizer.quality.reading_trust` at least
+    0.5) is kept. Otherwise the learned engine reads it too and the reading the
+    evidence trusts more wins; a warning states the choice and its evidence, or why
+    one engine could not read the page. A reading only one engine could make is
+    refused when its limb leads break the laws as unrelated traces would.
     Parameters, return value and errors are those of :func:`digitize_raster_page_with`.
     """
     if options.engine == "classical" or (options.engine == "auto" and not model_available()):
@@ -156,6 +158,7 @@ def digitize_raster_page(
     errors: dict[str, DigitizationError | NotAnEcgError] = {}
     # Each engine's stage images apart: the caller gets those of the reading delivered.
     stages: dict[str, dict[str, np.ndarray]] = {"classical": {}, "learned": {}}
+    trust: dict[str, float] = {}
     for engine in ("classical", "learned"):
         try:
             readings[engine] = digitize_raster_page_with(
@@ -164,7 +167,9 @@ def digitize_raster_page(
         except (DigitizationError, NotAnEcgError) as exc:
             errors[engine] = exc
             continue
-        if engine == "classical" and is_trusted(readings[engine].signals):
+        trust[engine] = _reading_trust(readings[engine], options.fs)
+        if (engine == "classical" and is_trusted(readings[engine].signals)
+                and trust[engine] >= TRUST_THRESHOLD):
             _keep_stages(debug, stages[engine])
             return readings[engine]
     _keep_stages(debug, stages["learned"] or stages["classical"])
@@ -177,11 +182,16 @@ def digitize_raster_page(
             f"{other}; the {engine} engine's reading was not delivered either: its limb "
             f"leads break Einthoven's and Goldberger's laws as unrelated traces would")
     choice = choose_reading({e: r.signals for e, r in readings.items()},
-                            {e: str(x) for e, x in errors.items()})
+                            {e: str(x) for e, x in errors.items()}, trust)
     _keep_stages(debug, stages[choice.engine])
     result = readings[choice.engine]
     return replace(result, calibration=replace(
         result.calibration, warnings=(choice.warning, *result.calibration.warnings)))
+
+
+def _reading_trust(result: PageResult, fs: float) -> float:
+    """:func:`ecgbridge.digitizer.quality.reading_trust` of one engine's page reading."""
+    return reading_trust(result.signals, result.quality, result.panels, result.calibration, fs)
 
 
 def _keep_stages(debug: dict[str, np.ndarray] | None, images: dict[str, np.ndarray]) -> None:

@@ -30,7 +30,8 @@ catching nine bad leads in ten on damaged pages.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 from scipy.ndimage import median_filter
@@ -180,6 +181,46 @@ def lead_quality(evidence: np.ndarray) -> tuple[float, ...]:
     guessed = evidence[:, FEATURES.index("prior")] <= GUESSED_NAME_PRIOR
     factor = np.where(guessed, INFERRED_LAYOUT_FACTOR, 1.0)
     return tuple(float(v) for v in factor / (1.0 + np.exp(-logit)))
+
+
+def reading_trust(signals: Mapping[str, np.ndarray], prior: Mapping[str, float],
+                  panels: Sequence[PanelInfo], calibration: Calibration, fs: float) -> float:
+    """How far one engine's reading of a page can be trusted, to compare two readings.
+
+    The mean over the 12 leads of their quality (:func:`lead_quality`; 0 for a lead
+    not read), judged as if the classical engine had read the page: the engine itself
+    is evidence on a lead (the learned engine's leads are more often good), but not
+    between two readings of the same page.
+
+    Parameters
+    ----------
+    signals : mapping
+        Lead -> samples (mV) of the reading.
+    prior : mapping
+        Lead -> the reading's own score of it (share traced, label certainty).
+    panels : sequence of PanelInfo
+        Where the reading found each lead.
+    calibration : Calibration
+        How the page was read.
+    fs : float
+        Sampling rate (Hz).
+
+    Returns
+    -------
+    float
+        In [0, 1]; 0 for a reading without leads.
+    """
+    if not signals:
+        return 0.0
+    n = max(sig.size for sig in signals.values())
+    rows = np.full((len(LEADS), n), np.nan)
+    for lead, sig in signals.items():
+        rows[LEADS.index(lead), : sig.size] = sig
+    neutral = replace(calibration, engine="classical")
+    quality = lead_quality(lead_evidence(
+        rows, fs, [prior.get(lead, 0.0) for lead in LEADS], panels, neutral))
+    return float(sum(q for q, lead in zip(quality, LEADS, strict=True) if lead in signals)
+                 / len(LEADS))
 
 
 def _residual_or_unknown(residual: float | None) -> float:
