@@ -149,9 +149,9 @@ def digitize_raster_page(
     page first; a reading whose limb leads keep Einthoven's and Goldberger's laws
     (see :mod:`ecgbridge.digitizer.consistency`) and whose leads the quality evidence
     trusts enough (:func:`ecgbridge.digitizer.quality.reading_trust` at least
-    :data:`KEEP_CLASSICAL_TRUST`) is kept. Otherwise the learned engine reads it too and the reading the
-    evidence trusts more wins; a warning states the choice and its evidence, or why
-    one engine could not read the page. A reading only one engine could make is
+    :data:`KEEP_CLASSICAL_TRUST`) is kept. Otherwise the learned engine reads it too
+    and the reading the evidence trusts more wins; a warning states the choice and its
+    evidence, or why one engine could not read the page. A reading only one engine could make is
     refused when its limb leads break the laws as unrelated traces would.
     Parameters, return value and errors are those of :func:`digitize_raster_page_with`.
     """
