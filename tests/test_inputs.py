@@ -604,6 +604,19 @@ def test_truncated_files_raise_input_error(kind: str) -> None:
             load_input(data[:cut], name=f"cut.{kind}")
 
 
+def test_dicom_element_no_reader_can_decode_is_a_clear_input_error() -> None:
+    """pydicom decodes an element when it is first used: an unknown VR (a flipped
+    byte, as the fuzz test once sent) must be refused when the file is read, in one
+    line, not fail later as a program defect."""
+    data = _dicom(_gradient())
+    at = data.find(b"\x08\x00\x18\x00UI")  # SOPInstanceUID, explicit VR
+    assert at > 0
+    broken = data[:at + 4] + b"U\\" + data[at + 6:]
+    with pytest.raises(InputError, match=r"^bad\.dcm: the DICOM file is truncated or "
+                                         r"corrupt \(.*Unknown Value Representation[^\n]*\)$"):
+        load_input(broken, name="bad.dcm")
+
+
 def test_empty_random_and_unknown_inputs(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"<bytes>: the input is empty"):
         load_input(b"")

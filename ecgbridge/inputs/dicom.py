@@ -109,13 +109,22 @@ def _read(data: bytes, name: str) -> Dataset:
     has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
+        # pydicom decodes elements when first used: decode them all here, so that an
+        # element no reader can decode (an unknown VR, a bad length) is reported now.
+        ds.walk(lambda _ds, _elem: None)
     except InvalidDicomError as exc:
-        raise InputError(f"{name}: not a DICOM file ({exc})") from exc
+        raise InputError(f"{name}: not a DICOM file ({_first_line(exc)})") from exc
     except Exception as exc:  # pydicom raises many types on truncated/corrupt data
-        raise InputError(f"{name}: the DICOM file is truncated or corrupt ({exc})") from exc
+        raise InputError(
+            f"{name}: the DICOM file is truncated or corrupt ({_first_line(exc)})") from exc
     if len(ds) == 0:
         raise InputError(f"{name}: the DICOM file is truncated or holds no data elements")
     return ds
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's message without the traceback pydicom appends to some."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _transfer_syntax(ds: Dataset) -> UID:
