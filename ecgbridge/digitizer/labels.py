@@ -139,12 +139,20 @@ def _padded_weight(valid: np.ndarray, width: int) -> np.ndarray:
 
 def _correlation_of_normalised(word: np.ndarray, tpl: np.ndarray, weight: np.ndarray) -> float:
     """Correlation of two :func:`_normalised` images over the valid pixels only."""
-    a = word[weight]
-    b = tpl[weight]
-    a = a - a.mean()
-    b = b - b.mean()
-    d = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(a @ b) / d if d > 0 else 0.0
+    return _correlation_of_centred(_centred(word[weight]), _centred(tpl[weight]))
+
+
+def _centred(values: np.ndarray) -> tuple[np.ndarray, np.floating]:
+    """`values` less their mean, and the norm of that."""
+    centred = values - values.mean()
+    return centred, np.linalg.norm(centred)
+
+
+def _correlation_of_centred(a: tuple[np.ndarray, np.floating],
+                            b: tuple[np.ndarray, np.floating]) -> float:
+    """Correlation of two :func:`_centred` vectors (0 when either is constant)."""
+    d = float(a[1] * b[1])
+    return float(a[0] @ b[0]) / d if d > 0 else 0.0
 
 
 def recognise_word(word: np.ndarray, valid: np.ndarray | None = None) -> tuple[str, float, str]:
@@ -385,27 +393,53 @@ def read_label_at(
     if hgt < 4:
         return "", 0.0
     best_lead, best_score = "", 0.0
+    # Templates of equal width compare the same page boxes: each is prepared once.
+    boxes: dict[tuple[int, int, int, int], _Box | None] = {}
     for index, (lead, tpl) in enumerate(_templates()):
         if lead not in allowed:
             continue
         width = max(2, int(round(hgt * tpl.shape[1] / tpl.shape[0])))
         cmp_w = max(4, int(round(_CMP_HEIGHT * width / hgt)))
         tpl_norm = _normalised_template(False, index, cmp_w)
+        tpl_whole = _centred(tpl_norm.ravel())
         for dy in (-2, -1, 0, 1, 2):
             for dx in (-2, -1, 0, 1, 2):
                 y0, x0 = y_top + dy, x_left + dx
                 if y0 < 0 or x0 < 0 or y0 + hgt > h_img or x0 + width > w_img:
                     continue
-                word = mask[y0: y0 + hgt, x0: x0 + width]
-                ok = valid[y0: y0 + hgt, x0: x0 + width]
-                weight = _padded_weight(ok, cmp_w)
-                if weight.mean() < 0.5:
+                key = (y0, x0, width, cmp_w)
+                if key not in boxes:
+                    boxes[key] = _comparable_box(mask, valid, (y0, x0, hgt, width), cmp_w)
+                prepared = boxes[key]
+                if prepared is None:
                     continue
-                score = _correlation_of_normalised(_normalised(word > 0, cmp_w), tpl_norm,
-                                                   weight)
-                if score > best_score and (lead not in _STROKE_LEADS or _bars_only(word)):
+                word_norm, weight, whole = prepared
+                if whole is not None:  # nothing erased: the correlation of whole images
+                    score = _correlation_of_centred(whole, tpl_whole)
+                else:
+                    score = _correlation_of_normalised(word_norm, tpl_norm, weight)
+                if score > best_score and (lead not in _STROKE_LEADS or _bars_only(
+                        mask[y0: y0 + hgt, x0: x0 + width])):
                     best_lead, best_score = lead, score
     return best_lead, best_score
+
+
+#: A page box at comparison scale, its valid pixels, and (all valid) it centred.
+_Box = tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.floating] | None]
+
+
+def _comparable_box(mask: np.ndarray, valid: np.ndarray, box: tuple[int, int, int, int],
+                    cmp_w: int) -> _Box | None:
+    """A page box ``(y0, x0, height, width)`` at comparison scale, its valid pixels
+    and, when all are valid, its :func:`_centred` pixels; None when under half of it
+    is valid."""
+    y0, x0, hgt, width = box
+    ok = valid[y0: y0 + hgt, x0: x0 + width]
+    weight = _padded_weight(ok, cmp_w)
+    if weight.mean() < 0.5:
+        return None
+    word = _normalised(mask[y0: y0 + hgt, x0: x0 + width] > 0, cmp_w)
+    return word, weight, _centred(word.ravel()) if weight.all() else None
 
 
 def _bars_only(word: np.ndarray) -> bool:
