@@ -51,6 +51,9 @@ class ColumnFit:
         True when `start_s` is not the geometric start.
     lag_s : float
         Shift (s) from `start_s` at which the beats line up best.
+    by_laws : dict or None
+        Candidate start (s) -> limb-lead residual against the strip, when the start
+        was chosen by the limb-lead laws (:mod:`ecgbridge.digitizer.column_laws`).
     """
 
     start_s: float
@@ -58,6 +61,7 @@ class ColumnFit:
     scores: dict[float, float]
     moved: bool
     lag_s: float = 0.0
+    by_laws: dict[float, float] | None = None
 
 
 def beat_envelope(sig: np.ndarray, fs: float) -> np.ndarray:

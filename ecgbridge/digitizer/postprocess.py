@@ -7,7 +7,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from ecgbridge.digitizer import beat_timing
+from ecgbridge.digitizer import beat_timing, column_laws
 from ecgbridge.digitizer.geometry import warp_image
 from ecgbridge.ecg import PanelInfo
 
@@ -86,6 +86,9 @@ def align_panels_to_rhythm(
     strip's at the geometric start and at whole column periods before it, and the
     column moves when another start fits clearly better. Nothing moves without a strip,
     nor when the first column (which starts the recording) does not line up with it.
+    A column of a standard width whose limb leads give a strip's lead is placed where
+    they agree with the strip sample by sample (:mod:`column_laws`), which a regular
+    rhythm cannot fool; its beats decide only where the laws do not.
 
     Parameters
     ----------
@@ -102,7 +105,8 @@ def align_panels_to_rhythm(
         The candidates, moved panels with shifted samples and start times.
     """
     flat = [(lead, item) for lead, items in candidates.items() for item in items]
-    strips = [item[0] for _lead, item in flat if item[2].rhythm_strip]
+    named_strips = [(lead, item[0]) for lead, item in flat if item[2].rhythm_strip]
+    strips = [s for _lead, s in named_strips]
     if not strips:
         return candidates
     envelopes = [beat_timing.beat_envelope(s, fs) for s in strips]
@@ -125,10 +129,16 @@ def align_panels_to_rhythm(
             if fit.scores[fit.geometric_s] >= beat_timing.MIN_FIT:
                 first_lag = fit.lag_s
             continue
-        if not fit.moved or first_lag is None:
+        by_laws = (_fit_by_laws(fit, [(flat[k][0], item) for k, item in column.items()],
+                                named_strips, fs) if standard else None)
+        if by_laws is not None:
+            fit = by_laws
+        elif first_lag is None or not fit.moved:
             continue
-        if not standard:
+        elif not standard:
             fit = dataclasses.replace(fit, start_s=fit.start_s + fit.lag_s - first_lag)
+        if not fit.moved:
+            continue
         moved.update({k: _shift_panel(item, fit.start_s - fit.geometric_s, fs)
                       for k, item in column.items()})
         if warnings is not None:
@@ -157,6 +167,25 @@ def _fit_column(column: list[Candidate], ref: np.ndarray, fs: float
     return beat_timing.place_column(env, ref, geo, period or duration, fs), period is not None
 
 
+def _fit_by_laws(fit: beat_timing.ColumnFit, column: list[tuple[str, Candidate]],
+                 strips: list[tuple[str, np.ndarray]], fs: float
+                 ) -> beat_timing.ColumnFit | None:
+    """The column's start where its limb leads agree with a strip (:mod:`column_laws`).
+
+    Stronger evidence than the beats, and it needs no regular-looking first column;
+    None when the column's limb leads give no strip's lead or no start stands out.
+    """
+    segments: dict[str, np.ndarray] = {}
+    for lead, item in sorted(column, key=lambda li: li[1][1]):
+        segments[lead] = _panel_segment(item, fs)  # the best-quality panel of a lead last
+    start, residuals = column_laws.start_by_laws(
+        segments, strips, list(fit.scores), fs, beat_timing.MAX_LAG_S)
+    if start is None:
+        return None
+    return dataclasses.replace(fit, start_s=start, moved=start != fit.geometric_s,
+                               by_laws=residuals)
+
+
 def _panel_segment(item: Candidate, fs: float) -> np.ndarray:
     """A panel's samples from its start time over its duration."""
     samples, _q, info = item
@@ -181,6 +210,12 @@ def _shift_panel(item: Candidate, shift_s: float, fs: float) -> Candidate:
 def _moved_warning(leads: list[str], fit: beat_timing.ColumnFit) -> str:
     """Warning line for a column placed away from its geometric time."""
     scores = ", ".join(f"{s:.2f} s: r={r:.2f}" for s, r in sorted(fit.scores.items()))
+    if fit.by_laws:
+        resid = ", ".join(f"{s:.2f} s: {r:.2f}" for s, r in sorted(fit.by_laws.items()))
+        return (f"panels {', '.join(leads)} placed at {fit.start_s:.2f} s instead of "
+                f"{fit.geometric_s:.2f} s (their position): the limb leads they show agree "
+                f"with the rhythm strip there (limb-lead relative residual {resid}; "
+                f"beats {scores})")
     return (f"panels {', '.join(leads)} placed at {fit.start_s:.2f} s instead of "
             f"{fit.geometric_s:.2f} s (their position): their beats line up with the rhythm "
             f"strip's there ({scores})")
