@@ -36,8 +36,8 @@ def test_a_page_without_grid_says_where_its_scale_came_from() -> None:
     assert by_dpi.note == "no grid found: scale taken from the rendering resolution (200 dpi)"
     by_width = measure_scale(blank, None)
     assert by_width.source == "page width"
-    assert by_width.px_per_mm_x == pytest.approx(1120 / 280.0)
-    assert "page width (280 mm)" in by_width.note
+    assert by_width.px_per_mm_x == pytest.approx(1120 / 279.4)
+    assert "page width (279.4 mm, US letter)" in by_width.note
     assert "length of the trace rows" in dataclasses.replace(by_width, source="row length").note
     assert PageScale(8.0, 8.0, "grid").note == ""
 

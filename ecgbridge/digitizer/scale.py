@@ -14,13 +14,15 @@ import numpy as np
 
 from ecgbridge.digitizer.grid import measure_grid
 
-#: Page width assumed for a gridless raster page without a known resolution (US letter).
-ASSUMED_PAGE_WIDTH_MM = 280.0
+#: Page width assumed for a gridless raster page without a known resolution: US letter
+#: landscape, 11 inches (an A4 page's rows then measure 6 % long, and the rows' length
+#: takes over, :func:`ecgbridge.digitizer.timebase.scale_from_row_length`).
+ASSUMED_PAGE_WIDTH_MM = 279.4
 #: Where a page's scale came from, and what the page's warnings say about it.
 _NOTES: dict[str, str] = {
     "grid": "",
     "dpi": "no grid found: scale taken from the rendering resolution ({dpi:g} dpi)",
-    "page width": "no grid found: scale assumed from the page width (280 mm)",
+    "page width": "no grid found: scale assumed from the page width (279.4 mm, US letter)",
     "row length": "no grid found: scale taken from the length of the trace rows (250 mm)",
 }
 
@@ -75,6 +77,6 @@ def measure_scale(any_ink: np.ndarray, dpi: float | None) -> PageScale:
         return PageScale(float(gx.px_per_mm), float(gy.px_per_mm), "grid", dpi)
     if dpi:
         return PageScale(float(dpi) / 25.4, float(dpi) / 25.4, "dpi", dpi)
-    # No grid (pure black/white print): assume a landscape page ~280 mm wide.
+    # No grid (pure black/white print): assume a landscape US letter page.
     width = any_ink.shape[1] / ASSUMED_PAGE_WIDTH_MM
     return PageScale(width, width, "page width", dpi)
