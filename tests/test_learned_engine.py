@@ -379,3 +379,46 @@ def test_a_faint_stroke_beside_black_ink_is_followed_on_fine_pages() -> None:
     seg = Segmentation(trace=trace_p, text=np.zeros_like(trace_p), scale=1.0)
     masks = learned_masks(seg, dark, ppm, ppm, has_grid=False)
     assert masks.follow[59:62, 30:370].any(axis=0).all()
+
+
+def test_a_steep_stroke_cut_by_grid_lines_is_followed_to_its_tip() -> None:
+    """A tall, narrow QRS spike (two 2-px strokes up 100 px and back) on a grid as dark
+    as the pen: taking the lines out cuts the strokes every millimetre into pieces
+    small enough to be taken for specks, and trace following stopped at the first
+    cut. The cuts are joined again; the followed trace reaches the tip."""
+    from ecgbridge.digitizer.trace import follow_trace
+
+    ppm = 8.0
+    h, w = 400, 480
+    dark = np.zeros((h, w), np.float32)
+    dark[::8, :] = 0.8  # grid lines every mm, as dark as the trace
+    dark[:, 4::8] = 0.8
+    dark[279:282, 20:238] = 0.8  # baseline, then the spike from y = 280 up to y = 180
+    dark[180:282, 238:242] = 0.8
+    dark[279:282, 242:460] = 0.8
+    trace_p = np.zeros((h, w), np.float32)  # the model, not quite sure of the spike
+    trace_p[274:287, 14:466] = trace_p[176:287, 237:243] = 0.7
+    seg = Segmentation(trace=trace_p, text=np.zeros_like(trace_p), scale=1.0)
+    masks = learned_masks(seg, dark, ppm, ppm, has_grid=True)
+    path = follow_trace(masks.follow, 20, 460, 160, 300, 280.0, ppm)
+    # Near the tip (its last piece, under half a millimetre, may stay apart), not the
+    # baseline: the pieces were taken for specks.
+    assert np.nanmin(path.y) < 200
+    # Grid lines away from the stroke stay out.
+    assert masks.follow[200, :230].sum() == 0 and masks.follow[200, 250:].sum() == 0
+
+
+def test_join_cut_strokes_joins_only_long_runs_across_a_cut() -> None:
+    from ecgbridge.digitizer.inkmask import join_cut_strokes
+
+    mask = np.zeros((60, 30), np.uint8)
+    cut = np.zeros((60, 30), bool)
+    cut[30:33, :] = True  # a line 3 px wide taken out
+    mask[10:30, 5] = mask[33:50, 5] = 1  # a steep stroke cut by it
+    mask[29, 15] = mask[33, 15] = 1  # single pixels (a flat trace's edge, a speck)
+    mask[10:25, 25] = mask[28:45, 25] = 1  # a gap of 3 px but beside no cut
+    out = join_cut_strokes(mask, cut, 8.0)
+    assert out[30:33, 5].all()
+    assert not out[30:33, 15].any()
+    assert not out[25:28, 25].any()
+    assert (out >= mask).all() and out.dtype == mask.dtype

@@ -26,6 +26,12 @@ _PLATEAU_SPAN = 0.12
 _RULED_LINE_MM = 40.0
 #: Ink at least this much darker than the grid line under it is trace ink on the line.
 _DARKER_THAN_LINE = 0.1
+#: A steep stroke cut by a ruled line taken out is joined again across the cut where
+#: both pieces run at least this long (mm) down their column (a 1-mm grid leaves
+#: pieces of a millimetre less the cut) ...
+_CUT_STROKE_MIN_RUN_MM = 0.5
+#: ... and the cut is at most this long (mm).
+_CUT_MAX_GAP_MM = 0.6
 #: Length (px) of the running mean along a line before its darkness is measured.
 _LINE_SMOOTH_PX = 5
 #: Side (mm) of the square within which shading is taken as flat: a bit over a grid cell.
@@ -215,6 +221,39 @@ def remove_ruled_lines(dark_ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
     """
     return np.where(dark_ink > lines + _DARKER_THAN_LINE, dark_ink,
                     np.maximum(dark_ink - lines, 0.0)).astype(np.float32)
+
+
+def join_cut_strokes(mask: np.ndarray, cut: np.ndarray, px_per_mm: float) -> np.ndarray:
+    """`mask` with steep strokes joined again where a horizontal ruled line cut them.
+
+    Taking out a grid line as dark as the traces leaves a line-wide gap in every stroke
+    crossing it. Along a flat trace the gap splits the trace between two columns, which
+    trace following bridges; along a steep stroke (a QRS wave's) it splits the stroke's
+    run within each column, and following stops at the first gap: the wave's tip is
+    lost. Pixels in `cut` between two pieces of one column that each run at least
+    :data:`_CUT_STROKE_MIN_RUN_MM` down it, at most :data:`_CUT_MAX_GAP_MM` apart, are
+    put back.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        Trace mask (uint8, 0/1).
+    cut : numpy.ndarray
+        Boolean map of where horizontal ruled lines were taken out.
+    px_per_mm : float
+        Vertical scale.
+
+    Returns
+    -------
+    numpy.ndarray
+        New mask (same dtype as `mask`).
+    """
+    run = max(2, int(round(_CUT_STROKE_MIN_RUN_MM * px_per_mm)))
+    gap = max(3, int(round(_CUT_MAX_GAP_MM * px_per_mm)))
+    ink = (mask > 0).astype(np.uint8)
+    long_runs = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((run, 1), np.uint8))
+    joined = cv2.morphologyEx(long_runs, cv2.MORPH_CLOSE, np.ones((gap, 1), np.uint8))
+    return np.maximum(mask, ((joined > 0) & cut).astype(mask.dtype))
 
 
 def trace_mask(dark_ink: np.ndarray, threshold: float, px_per_mm: float) -> np.ndarray:

@@ -17,7 +17,12 @@ from importlib import resources
 import cv2
 import numpy as np
 
-from ecgbridge.digitizer.inkmask import remove_ruled_lines, ruled_lines, trace_mask
+from ecgbridge.digitizer.inkmask import (
+    join_cut_strokes,
+    remove_ruled_lines,
+    ruled_lines,
+    trace_mask,
+)
 
 #: The page is resized so that its long side has this many pixels before inference.
 MODEL_LONG_SIDE_PX = 1100
@@ -164,13 +169,17 @@ _NEARBY_MM = 0.5
 #: pixels are its ink.) Rows, labels and pulses are still found in the half-dark mask.
 _FINE_PX_PER_MM = 7.0
 _CORE_DARKNESS = 0.7
+#: On pages this fine (px/mm) or finer, steep strokes cut by the grid lines taken out
+#: are joined again in the mask traces are followed in (:func:`join_cut_strokes`).
+_JOIN_CUTS_PX_PER_MM = 7.0
 #: A stroke's core is looked for this far (mm) above and below its pixels.
 _CORE_SEARCH_MM = 0.5
 
 
 def learned_trace_mask(seg: Segmentation, dark_ink: np.ndarray, px_per_mm: float,
                        threshold: float = _PROBABILITY_THRESHOLD,
-                       share: float = _HALF_DARKNESS) -> np.ndarray:
+                       share: float = _HALF_DARKNESS, cut: np.ndarray | None = None
+                       ) -> np.ndarray:
     """Binary ink mask (uint8 0/1) of traces and printed text from model probabilities.
 
     The model runs at about 4 px/mm, so its regions are coarser than the page. Inside
@@ -191,13 +200,20 @@ def learned_trace_mask(seg: Segmentation, dark_ink: np.ndarray, px_per_mm: float
         Probability above which a pixel is in the model's regions.
     share : float
         How dark, relative to the darkest ink nearby, a pixel must be to be ink.
+    cut : numpy.ndarray, optional
+        Where horizontal ruled lines were taken out of `dark_ink`: steep strokes cut
+        there are joined again (:func:`~ecgbridge.digitizer.inkmask.join_cut_strokes`)
+        before specks are removed (the pieces of a narrow stroke cut every millimetre
+        are specks).
     """
     region = np.maximum(seg.trace, seg.text) > threshold
     side = max(3, 2 * int(round(_NEARBY_MM * px_per_mm)) + 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
     inked = np.where(region, dark_ink, 0.0).astype(np.float32)
     nearby = cv2.dilate(inked, kernel)
-    keep = region & (inked >= share * nearby)
+    keep = (region & (inked >= share * nearby)).astype(np.uint8)
+    if cut is not None:
+        keep = join_cut_strokes(keep, cut & region, px_per_mm)
     return trace_mask(keep.astype(np.float32), 0.5, px_per_mm)
 
 
@@ -249,7 +265,10 @@ def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
       darkness before the half-darkness rule of :func:`learned_trace_mask`: the lines
       beside a stroke, as dark as its edge, would widen it (steep QRS strokes and
       label glyphs keep their shape without them). Where a trace is no darker than a
-      line it crosses, a line-wide gap is left, which trace following bridges.
+      line it crosses, a line-wide gap is left, which trace following bridges along
+      a flat trace; on pages of :data:`_JOIN_CUTS_PX_PER_MM` or finer, the gaps cut
+      into steep strokes are joined again for following
+      (:func:`~ecgbridge.digitizer.inkmask.join_cut_strokes`).
     - Traces are followed without text and, on pages of :data:`_FINE_PX_PER_MM` or
       finer, in their strokes' dark cores only (:func:`_cores_of`).
     - For the pulse search, ink near the model's regions that is clearly darker than
@@ -276,19 +295,16 @@ def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
     """
     raw = learned_trace_mask(seg, dark_ink, px_per_mm_x)
     trace, darkness, on_lines = raw, dark_ink, np.zeros_like(raw)
+    cut: np.ndarray | None = None
     if has_grid and min(px_per_mm_x, px_per_mm_y) >= _MIN_PX_PER_MM_LINES_OUT:
         along_x, along_y = ruled_lines(dark_ink, px_per_mm_x, px_per_mm_y)
         darkness = remove_ruled_lines(dark_ink, np.maximum(along_x, along_y))
+        cut = along_x > _LINE_SHARE * dark_ink
         off_lines = learned_trace_mask(seg, darkness, px_per_mm_x)
-        trace = _with_trace_along_lines(off_lines, raw, seg, along_x > _LINE_SHARE * dark_ink,
-                                        px_per_mm_y)
+        trace = _with_trace_along_lines(off_lines, raw, seg, cut, px_per_mm_y)
         on_lines = trace - off_lines
-    text = (seg.text > _PROBABILITY_THRESHOLD) & (seg.text > seg.trace)
-    if min(px_per_mm_x, px_per_mm_y) >= _FINE_PX_PER_MM:
-        follow = np.where(text, 0, _cores_of(trace, seg, darkness, on_lines, px_per_mm_y))
-        follow = follow.astype(trace.dtype)
-    else:
-        follow = np.where(text, 0, trace).astype(trace.dtype)
+    follow = _follow_mask(seg, raw, trace, darkness, on_lines, cut,
+                          min(px_per_mm_x, px_per_mm_y))
     near = _near(raw, px_per_mm_x)
     levels = _ink_and_grid_levels(dark_ink, raw, near)
     if levels is None or levels[0] - levels[1] < _INK_GRID_CONTRAST:
@@ -299,14 +315,38 @@ def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
     return LearnedMasks(trace, pulse, True, follow)
 
 
+def _follow_mask(seg: Segmentation, raw: np.ndarray, trace: np.ndarray, darkness: np.ndarray,
+                 on_lines: np.ndarray, cut: np.ndarray | None, px_per_mm: float
+                 ) -> np.ndarray:
+    """The mask traces are followed in: `trace` without text, on fine pages in its
+    strokes' cores, with steep strokes joined across the lines taken out (`cut`).
+
+    Rows, labels and pulses are still found in `trace`, whose glyphs and rows are
+    left as they are.
+    """
+    follow, join = trace, None
+    if cut is not None and px_per_mm >= _JOIN_CUTS_PX_PER_MM:
+        join = cut
+        joined = learned_trace_mask(seg, darkness, px_per_mm, cut=cut)
+        follow = _with_trace_along_lines(joined, raw, seg, cut, px_per_mm)
+        on_lines = follow - joined
+    if px_per_mm >= _FINE_PX_PER_MM:
+        follow = _cores_of(follow, seg, darkness, on_lines, px_per_mm, join)
+    text = (seg.text > _PROBABILITY_THRESHOLD) & (seg.text > seg.trace)
+    return np.where(text, 0, follow).astype(trace.dtype)
+
+
 def _cores_of(trace: np.ndarray, seg: Segmentation, darkness: np.ndarray,
-              kept: np.ndarray, px_per_mm: float) -> np.ndarray:
+              kept: np.ndarray, px_per_mm: float, cut: np.ndarray | None = None
+              ) -> np.ndarray:
     """`trace` less its strokes' half-dark fringe (see :data:`_FINE_PX_PER_MM`).
 
     Where a stroke has no core within :data:`_CORE_SEARCH_MM` above or below (a faint
-    or unevenly lit trace), its half-dark pixels stay; so does ink in `kept`.
+    or unevenly lit trace), its half-dark pixels stay; so does ink in `kept`. Cores
+    cut by ruled lines are joined across `cut` (see :func:`learned_trace_mask`).
     """
-    cores = learned_trace_mask(seg, darkness, px_per_mm, share=_CORE_DARKNESS) & trace
+    cores = learned_trace_mask(seg, darkness, px_per_mm, share=_CORE_DARKNESS, cut=cut)
+    cores = cores & trace
     side = 2 * int(round(_CORE_SEARCH_MM * px_per_mm)) + 1
     covered = cv2.dilate(cores, np.ones((side, 1), np.uint8)) > 0
     return np.maximum(np.maximum(cores, kept), np.where(covered, 0, trace))
