@@ -169,9 +169,6 @@ _NEARBY_MM = 0.5
 #: pixels are its ink.) Rows, labels and pulses are still found in the half-dark mask.
 _FINE_PX_PER_MM = 7.0
 _CORE_DARKNESS = 0.7
-#: On pages this fine (px/mm) or finer, steep strokes cut by the grid lines taken out
-#: are joined again in the mask traces are followed in (:func:`join_cut_strokes`).
-_JOIN_CUTS_PX_PER_MM = 7.0
 #: A stroke's core is looked for this far (mm) above and below its pixels.
 _CORE_SEARCH_MM = 0.5
 
@@ -266,8 +263,7 @@ def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
       beside a stroke, as dark as its edge, would widen it (steep QRS strokes and
       label glyphs keep their shape without them). Where a trace is no darker than a
       line it crosses, a line-wide gap is left, which trace following bridges along
-      a flat trace; on pages of :data:`_JOIN_CUTS_PX_PER_MM` or finer, the gaps cut
-      into steep strokes are joined again for following
+      a flat trace; the gaps cut into steep strokes are joined again for following
       (:func:`~ecgbridge.digitizer.inkmask.join_cut_strokes`).
     - Traces are followed without text and, on pages of :data:`_FINE_PX_PER_MM` or
       finer, in their strokes' dark cores only (:func:`_cores_of`).
@@ -299,10 +295,11 @@ def learned_masks(seg: Segmentation, dark_ink: np.ndarray, px_per_mm_x: float,
     if has_grid and min(px_per_mm_x, px_per_mm_y) >= _MIN_PX_PER_MM_LINES_OUT:
         along_x, along_y = ruled_lines(dark_ink, px_per_mm_x, px_per_mm_y)
         darkness = remove_ruled_lines(dark_ink, np.maximum(along_x, along_y))
-        cut = along_x > _LINE_SHARE * dark_ink
+        on_line = along_x > _LINE_SHARE * dark_ink
         off_lines = learned_trace_mask(seg, darkness, px_per_mm_x)
-        trace = _with_trace_along_lines(off_lines, raw, seg, cut, px_per_mm_y)
+        trace = _with_trace_along_lines(off_lines, raw, seg, on_line, px_per_mm_y)
         on_lines = trace - off_lines
+        cut = on_line & (raw > 0)  # ink taken out with the lines
     follow = _follow_mask(seg, raw, trace, darkness, on_lines, cut,
                           min(px_per_mm_x, px_per_mm_y))
     near = _near(raw, px_per_mm_x)
@@ -324,14 +321,13 @@ def _follow_mask(seg: Segmentation, raw: np.ndarray, trace: np.ndarray, darkness
     Rows, labels and pulses are still found in `trace`, whose glyphs and rows are
     left as they are.
     """
-    follow, join = trace, None
-    if cut is not None and px_per_mm >= _JOIN_CUTS_PX_PER_MM:
-        join = cut
+    follow = trace
+    if cut is not None:
         joined = learned_trace_mask(seg, darkness, px_per_mm, cut=cut)
         follow = _with_trace_along_lines(joined, raw, seg, cut, px_per_mm)
         on_lines = follow - joined
     if px_per_mm >= _FINE_PX_PER_MM:
-        follow = _cores_of(follow, seg, darkness, on_lines, px_per_mm, join)
+        follow = _cores_of(follow, seg, darkness, on_lines, px_per_mm, cut)
     text = (seg.text > _PROBABILITY_THRESHOLD) & (seg.text > seg.trace)
     return np.where(text, 0, follow).astype(trace.dtype)
 
