@@ -15,11 +15,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-#: Each limb lead as a combination of leads I and II.
-LIMB_VECTORS: dict[str, tuple[float, float]] = {
-    "I": (1.0, 0.0), "II": (0.0, 1.0), "III": (-1.0, 1.0),
-    "aVR": (-0.5, -0.5), "aVL": (1.0, -0.5), "aVF": (-0.5, 1.0),
-}
+from ecgbridge.digitizer.consistency import LIMB_BASIS
+
 #: A start is taken from the laws only when its residual (relative RMS) is below this ...
 MAX_RESIDUAL = 0.5
 #: ... and below this fraction of every other candidate start's residual.
@@ -48,11 +45,11 @@ def derived_lead(column: Mapping[str, np.ndarray], target: str) -> np.ndarray | 
         Einthoven's and Goldberger's laws; None when the column's limb leads do not
         span it (or `target` is not a limb lead).
     """
-    leads = [lead for lead in column if lead in LIMB_VECTORS]
-    if target not in LIMB_VECTORS or not leads:
+    leads = [lead for lead in column if lead in LIMB_BASIS]
+    if target not in LIMB_BASIS or not leads:
         return None
-    basis = np.array([LIMB_VECTORS[lead] for lead in leads]).T
-    goal = np.array(LIMB_VECTORS[target])
+    basis = np.array([LIMB_BASIS[lead] for lead in leads]).T
+    goal = np.array(LIMB_BASIS[target])
     weights = np.linalg.lstsq(basis, goal, rcond=None)[0]
     if np.linalg.norm(basis @ weights - goal) > 1e-6:
         return None

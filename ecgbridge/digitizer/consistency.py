@@ -15,6 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: Limb leads as combinations of (I, II): Einthoven (III = II - I) and Goldberger.
+LIMB_BASIS: dict[str, tuple[float, float]] = {
+    "I": (1.0, 0.0),
+    "II": (0.0, 1.0),
+    "III": (-1.0, 1.0),
+    "aVR": (-0.5, -0.5),
+    "aVL": (1.0, -0.5),
+    "aVF": (-0.5, 1.0),
+}
 #: Fewest common samples for a relation to be measured.
 _MIN_COMMON_SAMPLES = 200
 #: A reading whose limb-lead residual is below this is kept without a second opinion.

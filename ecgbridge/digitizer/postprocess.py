@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from ecgbridge.digitizer import beat_timing, column_laws
+from ecgbridge.digitizer.consistency import LIMB_BASIS
 from ecgbridge.digitizer.geometry import warp_image
 from ecgbridge.ecg import PanelInfo
 
@@ -242,17 +243,6 @@ def debug_images(rgb, homography, rows, row_slots, paths, labels) -> dict[str, n
         if pts.size:
             cv2.polylines(tr, [pts.reshape(-1, 1, 2)], False, (0, 0, 255), 1)
     return {"3_layout": lay, "4_traces": tr}
-
-
-#: Limb leads as combinations of (I, II): Einthoven (III = II - I) and Goldberger.
-LIMB_BASIS: dict[str, tuple[float, float]] = {
-    "I": (1.0, 0.0),
-    "II": (0.0, 1.0),
-    "III": (-1.0, 1.0),
-    "aVR": (-0.5, -0.5),
-    "aVL": (1.0, -0.5),
-    "aVF": (-0.5, 1.0),
-}
 
 
 #: Samples whose limb leads disagree with Einthoven's and Goldberger's relations by more
