@@ -115,3 +115,45 @@ def test_laws_undecided_when_the_column_contradicts_the_strip() -> None:
     start, residuals = column_laws.start_by_laws(column, [("II", strip)], [5.0, 0.0], FS, 0.06)
     assert start is None
     assert set(residuals) == {5.0, 0.0} and min(residuals.values()) > column_laws.MAX_RESIDUAL
+
+
+def _limb_leads(seed: int, n: int = 1000) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    lead_i = np.cumsum(rng.standard_normal(n)) * 0.02
+    lead_ii = np.cumsum(rng.standard_normal(n)) * 0.02
+    exact = {"I": lead_i, "II": lead_ii, "III": lead_ii - lead_i, "aVR": -(lead_i + lead_ii) / 2,
+             "aVL": lead_i - lead_ii / 2, "aVF": lead_ii - lead_i / 2}
+    return {lead: sig + 0.01 * rng.standard_normal(n) for lead, sig in exact.items()}
+
+
+def test_a_limb_lead_alone_off_the_laws_is_mended_from_the_others() -> None:
+    """A neighbour's QRS wave followed into aVL for 40 ms on a 12x1 page: the other
+    five limb leads agree there, so aVL takes the value they give; nothing else moves."""
+    from ecgbridge.digitizer.consistency import replace_limb_outliers
+
+    read = _limb_leads(7)
+    truth_avl = read["aVL"].copy()
+    read["aVL"] = truth_avl.copy()
+    read["aVL"][400:420] -= 1.0
+    out, counts = replace_limb_outliers(read)
+    assert counts == {"aVL": 20}
+    assert np.abs(out["aVL"] - truth_avl).max() < 0.1
+    assert all(out[lead] is read[lead] for lead in ("I", "II", "III", "aVR", "aVF"))
+
+
+def test_limb_leads_that_cannot_tell_the_wrong_one_are_left_as_read() -> None:
+    from ecgbridge.digitizer.consistency import replace_limb_outliers
+
+    # Three leads (one column of a 3x4 page) cannot say which of them is wrong ...
+    read = {lead: sig for lead, sig in _limb_leads(8).items() if lead in ("I", "II", "III")}
+    read["III"] = read["III"].copy()
+    read["III"][100:120] += 1.0
+    out, counts = replace_limb_outliers(read)
+    assert counts == {} and out["III"] is read["III"]
+    # ... nor can six when two of them are off at the same samples.
+    read = _limb_leads(9)
+    for lead in ("aVL", "III"):
+        read[lead] = read[lead].copy()
+        read[lead][500:510] += 0.8
+    out, counts = replace_limb_outliers(read)
+    assert counts == {}

@@ -156,3 +156,77 @@ def choose_reading(readings: Mapping[str, Mapping[str, np.ndarray]],
 def _or_inf(residual: float | None) -> float:
     """A residual, or infinity when it cannot be measured."""
     return np.inf if residual is None else residual
+
+
+def replace_limb_outliers(signals: Mapping[str, np.ndarray], max_residual_mv: float = 0.3
+                          ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Limb-lead samples that alone break the laws, replaced by what the others give.
+
+    Where four or more limb leads were read at the same sample (a 12x1 page, a 6x2
+    column, the augmented leads beside a lead-II strip), they hold two leads' worth of
+    signal twice over, so one wrong lead stands out: a neighbouring row's QRS wave
+    followed into this row, a stroke's tip lost. A sample is mended when the leads
+    disagree by more than `max_residual_mv`, all but one of them agree within it, and
+    that one is off by more; its value becomes the one the others give.
+
+    Parameters
+    ----------
+    signals : mapping
+        Lead name -> samples (mV, NaN where not shown), all on one time base.
+    max_residual_mv : float
+        Largest disagreement (mV) taken for reading noise.
+
+    Returns
+    -------
+    tuple of (dict, dict)
+        The signals (limb leads mended, arrays copied only where changed) and the number
+        of samples replaced per lead (leads with none left out).
+    """
+    names = [lead for lead in LIMB_BASIS if lead in signals]
+    out = dict(signals)
+    if len(names) < 4:
+        return out, {}
+    n = min(signals[lead].size for lead in names)
+    values = np.stack([np.asarray(signals[lead][:n], dtype=np.float64) for lead in names])
+    basis = np.array([LIMB_BASIS[lead] for lead in names])
+    codes = (np.isfinite(values) * (1 << np.arange(len(names)))[:, None]).sum(axis=0)
+    replaced = np.zeros(values.shape, dtype=bool)
+    for code in np.unique(codes):
+        rows = np.nonzero((int(code) >> np.arange(len(names))) & 1)[0]
+        if rows.size < 4:
+            continue
+        cols = np.nonzero(codes == code)[0]
+        _mend_group(values, replaced, rows, cols, basis[rows], max_residual_mv)
+    counts = {}
+    for k, lead in enumerate(names):
+        if replaced[k].any():
+            sig = np.array(signals[lead], dtype=np.float64)
+            sig[:n] = values[k]
+            out[lead] = sig
+            counts[lead] = int(replaced[k].sum())
+    return out, counts
+
+
+def _mend_group(values: np.ndarray, replaced: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                basis: np.ndarray, max_residual: float) -> None:
+    """Mend, in place, the samples `cols` of the leads `rows` (see replace_limb_outliers)."""
+    v = values[np.ix_(rows, cols)]
+    off = np.abs(basis @ np.linalg.pinv(basis) @ v - v).max(axis=0) > max_residual
+    if not off.any():
+        return
+    v = v[:, off]
+    best_res = np.full(v.shape[1], np.inf)
+    best_lead = np.zeros(v.shape[1], dtype=int)
+    best_value = np.zeros(v.shape[1])
+    for j in range(rows.size):
+        keep = np.arange(rows.size) != j
+        both = np.linalg.pinv(basis[keep]) @ v[keep]  # leads I and II, from the others
+        res = np.abs(basis[keep] @ both - v[keep]).max(axis=0)
+        better = res < best_res
+        best_res[better], best_lead[better] = res[better], j
+        best_value[better] = (basis[j] @ both)[better]
+    lone = (best_res <= max_residual) & (
+        np.abs(best_value - v[best_lead, np.arange(v.shape[1])]) > max_residual)
+    at = cols[off][lone]
+    values[rows[best_lead[lone]], at] = best_value[lone]
+    replaced[rows[best_lead[lone]], at] = True

@@ -13,6 +13,7 @@ import numpy as np
 
 from ecgbridge.digitizer import calibration_check, postprocess
 from ecgbridge.digitizer import quality as quality_model
+from ecgbridge.digitizer.consistency import replace_limb_outliers
 from ecgbridge.digitizer.options import DigitizeOptions
 from ecgbridge.ecg import ECG, LEADS, Calibration, PanelInfo, SourceInfo
 from ecgbridge.errors import DigitizationError
@@ -76,6 +77,8 @@ def merge_pages(
                 row[: sig.size][fill] = sig[fill]
     present = {lead: signals[i] for i, lead in enumerate(LEADS) if np.isfinite(signals[i]).any()}
     present = postprocess.reconcile_limb_leads(present)
+    as_read = dict(present)
+    present, mended = replace_limb_outliers(present)
     for lead, sig in present.items():
         signals[LEADS.index(lead)] = sig
     # A lead the pages show is never computed from others: it is read, or named.
@@ -97,9 +100,18 @@ def merge_pages(
         )
     calib = results[0].calibration
     derived_warnings += limit_notes
-    # The reading's evidence decides how far each lead can be trusted (< 0.5: not).
+    if mended:
+        spans = ", ".join(f"{lead} {1000.0 * k / options.fs:.0f} ms" for lead, k in mended.items())
+        derived_warnings.append(
+            "limb-lead samples that alone broke Einthoven's and Goldberger's laws, where the "
+            f"other limb leads agreed, replaced by the value those leads give: {spans}")
+    # The reading's evidence decides how far each lead can be trusted (< 0.5: not): a
+    # mended lead is judged as it was read, its breaks of the laws counting against it.
+    evidence = signals.copy()
+    for lead in mended:
+        evidence[LEADS.index(lead)] = as_read[lead]
     judged = quality_model.lead_quality(
-        quality_model.lead_evidence(signals, options.fs, quality, panels, calib))
+        quality_model.lead_evidence(evidence, options.fs, quality, panels, calib))
     quality = [0.0 if not np.isfinite(signals[i]).any()
                else min(q, _DERIVED_QUALITY) if lead in derived else q
                for i, (lead, q) in enumerate(zip(LEADS, judged, strict=True))]
