@@ -10,7 +10,7 @@ residual needs no truth, so it can compare two readings of one page.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -189,13 +189,8 @@ def replace_limb_outliers(signals: Mapping[str, np.ndarray], max_residual_mv: fl
     n = min(signals[lead].size for lead in names)
     values = np.stack([np.asarray(signals[lead][:n], dtype=np.float64) for lead in names])
     basis = np.array([LIMB_BASIS[lead] for lead in names])
-    codes = (np.isfinite(values) * (1 << np.arange(len(names)))[:, None]).sum(axis=0)
     replaced = np.zeros(values.shape, dtype=bool)
-    for code in np.unique(codes):
-        rows = np.nonzero((int(code) >> np.arange(len(names))) & 1)[0]
-        if rows.size < 4:
-            continue
-        cols = np.nonzero(codes == code)[0]
+    for rows, cols in read_together(values, min_leads=4):
         _mend_group(values, replaced, rows, cols, basis[rows], max_residual_mv)
     counts = {}
     for k, lead in enumerate(names):
@@ -205,6 +200,29 @@ def replace_limb_outliers(signals: Mapping[str, np.ndarray], max_residual_mv: fl
             out[lead] = sig
             counts[lead] = int(replaced[k].sum())
     return out, counts
+
+
+def read_together(values: np.ndarray, min_leads: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Groups of samples at which the same leads were read.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (leads, samples), NaN where a lead was not read.
+    min_leads : int
+        Groups of fewer leads are skipped.
+
+    Yields
+    ------
+    tuple of numpy.ndarray
+        The leads (row indices) read, and the samples (column indices) at which
+        exactly those leads were read.
+    """
+    codes = (np.isfinite(values) * (1 << np.arange(values.shape[0]))[:, None]).sum(axis=0)
+    for code in np.unique(codes):
+        rows = np.nonzero((int(code) >> np.arange(values.shape[0])) & 1)[0]
+        if rows.size >= min_leads:
+            yield rows, np.nonzero(codes == code)[0]
 
 
 def _mend_group(values: np.ndarray, replaced: np.ndarray, rows: np.ndarray, cols: np.ndarray,

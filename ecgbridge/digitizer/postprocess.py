@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from ecgbridge.digitizer import beat_timing, column_laws
-from ecgbridge.digitizer.consistency import LIMB_BASIS
+from ecgbridge.digitizer.consistency import LIMB_BASIS, read_together
 from ecgbridge.digitizer.geometry import warp_image
 from ecgbridge.ecg import PanelInfo
 
@@ -278,15 +278,9 @@ def reconcile_limb_leads(signals: dict[str, np.ndarray]) -> dict[str, np.ndarray
         return signals
     n = min(signals[lead].size for lead in names)
     values = np.stack([signals[lead][:n] for lead in names])
-    seen = np.isfinite(values)
     basis = np.array([LIMB_BASIS[lead] for lead in names])
-    codes = (seen * (1 << np.arange(len(names)))[:, None]).sum(axis=0)
     out = values.copy()
-    for code in np.unique(codes):
-        rows = np.nonzero((int(code) >> np.arange(len(names))) & 1)[0]
-        if rows.size < 3:
-            continue
-        cols = np.nonzero(codes == code)[0]
+    for rows, cols in read_together(values, min_leads=3):
         b = basis[rows]
         proj = b @ np.linalg.pinv(b)
         v = values[np.ix_(rows, cols)]
